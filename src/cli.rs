@@ -1,0 +1,212 @@
+//! The command line, as clap definitions.
+//!
+//! This module only describes the command line (subcommands, options, help
+//! text with an example each). It lives in the library so that man pages and
+//! shell completions can be generated from the same definitions; `main.rs`
+//! parses it and hands each subcommand to the library. Nothing here does
+//! any work.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// A DKIM signing milter for Postfix, a drop-in replacement for OpenDKIM's
+/// signer.
+#[derive(Debug, Parser)]
+#[command(name = "dkim-sidecar", version, about, long_about = None)]
+#[command(propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the milter in the foreground.
+    #[command(after_help = "Examples:\n  \
+        dkim-sidecar run -c /etc/dkim-sidecar/dkim-sidecar.toml\n  \
+        dkim-sidecar run -x /etc/opendkim.conf --socket inet:8891@localhost")]
+    Run(RunArgs),
+
+    /// Generate a signing key and its DNS record, like opendkim-genkey.
+    #[command(after_help = "Examples:\n  \
+        dkim-sidecar keygen -d example.com -s default -D /etc/dkim-sidecar/keys\n  \
+        dkim-sidecar keygen -d example.com -s ed --algorithm ed25519")]
+    Keygen(KeygenArgs),
+
+    /// Check that a private key matches its published DNS record.
+    #[command(after_help = "Examples:\n  \
+        dkim-sidecar testkey -d example.com -s default -k /etc/dkim-sidecar/keys/default.private\n  \
+        dkim-sidecar testkey -d example.com -s default -k default.private --txt default.txt")]
+    Testkey(TestkeyArgs),
+
+    /// Load the configuration, tables and keys; print the effective rules.
+    #[command(name = "check-config")]
+    #[command(after_help = "Examples:\n  \
+        dkim-sidecar check-config -x /etc/opendkim.conf\n  \
+        dkim-sidecar check-config -c /etc/dkim-sidecar/dkim-sidecar.toml")]
+    CheckConfig(CheckConfigArgs),
+
+    /// Sign a message read from stdin through the milter's own code path.
+    #[command(after_help = "Example:\n  \
+        dkim-sidecar sign -x /etc/opendkim.conf --client-ip 127.0.0.1 < message.eml")]
+    Sign(SignArgs),
+}
+
+/// Which configuration file to read, and in which format.
+#[derive(Debug, Clone, Args)]
+#[group(required = true, multiple = false)]
+pub struct ConfigSource {
+    /// Native configuration file (TOML).
+    #[arg(short = 'c', long = "config", value_name = "FILE.toml")]
+    pub toml: Option<PathBuf>,
+
+    /// OpenDKIM configuration file (opendkim.conf), read unchanged.
+    #[arg(short = 'x', long = "opendkim-config", value_name = "FILE")]
+    pub opendkim: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub config: ConfigSource,
+
+    /// Listen here instead of the configured socket
+    /// (inet:PORT@HOST, inet6:PORT@[HOST], inet:HOST:PORT, local:/path, unix:/path).
+    #[arg(long, value_name = "SPEC")]
+    pub socket: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckConfigArgs {
+    #[command(flatten)]
+    pub config: ConfigSource,
+}
+
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    #[command(flatten)]
+    pub config: ConfigSource,
+
+    /// Envelope sender (MAIL FROM) to present to the signing policy.
+    #[arg(long, value_name = "ADDR")]
+    pub sender: Option<String>,
+
+    /// Client address the message appears to come from.
+    #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
+    pub client_ip: IpAddr,
+
+    /// Treat the message as submitted with SMTP AUTH.
+    #[arg(long)]
+    pub auth: bool,
+}
+
+/// Key algorithm for keygen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KeyAlgorithm {
+    Rsa,
+    Ed25519,
+}
+
+/// Options mirror opendkim-genkey's, so existing scripts keep working:
+/// `-h` names hash algorithms (help is `--help` only) and `-t` is test mode.
+#[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
+pub struct KeygenArgs {
+    /// Append the domain name to the record name in the .txt file.
+    #[arg(short = 'a', long = "append-domain")]
+    pub append_domain: bool,
+
+    /// RSA key size in bits (ignored for Ed25519).
+    #[arg(short = 'b', long = "bits", default_value_t = 2048)]
+    pub bits: u32,
+
+    /// Domain the key signs for (used in the record's comment).
+    #[arg(short = 'd', long = "domain", default_value = "localhost")]
+    pub domain: String,
+
+    /// Directory to write the files into.
+    #[arg(short = 'D', long = "directory", default_value = ".")]
+    pub directory: PathBuf,
+
+    /// Hash algorithms to list in the record's h= tag (colon-separated).
+    #[arg(short = 'h', long = "hash-algorithms", default_value = "sha256")]
+    pub hash_algorithms: String,
+
+    /// Free-form note for the record's n= tag.
+    #[arg(short = 'n', long = "note")]
+    pub note: Option<String>,
+
+    /// Restrict the key to e-mail use (s=email).
+    #[arg(short = 'r', long = "restrict", alias = "restricted")]
+    pub restrict: bool,
+
+    /// Selector name; also the file name stem.
+    #[arg(short = 's', long = "selector", default_value = "default")]
+    pub selector: String,
+
+    /// Disallow subdomains (t=s).
+    #[arg(short = 'S', long = "nosubdomains")]
+    pub no_subdomains: bool,
+
+    /// Mark the key as in test mode (t=y).
+    #[arg(short = 't', long = "testmode")]
+    pub testmode: bool,
+
+    /// Key algorithm.
+    #[arg(long = "algorithm", value_enum, default_value_t = KeyAlgorithm::Rsa)]
+    pub algorithm: KeyAlgorithm,
+
+    /// Overwrite existing files.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
+}
+
+#[derive(Debug, Args)]
+pub struct TestkeyArgs {
+    /// Domain of the record.
+    #[arg(short = 'd', long = "domain")]
+    pub domain: String,
+
+    /// Selector of the record.
+    #[arg(short = 's', long = "selector")]
+    pub selector: String,
+
+    /// Private key file.
+    #[arg(short = 'k', long = "key", value_name = "KEYFILE")]
+    pub key: PathBuf,
+
+    /// Read the record from this file (keygen's .txt, or a bare v=DKIM1 string)
+    /// instead of DNS.
+    #[arg(long, value_name = "FILE")]
+    pub txt: Option<PathBuf>,
+
+    /// Ask this DNS server instead of the system resolver.
+    #[arg(long, value_name = "IP:PORT")]
+    pub nameserver: Option<SocketAddr>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_requires_exactly_one_config_file() {
+        assert!(Cli::try_parse_from(["dkim-sidecar", "run"]).is_err());
+        assert!(
+            Cli::try_parse_from(["dkim-sidecar", "run", "-c", "a.toml", "-x", "b.conf"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["dkim-sidecar", "run", "-x", "/etc/opendkim.conf"]).is_ok());
+    }
+}

@@ -1,0 +1,13 @@
+//! dkim-sidecar: a DKIM signing milter for Postfix.
+//!
+//! Data flows one way: socket bytes are framed by [`milter`] into events,
+//! a per-connection session drives a [`milter::Filter`], the DKIM filter
+//! decides whether to sign and with which keys, and its answer goes back as
+//! typed replies that [`milter`] encodes. `milter` knows nothing of DKIM;
+//! the DKIM side knows nothing of bytes on the wire.
+//!
+//! `main.rs` only parses the command line ([`cli`]) and calls into this
+//! library, so everything here can be tested without spawning the binary.
+
+pub mod cli;
+pub mod milter;

@@ -10,4 +10,5 @@
 //! library, so everything here can be tested without spawning the binary.
 
 pub mod cli;
+pub mod diagnostics;
 pub mod milter;

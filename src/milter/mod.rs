@@ -1,6 +1,140 @@
 //! The Sendmail milter protocol (versions 2 to 6), as Postfix speaks it.
 //!
-//! This module is a protocol engine other milters could use: it frames bytes,
-//! negotiates options, keeps macros per stage, runs the per-connection state
-//! machine and calls a [`Filter`]. It must never know anything about DKIM or
-//! mail content beyond what the protocol itself defines.
+//! This module is a protocol engine other milters could use: `codec` frames
+//! bytes into [`Command`]s and encodes [`Reply`]s, `options` negotiates,
+//! `macros` keeps macros per stage, `session` is the per-connection state
+//! machine that drives a [`Filter`], and `connection` moves frames over a
+//! socket with time limits. [`serve`] ties them together for one
+//! connection. It must never know anything about DKIM or about mail content
+//! beyond what the protocol itself defines.
+
+pub mod codec;
+pub mod connection;
+pub mod filter;
+pub mod macros;
+pub mod options;
+pub mod session;
+
+use std::panic::AssertUnwindSafe;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
+
+pub use codec::{ClientAddress, Command, FrameDecoder, Reply, SmtpReply};
+pub use connection::{Connection, ConnectionError, Timeouts};
+pub use filter::{Client, EndOfMessage, Filter, Modification, Verdict};
+pub use macros::{Macros, Stage};
+pub use options::{Actions, Event, EventSet, Needs, Negotiated, ProtocolFlags};
+pub use session::{Flow, ProtocolError, Session};
+
+/// Limits for one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest incoming payload accepted; a bigger frame closes the
+    /// connection.
+    pub max_payload: usize,
+    pub timeouts: Timeouts,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_payload: codec::DEFAULT_MAX_PAYLOAD,
+            timeouts: Timeouts::default(),
+        }
+    }
+}
+
+/// How a connection ended without error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The MTA sent QUIT.
+    Quit,
+    /// The MTA closed the socket between frames.
+    Closed,
+    /// We were asked to shut down and closed between transactions.
+    Shutdown,
+}
+
+/// Why a connection was closed early. The server logs this once, naming the
+/// peer.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Connection(#[from] ConnectionError),
+    #[error("protocol violation: {0}")]
+    Protocol(#[from] ProtocolError),
+    #[error("the filter panicked while handling a '{0}' command; answered tempfail")]
+    FilterPanicked(char),
+}
+
+/// Serve one milter connection until the MTA quits or closes it, a limit is
+/// hit, or `shutdown` is cancelled. On shutdown an open transaction is
+/// finished first, so no message is cut off in the middle.
+///
+/// A panic inside the filter is caught: the MTA gets a tempfail where it
+/// waits for a reply, and only this connection closes.
+pub async fn serve<S, F>(
+    stream: S,
+    filter: F,
+    limits: Limits,
+    shutdown: CancellationToken,
+) -> Result<Ending, ServeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: Filter,
+{
+    let mut conn = Connection::new(
+        stream,
+        FrameDecoder::new(limits.max_payload),
+        limits.timeouts,
+    );
+    let mut session = Session::new(filter);
+    let mut replies = Vec::with_capacity(4);
+    loop {
+        let may_stop_here = !session.in_transaction() && !conn.has_partial_frame();
+        let command = if may_stop_here {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    let _ = conn.shutdown().await;
+                    return Ok(Ending::Shutdown);
+                }
+                command = conn.read_command() => command?,
+            }
+        } else {
+            conn.read_command().await?
+        };
+        let Some(command) = command else {
+            return Ok(Ending::Closed);
+        };
+
+        replies.clear();
+        let code = command.code();
+        let expects_reply = session.expects_reply(&command);
+        let flow = match std::panic::catch_unwind(AssertUnwindSafe(|| {
+            session.handle(command, &mut replies)
+        })) {
+            Ok(flow) => flow?,
+            Err(_) => {
+                if expects_reply {
+                    conn.write_replies(&[Reply::Tempfail]).await?;
+                }
+                return Err(ServeError::FilterPanicked(code));
+            }
+        };
+        if let Err(e) = conn.write_replies(&replies).await {
+            if let ConnectionError::Encode(reason) = &e {
+                // A filter produced something unsendable (a NUL in a header
+                // value, an oversize reply): fail this message, not silently.
+                tracing::error!(%reason, "could not encode the filter's reply; answering tempfail");
+                conn.write_replies(&[Reply::Tempfail]).await?;
+            } else {
+                return Err(e.into());
+            }
+        }
+        if flow == Flow::Close {
+            return Ok(Ending::Quit);
+        }
+    }
+}

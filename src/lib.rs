@@ -11,5 +11,6 @@
 
 pub mod cli;
 pub mod diagnostics;
+pub mod dkim;
 pub mod milter;
 pub mod server;

@@ -1,0 +1,350 @@
+//! DKIM signatures for one message, computed as its pieces arrive.
+//!
+//! [`MessageSigning`] hashes the body chunk by chunk (memory per message is
+//! the header block, never the body), keeps one body hash per body
+//! canonicalization so dual RSA + Ed25519 signing hashes the body once, and
+//! at end of message produces one `DKIM-Signature` value per
+//! [`SignRequest`]. Canonicalization, the body hasher, the signature's
+//! serialization and the private-key operation (aws-lc-rs) are mail-auth's;
+//! what is ours is the composition.
+//!
+//! Why not `DkimSigner::sign_streaming`: it hashes the body once per key,
+//! borrows its signer (which a per-message state cannot hold across milter
+//! events without a self-referential struct), and lists every configured
+//! header name in `h=` whether or not the message has it, which would
+//! oversign twenty absent fields where OpenDKIM signs only present ones.
+//!
+//! This module knows nothing of the milter protocol or of policy: it is
+//! told what to sign with which key and does it.
+
+pub mod headers;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mail_auth::common::crypto::{DkimKey, HashContext, HashImpl, Sha256, SigningKey};
+use mail_auth::common::headers::{Writable, Writer};
+use mail_auth::dkim::canonicalize::BodyHasher;
+use mail_auth::dkim::{Canonicalization, Signature};
+
+pub use headers::{HeaderBlock, HeaderField, HeaderPolicy};
+pub use mail_auth::common::crypto::Algorithm;
+
+type BodyHash = BodyHasher<<Sha256 as HashImpl>::Context>;
+
+/// One signature to make: who signs (`d=`, `s=`, key) and how.
+#[derive(Clone)]
+pub struct SignRequest {
+    pub domain: String,
+    pub selector: String,
+    pub key: Arc<DkimKey>,
+    /// The `i=` tag, when the SigningTable names a signer.
+    pub identity: Option<String>,
+    pub header_canonicalization: Canonicalization,
+    pub body_canonicalization: Canonicalization,
+    pub headers: Arc<HeaderPolicy>,
+    /// Signature lifetime for the `x=` tag.
+    pub expiry: Option<Duration>,
+}
+
+impl std::fmt::Debug for SignRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignRequest")
+            .field("domain", &self.domain)
+            .field("selector", &self.selector)
+            .field("algorithm", &self.key.algorithm())
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A finished signature, ready to insert as a `DKIM-Signature` field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureField {
+    pub domain: String,
+    pub selector: String,
+    pub algorithm: Algorithm,
+    /// The value as it goes after the colon: a leading space, folded with
+    /// bare LF + TAB, no trailing line break.
+    pub value: String,
+}
+
+/// The field name of every signature this module makes.
+pub const SIGNATURE_FIELD: &str = "DKIM-Signature";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignError {
+    #[error("the message has no From header field, which DKIM requires")]
+    NoFrom,
+    #[error("signing with d={domain} s={selector} failed: {reason}")]
+    Crypto {
+        domain: String,
+        selector: String,
+        reason: String,
+    },
+}
+
+/// The signatures for one message in progress.
+pub struct MessageSigning {
+    bodies: Vec<(Canonicalization, BodyHash)>,
+    requests: Vec<(SignRequest, usize)>,
+}
+
+impl MessageSigning {
+    pub fn new(requests: Vec<SignRequest>) -> Self {
+        let mut bodies: Vec<(Canonicalization, BodyHash)> = Vec::with_capacity(2);
+        let requests = requests
+            .into_iter()
+            .map(|request| {
+                let canon = request.body_canonicalization;
+                let index = bodies
+                    .iter()
+                    .position(|(c, _)| *c == canon)
+                    .unwrap_or_else(|| {
+                        bodies.push((canon, BodyHasher::new(Sha256::hasher(), canon, 0)));
+                        bodies.len() - 1
+                    });
+                (request, index)
+            })
+            .collect();
+        MessageSigning { bodies, requests }
+    }
+
+    pub fn requests(&self) -> impl Iterator<Item = &SignRequest> {
+        self.requests.iter().map(|(r, _)| r)
+    }
+
+    /// Feed the next piece of the body, exactly as received (CRLF lines).
+    pub fn body(&mut self, chunk: &[u8]) {
+        for (_, hasher) in &mut self.bodies {
+            hasher.write(chunk);
+        }
+    }
+
+    /// Sign over `headers` at time `now` (seconds since the epoch).
+    pub fn finish(self, headers: &HeaderBlock, now: u64) -> Result<Vec<SignatureField>, SignError> {
+        if headers.first("from").is_none() {
+            return Err(SignError::NoFrom);
+        }
+        let body_hashes: Vec<Vec<u8>> = self
+            .bodies
+            .into_iter()
+            .map(|(_, hasher)| hasher.finish().0.complete().as_ref().to_vec())
+            .collect();
+        self.requests
+            .into_iter()
+            .map(|(request, body)| sign_one(&request, headers, &body_hashes[body], now))
+            .collect()
+    }
+}
+
+fn sign_one(
+    request: &SignRequest,
+    block: &HeaderBlock,
+    body_hash: &[u8],
+    now: u64,
+) -> Result<SignatureField, SignError> {
+    let selection = request.headers.select(block);
+    let mut signature = Signature {
+        v: 1,
+        a: request.key.algorithm(),
+        d: request.domain.clone(),
+        s: request.selector.clone(),
+        i: request.identity.clone().unwrap_or_default(),
+        h: selection.names,
+        bh: body_hash.to_vec(),
+        t: now,
+        x: request.expiry.map_or(0, |ttl| now + ttl.as_secs()),
+        ch: request.header_canonicalization,
+        cb: request.body_canonicalization,
+        ..Signature::default()
+    };
+    let covered: Vec<(&[u8], Vec<u8>)> = selection
+        .covered
+        .iter()
+        .flatten()
+        .map(|field| (&field.name[..], field.wire_value()))
+        .collect();
+    signature.b = request
+        .key
+        .sign(SigningInput {
+            canonicalization: request.header_canonicalization,
+            covered: &covered,
+            signature: &signature,
+        })
+        .map_err(|e| SignError::Crypto {
+            domain: request.domain.clone(),
+            selector: request.selector.clone(),
+            reason: e.to_string(),
+        })?;
+    Ok(SignatureField {
+        domain: request.domain.clone(),
+        selector: request.selector.clone(),
+        algorithm: signature.a,
+        value: field_value(&signature),
+    })
+}
+
+/// What the private key signs: the covered fields, canonicalized in `h=`
+/// order, then the signature field itself with an empty `b=` and no final
+/// line break (RFC 6376 section 3.7).
+struct SigningInput<'a> {
+    canonicalization: Canonicalization,
+    covered: &'a [(&'a [u8], Vec<u8>)],
+    signature: &'a Signature,
+}
+
+impl Writable for SigningInput<'_> {
+    fn write(self, writer: &mut impl Writer) {
+        self.canonicalization.canonicalize_headers(
+            self.covered
+                .iter()
+                .map(|(name, value)| (*name, value.as_slice())),
+            writer,
+        );
+        // With `false`, mail-auth writes the field in the form the chosen
+        // header canonicalization gives it.
+        self.signature.write(writer, false);
+    }
+}
+
+/// The field value to insert: mail-auth's header form without the name and
+/// final CRLF, folded with LF as the milter protocol wants.
+fn field_value(signature: &Signature) -> String {
+    let mut header = Vec::with_capacity(600);
+    signature.write(&mut header, true);
+    let text = String::from_utf8_lossy(&header);
+    let value = text
+        .strip_prefix("DKIM-Signature:")
+        .unwrap_or(&text)
+        .trim_end_matches("\r\n");
+    value.replace("\r\n", "\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use mail_auth::common::crypto::{Ed25519Key, RsaKey};
+    use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, pem::PemObject};
+
+    fn example_rsa() -> Arc<DkimKey> {
+        let pem = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/keys-example/default.private"
+        ))
+        .unwrap();
+        let der = PrivatePkcs8KeyDer::from_pem_slice(&pem).unwrap();
+        Arc::new(DkimKey::Rsa(
+            RsaKey::<Sha256>::from_key_der(PrivateKeyDer::Pkcs8(der)).unwrap(),
+        ))
+    }
+
+    fn example_ed25519() -> Arc<DkimKey> {
+        let pem = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/keys-example/ed25519.private"
+        ))
+        .unwrap();
+        let der = PrivatePkcs8KeyDer::from_pem_slice(&pem).unwrap();
+        Arc::new(DkimKey::Ed25519(
+            Ed25519Key::from_pkcs8_maybe_unchecked_der(der.secret_pkcs8_der()).unwrap(),
+        ))
+    }
+
+    fn request(key: Arc<DkimKey>, selector: &str, ch: Canonicalization) -> SignRequest {
+        SignRequest {
+            domain: "example.com".into(),
+            selector: selector.into(),
+            key,
+            identity: None,
+            header_canonicalization: ch,
+            body_canonicalization: Canonicalization::Simple,
+            headers: Arc::new(HeaderPolicy::default()),
+            expiry: None,
+        }
+    }
+
+    fn headers() -> HeaderBlock {
+        let mut b = HeaderBlock::new();
+        for (n, v) in [
+            ("From", " Alice <alice@example.com>"),
+            ("To", " bob@example.org"),
+            ("Subject", " folded\n\tsubject"),
+        ] {
+            b.push(HeaderField::new(
+                Bytes::from_static(n.as_bytes()),
+                Bytes::from_static(v.as_bytes()),
+            ));
+        }
+        b
+    }
+
+    #[test]
+    fn dual_signing_hashes_the_body_once_per_canonicalization() {
+        let m = MessageSigning::new(vec![
+            request(example_rsa(), "default", Canonicalization::Relaxed),
+            request(example_ed25519(), "ed25519", Canonicalization::Relaxed),
+        ]);
+        assert_eq!(m.bodies.len(), 1);
+        let mut m = m;
+        m.body(b"Hello\r\n");
+        let sigs = m.finish(&headers(), 1_700_000_000).unwrap();
+        assert_eq!(sigs.len(), 2);
+        assert_eq!(sigs[0].algorithm, Algorithm::RsaSha256);
+        assert_eq!(sigs[1].algorithm, Algorithm::Ed25519Sha256);
+        let bh = |v: &str| {
+            v.split(';')
+                .find_map(|t| t.trim().strip_prefix("bh=").map(str::to_string))
+        };
+        assert_eq!(bh(&sigs[0].value), bh(&sigs[1].value));
+    }
+
+    #[test]
+    fn field_value_has_leading_space_and_lf_folding_only() {
+        let mut m = MessageSigning::new(vec![request(
+            example_rsa(),
+            "default",
+            Canonicalization::Simple,
+        )]);
+        m.body(b"body\r\n");
+        let sig = m.finish(&headers(), 1_700_000_000).unwrap().remove(0);
+        assert!(
+            sig.value.starts_with(" v=1; a=rsa-sha256;"),
+            "{}",
+            sig.value
+        );
+        assert!(!sig.value.contains('\r'));
+        assert!(sig.value.contains("\n\t"));
+        assert!(!sig.value.ends_with('\n'));
+        assert!(sig.value.contains("d=example.com"));
+        assert!(sig.value.contains("t=1700000000"));
+        assert!(sig.value.contains("h=From:To:Subject"));
+    }
+
+    #[test]
+    fn expiry_sets_x_from_the_signing_time() {
+        let mut r = request(example_ed25519(), "ed25519", Canonicalization::Relaxed);
+        r.expiry = Some(Duration::from_secs(3600));
+        let sig = MessageSigning::new(vec![r])
+            .finish(&headers(), 1_700_000_000)
+            .unwrap()
+            .remove(0);
+        assert!(sig.value.contains("x=1700003600"), "{}", sig.value);
+    }
+
+    #[test]
+    fn refuses_a_message_without_from() {
+        let mut b = HeaderBlock::new();
+        b.push(HeaderField::new(
+            Bytes::from_static(b"Subject"),
+            Bytes::from_static(b" x"),
+        ));
+        let m = MessageSigning::new(vec![request(
+            example_rsa(),
+            "default",
+            Canonicalization::Relaxed,
+        )]);
+        assert_eq!(m.finish(&b, 0), Err(SignError::NoFrom));
+    }
+}

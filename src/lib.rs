@@ -11,4 +11,5 @@
 
 pub mod cli;
 pub mod diagnostics;
+pub mod keys;
 pub mod milter;

@@ -75,8 +75,8 @@ fn run_testkey(args: &TestkeyArgs) -> Result<ExitCode, String> {
             nameserver: args.nameserver,
         },
     };
-    let report = testkey(&args.domain, &args.selector, &args.key, &source)
-        .map_err(|err| err.to_string())?;
+    let report =
+        testkey(&args.domain, &args.selector, &args.key, &source).map_err(|err| err.to_string())?;
     print!("{report}");
     Ok(if report.is_ok() {
         ExitCode::SUCCESS

@@ -98,14 +98,12 @@ impl fmt::Display for Exposure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let node = self.node.display();
         match &self.problem {
-            ExposureKind::FileAccessible { who, mode } => write!(
-                f,
-                "it can be read or written by {who} (mode {mode:04o})"
-            )?,
-            ExposureKind::FileOwner { owner, signer } => write!(
-                f,
-                "it is owned by {owner}, not by the signing user {signer} or root"
-            )?,
+            ExposureKind::FileAccessible { who, mode } => {
+                write!(f, "it can be read or written by {who} (mode {mode:04o})")?
+            }
+            ExposureKind::FileOwner { owner, signer } => {
+                write!(f, "it is owned by {owner}; {}", allowed_owners(signer))?
+            }
             ExposureKind::DirectoryWritable { who, mode } => write!(
                 f,
                 "directory {node} is writable by {who} without the sticky bit \
@@ -113,14 +111,20 @@ impl fmt::Display for Exposure {
             )?,
             ExposureKind::DirectoryOwner { owner, signer } => write!(
                 f,
-                "directory {node} is owned by {owner}, not by the signing user \
-                 {signer} or root, so its owner could replace the key"
+                "directory {node} is owned by {owner}, who could replace the key; {}",
+                allowed_owners(signer)
             )?,
-            ExposureKind::Replaced => {
-                write!(f, "{node} was replaced while it was being checked")?
-            }
+            ExposureKind::Replaced => write!(f, "{node} was replaced while it was being checked")?,
         }
         write!(f, "; fix: {}", self.fix)
+    }
+}
+
+fn allowed_owners(signer: &UserName) -> String {
+    if signer.uid == 0 {
+        "only root, the signing user, may own it".to_string()
+    } else {
+        format!("only the signing user {signer} or root may own it")
     }
 }
 
@@ -163,7 +167,11 @@ pub enum KeyError {
          check that the path names the key file",
         path.display()
     )]
-    TooLarge { path: PathBuf, size: u64, limit: u64 },
+    TooLarge {
+        path: PathBuf,
+        size: u64,
+        limit: u64,
+    },
 
     #[error("{origin}: not a private key ({found}); accepted formats: {ACCEPTED_FORMATS}")]
     UnrecognizedFormat { origin: KeyOrigin, found: String },
@@ -178,7 +186,10 @@ pub enum KeyError {
         "{origin}: {algorithm} keys cannot sign DKIM; use an RSA or Ed25519 key \
          (dkim-sidecar keygen --algorithm rsa|ed25519)"
     )]
-    UnsupportedAlgorithm { origin: KeyOrigin, algorithm: String },
+    UnsupportedAlgorithm {
+        origin: KeyOrigin,
+        algorithm: String,
+    },
 
     #[error(
         "{origin}: the RSA key has {bits} bits, fewer than MinimumKeyBits {minimum}; \

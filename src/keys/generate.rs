@@ -127,11 +127,12 @@ pub fn keygen(request: &KeygenRequest) -> Result<KeygenOutcome, KeygenError> {
     }
 
     let pkcs8 = generate_pkcs8(request.key_type, request.rsa_bits)?;
-    let decoded = material::decode(&pkcs8, &KeyOrigin::File(private_path.clone())).map_err(
-        |err| KeygenError::Generation {
-            detail: err.to_string(),
-        },
-    )?;
+    let decoded =
+        material::decode(&pkcs8, &KeyOrigin::File(private_path.clone())).map_err(|err| {
+            KeygenError::Generation {
+                detail: err.to_string(),
+            }
+        })?;
     let public_key = base64::Engine::encode(
         &base64::engine::general_purpose::STANDARD,
         &decoded.public_key,

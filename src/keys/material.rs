@@ -191,7 +191,9 @@ fn decode_pkcs1(der: &[u8], origin: &KeyOrigin) -> Result<KeyMaterial, KeyError>
     };
     let key = pkcs1::RsaPrivateKey::from_der(der).map_err(|err| malformed(err.to_string()))?;
     if key.other_prime_infos.is_some() {
-        return Err(malformed("multi-prime RSA keys are not supported".to_string()));
+        return Err(malformed(
+            "multi-prime RSA keys are not supported".to_string(),
+        ));
     }
     let rsa_public = key
         .public_key()

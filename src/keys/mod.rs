@@ -18,6 +18,8 @@ mod material;
 pub mod record;
 mod safety;
 pub mod testkey;
+#[cfg(test)]
+mod tests;
 
 use std::fmt;
 use std::fs::File;
@@ -28,9 +30,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use mail_auth::common::crypto::{
-    Algorithm, DkimKey, Ed25519Key, RsaKey, Sha256, SigningKey,
-};
+use mail_auth::common::crypto::{Algorithm, DkimKey, Ed25519Key, RsaKey, Sha256, SigningKey};
 use mail_auth::common::headers::Writable;
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs1KeyDer};
 use zeroize::Zeroizing;
@@ -275,7 +275,11 @@ impl KeySource {
     }
 
     /// Loads the key; `at` is the KeyTable line, used to name inline keys in errors.
-    pub fn load(&self, at: Option<&Location>, options: &LoadOptions) -> Result<LoadedKey, KeyError> {
+    pub fn load(
+        &self,
+        at: Option<&Location>,
+        options: &LoadOptions,
+    ) -> Result<LoadedKey, KeyError> {
         match self {
             KeySource::File(path) => load_key_file(path, options),
             KeySource::Inline(data) => Ok(LoadedKey {

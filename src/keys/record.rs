@@ -140,7 +140,7 @@ pub fn text_from_file_contents(contents: &str) -> String {
         }
         match (quoted, c) {
             (false, ';') => comment = true,
-            (false, '"') | (true, '"') => quoted = !quoted,
+            (_, '"') => quoted = !quoted,
             (true, '\\') => {
                 // RFC 1035 5.1: \X is X, \DDD is the byte DDD.
                 let Some(next) = chars.next() else { break };
@@ -267,4 +267,132 @@ pub fn parse_record(text: &str) -> Result<KeyRecord, RecordSyntaxError> {
         None => return Err(syntax("p", "is missing (every key record needs p=)")),
     }
     Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        parse_record(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn parses_a_bare_record_with_defaults() {
+        let record = parse_record("v=DKIM1; p=AAEC").unwrap();
+        assert_eq!(record.key_type, "rsa");
+        assert_eq!(record.public_key, vec![0, 1, 2]);
+        assert_eq!(record.hash_algorithms, None);
+        assert_eq!(record.services, None);
+        assert!(record.flags.is_empty());
+    }
+
+    #[test]
+    fn parses_lists_case_and_whitespace_inside_p() {
+        let record =
+            parse_record(" v=DKIM1 ;h=SHA1 : sha256; k=ED25519; s=email; t=y:s; p=AA EC ;")
+                .unwrap();
+        assert_eq!(record.key_type, "ed25519");
+        assert_eq!(
+            record.hash_algorithms,
+            Some(vec!["sha1".to_string(), "sha256".to_string()])
+        );
+        assert_eq!(record.services, Some(vec!["email".to_string()]));
+        assert_eq!(record.flags, vec!["y".to_string(), "s".to_string()]);
+        assert_eq!(record.public_key, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn empty_p_means_revoked() {
+        assert!(parse_record("v=DKIM1; k=rsa; p=").unwrap().is_revoked());
+    }
+
+    #[test]
+    fn ignores_unknown_tags() {
+        assert!(parse_record("v=DKIM1; x_future=1; p=AAEC").is_ok());
+    }
+
+    #[test]
+    fn reports_missing_p() {
+        assert_eq!(
+            err("v=DKIM1; k=rsa"),
+            "tag p=: is missing (every key record needs p=)"
+        );
+    }
+
+    #[test]
+    fn reports_invalid_base64_in_p() {
+        assert!(err("v=DKIM1; p=###").starts_with("tag p=: is not valid base64"));
+    }
+
+    #[test]
+    fn reports_wrong_version_and_misplaced_version() {
+        assert_eq!(
+            err("v=DKIM2; p=AAEC"),
+            "tag v=: is \"DKIM2\", must be DKIM1"
+        );
+        assert_eq!(
+            err("k=rsa; v=DKIM1; p=AAEC"),
+            "tag v=: must be the first tag"
+        );
+    }
+
+    #[test]
+    fn reports_duplicate_tags() {
+        assert_eq!(err("p=AAEC; p=AAEC"), "tag p=: appears more than once");
+    }
+
+    #[test]
+    fn reports_tag_without_value_separator() {
+        assert_eq!(
+            err("v=DKIM1; rsa; p=AAEC"),
+            "tag rsa=: has no '=' (tags are written name=value)"
+        );
+    }
+
+    #[test]
+    fn reports_invalid_tag_name_and_empty_key_type() {
+        assert_eq!(err("1x=2; p=AAEC"), "tag 1x=: is not a valid tag name");
+        assert_eq!(err("k=; p=AAEC"), "tag k=: is empty (use rsa or ed25519)");
+    }
+
+    #[test]
+    fn reads_zone_file_strings_and_skips_name_and_comment() {
+        let zone = "sel._domainkey\tIN\tTXT\t( \"v=DKIM1; n=\\\"hi\\\"; k=rsa; \"\n\t  \"p=AA\"\n\t  \"EC\" )  ; ----- \"DKIM\" key\n";
+        assert_eq!(
+            text_from_file_contents(zone),
+            "v=DKIM1; n=\"hi\"; k=rsa; p=AAEC"
+        );
+    }
+
+    #[test]
+    fn zone_file_decimal_escapes_are_bytes() {
+        assert_eq!(text_from_file_contents("\"a\\059b\""), "a;b");
+    }
+
+    #[test]
+    fn bare_record_file_is_taken_as_is() {
+        assert_eq!(
+            text_from_file_contents("v=DKIM1; k=ed25519; p=AAEC\n"),
+            "v=DKIM1; k=ed25519; p=AAEC"
+        );
+    }
+
+    #[test]
+    fn record_text_is_the_zone_file_strings_joined() {
+        let options = RecordOptions {
+            hash_algorithms: Some("sha256".into()),
+            note: Some("rotated".into()),
+            restrict_to_email: true,
+            no_subdomains: true,
+            testing: true,
+        };
+        let p = "A".repeat(600);
+        let zone = zone_file("s", "example.com", false, KeyType::Rsa, &p, &options);
+        assert_eq!(
+            text_from_file_contents(&zone),
+            record_text(KeyType::Rsa, &p, &options)
+        );
+        assert_eq!(record_name("s", "example.com"), "s._domainkey.example.com");
+    }
 }

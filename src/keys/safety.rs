@@ -30,7 +30,11 @@ const STICKY: u32 = 0o1000;
 /// directory above it. `signer` is the uid the signer runs as; `None` skips
 /// the ownership rules (for `testkey`, run by an administrator who is not the
 /// signing user).
-pub(crate) fn check(path: &Path, opened: &Metadata, signer: Option<u32>) -> io::Result<Option<Exposure>> {
+pub(crate) fn check(
+    path: &Path,
+    opened: &Metadata,
+    signer: Option<u32>,
+) -> io::Result<Option<Exposure>> {
     let shown = path.display();
     if let Some(signer) = signer
         && opened.uid() != signer

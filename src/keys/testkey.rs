@@ -88,15 +88,19 @@ impl fmt::Display for TestReport {
         };
         let name = &self.name;
         match &self.verdict {
-            Verdict::KeyOk => writeln!(f, "key OK: {name} publishes the public key of {key} ({kind})")?,
+            Verdict::KeyOk => writeln!(
+                f,
+                "key OK: {name} publishes the public key of {key} ({kind})"
+            )?,
             Verdict::KeysDoNotMatch => writeln!(
                 f,
                 "keys do not match: {name} publishes a different public key than {key} ({kind})"
             )?,
             Verdict::RecordNotFound => writeln!(f, "record not found: no TXT record at {name}")?,
-            Verdict::SyntaxError(err) => {
-                writeln!(f, "record syntax error: the record at {name} is invalid: {err}")?
-            }
+            Verdict::SyntaxError(err) => writeln!(
+                f,
+                "record syntax error: the record at {name} is invalid: {err}"
+            )?,
             Verdict::Revoked => writeln!(
                 f,
                 "key revoked: the record at {name} has an empty p=, so verifiers treat the key as revoked"
@@ -145,7 +149,9 @@ pub enum TestkeyError {
         source: io::Error,
     },
 
-    #[error("DNS lookup of {name} failed: {detail}; check the nameserver, or test offline with --txt FILE")]
+    #[error(
+        "DNS lookup of {name} failed: {detail}; check the nameserver, or test offline with --txt FILE"
+    )]
     Dns { name: String, detail: String },
 }
 
@@ -318,4 +324,150 @@ fn lookup_txt(name: &str, nameserver: Option<SocketAddr>) -> Result<Option<Strin
             .cloned();
         Ok(chosen)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    use super::*;
+    use crate::keys::record::parse_record;
+
+    /// An RSA key pair from OpenSSL: (SubjectPublicKeyInfo, bare RSAPublicKey).
+    fn openssl_rsa_public() -> (Vec<u8>, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k.pem");
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .output()
+                .expect("openssl must be installed (Debian package openssl)");
+            assert!(out.status.success());
+            out.stdout
+        };
+        let key_arg = key.to_str().unwrap();
+        run(&["genrsa", "-out", key_arg, "2048"]);
+        let spki = run(&["rsa", "-in", key_arg, "-pubout", "-outform", "DER"]);
+        let bare = run(&[
+            "rsa",
+            "-in",
+            key_arg,
+            "-RSAPublicKey_out",
+            "-outform",
+            "DER",
+        ]);
+        (spki, bare)
+    }
+
+    fn record(text: &str) -> KeyRecord {
+        parse_record(text).unwrap()
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes)
+    }
+
+    #[test]
+    fn matching_rsa_record_is_ok_in_both_encodings_of_p() {
+        let (spki, bare) = openssl_rsa_public();
+        for p in [&spki, &bare] {
+            let r = record(&format!("v=DKIM1; k=rsa; p={}", b64(p)));
+            assert_eq!(judge(&r, KeyType::Rsa, &spki), Verdict::KeyOk);
+        }
+    }
+
+    #[test]
+    fn other_rsa_key_does_not_match() {
+        let (spki, _) = openssl_rsa_public();
+        let (other, _) = openssl_rsa_public();
+        let r = record(&format!("v=DKIM1; p={}", b64(&other)));
+        assert_eq!(judge(&r, KeyType::Rsa, &spki), Verdict::KeysDoNotMatch);
+    }
+
+    #[test]
+    fn empty_p_is_revoked() {
+        let (spki, _) = openssl_rsa_public();
+        assert_eq!(
+            judge(&record("v=DKIM1; k=rsa; p="), KeyType::Rsa, &spki),
+            Verdict::Revoked
+        );
+    }
+
+    #[test]
+    fn key_type_differs_from_record() {
+        let r = record("v=DKIM1; k=rsa; p=AAEC");
+        assert_eq!(
+            judge(&r, KeyType::Ed25519, &[0; 32]),
+            Verdict::AlgorithmMismatch {
+                published: "rsa".to_string()
+            }
+        );
+    }
+
+    #[test]
+    fn record_without_sha256_in_h_is_refused() {
+        let (spki, _) = openssl_rsa_public();
+        let r = record(&format!("v=DKIM1; h=sha1; p={}", b64(&spki)));
+        assert_eq!(
+            judge(&r, KeyType::Rsa, &spki),
+            Verdict::HashNotAllowed {
+                published: vec!["sha1".to_string()]
+            }
+        );
+    }
+
+    #[test]
+    fn record_for_another_service_is_refused() {
+        let (spki, _) = openssl_rsa_public();
+        let r = record(&format!("v=DKIM1; s=tlsrpt; p={}", b64(&spki)));
+        assert_eq!(
+            judge(&r, KeyType::Rsa, &spki),
+            Verdict::ServiceNotEmail {
+                published: vec!["tlsrpt".to_string()]
+            }
+        );
+    }
+
+    #[test]
+    fn ed25519_p_of_wrong_length_is_a_syntax_error() {
+        let r = record("v=DKIM1; k=ed25519; p=AAEC");
+        let Verdict::SyntaxError(err) = judge(&r, KeyType::Ed25519, &[0; 32]) else {
+            panic!("expected a syntax error");
+        };
+        assert_eq!(
+            err.to_string(),
+            "tag p=: holds 3 bytes, but an Ed25519 public key is 32 bytes"
+        );
+    }
+
+    #[test]
+    fn rsa_p_that_is_not_a_key_is_a_syntax_error() {
+        let r = record("v=DKIM1; k=rsa; p=AAEC");
+        let Verdict::SyntaxError(err) = judge(&r, KeyType::Rsa, &[0x30]) else {
+            panic!("expected a syntax error");
+        };
+        assert_eq!(err.to_string(), "tag p=: is not an RSA public key");
+    }
+
+    #[test]
+    fn report_for_a_mismatch_shows_the_record_to_publish() {
+        let report = TestReport {
+            name: "s._domainkey.example.com".to_string(),
+            key_path: PathBuf::from("/k"),
+            key_type: KeyType::Ed25519,
+            rsa_bits: None,
+            verdict: Verdict::KeysDoNotMatch,
+            signer_problem: None,
+            warnings: vec![],
+            expected_record: "v=DKIM1; k=ed25519; p=X".to_string(),
+            expected_zone: "ZONE\n".to_string(),
+        };
+        assert!(!report.is_ok());
+        assert_eq!(
+            report.to_string(),
+            "keys do not match: s._domainkey.example.com publishes a different public key than \
+             /k (an Ed25519 key)\npublish this TXT record at s._domainkey.example.com:\n\
+             v=DKIM1; k=ed25519; p=X\nor, as a zone file entry:\nZONE\n"
+        );
+    }
 }

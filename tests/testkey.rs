@@ -242,3 +242,51 @@ fn testkey_warns_about_an_exposed_key_but_still_compares() {
         stdout(&out)
     );
 }
+
+#[test]
+fn testkey_reports_a_dns_failure_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    keygen(d, "sel", &[]);
+    // dnsmasq refuses names outside the zones it serves (and has no upstream).
+    let dns = Dnsmasq::start(&[]);
+    let args = [
+        "testkey",
+        "-d",
+        "example.org",
+        "-s",
+        "sel",
+        "-k",
+        "sel.private",
+        "--nameserver",
+        &dns.addr.to_string(),
+    ];
+    let out = sidecar(&args, d);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("dkim-sidecar: DNS lookup of sel._domainkey.example.org failed: "),
+        "{err}"
+    );
+    assert!(
+        err.trim_end()
+            .ends_with("check the nameserver, or test offline with --txt FILE"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1);
+}
+
+#[test]
+fn testkey_reports_an_unreadable_record_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    keygen(d, "sel", &[]);
+    let out = testkey(d, "sel", "sel.private", &["--txt", "absent.txt"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out)
+            .starts_with("dkim-sidecar: absent.txt: cannot read the record file: No such file"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -243,3 +243,70 @@ fn write_file(path: &Path, data: &[u8], mode: u32, replace: bool) -> Result<(), 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(dir: &Path) -> KeygenRequest {
+        KeygenRequest {
+            directory: dir.to_path_buf(),
+            selector: "sel".to_string(),
+            domain: "example.com".to_string(),
+            append_domain: false,
+            key_type: KeyType::Rsa,
+            rsa_bits: 2048,
+            record: RecordOptions::default(),
+            force: false,
+        }
+    }
+
+    #[test]
+    fn refuses_rsa_keys_longer_than_the_signer_can_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = keygen(&KeygenRequest {
+            rsa_bits: 16384,
+            ..request(dir.path())
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "refusing to generate a 16384-bit RSA key: dkim-sidecar signs with RSA keys of at \
+             most 8192 bits; use -b 2048 (or up to 8192)"
+        );
+    }
+
+    #[test]
+    fn reports_a_directory_it_cannot_write_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("absent");
+        let err = keygen(&request(&missing)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: cannot write here: No such file or directory (os error 2)",
+                missing.join("sel.private").display()
+            )
+        );
+    }
+
+    #[test]
+    fn generation_failure_names_the_cause() {
+        let err = KeygenError::Generation {
+            detail: "Unspecified".to_string(),
+        };
+        assert_eq!(err.to_string(), "key generation failed: Unspecified");
+    }
+
+    #[test]
+    fn ed25519_keygen_warns_that_receivers_may_not_verify_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let outcome = keygen(&KeygenRequest {
+            key_type: KeyType::Ed25519,
+            ..request(dir.path())
+        })
+        .unwrap();
+        assert_eq!(outcome.warnings.len(), 1);
+        assert!(outcome.warnings[0].contains("sign with an RSA key as well"));
+    }
+}

@@ -11,6 +11,7 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use mail_auth::hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
 use mail_auth::hickory_resolver::net::runtime::TokioRuntimeProvider;
@@ -283,7 +284,7 @@ fn lookup_txt(name: &str, nameserver: Option<SocketAddr>) -> Result<Option<Strin
         .build()
         .map_err(|err| failed(err.to_string()))?;
     runtime.block_on(async {
-        let resolver = match nameserver {
+        let mut builder = match nameserver {
             Some(addr) => {
                 let mut udp = ConnectionConfig::udp();
                 udp.port = addr.port();
@@ -294,11 +295,13 @@ fn lookup_txt(name: &str, nameserver: Option<SocketAddr>) -> Result<Option<Strin
                     ResolverConfig::from_name_servers(vec![server]),
                     TokioRuntimeProvider::default(),
                 )
-                .build()
             }
-            None => TokioResolver::builder_tokio().and_then(|builder| builder.build()),
-        }
-        .map_err(|err| failed(err.to_string()))?;
+            None => TokioResolver::builder_tokio().map_err(|err| failed(err.to_string()))?,
+        };
+        // An administrator is waiting: give up after seconds, not minutes.
+        builder.options_mut().timeout = Duration::from_secs(3);
+        builder.options_mut().attempts = 1;
+        let resolver = builder.build().map_err(|err| failed(err.to_string()))?;
         let lookup = match resolver.txt_lookup(format!("{name}.")).await {
             Ok(lookup) => lookup,
             Err(err) if err.is_no_records_found() || err.is_nx_domain() => return Ok(None),

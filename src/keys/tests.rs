@@ -725,3 +725,40 @@ fn warns_instead_of_failing_when_require_safe_keys_is_off() {
     assert!(warning.contains("key data is not secure"), "{warning}");
     assert!(!warning.contains("RequireSafeKeys"), "{warning}");
 }
+
+#[test]
+fn replaced_file_is_reported_with_its_path() {
+    let exposure = Exposure {
+        node: PathBuf::from("/etc/dkimkeys/a.private"),
+        problem: ExposureKind::Replaced,
+        fix: "find out who changed it, then try again".to_string(),
+    };
+    assert_eq!(
+        exposure.to_string(),
+        "/etc/dkimkeys/a.private was replaced while it was being checked; fix: find out who \
+         changed it, then try again"
+    );
+}
+
+#[test]
+fn origin_names_the_keytable_line_of_an_inline_key() {
+    assert_eq!(
+        KeyOrigin::Inline(Some(Location::new("/etc/opendkim/KeyTable", 2))).to_string(),
+        "/etc/opendkim/KeyTable:2: inline key"
+    );
+    assert_eq!(KeyOrigin::Inline(None).to_string(), "inline key");
+}
+
+#[test]
+fn refuses_openssh_key_and_says_how_to_convert_it() {
+    let s = Scratch::new();
+    let text = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n";
+    let path = s.key_file("id.private", text.as_bytes());
+    let msg = message(load(&path).unwrap_err());
+    assert!(
+        msg.contains(
+            "not a private key (an OpenSSH key; convert it with ssh-keygen -p -m PKCS8 -f FILE)"
+        ),
+        "{msg}"
+    );
+}

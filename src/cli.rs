@@ -150,6 +150,10 @@ pub struct KeygenArgs {
     #[arg(short = 'S', long = "nosubdomains")]
     pub no_subdomains: bool,
 
+    /// Allow subdomains (the default; accepted for opendkim-genkey scripts).
+    #[arg(long = "subdomains")]
+    pub subdomains: bool,
+
     /// Mark the key as in test mode (t=y).
     #[arg(short = 't', long = "testmode")]
     pub testmode: bool,
@@ -161,6 +165,10 @@ pub struct KeygenArgs {
     /// Overwrite existing files.
     #[arg(long)]
     pub force: bool,
+
+    /// Say which files were written.
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
+    pub verbose: u8,
 
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
@@ -187,7 +195,7 @@ pub struct TestkeyArgs {
     pub txt: Option<PathBuf>,
 
     /// Ask this DNS server instead of the system resolver.
-    #[arg(long, value_name = "IP:PORT")]
+    #[arg(long, value_name = "IP:PORT", conflicts_with = "txt")]
     pub nameserver: Option<SocketAddr>,
 }
 

@@ -12,5 +12,6 @@
 pub mod cli;
 pub mod diagnostics;
 pub mod dkim;
+pub mod keys;
 pub mod milter;
 pub mod server;

@@ -39,7 +39,14 @@ print("PASS" if dkim.verify(sys.stdin.buffer.read(), dnsfunc=lambda name, timeou
 fn loaded_keys_sign_through_mail_auth_and_dkimpy_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    for (selector, algorithm) in [("rsa", "rsa"), ("ed", "ed25519")] {
+    // 1024-bit RSA signs through OpenSSL, larger RSA and Ed25519 through
+    // aws-lc-rs: every path must produce signatures dkimpy accepts.
+    for (selector, algorithm, bits) in [
+        ("rsa1024", "rsa", "1024"),
+        ("rsa", "rsa", "2048"),
+        ("rsa4096", "rsa", "4096"),
+        ("ed", "ed25519", "2048"),
+    ] {
         let args = [
             "keygen",
             "-D",
@@ -48,6 +55,8 @@ fn loaded_keys_sign_through_mail_auth_and_dkimpy_verifies() {
             "example.com",
             "-s",
             selector,
+            "-b",
+            bits,
             "--algorithm",
             algorithm,
         ];

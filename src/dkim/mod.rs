@@ -22,12 +22,14 @@ pub mod headers;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mail_auth::common::crypto::{DkimKey, HashContext, HashImpl, Sha256, SigningKey};
+use mail_auth::common::crypto::{HashContext, HashImpl, Sha256, SigningKey};
 use mail_auth::common::headers::{Writable, Writer};
 use mail_auth::dkim::canonicalize::BodyHasher;
 use mail_auth::dkim::{Canonicalization, Signature};
 
 pub use headers::{HeaderBlock, HeaderField, HeaderPolicy};
+
+use crate::keys::PrivateKey;
 pub use mail_auth::common::crypto::Algorithm;
 
 type BodyHash = BodyHasher<<Sha256 as HashImpl>::Context>;
@@ -37,7 +39,7 @@ type BodyHash = BodyHasher<<Sha256 as HashImpl>::Context>;
 pub struct SignRequest {
     pub domain: String,
     pub selector: String,
-    pub key: Arc<DkimKey>,
+    pub key: Arc<PrivateKey>,
     /// The `i=` tag, when the SigningTable names a signer.
     pub identity: Option<String>,
     pub header_canonicalization: Canonicalization,
@@ -224,35 +226,30 @@ fn field_value(signature: &Signature) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::{LoadOptions, load_key_file};
     use bytes::Bytes;
-    use mail_auth::common::crypto::{Ed25519Key, RsaKey};
-    use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, pem::PemObject};
 
-    fn example_rsa() -> Arc<DkimKey> {
-        let pem = std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/keys-example/default.private"
-        ))
-        .unwrap();
-        let der = PrivatePkcs8KeyDer::from_pem_slice(&pem).unwrap();
-        Arc::new(DkimKey::Rsa(
-            RsaKey::<Sha256>::from_key_der(PrivateKeyDer::Pkcs8(der)).unwrap(),
-        ))
+    fn example_key(file: &str) -> Arc<PrivateKey> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("keys-example")
+            .join(file);
+        // A fresh clone does not keep the 0600 mode; this is a public test key.
+        let options = LoadOptions {
+            require_safe_keys: false,
+            ..LoadOptions::default()
+        };
+        load_key_file(&path, &options).unwrap().key
     }
 
-    fn example_ed25519() -> Arc<DkimKey> {
-        let pem = std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/keys-example/ed25519.private"
-        ))
-        .unwrap();
-        let der = PrivatePkcs8KeyDer::from_pem_slice(&pem).unwrap();
-        Arc::new(DkimKey::Ed25519(
-            Ed25519Key::from_pkcs8_maybe_unchecked_der(der.secret_pkcs8_der()).unwrap(),
-        ))
+    fn example_rsa() -> Arc<PrivateKey> {
+        example_key("default.private")
     }
 
-    fn request(key: Arc<DkimKey>, selector: &str, ch: Canonicalization) -> SignRequest {
+    fn example_ed25519() -> Arc<PrivateKey> {
+        example_key("ed25519.private")
+    }
+
+    fn request(key: Arc<PrivateKey>, selector: &str, ch: Canonicalization) -> SignRequest {
         SignRequest {
             domain: "example.com".into(),
             selector: selector.into(),

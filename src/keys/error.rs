@@ -202,8 +202,8 @@ pub enum KeyError {
     },
 
     #[error(
-        "{origin}: the RSA key has {bits} bits, but dkim-sidecar signs only with RSA keys \
-         of 2048 to 8192 bits; generate one (dkim-sidecar keygen -b 2048 -d DOMAIN -s SELECTOR) \
+        "{origin}: the RSA key has {bits} bits, but DKIM signing keys must have 1024 to 8192 \
+         bits (RFC 8301); generate one (dkim-sidecar keygen -b 2048 -d DOMAIN -s SELECTOR) \
          and publish its record"
     )]
     UnsupportedRsaSize { origin: KeyOrigin, bits: u32 },

@@ -4,9 +4,12 @@
 //! The signer loads every key once, at start-up and on reload, through
 //! [`load_key_file`] or [`KeySource::load`], and shares the resulting
 //! [`PrivateKey`] behind an `Arc`; nothing here runs per message. Signing
-//! itself happens inside mail-auth through aws-lc-rs (constant time); the
-//! pure-Rust `rsa` crate is used only to generate key sizes aws-lc-rs cannot
-//! generate, never to sign.
+//! itself happens inside mail-auth through aws-lc-rs (constant time), except
+//! for RSA keys of 1024 to 2047 bits, which aws-lc-rs refuses to sign with
+//! and which many OpenDKIM installations still use: those sign through
+//! OpenSSL (also constant time). The pure-Rust `rsa` crate is used only to
+//! generate key sizes aws-lc-rs cannot generate, never to sign: it is not
+//! constant time (RUSTSEC-2023-0071).
 //!
 //! This module must never log, print or put key material into an error or a
 //! `Debug` output: errors name files, modes, users and sizes only, and the
@@ -32,6 +35,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use mail_auth::common::crypto::{Algorithm, DkimKey, Ed25519Key, RsaKey, Sha256, SigningKey};
 use mail_auth::common::headers::Writable;
+use openssl::hash::MessageDigest;
+use openssl::pkey::{PKey, Private};
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs1KeyDer};
 use zeroize::Zeroizing;
 
@@ -79,18 +84,28 @@ impl fmt::Display for KeyType {
 /// A loaded signing key: the mail-auth key that signs, and what the DNS
 /// record must publish for it. `Send + Sync`; share it with `Arc`.
 pub struct PrivateKey {
-    dkim: DkimKey,
+    engine: Engine,
     key_type: KeyType,
     rsa_bits: Option<u32>,
     public_key: Vec<u8>,
 }
 
-impl PrivateKey {
-    /// The key mail-auth signs with.
-    pub fn dkim_key(&self) -> &DkimKey {
-        &self.dkim
-    }
+/// What performs the private-key operation.
+enum Engine {
+    /// aws-lc-rs, through mail-auth: RSA 2048 to 8192 bits, Ed25519.
+    AwsLc(DkimKey),
+    /// OpenSSL, for RSA keys aws-lc-rs will not sign with (1024 to 2047
+    /// bits): RSASSA-PKCS1-v1_5 with SHA-256, as `rsa-sha256` requires.
+    OpenSslRsa(PKey<Private>),
+}
 
+/// RSA sizes aws-lc-rs signs with; smaller ones go through OpenSSL.
+const AWS_LC_RSA_BITS: std::ops::RangeInclusive<u32> = 2048..=8192;
+
+/// RFC 8301: verifiers must not accept RSA keys under 1024 bits.
+const SMALLEST_RSA_BITS: u32 = 1024;
+
+impl PrivateKey {
     pub fn key_type(&self) -> KeyType {
         self.key_type
     }
@@ -144,33 +159,45 @@ impl PrivateKey {
                         minimum: minimum_key_bits,
                     });
                 }
-                if !(2048..=8192).contains(&bits) {
+                if bits < SMALLEST_RSA_BITS || bits > *AWS_LC_RSA_BITS.end() {
                     return Err(KeyError::UnsupportedRsaSize {
                         origin: origin.clone(),
                         bits,
                     });
                 }
-                let key = RsaKey::<Sha256>::from_key_der(PrivateKeyDer::Pkcs1(
-                    PrivatePkcs1KeyDer::from(der.as_slice()),
-                ))
-                .map_err(|err| rejected(err.to_string()))?;
+                let (engine, signer_public) = if AWS_LC_RSA_BITS.contains(&bits) {
+                    let key = RsaKey::<Sha256>::from_key_der(PrivateKeyDer::Pkcs1(
+                        PrivatePkcs1KeyDer::from(der.as_slice()),
+                    ))
+                    .map_err(|err| rejected(err.to_string()))?;
+                    let public = key.public_key();
+                    (Engine::AwsLc(DkimKey::Rsa(key)), public)
+                } else {
+                    let rsa = openssl::rsa::Rsa::private_key_from_der(der.as_slice())
+                        .map_err(|err| rejected(err.to_string()))?;
+                    let public = rsa
+                        .public_key_to_der_pkcs1()
+                        .map_err(|err| rejected(err.to_string()))?;
+                    let key = PKey::from_rsa(rsa).map_err(|err| rejected(err.to_string()))?;
+                    (Engine::OpenSslRsa(key), public)
+                };
                 // The signer's own view of the public key must be what we publish.
                 if material::rsa_public_from_spki(&public_key).as_deref()
-                    != Some(key.public_key().as_slice())
+                    != Some(signer_public.as_slice())
                 {
                     return Err(rejected(
                         "the public key derived by the signer differs from the file's".to_string(),
                     ));
                 }
-                DkimKey::Rsa(key)
+                engine
             }
-            Secret::Ed25519Seed(seed) => DkimKey::Ed25519(
+            Secret::Ed25519Seed(seed) => Engine::AwsLc(DkimKey::Ed25519(
                 Ed25519Key::from_seed_and_public_key(seed.as_slice(), &public_key)
                     .map_err(|err| rejected(err.to_string()))?,
-            ),
+            )),
         };
         Ok(PrivateKey {
-            dkim,
+            engine: dkim,
             key_type,
             rsa_bits,
             public_key,
@@ -200,7 +227,24 @@ impl SigningKey for PrivateKey {
     type Hasher = Sha256;
 
     fn sign(&self, input: impl Writable) -> mail_auth::Result<Vec<u8>> {
-        self.dkim.sign(input)
+        match &self.engine {
+            Engine::AwsLc(key) => key.sign(input),
+            Engine::OpenSslRsa(key) => {
+                let mut data = Vec::with_capacity(512);
+                input.write(&mut data);
+                let crypto_error = |err: openssl::error::ErrorStack| {
+                    mail_auth::Error::Crypto(mail_auth::common::crypto::CryptoError::Library(
+                        err.to_string(),
+                    ))
+                };
+                let mut signer = openssl::sign::Signer::new(MessageDigest::sha256(), key)
+                    .map_err(crypto_error)?;
+                signer
+                    .set_rsa_padding(openssl::rsa::Padding::PKCS1)
+                    .map_err(crypto_error)?;
+                signer.sign_oneshot_to_vec(&data).map_err(crypto_error)
+            }
+        }
     }
 
     fn algorithm(&self) -> Algorithm {
@@ -213,7 +257,7 @@ impl SigningKey for &PrivateKey {
     type Hasher = Sha256;
 
     fn sign(&self, input: impl Writable) -> mail_auth::Result<Vec<u8>> {
-        self.dkim.sign(input)
+        (*self).sign(input)
     }
 
     fn algorithm(&self) -> Algorithm {

@@ -475,17 +475,33 @@ fn refuses_rsa_key_shorter_than_minimum_key_bits() {
 }
 
 #[test]
-fn refuses_1024_bit_rsa_key_that_the_signer_cannot_use() {
+fn loads_1024_bit_rsa_key_that_many_opendkim_setups_still_use() {
     let s = Scratch::new();
     let path = s.openssl_rsa("k.private", 1024);
-    let msg = message(load(&path).unwrap_err());
-    assert!(msg.contains("the RSA key has 1024 bits, but dkim-sidecar signs only with RSA keys of 2048 to 8192 bits"), "{msg}");
+    let key = load(&path).unwrap().key;
+    assert_eq!(key.rsa_bits(), Some(1024));
+    assert_eq!(key.algorithm(), Algorithm::RsaSha256);
+}
+
+#[test]
+fn refuses_rsa_keys_below_1024_bits_even_when_minimum_key_bits_allows_them() {
+    let s = Scratch::new();
+    let path = s.openssl_rsa("k.private", 768);
+    let options = LoadOptions {
+        minimum_key_bits: 512,
+        ..LoadOptions::default()
+    };
+    let msg = message(load_key_file(&path, &options).unwrap_err());
+    assert!(
+        msg.contains("the RSA key has 768 bits, but DKIM signing keys must have 1024 to 8192 bits"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn aws_lc_refuses_rsa_keys_below_2048_bits() {
-    // Why 1024-bit keys (allowed by MinimumKeyBits 1024) cannot be used: if
-    // this starts passing, UnsupportedRsaSize can be relaxed.
+    // Why keys of 1024 to 2047 bits sign through OpenSSL: if this starts
+    // passing, that path can go.
     let s = Scratch::new();
     let path = s.openssl_rsa("k.private", 1024);
     let der = openssl_der(&path, &[]);

@@ -12,3 +12,4 @@
 pub mod cli;
 pub mod diagnostics;
 pub mod milter;
+pub mod tables;

@@ -18,6 +18,10 @@
 
 mod dataset;
 mod error;
+mod pattern;
+mod pattern_index;
 
 pub use dataset::{DataSet, DataSetEntry, DataSetKind, DataSetSpec};
 pub use error::TableError;
+pub use pattern::Pattern;
+pub use pattern_index::PatternIndex;

@@ -18,10 +18,14 @@
 
 mod dataset;
 mod error;
+mod keytable;
 mod pattern;
 mod pattern_index;
 
 pub use dataset::{DataSet, DataSetEntry, DataSetKind, DataSetSpec};
 pub use error::TableError;
+pub use keytable::{
+    KeyDomain, KeyEntry, KeySource, KeyTable, PathTemplate, ResolvedKey, ResolvedKeySource,
+};
 pub use pattern::Pattern;
 pub use pattern_index::PatternIndex;

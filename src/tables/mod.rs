@@ -21,6 +21,7 @@ mod error;
 mod keytable;
 mod pattern;
 mod pattern_index;
+mod signingtable;
 
 pub use dataset::{DataSet, DataSetEntry, DataSetKind, DataSetSpec};
 pub use error::TableError;
@@ -29,3 +30,4 @@ pub use keytable::{
 };
 pub use pattern::Pattern;
 pub use pattern_index::PatternIndex;
+pub use signingtable::{SigningEntry, SigningMatch, SigningTable};

@@ -18,6 +18,7 @@
 
 mod dataset;
 mod error;
+mod hostlist;
 mod keytable;
 mod pattern;
 mod pattern_index;
@@ -25,6 +26,7 @@ mod signingtable;
 
 pub use dataset::{DataSet, DataSetEntry, DataSetKind, DataSetSpec};
 pub use error::TableError;
+pub use hostlist::HostList;
 pub use keytable::{
     KeyDomain, KeyEntry, KeySource, KeyTable, PathTemplate, ResolvedKey, ResolvedKeySource,
 };

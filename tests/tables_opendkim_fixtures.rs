@@ -46,6 +46,8 @@ fn fixture(name: &str) -> Fixture {
             "SigningTable" => signing = Some(SigningTable::from_data_set(table(value)).unwrap()),
             "InternalHosts" => internal = HostList::from_data_set(table(value)).unwrap(),
             "MultipleSignatures" => multiple = value == "yes",
+            // OpenDKIM applies SubDomains to `Domain` only, never to the SigningTable.
+            "SubDomains" => {}
             other => panic!("unexpected option {other}"),
         }
     }
@@ -127,6 +129,11 @@ fn file_signing_table_decisions_match_opendkim() {
 #[test]
 fn refile_signing_table_decisions_match_opendkim() {
     check_same("signing-refile");
+}
+
+#[test]
+fn subdomains_option_does_not_extend_the_signing_table() {
+    check_same("signing-subdomains");
 }
 
 #[test]

@@ -15,3 +15,4 @@ pub mod dkim;
 pub mod keys;
 pub mod milter;
 pub mod server;
+pub mod tables;

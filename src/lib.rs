@@ -10,9 +10,12 @@
 //! library, so everything here can be tested without spawning the binary.
 
 pub mod cli;
+pub mod config;
 pub mod diagnostics;
 pub mod dkim;
 pub mod keys;
 pub mod milter;
+pub mod policy;
 pub mod server;
+pub mod signing;
 pub mod tables;

@@ -1,0 +1,98 @@
+//! One validated [`Config`], from either front door: OpenDKIM's
+//! `opendkim.conf` (read unchanged) or our native TOML.
+//!
+//! Both parsers produce the same types; nothing downstream knows which file
+//! a setting came from. Loading a configuration also loads and checks every
+//! table and every key it names, so a `Config` that exists can serve mail:
+//! start-up fails fast on a bad one, and a reload that fails keeps the old.
+//! Problems that do not stop loading come back as [`Warning`]s. This module
+//! never logs and never opens sockets.
+
+use std::path::PathBuf;
+
+use crate::diagnostics::Warning;
+use crate::policy::Policy;
+use crate::server::{self, SocketSpec, UnixSocketAccess};
+
+/// Which file format a configuration was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `opendkim.conf` (`run -x`).
+    OpenDkim,
+    /// Native TOML (`run -c`).
+    Toml,
+}
+
+/// Where a configuration came from, so that a reload reads the same file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub path: PathBuf,
+    pub format: Format,
+}
+
+/// Everything the daemon runs with.
+#[derive(Debug)]
+pub struct Config {
+    pub origin: Origin,
+    pub service: Service,
+    pub logging: Logging,
+    /// What to sign and how; shared by every connection, swapped whole on
+    /// reload.
+    pub policy: Policy,
+    /// Problems that did not stop loading, with file and line.
+    pub warnings: Vec<Warning>,
+}
+
+/// How the daemon itself runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    /// Where to listen; at least one.
+    pub sockets: Vec<SocketSpec>,
+    /// Mode and owner of Unix sockets.
+    pub socket_access: UnixSocketAccess,
+    /// OpenDKIM's PidFile.
+    pub pid_file: Option<PathBuf>,
+    /// OpenDKIM's UserID: drop to this user (and group) after opening the
+    /// sockets and reading the keys.
+    pub run_as: Option<RunAs>,
+    /// OpenDKIM's UMask, applied before creating sockets and files.
+    pub umask: Option<u32>,
+    /// Sign even when running as root with no UserID (refused by default).
+    pub allow_root: bool,
+    /// Connection limit, frame size limit, timeouts, shutdown grace.
+    pub server: server::Settings,
+}
+
+/// `user[:group]`, as OpenDKIM's UserID writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    pub user: String,
+    pub group: Option<String>,
+}
+
+/// Where log lines go and which are written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logging {
+    /// OpenDKIM's Syslog: log to syslog (facility below) instead of stderr.
+    pub syslog: bool,
+    /// OpenDKIM's SyslogFacility; `mail` by default.
+    pub syslog_facility: String,
+    /// OpenDKIM's SyslogSuccess: a line for every signed message.
+    pub log_success: bool,
+    /// OpenDKIM's LogWhy: the detailed reason for every message not signed.
+    pub log_why: bool,
+    /// One JSON object per line instead of text.
+    pub json: bool,
+}
+
+impl Default for Logging {
+    fn default() -> Self {
+        Logging {
+            syslog: false,
+            syslog_facility: "mail".to_string(),
+            log_success: true,
+            log_why: true,
+            json: false,
+        }
+    }
+}

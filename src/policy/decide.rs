@@ -1,0 +1,342 @@
+//! The sign-or-not decision for one message, as OpenDKIM makes it at end of
+//! headers (`mlfi_eoh`).
+//!
+//! 1. The sender is the first address in the first SenderHeaders field the
+//!    message has (From by default); none, or unparseable: not signed.
+//! 2. The origin is trusted when `{daemon_name}` is an MTA name, a
+//!    MacroList rule matches, the client is in InternalHosts, or the client
+//!    authenticated (`{auth_type}` is set).
+//! 3. The keys: with a KeyTable, the SigningTable entries for the sender
+//!    (the first, or all with MultipleSignatures); without one, the
+//!    Domain/KeyFile/Selector key when Domain covers the sender's domain.
+//! 4. Sign when both hold, unless the sender's domain is exempt or a
+//!    recipient is in DontSignMailTo.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use mail_parser::parsers::MessageStream;
+
+use crate::dkim::{HeaderBlock, SignRequest};
+use crate::keys::KeyError;
+
+use super::{Policy, SignatureSettings};
+
+/// Read access to the MTA's macros, by name without braces.
+pub trait MacroLookup {
+    fn lookup(&self, name: &str) -> Option<&str>;
+}
+
+/// What the MTA told us about one message.
+pub struct MessageFacts<'a> {
+    /// The client's host name as the MTA reported it (`[ip]` when none).
+    pub client_host: &'a str,
+    /// The client's address; `None` when the MTA gave none (local socket,
+    /// unknown family).
+    pub client_ip: Option<IpAddr>,
+    pub macros: &'a dyn MacroLookup,
+    /// Envelope recipients, without angle brackets.
+    pub recipients: &'a [String],
+    pub headers: &'a HeaderBlock,
+}
+
+/// Why the origin counts as trusted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrustedBy {
+    Mta(String),
+    Macro(String),
+    InternalHost,
+    Authenticated(String),
+}
+
+impl fmt::Display for TrustedBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrustedBy::Mta(name) => write!(f, "MTA {name}"),
+            TrustedBy::Macro(name) => write!(f, "macro {name}"),
+            TrustedBy::InternalHost => f.write_str("internal host"),
+            TrustedBy::Authenticated(mech) => write!(f, "SMTP AUTH {mech}"),
+        }
+    }
+}
+
+/// The outcome for one message.
+#[derive(Debug)]
+pub enum Decision {
+    /// Sign with every request, in order.
+    Sign {
+        sender: String,
+        trusted_by: TrustedBy,
+        requests: Vec<SignRequest>,
+    },
+    /// Leave the message as it is.
+    NotSigned(NotSigned),
+    /// The message should be signed, but a key it needs cannot be used.
+    KeyUnavailable { sender: String, error: KeyError },
+}
+
+/// Why a message is not signed; its Display is the log line's reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotSigned {
+    SigningDisabled,
+    NoSenderHeader { looked_for: Vec<String> },
+    UnparseableSender { header: String, value: String },
+    ExemptDomain { domain: String },
+    UntrustedOrigin { client: String, sender: String },
+    NoKeyForSender { sender: String, tables: bool },
+    RecipientExcluded { recipient: String },
+}
+
+impl fmt::Display for NotSigned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NotSigned::SigningDisabled => f.write_str("signing is off (Mode has no s)"),
+            NotSigned::NoSenderHeader { looked_for } => {
+                write!(f, "no sender header field ({})", looked_for.join(", "))
+            }
+            NotSigned::UnparseableSender { header, value } => {
+                write!(f, "cannot find an address in {header}: {value:?}")
+            }
+            NotSigned::ExemptDomain { domain } => {
+                write!(f, "sender domain {domain} is in ExemptDomains")
+            }
+            NotSigned::UntrustedOrigin { client, sender } => write!(
+                f,
+                "client {client} is not internal and did not authenticate (sender {sender}); \
+                 add it to InternalHosts or submit with SMTP AUTH"
+            ),
+            NotSigned::NoKeyForSender {
+                sender,
+                tables: true,
+            } => {
+                write!(f, "no SigningTable match for {sender}")
+            }
+            NotSigned::NoKeyForSender {
+                sender,
+                tables: false,
+            } => write!(f, "sender {sender} is not in Domain"),
+            NotSigned::RecipientExcluded { recipient } => {
+                write!(f, "recipient {recipient} is in DontSignMailTo")
+            }
+        }
+    }
+}
+
+/// The sender of a message: `user@domain`, domain lower-cased.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sender {
+    pub user: String,
+    pub domain: String,
+}
+
+impl fmt::Display for Sender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.user, self.domain)
+    }
+}
+
+impl Policy {
+    /// Decide what to do with one message; see the module docs.
+    pub fn decide(&self, facts: &MessageFacts<'_>) -> Decision {
+        if !self.mode.sign {
+            return Decision::NotSigned(NotSigned::SigningDisabled);
+        }
+        let sender = match self.sender(facts.headers) {
+            Ok(sender) => sender,
+            Err(reason) => return Decision::NotSigned(reason),
+        };
+        if let Some(exempt) = &self.exempt_domains
+            && exempt.covering(&sender.domain, false).is_some()
+        {
+            return Decision::NotSigned(NotSigned::ExemptDomain {
+                domain: sender.domain,
+            });
+        }
+        let Some(trusted_by) = self.trusted_by(facts) else {
+            return Decision::NotSigned(NotSigned::UntrustedOrigin {
+                client: client_label(facts),
+                sender: sender.to_string(),
+            });
+        };
+        if let Some(recipient) = self.excluded_recipient(facts.recipients) {
+            return Decision::NotSigned(NotSigned::RecipientExcluded { recipient });
+        }
+        match self.requests(&sender) {
+            Ok(requests) if requests.is_empty() => Decision::NotSigned(NotSigned::NoKeyForSender {
+                sender: sender.to_string(),
+                tables: self.signing.tables.is_some(),
+            }),
+            Ok(requests) => Decision::Sign {
+                sender: sender.to_string(),
+                trusted_by,
+                requests,
+            },
+            Err(error) => Decision::KeyUnavailable {
+                sender: sender.to_string(),
+                error,
+            },
+        }
+    }
+
+    /// The first address of the first sender header field present.
+    pub fn sender(&self, headers: &HeaderBlock) -> Result<Sender, NotSigned> {
+        let field = self
+            .sender_headers
+            .iter()
+            .find_map(|name| headers.first(name))
+            .ok_or_else(|| NotSigned::NoSenderHeader {
+                looked_for: self.sender_headers.clone(),
+            })?;
+        let wire = field.wire_value();
+        let unparseable = || NotSigned::UnparseableSender {
+            header: String::from_utf8_lossy(&field.name).into_owned(),
+            value: String::from_utf8_lossy(&field.value).trim().to_string(),
+        };
+        let parsed = MessageStream::new(&wire).parse_address();
+        let address = parsed
+            .as_address()
+            .and_then(|a| a.first())
+            .and_then(|a| a.address())
+            .ok_or_else(unparseable)?;
+        let (user, domain) = address.rsplit_once('@').ok_or_else(unparseable)?;
+        if user.is_empty() || domain.is_empty() {
+            return Err(unparseable());
+        }
+        Ok(Sender {
+            user: user.to_string(),
+            domain: domain.to_ascii_lowercase(),
+        })
+    }
+
+    /// OpenDKIM's order: MTA name, MacroList, internal client, SMTP AUTH.
+    fn trusted_by(&self, facts: &MessageFacts<'_>) -> Option<TrustedBy> {
+        let trust = &self.trust;
+        if let Some(daemon) = facts.macros.lookup("daemon_name")
+            && trust.mta_names.iter().any(|m| m == daemon)
+        {
+            return Some(TrustedBy::Mta(daemon.to_string()));
+        }
+        for rule in &trust.macros {
+            if let Some(value) = facts.macros.lookup(&rule.name)
+                && !value.is_empty()
+                && (rule.values.is_empty() || rule.values.iter().any(|v| v == value))
+            {
+                return Some(TrustedBy::Macro(rule.name.clone()));
+            }
+        }
+        if trust
+            .internal_hosts
+            .matches_client(facts.client_host, facts.client_ip)
+        {
+            return Some(TrustedBy::InternalHost);
+        }
+        match facts.macros.lookup("auth_type") {
+            Some(mech) if !mech.is_empty() => Some(TrustedBy::Authenticated(mech.to_string())),
+            _ => None,
+        }
+    }
+
+    fn excluded_recipient(&self, recipients: &[String]) -> Option<String> {
+        let set = self.dont_sign_mail_to.as_ref()?;
+        recipients
+            .iter()
+            .find(|rcpt| {
+                let rcpt = rcpt.to_ascii_lowercase();
+                let domain = rcpt.rsplit_once('@').map(|(_, d)| d);
+                set.entries.iter().any(|e| {
+                    let key = e.key.to_ascii_lowercase();
+                    key == rcpt || Some(key.as_str()) == domain
+                })
+            })
+            .cloned()
+    }
+
+    /// The signatures to make for this sender: empty when no key applies.
+    fn requests(&self, sender: &Sender) -> Result<Vec<SignRequest>, KeyError> {
+        let settings = &self.signature;
+        if let Some(tables) = &self.signing.tables {
+            let matches = if self.signing.multiple_signatures {
+                tables.signing_table.find_all(&sender.user, &sender.domain)
+            } else {
+                tables
+                    .signing_table
+                    .find_first(&sender.user, &sender.domain)
+                    .into_iter()
+                    .collect()
+            };
+            let mut requests = Vec::with_capacity(matches.len());
+            for m in matches {
+                let Some(entry) = tables.key_table.get(&m.key_name) else {
+                    // A `%` key name with no KeyTable entry for this domain.
+                    continue;
+                };
+                let resolved = entry.resolve(&sender.domain);
+                let key = tables.keys.key_for(&resolved)?;
+                let identity = m
+                    .signer
+                    .filter(|signer| identity_within(signer, &resolved.domain));
+                requests.push(request(
+                    settings,
+                    resolved.domain,
+                    resolved.selector.to_string(),
+                    key,
+                    identity,
+                ));
+            }
+            return Ok(requests);
+        }
+        if let Some(domain_key) = &self.signing.domain_key
+            && let Some(domain) = domain_key
+                .domains
+                .covering(&sender.domain, self.signing.subdomains)
+        {
+            return Ok(vec![request(
+                settings,
+                domain,
+                domain_key.selector.clone(),
+                Arc::clone(&domain_key.key),
+                None,
+            )]);
+        }
+        Ok(Vec::new())
+    }
+}
+
+fn request(
+    settings: &SignatureSettings,
+    domain: String,
+    selector: String,
+    key: Arc<crate::keys::PrivateKey>,
+    identity: Option<String>,
+) -> SignRequest {
+    SignRequest {
+        domain,
+        selector,
+        key,
+        identity,
+        header_canonicalization: settings.header_canonicalization,
+        body_canonicalization: settings.body_canonicalization,
+        headers: Arc::clone(&settings.headers),
+        expiry: settings.expiry,
+    }
+}
+
+/// RFC 6376: the `i=` domain must be `d=` or a subdomain of it; libopendkim
+/// drops an identity that is not.
+fn identity_within(identity: &str, domain: &str) -> bool {
+    let Some((_, identity_domain)) = identity.rsplit_once('@') else {
+        return false;
+    };
+    let identity_domain = identity_domain.to_ascii_lowercase();
+    let domain = domain.to_ascii_lowercase();
+    identity_domain == domain || identity_domain.ends_with(&format!(".{domain}"))
+}
+
+fn client_label(facts: &MessageFacts<'_>) -> String {
+    match facts.client_ip {
+        Some(ip) if facts.client_host.is_empty() => ip.to_string(),
+        Some(ip) => format!("{} [{ip}]", facts.client_host),
+        None => facts.client_host.to_string(),
+    }
+}

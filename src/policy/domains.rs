@@ -1,0 +1,98 @@
+//! OpenDKIM's `Domain` (and `ExemptDomains`): a set of domain names, or
+//! `*` for every domain, optionally covering subdomains.
+
+use std::collections::HashSet;
+
+/// A set of domains, compared without regard to case.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DomainSet {
+    any: bool,
+    names: HashSet<String>,
+}
+
+impl DomainSet {
+    /// `*` among the names means every domain.
+    pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut set = DomainSet::default();
+        for name in names {
+            let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
+            if name == "*" {
+                set.any = true;
+            } else if !name.is_empty() {
+                set.names.insert(name);
+            }
+        }
+        set
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !self.any && self.names.is_empty()
+    }
+
+    pub fn is_any(&self) -> bool {
+        self.any
+    }
+
+    /// The domain a signature for `domain` would use: `domain` itself when
+    /// it is listed (or the set is `*`), else, with `subdomains`, the
+    /// nearest listed parent.
+    pub fn covering(&self, domain: &str, subdomains: bool) -> Option<String> {
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        if self.any || self.names.contains(&domain) {
+            return Some(domain);
+        }
+        if subdomains {
+            let mut rest = domain.as_str();
+            while let Some((_, parent)) = rest.split_once('.') {
+                if self.names.contains(parent) {
+                    return Some(parent.to_string());
+                }
+                rest = parent;
+            }
+        }
+        None
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.names.iter().map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listed_domain_matches_without_regard_to_case() {
+        let set = DomainSet::from_names(["Example.COM", "example.net"]);
+        assert_eq!(
+            set.covering("EXAMPLE.com", false).as_deref(),
+            Some("example.com")
+        );
+        assert_eq!(set.covering("example.org", false), None);
+    }
+
+    #[test]
+    fn star_covers_every_domain_as_itself() {
+        let set = DomainSet::from_names(["*"]);
+        assert_eq!(
+            set.covering("Mail.Example.org", false).as_deref(),
+            Some("mail.example.org")
+        );
+    }
+
+    #[test]
+    fn subdomains_sign_with_the_nearest_listed_parent() {
+        let set = DomainSet::from_names(["example.com", "eu.example.com"]);
+        assert_eq!(set.covering("a.b.example.com", false), None);
+        assert_eq!(
+            set.covering("a.b.example.com", true).as_deref(),
+            Some("example.com")
+        );
+        assert_eq!(
+            set.covering("x.eu.example.com", true).as_deref(),
+            Some("eu.example.com")
+        );
+        assert_eq!(set.covering("example.com.evil.org", true), None);
+    }
+}

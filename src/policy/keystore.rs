@@ -1,0 +1,102 @@
+//! The private keys a KeyTable names, loaded once per configuration.
+//!
+//! Keys whose location does not depend on the sender are loaded and checked
+//! when the configuration loads, so a bad key stops start-up (or a reload)
+//! with its file named. A key file name with `%` depends on the sender's
+//! domain: it is loaded the first time a message needs it and kept for the
+//! life of this configuration; a failure is not remembered, so a file added
+//! later is found without a reload.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use crate::diagnostics::Warning;
+use crate::keys::{KeyError, LoadOptions, PrivateKey, load_inline_key, load_key_file};
+use crate::tables::{KeySource, KeyTable, ResolvedKey, ResolvedKeySource};
+
+/// Loaded keys for one KeyTable.
+#[derive(Debug)]
+pub struct KeyStore {
+    options: LoadOptions,
+    /// Entries whose key does not depend on the sender, by KeyTable name.
+    fixed: HashMap<String, Arc<PrivateKey>>,
+    /// `%` key files loaded so far, by resolved path.
+    by_path: Mutex<HashMap<PathBuf, Arc<PrivateKey>>>,
+}
+
+impl KeyStore {
+    /// Load every key whose location is known without a sender.
+    pub fn load(
+        table: &KeyTable,
+        options: LoadOptions,
+    ) -> Result<(KeyStore, Vec<Warning>), KeyError> {
+        let mut fixed = HashMap::new();
+        let mut warnings = Vec::new();
+        for entry in table.entries() {
+            if fixed.contains_key(&entry.name) {
+                continue;
+            }
+            let key = match &entry.source {
+                KeySource::File(template) if template.is_template() => continue,
+                KeySource::File(template) => {
+                    let loaded = load_key_file(&template.resolve(""), &options)?;
+                    warnings.extend(loaded.warnings);
+                    loaded.key
+                }
+                KeySource::RelativeFile(path) => {
+                    let loaded = load_key_file(path, &options)?;
+                    warnings.extend(loaded.warnings);
+                    loaded.key
+                }
+                KeySource::Inline(data) => {
+                    Arc::new(load_inline_key(data, Some(entry.at.clone()), &options)?)
+                }
+            };
+            fixed.insert(entry.name.clone(), key);
+        }
+        Ok((
+            KeyStore {
+                options,
+                fixed,
+                by_path: Mutex::new(HashMap::new()),
+            },
+            warnings,
+        ))
+    }
+
+    /// The key for a KeyTable entry resolved for one sender.
+    pub fn key_for(&self, resolved: &ResolvedKey<'_>) -> Result<Arc<PrivateKey>, KeyError> {
+        if let Some(key) = self.fixed.get(&resolved.entry.name) {
+            return Ok(Arc::clone(key));
+        }
+        match &resolved.source {
+            ResolvedKeySource::Inline(data) => Ok(Arc::new(load_inline_key(
+                data,
+                Some(resolved.entry.at.clone()),
+                &self.options,
+            )?)),
+            ResolvedKeySource::File(path) => {
+                if let Some(key) = self.cached(path) {
+                    return Ok(key);
+                }
+                let loaded = load_key_file(path, &self.options)?;
+                let mut cache = self.by_path.lock().unwrap_or_else(|p| p.into_inner());
+                Ok(Arc::clone(cache.entry(path.clone()).or_insert(loaded.key)))
+            }
+        }
+    }
+
+    fn cached(&self, path: &PathBuf) -> Option<Arc<PrivateKey>> {
+        self.by_path
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(path)
+            .cloned()
+    }
+
+    /// How many keys are loaded now (fixed plus `%` keys seen so far).
+    pub fn loaded(&self) -> usize {
+        self.fixed.len() + self.by_path.lock().map(|m| m.len()).unwrap_or(0)
+    }
+}

@@ -1,0 +1,159 @@
+//! The signing policy: which messages are signed, by whom, with what.
+//!
+//! A [`Policy`] is built once per configuration load (keys already loaded
+//! and checked) and shared read-only by every connection. [`Policy::decide`]
+//! makes OpenDKIM's decision for one message from what the MTA told us
+//! (client, macros, sender, recipients, headers) and returns either the
+//! signatures to make or the reason not to sign. This module knows nothing
+//! of the milter protocol's bytes and never signs: `dkim` does.
+
+mod decide;
+mod domains;
+mod keystore;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mail_auth::dkim::Canonicalization;
+
+use crate::dkim::HeaderPolicy;
+use crate::keys::PrivateKey;
+use crate::tables::{DataSet, HostList, KeyTable, SigningTable};
+
+pub use decide::{Decision, MacroLookup, MessageFacts, NotSigned, Sender, TrustedBy};
+pub use domains::DomainSet;
+pub use keystore::KeyStore;
+
+/// Everything the sign decision and the signer need.
+#[derive(Debug)]
+pub struct Policy {
+    pub mode: Mode,
+    pub signing: Signing,
+    pub trust: Trust,
+    /// OpenDKIM's SenderHeaders: header fields that name the sender, in
+    /// order of preference (lower case). Default: `from`.
+    pub sender_headers: Vec<String>,
+    /// OpenDKIM's ExemptDomains: senders' domains whose mail is passed
+    /// through untouched.
+    pub exempt_domains: Option<DomainSet>,
+    /// OpenDKIM's DontSignMailTo: a recipient matching this set means the
+    /// message is not signed.
+    pub dont_sign_mail_to: Option<DataSet>,
+    pub signature: SignatureSettings,
+    pub errors: ErrorActions,
+    /// OpenDKIM's MaximumHeaders: bytes of header data accepted per message.
+    pub max_header_bytes: usize,
+    /// OpenDKIM's SoftwareHeader (X-Header): add a `DKIM-Filter:` field
+    /// naming this program to signed messages.
+    pub software_header: bool,
+}
+
+/// OpenDKIM's Mode: `s` signs, `v` verifies. Verification is not built;
+/// a configuration asking for it gets a start-up warning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mode {
+    pub sign: bool,
+    pub verify: bool,
+}
+
+/// Where keys come from.
+#[derive(Debug)]
+pub struct Signing {
+    /// OpenDKIM's Domain + KeyFile + Selector: one key for a set of domains.
+    pub domain_key: Option<DomainKey>,
+    /// OpenDKIM's KeyTable + SigningTable (or native rules, built as such).
+    pub tables: Option<SigningTables>,
+    /// OpenDKIM's MultipleSignatures: sign with every SigningTable match,
+    /// not only the first.
+    pub multiple_signatures: bool,
+    /// OpenDKIM's SubDomains: `Domain` also covers its subdomains.
+    pub subdomains: bool,
+}
+
+/// `Domain`, `KeyFile` and `Selector`.
+#[derive(Debug, Clone)]
+pub struct DomainKey {
+    pub domains: DomainSet,
+    pub selector: String,
+    pub key: Arc<PrivateKey>,
+}
+
+/// A KeyTable, the SigningTable that points into it, and the keys loaded
+/// from it.
+#[derive(Debug)]
+pub struct SigningTables {
+    pub key_table: KeyTable,
+    pub signing_table: SigningTable,
+    pub keys: KeyStore,
+}
+
+/// Who counts as a trusted origin.
+#[derive(Debug, Clone)]
+pub struct Trust {
+    /// OpenDKIM's InternalHosts (default 127.0.0.1 and ::1): mail from
+    /// these clients is signed.
+    pub internal_hosts: HostList,
+    /// OpenDKIM's ExternalIgnoreList: clients allowed to send as our
+    /// domains without being internal; only quiets a log line.
+    pub external_ignore: Option<HostList>,
+    /// OpenDKIM's PeerList: connections from these clients are accepted at
+    /// connect and never looked at.
+    pub peers: Option<HostList>,
+    /// OpenDKIM's MacroList: a macro with one of these values (any value
+    /// when none is listed) makes the origin trusted.
+    pub macros: Vec<MacroRule>,
+    /// OpenDKIM's MTA: `{daemon_name}` values whose mail is signed.
+    pub mta_names: Vec<String>,
+}
+
+/// One MacroList entry: `name` or `name=value1|value2`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MacroRule {
+    pub name: String,
+    pub values: Vec<String>,
+}
+
+/// How signatures are made.
+#[derive(Debug, Clone)]
+pub struct SignatureSettings {
+    pub header_canonicalization: Canonicalization,
+    pub body_canonicalization: Canonicalization,
+    pub headers: Arc<HeaderPolicy>,
+    /// OpenDKIM's SignatureTTL: the `x=` tag.
+    pub expiry: Option<Duration>,
+}
+
+/// What the MTA is told when something goes wrong (OpenDKIM's On-*).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorActions {
+    /// On-InternalError: anything unexpected inside the filter.
+    pub internal_error: Action,
+    /// A key that should sign could not be found or loaded (a `%` key
+    /// file missing for this sender's domain).
+    pub key_error: Action,
+    /// On-SignatureError: the signature could not be computed.
+    pub signing_error: Action,
+}
+
+impl Default for ErrorActions {
+    /// Tempfail everywhere: no message that should have been signed leaves
+    /// unsigned unless the administrator chose that.
+    fn default() -> Self {
+        ErrorActions {
+            internal_error: Action::Tempfail,
+            key_error: Action::Tempfail,
+            signing_error: Action::Tempfail,
+        }
+    }
+}
+
+/// OpenDKIM's actions: `accept`, `discard`, `quarantine`, `reject`,
+/// `tempfail`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Accept,
+    Discard,
+    Quarantine,
+    Reject,
+    Tempfail,
+}

@@ -1,0 +1,391 @@
+//! The DKIM signing filter: a [`milter::Filter`] that asks the [`Policy`]
+//! whether to sign and has [`dkim`](crate::dkim) do it.
+//!
+//! One [`SigningFilter`] serves one milter connection. A transaction takes
+//! the current policy when it starts (MAIL) and keeps it to the end, so a
+//! reload never changes the rules halfway through a message. The decision
+//! is made at end of headers: a message that will not be signed is
+//! accepted there, which spares the MTA sending its body; one that will is
+//! hashed as its body arrives and gets its `DKIM-Signature` fields at end of
+//! message. Every message gets exactly one log line saying what happened
+//! and why. This module never sees bytes on the wire.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+
+use crate::dkim::{HeaderBlock, HeaderField, MessageSigning, SIGNATURE_FIELD, SignatureField};
+use crate::milter::{
+    Actions, Client, EndOfMessage, Event, EventSet, Filter, Macros, Modification, Needs, SmtpReply,
+    Stage, Verdict,
+};
+use crate::policy::{Action, Decision, MacroLookup, MessageFacts, Policy, TrustedBy};
+
+/// The policy in force, replaced whole on reload.
+#[derive(Debug)]
+pub struct LivePolicy(ArcSwap<Policy>);
+
+impl LivePolicy {
+    pub fn new(policy: Policy) -> Self {
+        LivePolicy(ArcSwap::from_pointee(policy))
+    }
+
+    pub fn current(&self) -> Arc<Policy> {
+        self.0.load_full()
+    }
+
+    pub fn replace(&self, policy: Policy) {
+        self.0.store(Arc::new(policy));
+    }
+}
+
+impl MacroLookup for Macros {
+    fn lookup(&self, name: &str) -> Option<&str> {
+        self.get_str(name)
+    }
+}
+
+/// Macros Postfix sends by default, which we ask for explicitly: asking
+/// for any list replaces Postfix's defaults for every stage.
+const CONNECT_MACROS: &[&str] = &["j", "{daemon_name}", "{daemon_addr}", "v", "_"];
+const MAIL_MACROS: &[&str] = &[
+    "i",
+    "{auth_type}",
+    "{auth_authen}",
+    "{auth_author}",
+    "{mail_addr}",
+    "{mail_host}",
+    "{mail_mailer}",
+];
+const RCPT_MACROS: &[&str] = &["i", "{rcpt_addr}", "{rcpt_host}", "{rcpt_mailer}"];
+
+/// A message in progress.
+enum Message {
+    /// No transaction open.
+    Idle,
+    /// Envelope and headers are arriving; the decision is at end of headers.
+    Collecting(Collecting),
+    /// Signing: the body is being hashed.
+    Signing(Signing),
+    /// Answered already (accepted unsigned, or failed); ignore the rest.
+    Done,
+}
+
+struct Collecting {
+    policy: Arc<Policy>,
+    started: Instant,
+    recipients: Vec<String>,
+    headers: HeaderBlock,
+    /// Header bytes beyond MaximumHeaders were dropped.
+    overflowed: bool,
+}
+
+struct Signing {
+    policy: Arc<Policy>,
+    started: Instant,
+    sender: String,
+    trusted_by: TrustedBy,
+    headers: HeaderBlock,
+    signing: MessageSigning,
+}
+
+/// The DKIM signing filter for one milter connection.
+pub struct SigningFilter {
+    live: Arc<LivePolicy>,
+    client_host: String,
+    client_ip: Option<IpAddr>,
+    message: Message,
+}
+
+impl SigningFilter {
+    pub fn new(live: Arc<LivePolicy>) -> Self {
+        SigningFilter {
+            live,
+            client_host: String::new(),
+            client_ip: None,
+            message: Message::Idle,
+        }
+    }
+
+    /// Open a transaction if the MTA skipped MAIL.
+    fn collecting(&mut self) -> Option<&mut Collecting> {
+        if matches!(self.message, Message::Idle) {
+            self.message = Message::Collecting(Collecting {
+                policy: self.live.current(),
+                started: Instant::now(),
+                recipients: Vec::new(),
+                headers: HeaderBlock::new(),
+                overflowed: false,
+            });
+        }
+        match &mut self.message {
+            Message::Collecting(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+impl Filter for SigningFilter {
+    fn needs(&self) -> Needs {
+        let policy = self.live.current();
+        let with_macro_list = |base: &[&str]| {
+            let mut names: Vec<String> = base.iter().map(|s| s.to_string()).collect();
+            for rule in &policy.trust.macros {
+                let braced = format!("{{{}}}", rule.name);
+                let name = if rule.name.len() == 1 {
+                    rule.name.clone()
+                } else {
+                    braced
+                };
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+            names
+        };
+        Needs {
+            actions: Actions::ADD_HEADERS,
+            events: EventSet::of(&[
+                Event::Connect,
+                Event::Mail,
+                Event::Rcpt,
+                Event::Header,
+                Event::EndOfHeaders,
+                Event::Body,
+            ]),
+            replies: EventSet::of(&[Event::Connect, Event::EndOfHeaders]),
+            macros: vec![
+                (Stage::Connect, with_macro_list(CONNECT_MACROS)),
+                (Stage::Helo, with_macro_list(&[])),
+                (Stage::Mail, with_macro_list(MAIL_MACROS)),
+                (Stage::Rcpt, with_macro_list(RCPT_MACROS)),
+                (Stage::Data, with_macro_list(&["i"])),
+                (Stage::EndOfHeaders, with_macro_list(&["i"])),
+                (Stage::EndOfMessage, with_macro_list(&["i"])),
+            ],
+        }
+    }
+
+    fn connect(&mut self, client: &Client, _macros: &Macros) -> Verdict {
+        self.client_host = String::from_utf8_lossy(&client.hostname).into_owned();
+        self.client_ip = client.address.ip();
+        let policy = self.live.current();
+        if let Some(peers) = &policy.trust.peers
+            && peers.matches_peer(Some(&self.client_host), self.client_ip)
+        {
+            tracing::info!(
+                client = %self.client_host,
+                ip = ?self.client_ip,
+                "client is in PeerList: accepted without signing"
+            );
+            return Verdict::Accept;
+        }
+        Verdict::Continue
+    }
+
+    fn mail(&mut self, _sender: &[u8], _args: &[Bytes], _macros: &Macros) -> Verdict {
+        self.message = Message::Idle;
+        self.collecting();
+        Verdict::Continue
+    }
+
+    fn rcpt(&mut self, recipient: &[u8], _args: &[Bytes], _macros: &Macros) -> Verdict {
+        if let Some(c) = self.collecting() {
+            let r = String::from_utf8_lossy(recipient);
+            c.recipients
+                .push(r.trim_start_matches('<').trim_end_matches('>').to_string());
+        }
+        Verdict::Continue
+    }
+
+    fn header(&mut self, name: &[u8], value: &[u8], _macros: &Macros) -> Verdict {
+        if let Some(c) = self.collecting() {
+            if c.headers.byte_size() + name.len() + value.len() > c.policy.max_header_bytes {
+                c.overflowed = true;
+            } else {
+                c.headers.push(HeaderField::new(
+                    Bytes::copy_from_slice(name),
+                    Bytes::copy_from_slice(value),
+                ));
+            }
+        }
+        Verdict::Continue
+    }
+
+    fn end_of_headers(&mut self, macros: &Macros) -> Verdict {
+        let Some(_) = self.collecting() else {
+            return Verdict::Continue;
+        };
+        let Message::Collecting(c) = std::mem::replace(&mut self.message, Message::Done) else {
+            unreachable!("collecting() returned Some")
+        };
+        let queue_id = macros.get_str("i").unwrap_or("-");
+        if c.overflowed {
+            tracing::warn!(
+                queue_id,
+                limit = c.policy.max_header_bytes,
+                "not signed: the header block is larger than MaximumHeaders; rejected"
+            );
+            return Verdict::Smtp(SmtpReply {
+                code: 552,
+                status: Some("5.3.4".into()),
+                text: "Message header block too large".into(),
+            });
+        }
+        let facts = MessageFacts {
+            client_host: &self.client_host,
+            client_ip: self.client_ip,
+            macros,
+            recipients: &c.recipients,
+            headers: &c.headers,
+        };
+        match c.policy.decide(&facts) {
+            Decision::Sign {
+                sender,
+                trusted_by,
+                requests,
+            } => {
+                self.message = Message::Signing(Signing {
+                    policy: c.policy,
+                    started: c.started,
+                    sender,
+                    trusted_by,
+                    headers: c.headers,
+                    signing: MessageSigning::new(requests),
+                });
+                Verdict::Continue
+            }
+            Decision::NotSigned(reason) => {
+                tracing::info!(
+                    queue_id,
+                    result = "not signed",
+                    elapsed_us = c.started.elapsed().as_micros() as u64,
+                    "not signed: {reason}"
+                );
+                Verdict::Accept
+            }
+            Decision::KeyUnavailable { sender, error } => {
+                let action = c.policy.errors.key_error;
+                tracing::error!(
+                    queue_id,
+                    sender,
+                    result = "key error",
+                    action = ?action,
+                    "not signed: {error}"
+                );
+                verdict_for(action, "signing key unavailable")
+            }
+        }
+    }
+
+    fn body(&mut self, chunk: &[u8], _macros: &Macros) -> Verdict {
+        if let Message::Signing(s) = &mut self.message {
+            s.signing.body(chunk);
+        }
+        Verdict::Continue
+    }
+
+    fn end_of_message(&mut self, macros: &Macros) -> EndOfMessage {
+        let queue_id = macros.get_str("i").unwrap_or("-");
+        let message = std::mem::replace(&mut self.message, Message::Idle);
+        let Message::Signing(s) = message else {
+            return EndOfMessage::verdict(Verdict::Continue);
+        };
+        match s.signing.finish(&s.headers, unix_time()) {
+            Ok(signatures) => {
+                tracing::info!(
+                    queue_id,
+                    result = "signed",
+                    sender = %s.sender,
+                    trusted_by = %s.trusted_by,
+                    signatures = %describe(&signatures),
+                    elapsed_us = s.started.elapsed().as_micros() as u64,
+                    "signed"
+                );
+                let mut modifications: Vec<Modification> = signatures
+                    .into_iter()
+                    .map(|sig| Modification::InsertHeader {
+                        index: 0,
+                        name: Bytes::from_static(SIGNATURE_FIELD.as_bytes()),
+                        value: Bytes::from(sig.value),
+                    })
+                    .collect();
+                if s.policy.software_header {
+                    modifications.push(Modification::InsertHeader {
+                        index: 0,
+                        name: Bytes::from_static(b"DKIM-Filter"),
+                        value: Bytes::from(format!(
+                            " dkim-sidecar v{} {}",
+                            env!("CARGO_PKG_VERSION"),
+                            queue_id
+                        )),
+                    });
+                }
+                EndOfMessage {
+                    modifications,
+                    verdict: Verdict::Continue,
+                }
+            }
+            Err(error) => {
+                let action = s.policy.errors.signing_error;
+                tracing::error!(
+                    queue_id,
+                    sender = %s.sender,
+                    result = "signing error",
+                    action = ?action,
+                    "not signed: {error}"
+                );
+                EndOfMessage::verdict(verdict_for(action, "signing failed"))
+            }
+        }
+    }
+
+    fn abort(&mut self) {
+        self.message = Message::Idle;
+    }
+
+    fn close(&mut self) {
+        self.message = Message::Idle;
+        self.client_host.clear();
+        self.client_ip = None;
+    }
+}
+
+fn unix_time() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `d=example.com s=default a=rsa-sha256, d=... ` for the log line.
+fn describe(signatures: &[SignatureField]) -> String {
+    signatures
+        .iter()
+        .map(|s| format!("d={} s={} a={}", s.domain, s.selector, s.algorithm.name()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The answer to the MTA for an error, per the configured On-* action.
+fn verdict_for(action: Action, what: &str) -> Verdict {
+    match action {
+        Action::Accept => Verdict::Accept,
+        Action::Discard => Verdict::Discard,
+        Action::Reject => Verdict::Smtp(SmtpReply {
+            code: 550,
+            status: Some("5.7.1".into()),
+            text: format!("DKIM {what}"),
+        }),
+        // Quarantine needs a modification at end of message; a tempfail
+        // keeps the message safe in the MTA's queue instead.
+        Action::Quarantine | Action::Tempfail => Verdict::Smtp(SmtpReply {
+            code: 451,
+            status: Some("4.7.1".into()),
+            text: format!("DKIM {what}, try again later"),
+        }),
+    }
+}

@@ -11,10 +11,12 @@
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod diagnostics;
 pub mod dkim;
 pub mod keys;
 pub mod milter;
+pub mod offline;
 pub mod policy;
 pub mod server;
 pub mod signing;

@@ -76,6 +76,11 @@ pub struct RunArgs {
     /// (inet:PORT@HOST, inet6:PORT@[HOST], inet:HOST:PORT, local:/path, unix:/path).
     #[arg(long, value_name = "SPEC")]
     pub socket: Option<String>,
+
+    /// Sign while running as root with no UserID configured (refused by
+    /// default: a signer holding your domain's key should not run as root).
+    #[arg(long)]
+    pub allow_root: bool,
 }
 
 #[derive(Debug, Args)]

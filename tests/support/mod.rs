@@ -23,6 +23,7 @@ pub mod opendkim;
 pub mod postfix;
 pub mod processes;
 pub mod sasl;
+pub mod sidecar;
 pub mod sink;
 pub mod submission;
 pub mod verify;
@@ -42,6 +43,8 @@ pub use milter::{MilterProcess, MilterSocket};
 pub use opendkim::OpenDkimSigner;
 #[allow(unused_imports)]
 pub use postfix::{Postfix, PostfixBuilder};
+#[allow(unused_imports)]
+pub use sidecar::Sidecar;
 #[allow(unused_imports)]
 pub use sink::{ReceivedMessage, SmtpSink};
 #[allow(unused_imports)]

@@ -81,6 +81,11 @@ pub struct RunArgs {
     /// default: a signer holding your domain's key should not run as root).
     #[arg(long)]
     pub allow_root: bool,
+
+    /// Serve Prometheus metrics on this address (GET /metrics), e.g.
+    /// 127.0.0.1:9820; overrides the configuration.
+    #[arg(long, value_name = "IP:PORT")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]

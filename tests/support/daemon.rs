@@ -1,0 +1,262 @@
+//! dkim-sidecar's real daemon runtime (`daemon::main`: sockets or systemd's
+//! sockets, READY=1, signals, reload, metrics, logging) run as a separate
+//! process, on a configuration built from a [`Sidecar`]'s files.
+//!
+//! Until the configuration parsers land, `dkim-sidecar run` cannot read a
+//! file, so the test binary runs itself again: [`Daemon::command`] starts
+//! the current test executable filtered to its `daemon_child` test with
+//! [`CHILD_ENV`] set, and [`child_main`] (called from that test) builds a
+//! `Config` from the Sidecar directory's KeyTable (`file:`), SigningTable
+//! (`refile:`) and InternalHosts, the way `run -x` will from the
+//! opendkim.conf that points at them, and hands it to `daemon::main`. The
+//! reload closure rebuilds it from the same files, so edits to them are
+//! what a reload picks up. Everything after the loader is the code the
+//! binary runs.
+//!
+//! A test crate that uses this must contain:
+//! ```ignore
+//! #[test]
+//! fn daemon_child() {
+//!     support::daemon::child_main();
+//! }
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dkim_sidecar::config::{Config, Format, Logging, Origin, Service};
+use dkim_sidecar::diagnostics::Location;
+use dkim_sidecar::dkim::HeaderPolicy;
+use dkim_sidecar::dkim::headers::DEFAULT_SIGNED_HEADERS;
+use dkim_sidecar::keys::LoadOptions;
+use dkim_sidecar::policy::{
+    ErrorActions, KeyStore, Mode, Policy, SignatureSettings, Signing, SigningTables, Trust,
+};
+use dkim_sidecar::server::SocketSpec;
+use dkim_sidecar::tables::{HostList, KeyTable, SigningTable};
+use mail_auth::dkim::Canonicalization;
+
+use super::milter::{MilterProcess, MilterSocket};
+use super::sidecar::Sidecar;
+
+/// Set (to the Sidecar directory) in the child process.
+pub const CHILD_ENV: &str = "DKIM_SIDECAR_TEST_DAEMON";
+const SOCKET_ENV: &str = "DKIM_SIDECAR_TEST_SOCKET";
+const METRICS_ENV: &str = "DKIM_SIDECAR_TEST_METRICS";
+const WATCH_ENV: &str = "DKIM_SIDECAR_TEST_WATCH_MS";
+const SOCKET_MODE_ENV: &str = "DKIM_SIDECAR_TEST_SOCKET_MODE";
+
+/// How to run the daemon child.
+#[derive(Debug, Clone, Default)]
+pub struct Daemon {
+    /// Serve metrics here.
+    pub metrics: Option<SocketAddr>,
+    /// Poll the files this often and reload on change.
+    pub watch: Option<Duration>,
+    /// Mode for the Unix sockets the daemon creates itself.
+    pub socket_mode: Option<u32>,
+}
+
+impl Daemon {
+    /// The child process for `sidecar`, listening on `socket` (its
+    /// configured Socket; with socket activation it must not be opened).
+    pub fn command(&self, sidecar: &Sidecar, socket: &str) -> Command {
+        let mut command = Command::new(std::env::current_exe().expect("the test executable"));
+        command
+            .args(["daemon_child", "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, sidecar.dir())
+            .env(SOCKET_ENV, socket)
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("LISTEN_FDS")
+            .env_remove("LISTEN_PID")
+            .env_remove("LISTEN_FDNAMES");
+        if let Some(addr) = self.metrics {
+            command.env(METRICS_ENV, addr.to_string());
+        }
+        if let Some(every) = self.watch {
+            command.env(WATCH_ENV, every.as_millis().to_string());
+        }
+        if let Some(mode) = self.socket_mode {
+            command.env(SOCKET_MODE_ENV, format!("{mode:o}"));
+        }
+        command
+    }
+
+    /// Starts the daemon on `socket`; output goes to `daemon.log` in the
+    /// Sidecar directory.
+    pub fn start(&self, sidecar: &Sidecar, socket: &MilterSocket) -> MilterProcess {
+        MilterProcess::start(
+            "dkim-sidecar daemon",
+            socket,
+            &sidecar.dir().join("daemon.log"),
+            |socket| self.command(sidecar, &socket.opendkim_spec()),
+        )
+    }
+}
+
+/// The body of the `daemon_child` test: runs the daemon when started by
+/// [`Daemon::command`], does nothing in a normal test run.
+pub fn child_main() {
+    let Some(dir) = std::env::var_os(CHILD_ENV) else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let socket: SocketSpec = std::env::var(SOCKET_ENV)
+        .expect("socket spec")
+        .parse()
+        .expect("a valid socket spec");
+    let metrics = std::env::var(METRICS_ENV)
+        .ok()
+        .map(|a| a.parse().expect("metrics address"));
+    let watch = std::env::var(WATCH_ENV)
+        .ok()
+        .map(|ms| Duration::from_millis(ms.parse().expect("milliseconds")));
+    let mode = std::env::var(SOCKET_MODE_ENV)
+        .ok()
+        .map(|m| u32::from_str_radix(&m, 8).expect("octal mode"));
+    let settings = Arc::new(ChildSettings {
+        dir,
+        socket,
+        metrics,
+        watch,
+        mode,
+    });
+    let config = load(&settings).unwrap_or_else(|e| {
+        eprintln!("dkim-sidecar test daemon: {e}");
+        std::process::exit(1)
+    });
+    let reload_settings = Arc::clone(&settings);
+    let result = dkim_sidecar::daemon::main(config, Box::new(move || load(&reload_settings)));
+    std::process::exit(match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("dkim-sidecar test daemon: {e}");
+            1
+        }
+    });
+}
+
+struct ChildSettings {
+    dir: PathBuf,
+    socket: SocketSpec,
+    metrics: Option<SocketAddr>,
+    watch: Option<Duration>,
+    mode: Option<u32>,
+}
+
+/// What `run -x DIR/opendkim.conf` will load for a Sidecar directory.
+fn load(settings: &ChildSettings) -> Result<Config, String> {
+    let dir = &settings.dir;
+    let conf = dir.join("opendkim.conf");
+    let at = |line| Location::new(&conf, line);
+    let spec = |kind: &str, name: &str| format!("{kind}:{}", dir.join(name).display());
+    let key_table = KeyTable::open(&spec("file", "KeyTable"), &at(0)).map_err(|e| e.to_string())?;
+    let signing_table =
+        SigningTable::open(&spec("refile", "SigningTable"), &at(0)).map_err(|e| e.to_string())?;
+    if let Some(e) = signing_table.check_keys(&key_table).into_iter().next() {
+        return Err(e.to_string());
+    }
+    let (keys, _) =
+        KeyStore::load(&key_table, LoadOptions::default()).map_err(|e| e.to_string())?;
+    let internal =
+        HostList::open(&spec("file", "InternalHosts"), &at(0)).map_err(|e| e.to_string())?;
+    let multiple = key_table.entries().len() > 1;
+    let policy = Policy {
+        mode: Mode {
+            sign: true,
+            verify: false,
+        },
+        signing: Signing {
+            domain_key: None,
+            tables: Some(SigningTables {
+                key_table,
+                signing_table,
+                keys,
+            }),
+            multiple_signatures: multiple,
+            subdomains: false,
+        },
+        trust: Trust {
+            internal_hosts: internal.clone(),
+            external_ignore: Some(internal),
+            peers: None,
+            macros: vec![],
+            mta_names: vec![],
+        },
+        sender_headers: vec!["from".into()],
+        exempt_domains: None,
+        dont_sign_mail_to: None,
+        signature: SignatureSettings {
+            header_canonicalization: Canonicalization::Relaxed,
+            body_canonicalization: Canonicalization::Simple,
+            headers: Arc::new(HeaderPolicy::new(
+                DEFAULT_SIGNED_HEADERS.iter().copied(),
+                [],
+                ["from"],
+            )),
+            expiry: None,
+        },
+        errors: ErrorActions::default(),
+        max_header_bytes: 65536,
+        software_header: false,
+    };
+    let mut service = Service {
+        sockets: vec![settings.socket.clone()],
+        umask: Some(0),
+        allow_root: true,
+        metrics_listen: settings.metrics,
+        watch_interval: settings.watch,
+        ..Service::default()
+    };
+    service.socket_access.mode = settings.mode;
+    Ok(Config {
+        origin: Origin {
+            path: conf,
+            format: Format::OpenDkim,
+        },
+        service,
+        logging: Logging::default(),
+        policy,
+        warnings: vec![],
+    })
+}
+
+/// Replaces `dir/name` atomically (write beside, rename), as an
+/// administrator's deploy tool would.
+pub fn replace_file(dir: &Path, name: &str, contents: &str) {
+    let tmp = dir.join(format!(".{name}.new"));
+    std::fs::write(&tmp, contents).unwrap_or_else(|e| panic!("write {}: {e}", tmp.display()));
+    std::fs::rename(&tmp, dir.join(name)).unwrap_or_else(|e| panic!("rename to {name}: {e}"));
+}
+
+/// `GET /metrics` from `addr`: the body.
+pub fn scrape(addr: SocketAddr) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the metrics endpoint");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_string()
+}
+
+/// The value of the sample `series` (name and labels exactly as exposed),
+/// or 0 when absent.
+pub fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().expect("a number"))
+        })
+        .unwrap_or(0.0)
+}

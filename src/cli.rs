@@ -24,6 +24,17 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the milter in the foreground.
+    #[command(long_about = "Run the milter in the foreground.\n\n\
+        Signals: SIGHUP or SIGUSR1 re-reads the configuration, tables and keys \
+        (a reload that fails is logged and the previous configuration keeps \
+        serving; messages in progress finish with the configuration they \
+        started with); SIGTERM or SIGINT stops accepting connections and lets \
+        open transactions finish.\n\n\
+        Under systemd: READY=1 is sent once the sockets listen, and sockets \
+        passed by socket activation (LISTEN_FDS) are used instead of the \
+        configured ones, as they are.\n\n\
+        Logs go to stderr (the journal under systemd), or to syslog with \
+        Syslog yes; one line per message. RUST_LOG=debug shows more.")]
     #[command(after_help = "Examples:\n  \
         dkim-sidecar run -c /etc/dkim-sidecar/dkim-sidecar.toml\n  \
         dkim-sidecar run -x /etc/opendkim.conf --socket inet:8891@localhost")]

@@ -576,3 +576,154 @@ fn ready_reloading_and_stopping_are_notified_to_systemd() {
     let status = daemon.0.wait().unwrap();
     assert!(status.success(), "{status}");
 }
+
+/// Sends one message through a Postfix using the daemon on `socket` and
+/// checks that it arrives signed.
+fn one_message_through(sidecar: &Sidecar, socket: &MilterSocket, subject: &str) {
+    let sink = SmtpSink::start();
+    let postfix = Postfix::builder()
+        .relay_to(sink.addr())
+        .milter(socket)
+        .milter_default_action("tempfail")
+        .start();
+    Submission::open(postfix.smtp_addr())
+        .send("alice@example.com", &["bob@example.org"], &message(subject))
+        .expect_ok(subject);
+    let received = sink.wait_for_messages(1, PATIENCE);
+    assert_signed_by(&received[0].data, &sidecar.dns_records(), &sidecar.keys());
+}
+
+#[test]
+fn syslog_yes_writes_one_line_per_message_to_facility_mail() {
+    support::require_program("/usr/bin/unshare", "util-linux");
+    let sidecar = Sidecar::builder().write();
+    let socket = MilterSocket::free_inet();
+    // The daemon's /dev/log is this socket: a private mount namespace with a
+    // tmpfs on /dev and the socket bound over /dev/log, so the test needs no
+    // syslog daemon and touches nothing outside.
+    let log_path = sidecar.dir().join("devlog.sock");
+    let syslog = UnixDatagram::bind(&log_path).unwrap();
+    syslog.set_read_timeout(Some(PATIENCE)).unwrap();
+    let daemon = Daemon {
+        logging: Some(support::daemon::logging(|l| {
+            l.syslog = true;
+            l.syslog_facility = "mail".into();
+        })),
+        ..Daemon::default()
+    };
+    let milter = MilterProcess::start(
+        "dkim-sidecar daemon (syslog)",
+        &socket,
+        &sidecar.dir().join("daemon.log"),
+        |socket| {
+            let child = daemon.command(&sidecar, &socket.opendkim_spec());
+            let mut command = Command::new("/usr/bin/unshare");
+            command
+                .args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
+                .arg(
+                    "mount -t tmpfs tmpfs /dev && : > /dev/log && \
+                     mount --bind \"$0\" /dev/log && exec \"$@\"",
+                )
+                .arg(&log_path)
+                .arg(child.get_program())
+                .args(child.get_args());
+            for (name, value) in child.get_envs() {
+                match value {
+                    Some(value) => command.env(name, value),
+                    None => command.env_remove(name),
+                };
+            }
+            command
+        },
+    );
+    one_message_through(&sidecar, &socket, "syslog");
+
+    let pid = milter.pid();
+    let mut lines = Vec::new();
+    let signed = loop {
+        let mut buf = [0u8; 8192];
+        let n = syslog.recv(&mut buf).unwrap_or_else(|e| {
+            panic!(
+                "no signed line in syslog ({e}); got {lines:#?}\n{}",
+                milter.log()
+            )
+        });
+        let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if line.contains("result=signed") {
+            break line;
+        }
+        lines.push(line);
+    };
+    // <22>: facility mail (2 << 3) + priority info (6); ident and PID.
+    assert!(signed.starts_with("<22>"), "{signed}");
+    assert!(
+        signed.contains(&format!("dkim-sidecar[{pid}]: ")),
+        "{signed}"
+    );
+    for part in [
+        "queue_id=",
+        "d=example.com",
+        "s=default",
+        "a=rsa-sha256",
+        "elapsed_ms=",
+    ] {
+        assert!(signed.contains(part), "{part} missing: {signed}");
+    }
+    assert!(!signed.contains('\n'), "one line: {signed:?}");
+    assert!(
+        lines.iter().any(|l| l.contains("dkim-sidecar started")),
+        "start-up went to syslog too: {lines:#?}"
+    );
+    assert!(
+        !milter.log().contains("result=signed"),
+        "nothing on stderr with Syslog yes:\n{}",
+        milter.log()
+    );
+}
+
+#[test]
+fn json_lines_and_log_why_no_keep_the_short_reason() {
+    let sidecar = Sidecar::builder().internal_hosts(&["192.0.2.1"]).write();
+    let socket = MilterSocket::free_inet();
+    let milter = Daemon {
+        logging: Some(support::daemon::logging(|l| {
+            l.json = true;
+            l.log_why = false;
+        })),
+        ..Daemon::default()
+    }
+    .start(&sidecar, &socket);
+    // 127.0.0.1 is not internal here: not signed, with the short reason only.
+    let sink = SmtpSink::start();
+    let postfix = Postfix::builder()
+        .relay_to(sink.addr())
+        .milter(&socket)
+        .start();
+    Submission::open(postfix.smtp_addr())
+        .send("alice@example.com", &["bob@example.org"], &message("json"))
+        .expect_ok("send");
+    sink.wait_for_messages(1, PATIENCE);
+    let log = support::poll(PATIENCE, || {
+        let log = milter.log();
+        log.contains("not_signed").then_some(log)
+    })
+    .unwrap_or_else(|| panic!("no not_signed line:\n{}", milter.log()));
+    let line = log
+        .lines()
+        .find(|l| l.contains("not_signed"))
+        .unwrap()
+        .trim_start_matches("test daemon_child ... ");
+    let json: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(json["result"], "not_signed", "{json}");
+    assert_eq!(json["reason"], "untrusted_origin", "{json}");
+    assert_eq!(
+        json["message"], "not signed",
+        "LogWhy no: no detail: {json}"
+    );
+    assert!(
+        json["queue_id"].as_str().is_some_and(|q| q.len() > 3),
+        "{json}"
+    );
+    assert!(json["elapsed_ms"].is_number(), "{json}");
+}

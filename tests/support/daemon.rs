@@ -48,6 +48,7 @@ const SOCKET_ENV: &str = "DKIM_SIDECAR_TEST_SOCKET";
 const METRICS_ENV: &str = "DKIM_SIDECAR_TEST_METRICS";
 const WATCH_ENV: &str = "DKIM_SIDECAR_TEST_WATCH_MS";
 const SOCKET_MODE_ENV: &str = "DKIM_SIDECAR_TEST_SOCKET_MODE";
+const LOGGING_ENV: &str = "DKIM_SIDECAR_TEST_LOGGING";
 
 /// How to run the daemon child.
 #[derive(Debug, Clone, Default)]
@@ -58,6 +59,8 @@ pub struct Daemon {
     pub watch: Option<Duration>,
     /// Mode for the Unix sockets the daemon creates itself.
     pub socket_mode: Option<u32>,
+    /// Log settings other than the defaults.
+    pub logging: Option<Logging>,
 }
 
 impl Daemon {
@@ -81,6 +84,15 @@ impl Daemon {
         }
         if let Some(mode) = self.socket_mode {
             command.env(SOCKET_MODE_ENV, format!("{mode:o}"));
+        }
+        if let Some(l) = &self.logging {
+            command.env(
+                LOGGING_ENV,
+                format!(
+                    "{} {} {} {} {}",
+                    l.syslog, l.syslog_facility, l.log_success, l.log_why, l.json
+                ),
+            );
         }
         command
     }
@@ -117,12 +129,24 @@ pub fn child_main() {
     let mode = std::env::var(SOCKET_MODE_ENV)
         .ok()
         .map(|m| u32::from_str_radix(&m, 8).expect("octal mode"));
+    let logging = std::env::var(LOGGING_ENV).ok().map(|l| {
+        let parts: Vec<&str> = l.split(' ').collect();
+        let flag = |i: usize| parts[i] == "true";
+        Logging {
+            syslog: flag(0),
+            syslog_facility: parts[1].to_string(),
+            log_success: flag(2),
+            log_why: flag(3),
+            json: flag(4),
+        }
+    });
     let settings = Arc::new(ChildSettings {
         dir,
         socket,
         metrics,
         watch,
         mode,
+        logging: logging.unwrap_or_default(),
     });
     let config = load(&settings).unwrap_or_else(|e| {
         eprintln!("dkim-sidecar test daemon: {e}");
@@ -145,6 +169,7 @@ struct ChildSettings {
     metrics: Option<SocketAddr>,
     watch: Option<Duration>,
     mode: Option<u32>,
+    logging: Logging,
 }
 
 /// What `run -x DIR/opendkim.conf` will load for a Sidecar directory.
@@ -218,10 +243,17 @@ fn load(settings: &ChildSettings) -> Result<Config, String> {
             format: Format::OpenDkim,
         },
         service,
-        logging: Logging::default(),
+        logging: settings.logging.clone(),
         policy,
         warnings: vec![],
     })
+}
+
+/// Default log settings changed by `change`.
+pub fn logging(change: impl FnOnce(&mut Logging)) -> Logging {
+    let mut logging = Logging::default();
+    change(&mut logging);
+    logging
 }
 
 /// Replaces `dir/name` atomically (write beside, rename), as an

@@ -496,3 +496,83 @@ impl Drop for PidFile {
         let _ = std::fs::remove_file(&self.0);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use crate::config::{Format, Origin, Service};
+    use clap::Parser as _;
+
+    fn config(path: &Path) -> Config {
+        Config {
+            origin: Origin {
+                path: path.to_path_buf(),
+                format: Format::OpenDkim,
+            },
+            service: Service {
+                sockets: vec!["inet:8891@localhost".parse().unwrap()],
+                ..Service::default()
+            },
+            logging: Logging::default(),
+            policy: crate::offline::signing_tests::example_policy(),
+            warnings: vec![],
+        }
+    }
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        let mut argv = vec!["dkim-sidecar", "run", "-x", "/etc/opendkim.conf"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Run(args) => args,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn command_line_overrides_socket_root_and_metrics() {
+        let mut c = config(Path::new("/etc/opendkim.conf"));
+        let args = run_args(&[
+            "--socket",
+            "local:/run/x.sock",
+            "--allow-root",
+            "--metrics-listen",
+            "127.0.0.1:9820",
+        ]);
+        apply_run_args(&args, &mut c).unwrap();
+        assert_eq!(
+            c.service.sockets,
+            vec![SocketSpec::Unix("/run/x.sock".into())]
+        );
+        assert!(c.service.allow_root);
+        assert_eq!(
+            c.service.metrics_listen,
+            Some("127.0.0.1:9820".parse().unwrap())
+        );
+        let e = apply_run_args(&run_args(&["--socket", "tcp:1"]), &mut c).unwrap_err();
+        assert!(e.starts_with("--socket: invalid socket"), "{e}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_watcher_reports_a_change_once_it_has_settled() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("opendkim.conf");
+        std::fs::write(&conf, "Mode s\n").unwrap();
+        let c = config(&conf);
+        let mut watcher = Watcher::new(Duration::from_secs(1), &c);
+        assert!(watcher.files.contains(&conf), "{:?}", watcher.files);
+
+        std::fs::write(&conf, "Mode sv\n").unwrap();
+        let changed = tokio::time::timeout(Duration::from_secs(10), watcher.changed())
+            .await
+            .expect("a change is reported");
+        assert_eq!(changed, conf);
+        // Seen and accepted: quiet until the next change.
+        watcher.accept_current();
+        assert!(
+            tokio::time::timeout(Duration::from_secs(10), watcher.changed())
+                .await
+                .is_err()
+        );
+    }
+}

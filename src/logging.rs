@@ -129,12 +129,15 @@ pub fn init(logging: &Logging) -> Result<Destination, LoggingError> {
     }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let writer = Lines { destination };
+    // The journal and syslog stamp the time and carry the level as the
+    // line's priority: only a plain stderr line shows them.
+    let with_time = destination == Destination::Stderr;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
         .with_ansi(false)
-        .with_target(false);
-    let with_time = destination == Destination::Stderr;
+        .with_target(false)
+        .with_level(with_time);
     let result = match (logging.json, with_time) {
         (true, true) => builder
             .json()

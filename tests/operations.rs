@@ -671,6 +671,10 @@ fn syslog_yes_writes_one_line_per_message_to_facility_mail() {
     }
     assert!(!signed.contains('\n'), "one line: {signed:?}");
     assert!(
+        signed.contains(&format!("dkim-sidecar[{pid}]: signed queue_id=")),
+        "no level or time of our own: {signed}"
+    );
+    assert!(
         lines.iter().any(|l| l.contains("dkim-sidecar started")),
         "start-up went to syslog too: {lines:#?}"
     );
@@ -726,4 +730,34 @@ fn json_lines_and_log_why_no_keep_the_short_reason() {
         "{json}"
     );
     assert!(json["elapsed_ms"].is_number(), "{json}");
+}
+
+#[test]
+fn under_journald_lines_carry_priorities_and_no_timestamp() {
+    let sidecar = Sidecar::builder().write();
+    let socket = MilterSocket::free_inet();
+    let log = sidecar.dir().join("daemon.log");
+    std::fs::File::create(&log).unwrap();
+    let meta = std::fs::metadata(&log).unwrap();
+    // What systemd sets when stderr is a journal stream: its device and inode.
+    let journal_stream = format!("{}:{}", meta.dev(), meta.ino());
+    let daemon = MilterProcess::start("dkim-sidecar daemon (journal)", &socket, &log, |s| {
+        let mut command = Daemon::default().command(&sidecar, &s.opendkim_spec());
+        command.env("JOURNAL_STREAM", &journal_stream);
+        command
+    });
+    one_message_through(&sidecar, &socket, "journal");
+    let text = support::poll(PATIENCE, || {
+        let text = daemon.log();
+        text.contains("result=signed").then_some(text)
+    })
+    .unwrap_or_else(|| panic!("no signed line:\n{}", daemon.log()));
+    let started = text
+        .lines()
+        .find(|l| l.contains("dkim-sidecar started"))
+        .unwrap()
+        .trim_start_matches("test daemon_child ... ");
+    assert!(started.starts_with("<6>dkim-sidecar started "), "{started}");
+    let signed = text.lines().find(|l| l.contains("result=signed")).unwrap();
+    assert!(signed.starts_with("<6>signed queue_id="), "{signed}");
 }

@@ -22,7 +22,7 @@ use crate::tables::{DataSet, HostList, KeyTable, SigningTable};
 
 pub use decide::{Decision, MacroLookup, MessageFacts, NotSigned, Sender, TrustedBy};
 pub use domains::DomainSet;
-pub use keystore::KeyStore;
+pub use keystore::{KeyStore, KeyStoreError};
 
 /// Everything the sign decision and the signer need.
 #[derive(Debug)]

@@ -214,13 +214,14 @@ impl KeyTable {
         })
     }
 
-    /// Makes `./` and `../` key file names relative to `base` instead of
-    /// the working directory (OpenDKIM's BaseDirectory, which it `chdir`s
-    /// to before loading keys).
-    pub fn resolve_relative_files(&mut self, base: &Path) {
+    /// Replaces every `./` and `../` key file name with what `resolve`
+    /// makes of it, e.g. the name relative to OpenDKIM's BaseDirectory
+    /// (which it `chdir`s to before loading keys) instead of the working
+    /// directory.
+    pub fn resolve_relative_files(&mut self, resolve: impl Fn(&Path) -> PathBuf) {
         for entry in &mut self.entries {
             if let KeySource::RelativeFile(path) = &mut entry.source {
-                *path = base.join(&*path);
+                *path = resolve(path);
             }
         }
     }
@@ -509,7 +510,7 @@ mod tests {
     #[test]
     fn relative_key_files_resolve_against_a_base_directory() {
         let mut kt = table("k example.com:sel:./keys/k.private\nabs example.com:s:/abs.private\n");
-        kt.resolve_relative_files(Path::new("/var/lib/dkim"));
+        kt.resolve_relative_files(|p| Path::new("/var/lib/dkim").join(p));
         assert_eq!(
             kt.get("k").unwrap().source,
             KeySource::RelativeFile("/var/lib/dkim/./keys/k.private".into())

@@ -8,7 +8,21 @@
 //! Problems that do not stop loading come back as [`Warning`]s. This module
 //! never logs and never opens sockets.
 
-use std::path::PathBuf;
+mod accounts;
+mod data_sets;
+pub mod describe;
+mod error;
+mod grammar;
+mod header_lists;
+mod native;
+mod opendkim;
+mod options;
+mod signing_keys;
+
+use std::path::{Path, PathBuf};
+
+pub use describe::describe;
+pub use error::ConfigError;
 
 use crate::diagnostics::Warning;
 use crate::policy::Policy;
@@ -94,5 +108,45 @@ impl Default for Logging {
             log_why: true,
             json: false,
         }
+    }
+}
+
+/// What the command line overrides in a configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `run --socket`: listen here instead of the configured sockets (a
+    /// configuration without a socket is then accepted).
+    pub sockets: Option<Vec<SocketSpec>>,
+}
+
+impl Config {
+    /// Loads the configuration `origin` names: the file, every table and
+    /// every key it names. Every independent problem is reported.
+    pub fn load(origin: &Origin) -> Result<Config, ConfigError> {
+        Config::load_with(origin, &Overrides::default())
+    }
+
+    /// [`Config::load`] with command-line overrides.
+    pub fn load_with(origin: &Origin, overrides: &Overrides) -> Result<Config, ConfigError> {
+        match origin.format {
+            Format::OpenDkim => opendkim::load(&origin.path, overrides),
+            Format::Toml => native::load(&origin.path, overrides),
+        }
+    }
+
+    /// Loads a native TOML configuration.
+    pub fn from_toml_file(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        Config::load(&Origin {
+            path: path.as_ref().to_path_buf(),
+            format: Format::Toml,
+        })
+    }
+
+    /// Loads an `opendkim.conf`, unchanged.
+    pub fn from_opendkim_file(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        Config::load(&Origin {
+            path: path.as_ref().to_path_buf(),
+            format: Format::OpenDkim,
+        })
     }
 }

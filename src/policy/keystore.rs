@@ -118,6 +118,12 @@ impl KeyStore {
             .cloned()
     }
 
+    /// The key loaded at start-up for KeyTable name `name`; `None` for a
+    /// `%` key file, which is loaded when a message first needs it.
+    pub fn loaded_key(&self, name: &str) -> Option<&Arc<PrivateKey>> {
+        self.fixed.get(name)
+    }
+
     /// How many keys are loaded now (fixed plus `%` keys seen so far).
     pub fn loaded(&self) -> usize {
         self.fixed.len() + self.by_path.lock().map(|m| m.len()).unwrap_or(0)

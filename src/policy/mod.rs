@@ -76,6 +76,8 @@ pub struct DomainKey {
     pub domains: DomainSet,
     pub selector: String,
     pub key: Arc<PrivateKey>,
+    /// Where the key was read from (for showing the effective rules).
+    pub key_file: std::path::PathBuf,
 }
 
 /// A KeyTable, the SigningTable that points into it, and the keys loaded

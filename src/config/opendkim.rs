@@ -451,6 +451,8 @@ impl Reading {
             (None, Some((_, at))) => {
                 self.errors
                     .push(ConfigError::SigningTableWithoutKeyTable { at });
+                // Without a KeyTable, OpenDKIM goes on to Domain/KeyFile/Selector.
+                self.domain_key(mode, options);
             }
             (Some((_, at)), None) if mode.sign => {
                 self.errors

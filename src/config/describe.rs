@@ -86,7 +86,11 @@ fn service(out: &mut String, config: &Config) {
     let sockets: Vec<String> = service.sockets.iter().map(|s| s.to_string()).collect();
     line(out, 1, format!("listen on: {}", list(&sockets)));
     let access = &service.socket_access;
-    if access.mode.is_some() || access.user.is_some() || access.group.is_some() {
+    let unix = service
+        .sockets
+        .iter()
+        .any(|s| matches!(s, crate::server::SocketSpec::Unix(_)));
+    if unix || access.mode.is_some() || access.user.is_some() || access.group.is_some() {
         line(
             out,
             1,
@@ -509,4 +513,63 @@ fn logging(out: &mut String, config: &Config) {
             if logging.json { "; as JSON" } else { "" }
         ),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+
+    use super::*;
+
+    fn describe_toml(text: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("default.private");
+        fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("keys-example/default.private"),
+            &key,
+        )
+        .unwrap();
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+        let path = dir.path().join("c.toml");
+        fs::write(&path, text).unwrap();
+        describe(&Config::from_toml_file(&path).unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    #[test]
+    fn domain_key_shows_domains_selector_key_and_warnings() {
+        let text = describe_toml(
+            "[server]\nsockets = [\"local:/run/d.sock\"]\nsocket_mode = 0o660\n\
+             [signing]\nsign_headers = [\"*\", \"+x-*\"]\n[on_error]\nsigning_error = \"reject\"\n\
+             [domain]\nnames = [\"example.org\", \"example.com\"]\nselector = \"mail\"\n\
+             key_file = \"default.private\"\nsubdomains = true\n\
+             [trust]\ninternal_hosts = [\"10.0.0.0/8\", \"192.0.2.5/24\"]\n",
+        );
+        for expected in [
+            "listen on: local:/run/d.sock",
+            "unix socket: mode 0660, owner unchanged, group unchanged",
+            "domains: example.com, example.org and their subdomains",
+            "d=<the sender's domain> s=mail rsa-sha256, 2048-bit RSA key from ",
+            "signed headers: from, reply-to",
+            ", x-*",
+            "signature cannot be made: reject",
+            "internal hosts: 10.0.0.0/8, 192.0.2.5/24",
+            "Warnings (1):",
+            "warning: ",
+            "has host bits set",
+        ] {
+            assert!(text.contains(expected), "{expected}:\n{text}");
+        }
+    }
+
+    #[test]
+    fn configuration_without_keys_says_nothing_is_signed() {
+        let text = describe_toml("[server]\nsockets = [\"inet:8891@127.0.0.1\"]\n");
+        assert!(
+            text.contains("no signing keys: no message is signed"),
+            "{text}"
+        );
+        assert!(text.contains("no signing keys are configured"), "{text}");
+    }
 }

@@ -5,8 +5,25 @@
 //! a setting came from. Loading a configuration also loads and checks every
 //! table and every key it names, so a `Config` that exists can serve mail:
 //! start-up fails fast on a bad one, and a reload that fails keeps the old.
-//! Problems that do not stop loading come back as [`Warning`]s. This module
-//! never logs and never opens sockets.
+//! Problems that do not stop loading come back as [`Warning`]s; problems
+//! that do come back together as one [`ConfigError`] (every independent
+//! problem, each one line starting with `file:line:`), and [`describe`]
+//! renders a loaded configuration for `check-config`.
+//!
+//! - `opendkim.rs` gives `opendkim.conf` OpenDKIM's meaning; its line
+//!   grammar is `grammar.rs` and the names it knows are `options.rs`;
+//! - `native.rs` reads the TOML format;
+//! - both share `data_sets.rs` (relative names made absolute),
+//!   `header_lists.rs` (OpenDKIM's `*`/`+`/`-` header lists),
+//!   `accounts.rs` (run-as user and group) and `signing_keys.rs` (tables
+//!   and keys, every error located).
+//!
+//! Relative file names follow each format's rule: in `opendkim.conf` they
+//! are relative to the working directory (or BaseDirectory), as OpenDKIM
+//! opens them; in TOML they are relative to the file's own directory.
+//!
+//! This module never logs, never opens sockets and never changes the
+//! process (user, umask, working directory): it only reads files.
 
 mod accounts;
 mod data_sets;

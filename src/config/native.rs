@@ -15,9 +15,10 @@
 //!   `multiple_signatures = true` every matching rule signs;
 //! - `[domain]`: OpenDKIM's Domain, KeyFile and Selector.
 //!
-//! The data set settings (trust lists, exempt domains) take either an
-//! inline list or a data set string as in `opendkim.conf` (`file:/path`,
-//! `refile:/path`, `csl:a,b` or an absolute path).
+//! The data set settings (trust lists, exempt domains) and `[tables]` take
+//! either an inline list or a data set string as in `opendkim.conf`
+//! (`file:/path`, `refile:/path`, `csl:a,b`), except that a name without a
+//! type is always a file, relative to this file's directory.
 //!
 //! `conf/dkim-sidecar.toml` is the commented reference. This module never
 //! logs.
@@ -221,6 +222,22 @@ pub(crate) fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigE
         warnings: Vec::new(),
     }
     .config(parsed, overrides)
+}
+
+/// A data set string in TOML: as in `opendkim.conf`, except that a name
+/// without a type is a file (relative to the configuration's directory),
+/// never a comma-separated list: inline lists are TOML arrays (or
+/// `csl:a,b`).
+fn file_by_default(spec: &str) -> String {
+    let spec = spec.trim();
+    let typed = spec
+        .split_once(':')
+        .is_some_and(|(kind, _)| !kind.contains([',', '/']) && !kind.is_empty());
+    if typed || spec.starts_with('/') {
+        spec.to_string()
+    } else {
+        format!("file:{spec}")
+    }
 }
 
 /// 1-based line and column of byte `offset`.
@@ -513,16 +530,18 @@ impl Reading {
                 }
                 Some(DataSet::from_csl(&items.join(","), &at))
             }
-            Entries::DataSet(spec) => match data_sets::open(&spec, &at, &self.base) {
-                Ok((set, warnings)) => {
-                    self.warnings.extend(warnings);
-                    Some(set)
+            Entries::DataSet(spec) => {
+                match data_sets::open(&file_by_default(&spec), &at, &self.base) {
+                    Ok((set, warnings)) => {
+                        self.warnings.extend(warnings);
+                        Some(set)
+                    }
+                    Err(e) => {
+                        self.errors.push(e.into());
+                        None
+                    }
                 }
-                Err(e) => {
-                    self.errors.push(e.into());
-                    None
-                }
-            },
+            }
         }
     }
 
@@ -737,7 +756,7 @@ impl Reading {
 
     fn key_table_file(&mut self, spec: Spanned<String>) -> Option<KeyTable> {
         let at = self.at(&spec);
-        let (set, warnings) = data_sets::open(spec.get_ref(), &at, &self.base)
+        let (set, warnings) = data_sets::open(&file_by_default(spec.get_ref()), &at, &self.base)
             .map_err(|e| self.errors.push(e.into()))
             .ok()?;
         self.warnings.extend(warnings);
@@ -751,7 +770,7 @@ impl Reading {
 
     fn signing_table_file(&mut self, spec: Spanned<String>) -> Option<SigningTable> {
         let at = self.at(&spec);
-        let (set, warnings) = data_sets::open(spec.get_ref(), &at, &self.base)
+        let (set, warnings) = data_sets::open(&file_by_default(spec.get_ref()), &at, &self.base)
             .map_err(|e| self.errors.push(e.into()))
             .ok()?;
         self.warnings.extend(warnings);
@@ -1162,6 +1181,24 @@ subdomains = true
             errors[0].contains("a list of strings, or a data set string"),
             "{errors:?}"
         );
+    }
+
+    #[test]
+    fn untyped_data_set_string_is_a_file_next_to_the_configuration() {
+        assert_eq!(file_by_default("hosts"), "file:hosts");
+        assert_eq!(file_by_default("refile:hosts"), "refile:hosts");
+        assert_eq!(file_by_default("/etc/hosts.list"), "/etc/hosts.list");
+        assert_eq!(file_by_default("csl:a,b"), "csl:a,b");
+        let dir = Dir::new();
+        fs::write(dir.path("TrustedHosts"), "192.0.2.0/24\n").unwrap();
+        let config = dir
+            .load(&format!(
+                "{DUAL}\n[trust]\ninternal_hosts = \"TrustedHosts\"\n"
+            ))
+            .unwrap();
+        let hosts = &config.policy.trust.internal_hosts;
+        assert_eq!(hosts.entries(), ["192.0.2.0/24"]);
+        assert_eq!(hosts.origin().path.as_ref(), dir.path("TrustedHosts"));
     }
 
     #[test]

@@ -127,7 +127,11 @@ fn guide_with_keytable_refile_signingtable_and_trustedhosts_loads() {
         "Mode includes v".to_string(),
         "AutoRestart is ignored".to_string(),
     ] {
-        assert!(w.iter().any(|w| w.contains(&expected)), "{expected}: {w:?}");
+        assert_eq!(
+            w.iter().filter(|w| w.contains(&expected)).count(),
+            1,
+            "once, though the file serves two options: {expected}: {w:?}"
+        );
     }
 }
 

@@ -128,6 +128,19 @@ impl Default for Logging {
     }
 }
 
+/// `warnings` without repeats, first occurrence kept: one file used for
+/// two options (a TrustedHosts file as InternalHosts and
+/// ExternalIgnoreList) would otherwise say everything twice.
+fn without_repeats(warnings: Vec<Warning>) -> Vec<Warning> {
+    let mut unique: Vec<Warning> = Vec::with_capacity(warnings.len());
+    for warning in warnings {
+        if !unique.contains(&warning) {
+            unique.push(warning);
+        }
+    }
+    unique
+}
+
 /// What the command line overrides in a configuration file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Overrides {
@@ -145,10 +158,12 @@ impl Config {
 
     /// [`Config::load`] with command-line overrides.
     pub fn load_with(origin: &Origin, overrides: &Overrides) -> Result<Config, ConfigError> {
-        match origin.format {
+        let mut config = match origin.format {
             Format::OpenDkim => opendkim::load(&origin.path, overrides),
             Format::Toml => native::load(&origin.path, overrides),
-        }
+        }?;
+        config.warnings = without_repeats(std::mem::take(&mut config.warnings));
+        Ok(config)
     }
 
     /// Loads a native TOML configuration.

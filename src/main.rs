@@ -4,7 +4,10 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use dkim_sidecar::cli::{Cli, Command, KeyAlgorithm, KeygenArgs, TestkeyArgs};
+use dkim_sidecar::cli::{
+    CheckConfigArgs, Cli, Command, ConfigSource, KeyAlgorithm, KeygenArgs, TestkeyArgs,
+};
+use dkim_sidecar::config::{self, Config, Format, Origin};
 use dkim_sidecar::keys::KeyType;
 use dkim_sidecar::keys::generate::{KeygenRequest, keygen};
 use dkim_sidecar::keys::record::RecordOptions;
@@ -18,14 +21,45 @@ fn main() -> ExitCode {
     let result: Result<ExitCode, String> = match cli.command {
         Command::Keygen(args) => run_keygen(&args),
         Command::Testkey(args) => run_testkey(&args),
-        Command::Run(_) | Command::CheckConfig(_) | Command::Sign(_) => {
-            Err("this subcommand is not built yet".to_string())
-        }
+        Command::CheckConfig(args) => Ok(run_check_config(&args)),
+        Command::Run(_) | Command::Sign(_) => Err("this subcommand is not built yet".to_string()),
     };
     match result {
         Ok(code) => code,
         Err(message) => {
             eprintln!("dkim-sidecar: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Which file the command line names, and in which format.
+fn origin(source: &ConfigSource) -> Origin {
+    match (&source.toml, &source.opendkim) {
+        (Some(path), _) => Origin {
+            path: path.clone(),
+            format: Format::Toml,
+        },
+        (None, Some(path)) => Origin {
+            path: path.clone(),
+            format: Format::OpenDkim,
+        },
+        (None, None) => unreachable!("clap requires -c or -x"),
+    }
+}
+
+/// Prints the effective rules and warnings, or every problem (one line
+/// each); succeeds only when the server would start.
+fn run_check_config(args: &CheckConfigArgs) -> ExitCode {
+    match Config::load(&origin(&args.config)) {
+        Ok(config) => {
+            print!("{}", config::describe(&config));
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            for problem in error.problems() {
+                eprintln!("dkim-sidecar: {problem}");
+            }
             ExitCode::FAILURE
         }
     }

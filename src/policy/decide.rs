@@ -7,7 +7,8 @@
 //!    MacroList rule matches, the client is in InternalHosts, or the client
 //!    authenticated (`{auth_type}` is set).
 //! 3. The keys: with a KeyTable, the SigningTable entries for the sender
-//!    (the first, or all with MultipleSignatures); without one, the
+//!    (the first match and the rest of its rule group, or every match with
+//!    MultipleSignatures); without one, the
 //!    Domain/KeyFile/Selector key when Domain covers the sender's domain.
 //! 4. Sign when both hold, unless the sender's domain is exempt or a
 //!    recipient is in DontSignMailTo.
@@ -262,8 +263,6 @@ impl Policy {
                 tables
                     .signing_table
                     .find_first(&sender.user, &sender.domain)
-                    .into_iter()
-                    .collect()
             };
             let mut requests = Vec::with_capacity(matches.len());
             for m in matches {

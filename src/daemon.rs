@@ -28,7 +28,7 @@ pub enum DaemonError {
     #[error(transparent)]
     Bind(#[from] server::BindError),
     #[error(
-        "refusing to sign as root: set UserID (opendkim.conf) or user (TOML) to an unprivileged user, or allow_root = true"
+        "refusing to sign as root: set UserID (opendkim.conf) or user (TOML) to an unprivileged user, or pass --allow-root (allow_root = true in TOML)"
     )]
     RunningAsRoot,
     #[error("UserID {0}: no such user")]

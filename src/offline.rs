@@ -81,9 +81,16 @@ pub fn sign(policy: Policy, message: &[u8], envelope: &Envelope) -> Result<Outco
         macros(Stage::Connect, &[("j", "localhost".to_string())]),
         &mut replies,
     )?;
+    // Postfix names a client without a host name `[address]`; its local
+    // submission (sendmail) comes from `localhost`.
+    let hostname = if envelope.client_ip.is_loopback() {
+        "localhost".to_string()
+    } else {
+        format!("[{}]", envelope.client_ip)
+    };
     feed(
         Command::Connect {
-            hostname: Bytes::from_static(b"localhost"),
+            hostname: Bytes::from(hostname),
             address: ClientAddress::Ip(SocketAddr::new(envelope.client_ip, 0)),
         },
         &mut replies,

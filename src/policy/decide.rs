@@ -332,9 +332,12 @@ fn identity_within(identity: &str, domain: &str) -> bool {
     identity_domain == domain || identity_domain.ends_with(&format!(".{domain}"))
 }
 
+/// `host [ip]`, or `[ip]` for a client without a host name (Postfix sends
+/// the address in brackets as its name then).
 fn client_label(facts: &MessageFacts<'_>) -> String {
+    let unnamed = facts.client_host.is_empty() || facts.client_host.starts_with('[');
     match facts.client_ip {
-        Some(ip) if facts.client_host.is_empty() => ip.to_string(),
+        Some(ip) if unnamed => format!("[{ip}]"),
         Some(ip) => format!("{} [{ip}]", facts.client_host),
         None => facts.client_host.to_string(),
     }

@@ -305,8 +305,10 @@ pub(crate) mod signing_tests {
 
     /// Domain example.com, the example RSA key, relaxed/simple.
     pub(crate) fn example_policy() -> Policy {
+        let key_file =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("keys-example/default.private");
         let key = load_key_file(
-            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("keys-example/default.private"),
+            &key_file,
             &LoadOptions {
                 require_safe_keys: false,
                 ..LoadOptions::default()
@@ -324,6 +326,7 @@ pub(crate) mod signing_tests {
                     domains: DomainSet::from_names(["example.com"]),
                     selector: "default".into(),
                     key,
+                    key_file,
                 }),
                 tables: None,
                 multiple_signatures: false,

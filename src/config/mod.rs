@@ -29,6 +29,8 @@ mod accounts;
 mod data_sets;
 pub mod describe;
 mod error;
+#[cfg(test)]
+mod fixture;
 mod grammar;
 mod header_lists;
 mod native;

@@ -880,44 +880,12 @@ impl Reading {
 #[cfg(test)]
 mod tests {
     use std::fs;
-    use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+    use crate::config::fixture::Dir;
 
-    struct Dir(tempfile::TempDir);
-
-    impl Dir {
-        fn new() -> Dir {
-            let dir = tempfile::tempdir().unwrap();
-            let keys = Path::new(env!("CARGO_MANIFEST_DIR")).join("keys-example");
-            for name in ["default.private", "ed25519.private"] {
-                let to = dir.path().join(name);
-                fs::copy(keys.join(name), &to).unwrap();
-                fs::set_permissions(&to, fs::Permissions::from_mode(0o600)).unwrap();
-            }
-            Dir(dir)
-        }
-
-        fn path(&self, name: &str) -> PathBuf {
-            self.0.path().join(name)
-        }
-
-        fn load(&self, text: &str) -> Result<Config, ConfigError> {
-            let path = self.path("dkim-sidecar.toml");
-            fs::write(&path, text).unwrap();
-            Config::from_toml_file(path)
-        }
-
-        fn errors(&self, text: &str) -> Vec<String> {
-            let err = self
-                .load(text)
-                .expect_err("the configuration must be refused");
-            err.problems().iter().map(|p| p.to_string()).collect()
-        }
-
-        fn line(&self, line: u32) -> String {
-            format!("{}:{line}: ", self.path("dkim-sidecar.toml").display())
-        }
+    fn dir() -> Dir {
+        Dir::new("dkim-sidecar.toml", Config::from_toml_file)
     }
 
     const DUAL: &str = r#"
@@ -943,7 +911,7 @@ keys = ["rsa", "ed"]
 
     #[test]
     fn inline_keys_and_rules_dual_sign_with_relative_files() {
-        let dir = Dir::new();
+        let dir = dir();
         let config = dir.load(DUAL).unwrap();
         assert_eq!(config.origin.format, Format::Toml);
         let tables = config.policy.signing.tables.as_ref().unwrap();
@@ -966,7 +934,7 @@ keys = ["rsa", "ed"]
 
     #[test]
     fn defaults_sign_relaxed_simple_with_tempfail_everywhere() {
-        let dir = Dir::new();
+        let dir = dir();
         let config = dir.load(DUAL).unwrap();
         let policy = &config.policy;
         assert_eq!(
@@ -984,7 +952,7 @@ keys = ["rsa", "ed"]
 
     #[test]
     fn unknown_key_is_an_error_with_line_and_column() {
-        let dir = Dir::new();
+        let dir = dir();
         let errors = dir.errors("[server]\nsockets = [\"inet:8891@127.0.0.1\"]\nsokets = 1\n");
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(
@@ -996,7 +964,7 @@ keys = ["rsa", "ed"]
 
     #[test]
     fn settings_map_onto_the_same_config_as_opendkim_conf() {
-        let dir = Dir::new();
+        let dir = dir();
         fs::write(dir.path("hosts"), "10.0.0.0/8\n!10.9.9.9\n").unwrap();
         let config = dir
             .load(
@@ -1091,7 +1059,7 @@ subdomains = true
 
     #[test]
     fn rule_naming_an_undefined_key_names_the_rule() {
-        let dir = Dir::new();
+        let dir = dir();
         let errors =
             dir.errors(&DUAL.replace(r#"keys = ["rsa", "ed"]"#, r#"keys = ["rsa", "Ed"]"#));
         assert_eq!(errors.len(), 1, "{errors:?}");
@@ -1101,7 +1069,7 @@ subdomains = true
 
     #[test]
     fn duplicate_key_name_is_refused() {
-        let dir = Dir::new();
+        let dir = dir();
         let errors = dir.errors(&DUAL.replace(r#"name = "ed""#, r#"name = "rsa""#));
         assert!(
             errors.iter().any(|e| e.contains("already used")),
@@ -1111,7 +1079,7 @@ subdomains = true
 
     #[test]
     fn keys_without_rules_and_rules_without_keys_are_refused() {
-        let dir = Dir::new();
+        let dir = dir();
         let keys_only = DUAL.split("[[rule]]").next().unwrap();
         let errors = dir.errors(keys_only);
         assert!(
@@ -1129,7 +1097,7 @@ subdomains = true
 
     #[test]
     fn tables_and_inline_rules_cannot_be_combined() {
-        let dir = Dir::new();
+        let dir = dir();
         let errors = dir.errors(&format!(
             "{DUAL}\n[tables]\nkey_table = \"file:/etc/kt\"\nsigning_table = \"refile:/etc/st\"\n"
         ));
@@ -1138,7 +1106,7 @@ subdomains = true
 
     #[test]
     fn missing_key_file_names_the_key() {
-        let dir = Dir::new();
+        let dir = dir();
         let errors = dir.errors(&DUAL.replace("ed25519.private", "gone.private"));
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(errors[0].starts_with(&dir.line(11)), "{errors:?}");
@@ -1150,7 +1118,7 @@ subdomains = true
 
     #[test]
     fn bad_values_name_their_line() {
-        let dir = Dir::new();
+        let dir = dir();
         let errors = dir.errors(
             "[server]\nsockets = [\"inet:0@x\"]\nsocket_mode = 660\nuser = \"no-such-dkim-user\"\n\
              [signing]\ncanonicalization = \"loose\"\n[on_error]\ninternal_error = \"bounce\"\n",
@@ -1174,7 +1142,7 @@ subdomains = true
 
     #[test]
     fn list_or_data_set_is_explained_when_neither() {
-        let dir = Dir::new();
+        let dir = dir();
         let errors =
             dir.errors("[server]\nsockets = [\"inet:1@127.0.0.1\"]\n[trust]\ninternal_hosts = 5\n");
         assert!(
@@ -1189,7 +1157,7 @@ subdomains = true
         assert_eq!(file_by_default("refile:hosts"), "refile:hosts");
         assert_eq!(file_by_default("/etc/hosts.list"), "/etc/hosts.list");
         assert_eq!(file_by_default("csl:a,b"), "csl:a,b");
-        let dir = Dir::new();
+        let dir = dir();
         fs::write(dir.path("TrustedHosts"), "192.0.2.0/24\n").unwrap();
         let config = dir
             .load(&format!(
@@ -1203,7 +1171,7 @@ subdomains = true
 
     #[test]
     fn missing_sockets_are_refused() {
-        let dir = Dir::new();
+        let dir = dir();
         let errors = dir.errors("[signing]\nmultiple_signatures = true\n");
         assert!(
             errors[0].contains("no socket to listen on") && errors[0].contains("sockets = "),

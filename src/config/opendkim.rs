@@ -819,51 +819,10 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+    use crate::config::fixture::Dir;
 
-    /// A directory with the test-only example keys, mode 0600.
-    struct Dir(tempfile::TempDir);
-
-    impl Dir {
-        fn new() -> Dir {
-            let dir = tempfile::tempdir().unwrap();
-            let keys = Path::new(env!("CARGO_MANIFEST_DIR")).join("keys-example");
-            for name in ["default.private", "ed25519.private"] {
-                let to = dir.path().join(name);
-                fs::copy(keys.join(name), &to).unwrap();
-                fs::set_permissions(&to, fs::Permissions::from_mode(0o600)).unwrap();
-            }
-            Dir(dir)
-        }
-
-        fn path(&self, name: &str) -> PathBuf {
-            self.0.path().join(name)
-        }
-
-        fn write(&self, name: &str, text: &str) -> PathBuf {
-            let path = self.path(name);
-            fs::write(
-                &path,
-                text.replace("$DIR", &self.0.path().display().to_string()),
-            )
-            .unwrap();
-            path
-        }
-
-        fn load(&self, text: &str) -> Result<Config, ConfigError> {
-            let path = self.write("opendkim.conf", text);
-            Config::from_opendkim_file(path)
-        }
-
-        fn errors(&self, text: &str) -> Vec<String> {
-            let err = self
-                .load(text)
-                .expect_err("the configuration must be refused");
-            err.problems().iter().map(|p| p.to_string()).collect()
-        }
-
-        fn conf_line(&self, line: u32) -> String {
-            format!("{}:{line}: ", self.path("opendkim.conf").display())
-        }
+    fn dir() -> Dir {
+        Dir::new("opendkim.conf", Config::from_opendkim_file)
     }
 
     fn warnings(config: &Config) -> Vec<String> {
@@ -878,7 +837,7 @@ SigningTable refile:$DIR/SigningTable
 ";
 
     fn tables_dir() -> Dir {
-        let dir = Dir::new();
+        let dir = dir();
         dir.write(
             "KeyTable",
             "rsa example.com:default:$DIR/default.private\ned example.com:ed25519:$DIR/ed25519.private\n",
@@ -906,7 +865,7 @@ SigningTable refile:$DIR/SigningTable
 
     #[test]
     fn last_repetition_wins() {
-        let dir = Dir::new();
+        let dir = dir();
         let config = dir
             .load(
                 "Mode s\nSocket inet:1@localhost\nSocket inet:8891@localhost\nDomain example.com\n\
@@ -922,21 +881,21 @@ SigningTable refile:$DIR/SigningTable
 
     #[test]
     fn umask_is_read_as_octal() {
-        let dir = Dir::new();
+        let dir = dir();
         let config = dir
             .load("Mode s\nSocket inet:8891@localhost\nUMask 007\n")
             .unwrap();
         assert_eq!(config.service.umask, Some(0o007));
         let errors = dir.errors("Mode s\nSocket inet:8891@localhost\nUMask 01777\n");
-        assert!(errors[0].starts_with(&dir.conf_line(3)), "{errors:?}");
+        assert!(errors[0].starts_with(&dir.line(3)), "{errors:?}");
     }
 
     #[test]
     fn domain_without_keyfile_is_refused() {
-        let dir = Dir::new();
+        let dir = dir();
         let errors = dir.errors("Mode sv\nSocket inet:8891@localhost\nDomain example.com\n");
         assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(errors[0].starts_with(&dir.conf_line(3)), "{errors:?}");
+        assert!(errors[0].starts_with(&dir.line(3)), "{errors:?}");
         assert!(
             errors[0].contains("Domain requires KeyFile and Selector"),
             "{errors:?}"
@@ -945,12 +904,12 @@ SigningTable refile:$DIR/SigningTable
 
     #[test]
     fn keyfile_without_selector_is_refused() {
-        let dir = Dir::new();
+        let dir = dir();
         let errors = dir.errors(
             "Mode s\nSocket inet:8891@localhost\nDomain example.com\nKeyFile $DIR/default.private\n",
         );
         assert!(
-            errors.iter().any(|e| e.starts_with(&dir.conf_line(4))
+            errors.iter().any(|e| e.starts_with(&dir.line(4))
                 && e.contains("KeyFile and Selector must both be set")),
             "{errors:?}"
         );
@@ -962,10 +921,10 @@ SigningTable refile:$DIR/SigningTable
 
     #[test]
     fn selector_without_keyfile_is_refused() {
-        let dir = Dir::new();
+        let dir = dir();
         let errors = dir.errors("Mode s\nSocket inet:8891@localhost\nSelector default\n");
         assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(errors[0].starts_with(&dir.conf_line(3)), "{errors:?}");
+        assert!(errors[0].starts_with(&dir.line(3)), "{errors:?}");
         assert!(
             errors[0].contains("add `KeyFile /path/to/default.private`"),
             "{errors:?}"
@@ -978,7 +937,7 @@ SigningTable refile:$DIR/SigningTable
         let errors = dir
             .errors("Mode s\nSocket inet:8891@localhost\nSigningTable refile:$DIR/SigningTable\n");
         assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(errors[0].starts_with(&dir.conf_line(3)), "{errors:?}");
+        assert!(errors[0].starts_with(&dir.line(3)), "{errors:?}");
         assert!(
             errors[0].contains("SigningTable requires KeyTable"),
             "{errors:?}"
@@ -1034,12 +993,12 @@ SigningTable refile:$DIR/SigningTable
 
     #[test]
     fn keyfile_that_cannot_be_read_names_the_keyfile_line() {
-        let dir = Dir::new();
+        let dir = dir();
         let errors = dir.errors(
             "Mode s\nSocket inet:8891@localhost\nDomain example.com\nSelector s\nKeyFile $DIR/nope.private\n",
         );
         assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(errors[0].starts_with(&dir.conf_line(5)), "{errors:?}");
+        assert!(errors[0].starts_with(&dir.line(5)), "{errors:?}");
         assert!(errors[0].contains("key file not found"), "{errors:?}");
     }
 
@@ -1083,11 +1042,11 @@ SigningTable refile:$DIR/SigningTable
 
     #[test]
     fn unknown_user_names_the_line() {
-        let dir = Dir::new();
+        let dir = dir();
         let errors =
             dir.errors("Mode s\nSocket inet:8891@localhost\nUserID no-such-dkim-user:mail\n");
         assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(errors[0].starts_with(&dir.conf_line(3)), "{errors:?}");
+        assert!(errors[0].starts_with(&dir.line(3)), "{errors:?}");
         assert!(
             errors[0].contains("user `no-such-dkim-user` does not exist"),
             "{errors:?}"
@@ -1096,16 +1055,16 @@ SigningTable refile:$DIR/SigningTable
 
     #[test]
     fn bad_socket_names_the_line() {
-        let dir = Dir::new();
+        let dir = dir();
         let errors = dir.errors("Mode s\nSocket inet:notaport@localhost\n");
         assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(errors[0].starts_with(&dir.conf_line(2)), "{errors:?}");
+        assert!(errors[0].starts_with(&dir.line(2)), "{errors:?}");
         assert!(errors[0].contains("invalid socket"), "{errors:?}");
     }
 
     #[test]
     fn missing_socket_is_refused_unless_overridden() {
-        let dir = Dir::new();
+        let dir = dir();
         let errors = dir.errors("Mode s\n");
         assert!(errors[0].contains("no socket to listen on"), "{errors:?}");
         let path = dir.write("opendkim.conf", "Mode s\n");
@@ -1122,7 +1081,7 @@ SigningTable refile:$DIR/SigningTable
 
     #[test]
     fn canonicalization_with_one_word_sets_the_header_method_only() {
-        let dir = Dir::new();
+        let dir = dir();
         let config = dir
             .load("Mode s\nSocket inet:8891@localhost\nCanonicalization relaxed\n")
             .unwrap();
@@ -1145,32 +1104,32 @@ SigningTable refile:$DIR/SigningTable
 
     #[test]
     fn bad_canonicalization_names_the_line_and_the_choices() {
-        let dir = Dir::new();
+        let dir = dir();
         let errors =
             dir.errors("Mode s\nSocket inet:8891@localhost\nCanonicalization relaxed/loose\n");
         assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(errors[0].starts_with(&dir.conf_line(3)), "{errors:?}");
+        assert!(errors[0].starts_with(&dir.line(3)), "{errors:?}");
         assert!(errors[0].contains("relaxed/simple"), "{errors:?}");
     }
 
     #[test]
     fn bad_action_names_the_line_and_the_choices() {
-        let dir = Dir::new();
+        let dir = dir();
         let errors = dir.errors(
             "Mode s\nSocket inet:8891@localhost\nOn-Default bounce\nOn-NoSignature maybe\n",
         );
         assert_eq!(errors.len(), 2, "{errors:?}");
-        assert!(errors[0].starts_with(&dir.conf_line(3)), "{errors:?}");
+        assert!(errors[0].starts_with(&dir.line(3)), "{errors:?}");
         assert!(
             errors[0].contains("accept, discard, quarantine, reject or tempfail"),
             "{errors:?}"
         );
-        assert!(errors[1].starts_with(&dir.conf_line(4)), "{errors:?}");
+        assert!(errors[1].starts_with(&dir.line(4)), "{errors:?}");
     }
 
     #[test]
     fn on_actions_map_default_then_specific_overrides() {
-        let dir = Dir::new();
+        let dir = dir();
         let base = "Mode s\nSocket inet:8891@localhost\n";
         let actions = |extra: &str| dir.load(&format!("{base}{extra}")).unwrap().policy.errors;
         assert_eq!(actions(""), ErrorActions::default());
@@ -1198,7 +1157,7 @@ SigningTable refile:$DIR/SigningTable
 
     #[test]
     fn known_unsupported_option_warns_once_per_line() {
-        let dir = Dir::new();
+        let dir = dir();
         let config = dir
             .load(
                 "Mode s\nSocket inet:8891@localhost\nTrustAnchorFile /usr/share/dns/root.key\n\
@@ -1210,7 +1169,7 @@ SigningTable refile:$DIR/SigningTable
             .filter(|w| !w.contains("no signing keys"))
             .collect();
         assert_eq!(w.len(), 2, "{w:?}");
-        assert!(w[0].starts_with(&dir.conf_line(3)), "{w:?}");
+        assert!(w[0].starts_with(&dir.line(3)), "{w:?}");
         assert!(
             w[0].ends_with(
                 "OpenDKIM option TrustAnchorFile is not supported by dkim-sidecar and is ignored"
@@ -1222,7 +1181,7 @@ SigningTable refile:$DIR/SigningTable
 
     #[test]
     fn autorestart_yes_gets_a_note() {
-        let dir = Dir::new();
+        let dir = dir();
         let config = dir
             .load("Mode s\nSocket inet:8891@localhost\nAutoRestart yes\nAutoRestartRate 10/1h\n")
             .unwrap();
@@ -1232,14 +1191,14 @@ SigningTable refile:$DIR/SigningTable
             .collect();
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(
-            w[0].starts_with(&dir.conf_line(3)) && w[0].contains("Restart=on-failure"),
+            w[0].starts_with(&dir.line(3)) && w[0].contains("Restart=on-failure"),
             "{w:?}"
         );
     }
 
     #[test]
     fn mode_with_v_warns_once_and_still_signs() {
-        let dir = Dir::new();
+        let dir = dir();
         let config = dir.load("Mode sv\nSocket inet:8891@localhost\n").unwrap();
         assert!(config.policy.mode.sign);
         let w: Vec<String> = warnings(&config)
@@ -1247,7 +1206,7 @@ SigningTable refile:$DIR/SigningTable
             .filter(|w| w.contains("Mode"))
             .collect();
         assert_eq!(w.len(), 1, "{w:?}");
-        assert!(w[0].starts_with(&dir.conf_line(1)), "{w:?}");
+        assert!(w[0].starts_with(&dir.line(1)), "{w:?}");
         assert!(w[0].contains("verification is not supported"), "{w:?}");
         let unset = dir.load("Socket inet:8891@localhost\n").unwrap();
         assert!(
@@ -1261,11 +1220,10 @@ SigningTable refile:$DIR/SigningTable
 
     #[test]
     fn unknown_mode_letter_is_refused() {
-        let dir = Dir::new();
+        let dir = dir();
         let errors = dir.errors("Mode sx\nSocket inet:8891@localhost\n");
         assert!(
-            errors[0].starts_with(&dir.conf_line(1))
-                && errors[0].contains("s (sign) and v (verify)"),
+            errors[0].starts_with(&dir.line(1)) && errors[0].contains("s (sign) and v (verify)"),
             "{errors:?}"
         );
     }
@@ -1325,7 +1283,7 @@ SigningTable refile:$DIR/SigningTable
 
     #[test]
     fn header_lists_follow_opendkims_star_rules() {
-        let dir = Dir::new();
+        let dir = dir();
         let config = dir
             .load(
                 "Mode s\nSocket inet:8891@localhost\nSignHeaders *,+X-Mailer,-Subject\n\
@@ -1343,14 +1301,14 @@ SigningTable refile:$DIR/SigningTable
 
     #[test]
     fn independent_problems_are_all_reported() {
-        let dir = Dir::new();
+        let dir = dir();
         let errors = dir.errors(
             "Mode s\nSocket local:relative\nUserID no-such-dkim-user\nCanonicalization odd\nDomain example.com\n",
         );
         assert_eq!(errors.len(), 4, "{errors:?}");
         for line in [2, 3, 4, 5] {
             assert!(
-                errors.iter().any(|e| e.starts_with(&dir.conf_line(line))),
+                errors.iter().any(|e| e.starts_with(&dir.line(line))),
                 "{errors:?}"
             );
         }
@@ -1358,7 +1316,7 @@ SigningTable refile:$DIR/SigningTable
 
     #[test]
     fn trust_lists_and_macros_are_read_as_data_sets() {
-        let dir = Dir::new();
+        let dir = dir();
         dir.write(
             "TrustedHosts",
             "127.0.0.1\n::1\n10.0.0.0/8\n*.example.com\n",

@@ -23,13 +23,12 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::RunArgs;
 use crate::config::{Config, Logging, RunAs};
 use crate::logging::LoggingError;
 use crate::metrics::{self, Metrics, MetricsBindError};
 use crate::policy::Policy;
 use crate::report::Reporter;
-use crate::server::{self, Listener, SocketSpec};
+use crate::server::{self, Listener};
 use crate::signing::{LivePolicy, SigningFilter};
 use crate::systemd;
 use crate::tables::KeySource;
@@ -46,7 +45,7 @@ pub enum DaemonError {
     #[error("no socket to listen on: set Socket (opendkim.conf) or socket (TOML), or use --socket")]
     NoSocket,
     #[error(
-        "refusing to sign as root: set UserID (opendkim.conf) or user (TOML) to an unprivileged user, or allow_root = true"
+        "refusing to sign as root: set UserID (opendkim.conf) or user (TOML) to an unprivileged user, or pass --allow-root (allow_root = true in TOML)"
     )]
     RunningAsRoot,
     #[error("UserID {0}: no such user")]
@@ -68,22 +67,6 @@ pub enum DaemonError {
 
 /// How the daemon reads its configuration again on reload.
 pub type Reload = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
-
-/// Apply `run`'s command-line overrides (`--socket`, `--allow-root`,
-/// `--metrics-listen`) to a loaded configuration.
-pub fn apply_run_args(args: &RunArgs, config: &mut Config) -> Result<(), String> {
-    if let Some(spec) = &args.socket {
-        let spec: SocketSpec = spec.parse().map_err(|e| format!("--socket: {e}"))?;
-        config.service.sockets = vec![spec];
-    }
-    if args.allow_root {
-        config.service.allow_root = true;
-    }
-    if let Some(addr) = args.metrics_listen {
-        config.service.metrics_listen = Some(addr);
-    }
-    Ok(())
-}
 
 /// The whole `run` subcommand once the configuration is loaded: logging,
 /// a multi-threaded runtime, [`run`]. Blocks until the daemon stops.
@@ -393,6 +376,9 @@ fn watched_files(config: &Config) -> Vec<PathBuf> {
             files.push(path.to_path_buf());
         }
     };
+    if let Some(domain_key) = &policy.signing.domain_key {
+        add(&domain_key.key_file);
+    }
     if let Some(tables) = &policy.signing.tables {
         add(&tables.key_table.origin().path);
         add(&tables.signing_table.origin().path);
@@ -500,9 +486,7 @@ impl Drop for PidFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{Cli, Command};
     use crate::config::{Format, Origin, Service};
-    use clap::Parser as _;
 
     fn config(path: &Path) -> Config {
         Config {
@@ -518,39 +502,6 @@ mod tests {
             policy: crate::offline::signing_tests::example_policy(),
             warnings: vec![],
         }
-    }
-
-    fn run_args(args: &[&str]) -> RunArgs {
-        let mut argv = vec!["dkim-sidecar", "run", "-x", "/etc/opendkim.conf"];
-        argv.extend_from_slice(args);
-        match Cli::try_parse_from(argv).unwrap().command {
-            Command::Run(args) => args,
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn command_line_overrides_socket_root_and_metrics() {
-        let mut c = config(Path::new("/etc/opendkim.conf"));
-        let args = run_args(&[
-            "--socket",
-            "local:/run/x.sock",
-            "--allow-root",
-            "--metrics-listen",
-            "127.0.0.1:9820",
-        ]);
-        apply_run_args(&args, &mut c).unwrap();
-        assert_eq!(
-            c.service.sockets,
-            vec![SocketSpec::Unix("/run/x.sock".into())]
-        );
-        assert!(c.service.allow_root);
-        assert_eq!(
-            c.service.metrics_listen,
-            Some("127.0.0.1:9820".parse().unwrap())
-        );
-        let e = apply_run_args(&run_args(&["--socket", "tcp:1"]), &mut c).unwrap_err();
-        assert!(e.starts_with("--socket: invalid socket"), "{e}");
     }
 
     #[tokio::test(start_paused = true)]

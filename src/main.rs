@@ -4,11 +4,19 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use dkim_sidecar::cli::{Cli, Command, KeyAlgorithm, KeygenArgs, TestkeyArgs};
+use std::io::{Read as _, Write as _};
+
+use dkim_sidecar::cli::{
+    CheckConfigArgs, Cli, Command, ConfigSource, KeyAlgorithm, KeygenArgs, RunArgs, SignArgs,
+    TestkeyArgs,
+};
+use dkim_sidecar::config::{self, Config, ConfigError, Format, Origin, Overrides};
+use dkim_sidecar::daemon;
 use dkim_sidecar::keys::KeyType;
 use dkim_sidecar::keys::generate::{KeygenRequest, keygen};
 use dkim_sidecar::keys::record::RecordOptions;
 use dkim_sidecar::keys::testkey::{RecordSource, testkey};
+use dkim_sidecar::offline::{self, Envelope, Outcome};
 
 /// Exit status when `testkey` ran but the key and record are not OK.
 const TESTKEY_NOT_OK: u8 = 1;
@@ -18,9 +26,9 @@ fn main() -> ExitCode {
     let result: Result<ExitCode, String> = match cli.command {
         Command::Keygen(args) => run_keygen(&args),
         Command::Testkey(args) => run_testkey(&args),
-        Command::Run(_) | Command::CheckConfig(_) | Command::Sign(_) => {
-            Err("this subcommand is not built yet".to_string())
-        }
+        Command::CheckConfig(args) => Ok(run_check_config(&args)),
+        Command::Run(args) => run_daemon(&args),
+        Command::Sign(args) => run_sign(&args),
     };
     match result {
         Ok(code) => code,
@@ -29,6 +37,132 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Which file the command line names, and in which format.
+fn origin(source: &ConfigSource) -> Origin {
+    match (&source.toml, &source.opendkim) {
+        (Some(path), _) => Origin {
+            path: path.clone(),
+            format: Format::Toml,
+        },
+        (None, Some(path)) => Origin {
+            path: path.clone(),
+            format: Format::OpenDkim,
+        },
+        (None, None) => unreachable!("clap requires -c or -x"),
+    }
+}
+
+/// Every problem of a configuration that does not load, one line each.
+fn report(error: &ConfigError) -> ExitCode {
+    for problem in error.problems() {
+        eprintln!("dkim-sidecar: {problem}");
+    }
+    ExitCode::FAILURE
+}
+
+/// Prints the effective rules and warnings, or every problem (one line
+/// each); succeeds only when the server would start.
+fn run_check_config(args: &CheckConfigArgs) -> ExitCode {
+    match Config::load(&origin(&args.config)) {
+        Ok(config) => {
+            print!("{}", config::describe(&config));
+            ExitCode::SUCCESS
+        }
+        Err(error) => report(&error),
+    }
+}
+
+/// `sign`'s log lines (the reason a message was not signed) go to stderr;
+/// `RUST_LOG` filters. (`run` logs as configured: [`daemon::main`].)
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+/// Serve until SIGTERM; reload on SIGHUP and SIGUSR1.
+fn run_daemon(args: &RunArgs) -> Result<ExitCode, String> {
+    let origin = origin(&args.config);
+    let overrides = Overrides {
+        sockets: match &args.socket {
+            Some(spec) => Some(vec![spec.parse().map_err(|e| format!("--socket: {e}"))?]),
+            None => None,
+        },
+    };
+    let allow_root = args.allow_root;
+    let metrics_listen = args.metrics_listen;
+    let load = move || {
+        Config::load_with(&origin, &overrides).map(|mut config| {
+            config.service.allow_root |= allow_root;
+            if metrics_listen.is_some() {
+                config.service.metrics_listen = metrics_listen;
+            }
+            config
+        })
+    };
+    let config = match load() {
+        Ok(config) => config,
+        Err(error) => return Ok(report(&error)),
+    };
+    let reload: daemon::Reload = Box::new(move || {
+        load().map_err(|error| {
+            error
+                .problems()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+    });
+    // Logging (stderr, the journal or syslog, as configured), the runtime,
+    // and the server.
+    daemon::main(config, reload).map_err(|e| e.to_string())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sign stdin to stdout through the milter's own code path. A message that
+/// is not signed is copied unchanged and the exit status is 1; the reason
+/// is on stderr.
+fn run_sign(args: &SignArgs) -> Result<ExitCode, String> {
+    let overrides = Overrides {
+        sockets: Some(Vec::new()),
+    };
+    let config = match Config::load_with(&origin(&args.config), &overrides) {
+        Ok(config) => config,
+        Err(error) => return Ok(report(&error)),
+    };
+    init_logging();
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    let mut message = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut message)
+        .map_err(|e| format!("cannot read the message from stdin: {e}"))?;
+    let envelope = Envelope {
+        client_ip: args.client_ip,
+        sender: args.sender.clone(),
+        recipients: Vec::new(),
+        authenticated: args.auth,
+    };
+    let outcome = offline::sign(config.policy, &message, &envelope).map_err(|e| e.to_string())?;
+    let mut stdout = std::io::stdout().lock();
+    let (bytes, code) = match &outcome {
+        Outcome::Signed(signed) => (signed.as_slice(), ExitCode::SUCCESS),
+        Outcome::NotSigned => (message.as_slice(), ExitCode::FAILURE),
+        Outcome::Refused(why) => return Err(format!("the milter refused the message: {why}")),
+    };
+    stdout
+        .write_all(bytes)
+        .and_then(|_| stdout.flush())
+        .map_err(|e| format!("cannot write the message: {e}"))?;
+    Ok(code)
 }
 
 fn run_keygen(args: &KeygenArgs) -> Result<ExitCode, String> {

@@ -11,7 +11,7 @@
 //! | `dkim_sidecar_reloads_total` | counter | `result` (ok, failed) |
 //! | `dkim_sidecar_config_last_reload_successful` | gauge | 1 or 0 |
 //! | `dkim_sidecar_config_last_reload_success_timestamp_seconds` | gauge | Unix time of the last good load |
-//! | `dkim_sidecar_key_file_modified_timestamp_seconds` | gauge | `key`, `domain`, `selector`: KeyTable keys with a fixed file (key age = `time()` minus this) |
+//! | `dkim_sidecar_key_file_modified_timestamp_seconds` | gauge | `key`, `domain`, `selector`: KeyTable keys with a fixed file, and `key="KeyFile"` for Domain/KeyFile/Selector (key age = `time()` minus this) |
 //! | `dkim_sidecar_build_info` | info | `version` |
 //!
 //! Labels carry names only (outcomes, reasons, algorithms, KeyTable names,
@@ -198,6 +198,24 @@ impl Metrics {
     /// Key file ages for the KeyTable in force.
     fn set_keys(&self, policy: &Policy) {
         self.key_modified.clear();
+        if let Some(key) = &policy.signing.domain_key
+            && let Some(modified) = modified(&key.key_file)
+        {
+            let mut domains: Vec<&str> = key.domains.names().collect();
+            domains.sort_unstable();
+            let domains = if key.domains.is_any() {
+                "*".to_string()
+            } else {
+                domains.join(",")
+            };
+            self.key_modified
+                .get_or_create(&vec![
+                    ("key", "KeyFile".to_string()),
+                    ("domain", domains),
+                    ("selector", key.selector.clone()),
+                ])
+                .set(modified);
+        }
         let Some(tables) = &policy.signing.tables else {
             return;
         };
@@ -207,11 +225,7 @@ impl Metrics {
                 KeySource::RelativeFile(path) => path.clone(),
                 _ => continue,
             };
-            let Some(modified) = std::fs::metadata(&path)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            else {
+            let Some(modified) = modified(&path) else {
                 continue;
             };
             let domain = match &entry.domain {
@@ -224,7 +238,7 @@ impl Metrics {
                     ("domain", domain),
                     ("selector", entry.selector.clone()),
                 ])
-                .set(modified.as_secs_f64());
+                .set(modified);
         }
     }
 
@@ -234,6 +248,15 @@ impl Metrics {
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
     }
+}
+
+/// A file's modification time as Unix seconds.
+fn modified(path: &std::path::Path) -> Option<f64> {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_secs_f64())
 }
 
 fn unix_now() -> f64 {
@@ -423,6 +446,23 @@ mod tests {
 
         shutdown.cancel();
         server.await.unwrap();
+    }
+
+    #[test]
+    fn key_file_age_is_exported_without_the_key() {
+        let metrics = Metrics::new();
+        let policy = crate::offline::signing_tests::example_policy();
+        metrics.loaded(true, Some(&policy));
+        let page = metrics.encode();
+        let line = page
+            .lines()
+            .find(|l| l.starts_with("dkim_sidecar_key_file_modified_timestamp_seconds{"))
+            .unwrap_or_else(|| panic!("{page}"));
+        assert!(
+            line.contains("key=\"KeyFile\",domain=\"example.com\",selector=\"default\""),
+            "{line}"
+        );
+        assert!(!page.contains("PRIVATE") && !page.contains("MII"), "{page}");
     }
 
     #[test]

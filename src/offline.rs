@@ -81,9 +81,16 @@ pub fn sign(policy: Policy, message: &[u8], envelope: &Envelope) -> Result<Outco
         macros(Stage::Connect, &[("j", "localhost".to_string())]),
         &mut replies,
     )?;
+    // Postfix names a client without a host name `[address]`; its local
+    // submission (sendmail) comes from `localhost`.
+    let hostname = if envelope.client_ip.is_loopback() {
+        "localhost".to_string()
+    } else {
+        format!("[{}]", envelope.client_ip)
+    };
     feed(
         Command::Connect {
-            hostname: Bytes::from_static(b"localhost"),
+            hostname: Bytes::from(hostname),
             address: ClientAddress::Ip(SocketAddr::new(envelope.client_ip, 0)),
         },
         &mut replies,
@@ -298,8 +305,10 @@ pub(crate) mod signing_tests {
 
     /// Domain example.com, the example RSA key, relaxed/simple.
     pub(crate) fn example_policy() -> Policy {
+        let key_file =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("keys-example/default.private");
         let key = load_key_file(
-            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("keys-example/default.private"),
+            &key_file,
             &LoadOptions {
                 require_safe_keys: false,
                 ..LoadOptions::default()
@@ -317,6 +326,7 @@ pub(crate) mod signing_tests {
                     domains: DomainSet::from_names(["example.com"]),
                     selector: "default".into(),
                     key,
+                    key_file,
                 }),
                 tables: None,
                 multiple_signatures: false,

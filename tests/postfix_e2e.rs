@@ -483,3 +483,68 @@ fn nothing_is_left_behind() {
         assert!(!root.exists(), "{} removed", root.display());
     }
 }
+
+#[test]
+fn submission_service_named_by_mta_is_signed_without_being_internal() {
+    let sink = SmtpSink::start();
+    // Not internal, not authenticated: only `MTA ORIGINATING` makes it sign.
+    let sidecar = Sidecar::builder()
+        .internal_hosts(&["192.0.2.1"])
+        .config_line("MTA ORIGINATING")
+        .write();
+    let socket = MilterSocket::free_inet();
+    let _milter = sidecar.start(&socket);
+    let postfix = Postfix::builder()
+        .relay_to(sink.addr())
+        .milter(&socket)
+        .smtpd_service(
+            "originating",
+            &[
+                ("milter_macro_daemon_name", "ORIGINATING"),
+                ("smtpd_client_restrictions", "permit_mynetworks, reject"),
+            ],
+        )
+        .start();
+
+    Submission::open(postfix.service_addr("originating"))
+        .send(
+            "alice@example.com",
+            &["bob@example.org"],
+            &message("originating"),
+        )
+        .expect_ok("send to the ORIGINATING service");
+    let signed = sink.wait_for_messages(1, DELIVERY).remove(0);
+    Submission::open(postfix.smtp_addr())
+        .send(
+            "alice@example.com",
+            &["bob@example.org"],
+            &message("inbound"),
+        )
+        .expect_ok("send to smtp");
+    let unsigned = sink.wait_for_messages(2, DELIVERY).remove(1);
+
+    assert_signed_by(&signed.data, &sidecar.dns_records(), &sidecar.keys());
+    assert_eq!(unsigned.header_values("Subject"), ["inbound"]);
+    assert_unsigned(&unsigned.data, &sidecar.dns_records());
+}
+
+#[test]
+fn verifiers_catch_a_changed_body() {
+    // The negative control every other test relies on: a signature that no
+    // longer matches is reported as failing by both verifiers.
+    let mail = Mail::start(
+        Sidecar::builder()
+            .keys(&[SigningKey::Rsa, SigningKey::Ed25519])
+            .write(),
+        MilterSocket::free_inet(),
+        Postfix::builder(),
+    );
+    let received = mail.send(&message("tampered"));
+    mail.assert_signed(&received);
+    let tampered = received.text().replace("Hello Bob", "Hello Eve");
+    for verifier in Verifier::BOTH {
+        let verdicts = verifier.verify(tampered.as_bytes(), &mail.sidecar.dns_records());
+        assert_eq!(verdicts.len(), 2, "{verdicts:?}");
+        assert!(verdicts.iter().all(|v| !v.passed()), "{verdicts:?}");
+    }
+}

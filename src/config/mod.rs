@@ -5,10 +5,43 @@
 //! a setting came from. Loading a configuration also loads and checks every
 //! table and every key it names, so a `Config` that exists can serve mail:
 //! start-up fails fast on a bad one, and a reload that fails keeps the old.
-//! Problems that do not stop loading come back as [`Warning`]s. This module
-//! never logs and never opens sockets.
+//! Problems that do not stop loading come back as [`Warning`]s; problems
+//! that do come back together as one [`ConfigError`] (every independent
+//! problem, each one line starting with `file:line:`), and [`describe`]
+//! renders a loaded configuration for `check-config`.
+//!
+//! - `opendkim.rs` gives `opendkim.conf` OpenDKIM's meaning; its line
+//!   grammar is `grammar.rs` and the names it knows are `options.rs`;
+//! - `native.rs` reads the TOML format;
+//! - both share `data_sets.rs` (relative names made absolute),
+//!   `header_lists.rs` (OpenDKIM's `*`/`+`/`-` header lists),
+//!   `accounts.rs` (run-as user and group) and `signing_keys.rs` (tables
+//!   and keys, every error located).
+//!
+//! Relative file names follow each format's rule: in `opendkim.conf` they
+//! are relative to the working directory (or BaseDirectory), as OpenDKIM
+//! opens them; in TOML they are relative to the file's own directory.
+//!
+//! This module never logs, never opens sockets and never changes the
+//! process (user, umask, working directory): it only reads files.
 
-use std::path::PathBuf;
+mod accounts;
+mod data_sets;
+pub mod describe;
+mod error;
+#[cfg(test)]
+mod fixture;
+mod grammar;
+mod header_lists;
+mod native;
+mod opendkim;
+mod options;
+mod signing_keys;
+
+use std::path::{Path, PathBuf};
+
+pub use describe::describe;
+pub use error::ConfigError;
 
 use crate::diagnostics::Warning;
 use crate::policy::Policy;
@@ -100,5 +133,60 @@ impl Default for Logging {
             log_why: true,
             json: false,
         }
+    }
+}
+
+/// `warnings` without repeats, first occurrence kept: one file used for
+/// two options (a TrustedHosts file as InternalHosts and
+/// ExternalIgnoreList) would otherwise say everything twice.
+fn without_repeats(warnings: Vec<Warning>) -> Vec<Warning> {
+    let mut unique: Vec<Warning> = Vec::with_capacity(warnings.len());
+    for warning in warnings {
+        if !unique.contains(&warning) {
+            unique.push(warning);
+        }
+    }
+    unique
+}
+
+/// What the command line overrides in a configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `run --socket`: listen here instead of the configured sockets (a
+    /// configuration without a socket is then accepted).
+    pub sockets: Option<Vec<SocketSpec>>,
+}
+
+impl Config {
+    /// Loads the configuration `origin` names: the file, every table and
+    /// every key it names. Every independent problem is reported.
+    pub fn load(origin: &Origin) -> Result<Config, ConfigError> {
+        Config::load_with(origin, &Overrides::default())
+    }
+
+    /// [`Config::load`] with command-line overrides.
+    pub fn load_with(origin: &Origin, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut config = match origin.format {
+            Format::OpenDkim => opendkim::load(&origin.path, overrides),
+            Format::Toml => native::load(&origin.path, overrides),
+        }?;
+        config.warnings = without_repeats(std::mem::take(&mut config.warnings));
+        Ok(config)
+    }
+
+    /// Loads a native TOML configuration.
+    pub fn from_toml_file(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        Config::load(&Origin {
+            path: path.as_ref().to_path_buf(),
+            format: Format::Toml,
+        })
+    }
+
+    /// Loads an `opendkim.conf`, unchanged.
+    pub fn from_opendkim_file(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        Config::load(&Origin {
+            path: path.as_ref().to_path_buf(),
+            format: Format::OpenDkim,
+        })
     }
 }

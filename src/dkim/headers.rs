@@ -148,52 +148,172 @@ pub const DEFAULT_SIGNED_HEADERS: &[&str] = &[
     "content-type",
 ];
 
+/// OpenDKIM's default OmitHeaders: the fields RFC 6376 section 5.4 says
+/// should not be signed. They only matter when the signed list has
+/// patterns (`x-*`, or `*` for every field).
+pub const OPENDKIM_OMITTED_HEADERS: &[&str] = &[
+    "return-path",
+    "received",
+    "comments",
+    "keywords",
+    "bcc",
+    "resent-bcc",
+    "dkim-signature",
+];
+
+/// Header field names, exact or with `*` wildcards, compared without
+/// regard to case (libopendkim turns each name into an anchored
+/// case-insensitive regex in which `*` is "any run of characters").
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderNames {
+    exact: HashSet<String>,
+    /// Lower-case names with at least one `*`, split at the stars.
+    globs: Vec<Vec<String>>,
+    /// Everything as given (lower case), in order, for display.
+    listed: Vec<String>,
+}
+
+impl HeaderNames {
+    pub fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut set = HeaderNames::default();
+        for name in names {
+            set.insert(name);
+        }
+        set
+    }
+
+    fn insert(&mut self, name: &str) {
+        let name = name.trim().to_ascii_lowercase();
+        if name.is_empty() || self.listed.contains(&name) {
+            return;
+        }
+        if name.contains('*') {
+            self.globs
+                .push(name.split('*').map(str::to_string).collect());
+        } else {
+            self.exact.insert(name.clone());
+        }
+        self.listed.push(name);
+    }
+
+    fn remove(&mut self, name: &str) {
+        let name = name.to_ascii_lowercase();
+        self.exact.remove(&name);
+        self.listed.retain(|n| *n != name);
+        self.globs.retain(|g| g.join("*") != name);
+    }
+
+    /// Whether `name` (any case) is listed or matches a pattern.
+    pub fn matches(&self, name: &str) -> bool {
+        let lower = name.to_ascii_lowercase();
+        self.exact.contains(&lower) || self.globs.iter().any(|g| glob_matches(g, &lower))
+    }
+
+    /// The names and patterns, lower case, in the order given.
+    pub fn listed(&self) -> &[String] {
+        &self.listed
+    }
+}
+
+/// Anchored match of `*`-separated segments: the first is a prefix, the
+/// last a suffix, the middle ones found left to right in between.
+fn glob_matches(segments: &[String], text: &str) -> bool {
+    let (Some(first), Some(last)) = (segments.first(), segments.last()) else {
+        return text.is_empty();
+    };
+    if segments.len() == 1 {
+        return text == first;
+    }
+    if text.len() < first.len() + last.len()
+        || !text.starts_with(first.as_str())
+        || !text.ends_with(last.as_str())
+    {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for middle in &segments[1..segments.len() - 1] {
+        match rest.find(middle.as_str()) {
+            Some(at) => rest = &rest[at + middle.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
 /// Which header fields a signature covers.
+///
+/// A field is signed when its name is in the signed list and not in the
+/// omitted list (libopendkim's SignHeaders and OmitHeaders), or is
+/// oversigned; `From` is always signed, as RFC 6376 requires.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderPolicy {
-    /// Lower-case names of fields signed wherever they appear.
-    signed: HashSet<String>,
+    signed: HeaderNames,
+    omitted: HeaderNames,
     /// Names listed once more than they appear, so that adding another
     /// instance later breaks the signature (OpenDKIM's OversignHeaders).
     oversigned: Vec<String>,
 }
 
 impl Default for HeaderPolicy {
+    /// Our default signed list and OpenDKIM's default omitted list.
     fn default() -> Self {
-        HeaderPolicy::new(DEFAULT_SIGNED_HEADERS.iter().copied(), [], [])
+        HeaderPolicy::with_names(
+            HeaderNames::new(DEFAULT_SIGNED_HEADERS.iter().copied()),
+            HeaderNames::new(OPENDKIM_OMITTED_HEADERS.iter().copied()),
+            [],
+        )
     }
 }
 
 impl HeaderPolicy {
     /// `sign` minus `omit`; every oversigned name is signed too. `From` is
-    /// always signed: RFC 6376 requires it.
+    /// always signed: RFC 6376 requires it. Names may use `*` wildcards.
     pub fn new<'a>(
         sign: impl IntoIterator<Item = &'a str>,
         omit: impl IntoIterator<Item = &'a str>,
         oversign: impl IntoIterator<Item = &'a str>,
     ) -> Self {
-        let mut signed: HashSet<String> = sign.into_iter().map(str::to_ascii_lowercase).collect();
-        for name in omit {
-            signed.remove(&name.to_ascii_lowercase());
-        }
+        HeaderPolicy::with_names(HeaderNames::new(sign), HeaderNames::new(omit), oversign)
+    }
+
+    /// The same from lists already built.
+    pub fn with_names<'a>(
+        mut signed: HeaderNames,
+        mut omitted: HeaderNames,
+        oversign: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
         let mut oversigned = Vec::new();
         for name in oversign {
-            let name = name.to_ascii_lowercase();
-            if !oversigned.contains(&name) {
-                signed.insert(name.clone());
+            let name = name.trim().to_ascii_lowercase();
+            if !name.is_empty() && !oversigned.contains(&name) {
+                signed.insert(&name);
+                omitted.remove(&name);
                 oversigned.push(name);
             }
         }
-        signed.insert("from".to_string());
-        HeaderPolicy { signed, oversigned }
+        signed.insert("from");
+        omitted.remove("from");
+        HeaderPolicy {
+            signed,
+            omitted,
+            oversigned,
+        }
     }
 
     pub fn signs(&self, name: &[u8]) -> bool {
         std::str::from_utf8(name)
-            .map(|n| {
-                self.signed.contains(n) || self.signed.contains(n.to_ascii_lowercase().as_str())
-            })
+            .map(|n| self.signed.matches(n) && !self.omitted.matches(n))
             .unwrap_or(false)
+    }
+
+    /// The signed names and patterns, lower case.
+    pub fn signed(&self) -> &HeaderNames {
+        &self.signed
+    }
+
+    /// The omitted names and patterns, lower case.
+    pub fn omitted(&self) -> &HeaderNames {
+        &self.omitted
     }
 
     pub fn oversigned(&self) -> &[String] {
@@ -307,5 +427,47 @@ mod tests {
         let b = block(&[("from", " a@example.com"), ("SUBJECT", " s")]);
         let s = HeaderPolicy::default().select(&b);
         assert_eq!(s.names, vec!["from", "SUBJECT"]);
+    }
+
+    #[test]
+    fn star_in_a_name_matches_any_run_of_characters() {
+        let p = HeaderPolicy::new(["x-*", "list-*-id"], [], []);
+        assert!(p.signs(b"X-Mailer"));
+        assert!(p.signs(b"x-"));
+        assert!(p.signs(b"List-Foo-Id"));
+        assert!(!p.signs(b"List-Id"));
+        assert!(!p.signs(b"Subject"));
+        assert!(p.signs(b"From"));
+    }
+
+    #[test]
+    fn sign_everything_except_omitted_fields() {
+        let p = HeaderPolicy::new(["*"], OPENDKIM_OMITTED_HEADERS.iter().copied(), []);
+        assert!(p.signs(b"X-Anything"));
+        assert!(p.signs(b"Subject"));
+        assert!(!p.signs(b"Received"));
+        assert!(!p.signs(b"DKIM-Signature"));
+        let b = block(&[("Received", " r"), ("From", " f"), ("X-Y", " y")]);
+        assert_eq!(p.select(&b).names, vec!["From", "X-Y"]);
+    }
+
+    #[test]
+    fn omitted_pattern_wins_over_signed_name_but_not_over_oversigning() {
+        let p = HeaderPolicy::new(
+            ["subject", "x-spam", "reply-to"],
+            ["x-*", "reply-to"],
+            ["reply-to"],
+        );
+        assert!(!p.signs(b"X-Spam"));
+        assert!(p.signs(b"Subject"));
+        assert!(p.signs(b"Reply-To"));
+    }
+
+    #[test]
+    fn default_policy_omits_opendkims_should_not_sign_fields() {
+        let p = HeaderPolicy::default();
+        assert!(p.signs(b"Message-ID"));
+        assert!(!p.signs(b"Received"));
+        assert_eq!(p.omitted().listed().len(), OPENDKIM_OMITTED_HEADERS.len());
     }
 }

@@ -7,7 +7,8 @@
 //!    MacroList rule matches, the client is in InternalHosts, or the client
 //!    authenticated (`{auth_type}` is set).
 //! 3. The keys: with a KeyTable, the SigningTable entries for the sender
-//!    (the first, or all with MultipleSignatures); without one, the
+//!    (the first match and the rest of its rule group, or every match with
+//!    MultipleSignatures); without one, the
 //!    Domain/KeyFile/Selector key when Domain covers the sender's domain.
 //! 4. Sign when both hold, unless the sender's domain is exempt or a
 //!    recipient is in DontSignMailTo.
@@ -262,8 +263,6 @@ impl Policy {
                 tables
                     .signing_table
                     .find_first(&sender.user, &sender.domain)
-                    .into_iter()
-                    .collect()
             };
             let mut requests = Vec::with_capacity(matches.len());
             for m in matches {
@@ -333,9 +332,12 @@ fn identity_within(identity: &str, domain: &str) -> bool {
     identity_domain == domain || identity_domain.ends_with(&format!(".{domain}"))
 }
 
+/// `host [ip]`, or `[ip]` for a client without a host name (Postfix sends
+/// the address in brackets as its name then).
 fn client_label(facts: &MessageFacts<'_>) -> String {
+    let unnamed = facts.client_host.is_empty() || facts.client_host.starts_with('[');
     match facts.client_ip {
-        Some(ip) if facts.client_host.is_empty() => ip.to_string(),
+        Some(ip) if unnamed => format!("[{ip}]"),
         Some(ip) => format!("{} [{ip}]", facts.client_host),
         None => facts.client_host.to_string(),
     }

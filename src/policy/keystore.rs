@@ -11,9 +11,19 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use crate::diagnostics::Warning;
+use crate::diagnostics::{Location, Warning};
 use crate::keys::{KeyError, LoadOptions, PrivateKey, load_inline_key, load_key_file};
 use crate::tables::{KeySource, KeyTable, ResolvedKey, ResolvedKeySource};
+
+/// A key that failed to load, with the KeyTable line (or configuration
+/// entry) that names it.
+#[derive(Debug, thiserror::Error)]
+#[error("{at}: {source}")]
+pub struct KeyStoreError {
+    pub at: Location,
+    #[source]
+    pub source: KeyError,
+}
 
 /// Loaded keys for one KeyTable.
 #[derive(Debug)]
@@ -26,34 +36,47 @@ pub struct KeyStore {
 }
 
 impl KeyStore {
-    /// Load every key whose location is known without a sender.
+    /// Load every key whose location is known without a sender. Every
+    /// key that fails is reported, each with the entry that names it;
+    /// warnings (an exposed key file with RequireSafeKeys off) name the
+    /// entry too.
     pub fn load(
         table: &KeyTable,
         options: LoadOptions,
-    ) -> Result<(KeyStore, Vec<Warning>), KeyError> {
+    ) -> Result<(KeyStore, Vec<Warning>), Vec<KeyStoreError>> {
         let mut fixed = HashMap::new();
         let mut warnings = Vec::new();
+        let mut errors = Vec::new();
         for entry in table.entries() {
             if fixed.contains_key(&entry.name) {
                 continue;
             }
-            let key = match &entry.source {
+            let loaded = match &entry.source {
                 KeySource::File(template) if template.is_template() => continue,
-                KeySource::File(template) => {
-                    let loaded = load_key_file(&template.resolve(""), &options)?;
-                    warnings.extend(loaded.warnings);
-                    loaded.key
-                }
-                KeySource::RelativeFile(path) => {
-                    let loaded = load_key_file(path, &options)?;
-                    warnings.extend(loaded.warnings);
-                    loaded.key
-                }
-                KeySource::Inline(data) => {
-                    Arc::new(load_inline_key(data, Some(entry.at.clone()), &options)?)
-                }
+                KeySource::File(template) => load_key_file(&template.resolve(""), &options),
+                KeySource::RelativeFile(path) => load_key_file(path, &options),
+                KeySource::Inline(data) => load_inline_key(data, Some(entry.at.clone()), &options)
+                    .map(|key| crate::keys::LoadedKey {
+                        key: Arc::new(key),
+                        warnings: Vec::new(),
+                    }),
             };
-            fixed.insert(entry.name.clone(), key);
+            match loaded {
+                Ok(loaded) => {
+                    warnings.extend(loaded.warnings.into_iter().map(|mut w| {
+                        w.at.get_or_insert_with(|| entry.at.clone());
+                        w
+                    }));
+                    fixed.insert(entry.name.clone(), loaded.key);
+                }
+                Err(source) => errors.push(KeyStoreError {
+                    at: entry.at.clone(),
+                    source,
+                }),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
         }
         Ok((
             KeyStore {
@@ -93,6 +116,12 @@ impl KeyStore {
             .unwrap_or_else(|p| p.into_inner())
             .get(path)
             .cloned()
+    }
+
+    /// The key loaded at start-up for KeyTable name `name`; `None` for a
+    /// `%` key file, which is loaded when a message first needs it.
+    pub fn loaded_key(&self, name: &str) -> Option<&Arc<PrivateKey>> {
+        self.fixed.get(name)
     }
 
     /// How many keys are loaded now (fixed plus `%` keys seen so far).

@@ -22,7 +22,7 @@ use crate::tables::{DataSet, HostList, KeyTable, SigningTable};
 
 pub use decide::{Decision, MacroLookup, MessageFacts, NotSigned, Sender, TrustedBy};
 pub use domains::DomainSet;
-pub use keystore::KeyStore;
+pub use keystore::{KeyStore, KeyStoreError};
 
 /// Everything the sign decision and the signer need.
 #[derive(Debug)]
@@ -76,6 +76,8 @@ pub struct DomainKey {
     pub domains: DomainSet,
     pub selector: String,
     pub key: Arc<PrivateKey>,
+    /// Where the key was read from (for showing the effective rules).
+    pub key_file: std::path::PathBuf,
 }
 
 /// A KeyTable, the SigningTable that points into it, and the keys loaded

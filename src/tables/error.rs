@@ -86,6 +86,13 @@ pub enum TableError {
         keytable: String,
     },
 
+    #[error("{at}: key name `{key}` is already used at {first}; give each key its own name")]
+    DuplicateKeyName {
+        at: Location,
+        key: String,
+        first: Location,
+    },
+
     #[error(
         "{at}: the pattern `{pattern}` cannot be used: {reason}; OpenDKIM turns refile patterns into \
          POSIX regular expressions (`*` is any text, `.` and `+` are literal, `?[](){{}}|^$\\` stay \

@@ -72,7 +72,8 @@ pub struct HostList {
     v6_levels: Vec<u8>,
     /// `refile:` lines with wildcards or regex operators, in file order.
     patterns: Vec<Pattern>,
-    len: usize,
+    /// Every entry as written, in order.
+    written: Vec<String>,
     warnings: Vec<Warning>,
 }
 
@@ -106,7 +107,7 @@ impl HostList {
             v6: HashMap::new(),
             v6_levels: Vec::new(),
             patterns: Vec::new(),
-            len: set.entries.len(),
+            written: set.entries.iter().map(|e| e.key.clone()).collect(),
             warnings: set.take_warnings(),
         };
         let refile = set.kind == DataSetKind::Refile;
@@ -297,11 +298,16 @@ impl HostList {
 
     /// Number of entries (lines or list items).
     pub fn len(&self) -> usize {
-        self.len
+        self.written.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.written.is_empty()
+    }
+
+    /// Every entry as written, in order (for showing the effective rules).
+    pub fn entries(&self) -> &[String] {
+        &self.written
     }
 
     /// The file (or configuration line) the list came from.

@@ -17,7 +17,7 @@
 //! material belongs to `keys`.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::diagnostics::{Location, Warning};
 
@@ -39,6 +39,11 @@ pub enum KeyDomain {
 pub struct PathTemplate(String);
 
 impl PathTemplate {
+    /// A key file name, absolute, with `%` standing for the signing domain.
+    pub fn new(name: impl Into<String>) -> Self {
+        PathTemplate(name.into())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -184,6 +189,41 @@ impl KeyTable {
             lookup,
             warnings,
         })
+    }
+
+    /// Builds a table from entries written elsewhere (a native
+    /// configuration's `[[key]]` tables): exact, case-sensitive names, each
+    /// name at most once. `origin` is where they were written.
+    pub fn from_entries(entries: Vec<KeyEntry>, origin: Location) -> Result<KeyTable, TableError> {
+        let mut map: HashMap<String, usize> = HashMap::with_capacity(entries.len());
+        for (i, e) in entries.iter().enumerate() {
+            if let Some(&first) = map.get(&e.name) {
+                return Err(TableError::DuplicateKeyName {
+                    at: e.at.clone(),
+                    key: e.name.clone(),
+                    first: entries[first].at.clone(),
+                });
+            }
+            map.insert(e.name.clone(), i);
+        }
+        Ok(KeyTable {
+            origin,
+            entries,
+            lookup: KeyLookup::Exact(map),
+            warnings: Vec::new(),
+        })
+    }
+
+    /// Replaces every `./` and `../` key file name with what `resolve`
+    /// makes of it, e.g. the name relative to OpenDKIM's BaseDirectory
+    /// (which it `chdir`s to before loading keys) instead of the working
+    /// directory.
+    pub fn resolve_relative_files(&mut self, resolve: impl Fn(&Path) -> PathBuf) {
+        for entry in &mut self.entries {
+            if let KeySource::RelativeFile(path) = &mut entry.source {
+                *path = resolve(path);
+            }
+        }
     }
 
     /// The entry for key name `name` (case-sensitive).
@@ -428,5 +468,56 @@ mod tests {
         let kt = KeyTable::from_data_set(set).unwrap();
         assert!(kt.get("key1").is_some());
         assert!(kt.get("KEY1").is_none());
+    }
+
+    fn entry(name: &str, line: u32) -> KeyEntry {
+        KeyEntry {
+            name: name.to_string(),
+            domain: KeyDomain::Fixed("example.com".into()),
+            selector: "s".into(),
+            source: KeySource::File(PathTemplate::new("/k/%.private")),
+            at: Location::new("/c.toml", line),
+        }
+    }
+
+    #[test]
+    fn entries_built_in_memory_are_found_by_name_and_keep_their_location() {
+        let kt = KeyTable::from_entries(
+            vec![entry("a", 3), entry("b", 8)],
+            Location::file("/c.toml"),
+        )
+        .unwrap();
+        assert_eq!(kt.get("b").unwrap().at.to_string(), "/c.toml:8");
+        assert!(kt.get("B").is_none());
+        assert_eq!(
+            kt.get("a").unwrap().resolve("x.org").source,
+            ResolvedKeySource::File("/k/example.com.private".into())
+        );
+    }
+
+    #[test]
+    fn duplicate_in_memory_name_is_an_error_naming_both_places() {
+        let err = KeyTable::from_entries(
+            vec![entry("a", 3), entry("a", 8)],
+            Location::file("/c.toml"),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("/c.toml:8: "), "{text}");
+        assert!(text.contains("/c.toml:3"), "{text}");
+    }
+
+    #[test]
+    fn relative_key_files_resolve_against_a_base_directory() {
+        let mut kt = table("k example.com:sel:./keys/k.private\nabs example.com:s:/abs.private\n");
+        kt.resolve_relative_files(|p| Path::new("/var/lib/dkim").join(p));
+        assert_eq!(
+            kt.get("k").unwrap().source,
+            KeySource::RelativeFile("/var/lib/dkim/./keys/k.private".into())
+        );
+        assert_eq!(
+            kt.get("abs").unwrap().source,
+            KeySource::File(PathTemplate::new("/abs.private"))
+        );
     }
 }

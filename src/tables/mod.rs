@@ -32,4 +32,4 @@ pub use keytable::{
 };
 pub use pattern::Pattern;
 pub use pattern_index::PatternIndex;
-pub use signingtable::{SigningEntry, SigningMatch, SigningTable};
+pub use signingtable::{SigningEntry, SigningMatch, SigningRule, SigningTable};

@@ -54,7 +54,7 @@ impl Pattern {
                 .case_insensitive(case_insensitive)
                 .unicode(false)
                 .build()
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| one_line(&e.to_string()))?;
             return Ok(Pattern::Regex(regex));
         }
         let bytes = if case_insensitive {
@@ -108,6 +108,16 @@ impl Pattern {
             Pattern::Glob { segments } => glob_matches(segments, query),
         }
     }
+}
+
+/// The regex engine's message without its multi-line caret diagram, so
+/// that errors stay one line: its `error: ...` line, or all of it joined.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("error: "))
+        .map(str::to_string)
+        .unwrap_or_else(|| message.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
 /// Anchored glob match: the first segment is a prefix, the last a suffix,
@@ -211,8 +221,10 @@ mod tests {
     }
 
     #[test]
-    fn broken_regex_is_reported() {
-        assert!(Pattern::compile("a(b@example.com", true).is_err());
+    fn broken_regex_is_reported_on_one_line() {
+        let reason = Pattern::compile("a(b@example.com", true).unwrap_err();
+        assert!(!reason.contains('\n'), "{reason}");
+        assert!(reason.contains("unclosed group"), "{reason}");
     }
 
     #[test]

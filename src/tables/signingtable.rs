@@ -22,6 +22,13 @@
 //!
 //! Lookups on a `refile:` table go through [`PatternIndex`], so a table of
 //! 100,000 patterns costs microseconds per message.
+//!
+//! Native configurations build the same type from inline rules
+//! ([`SigningTable::from_rules`]): each rule is a pattern with one or more
+//! keys, and its entries share a rule group. A lookup that picks a rule
+//! picks the whole group, so a rule with an RSA and an Ed25519 key
+//! dual-signs. In a table read from an OpenDKIM file every line is its own
+//! group, so nothing changes there.
 
 use std::collections::HashMap;
 
@@ -42,6 +49,19 @@ pub struct SigningEntry {
     pub key_name: String,
     /// The signer (`i=`), as written (`%` = the sender's domain).
     pub signer: Option<String>,
+    pub at: Location,
+    /// Entries of one native rule share a group (consecutive entries); in a
+    /// table read from a file every line is its own group.
+    pub group: u32,
+}
+
+/// One native signing rule: a `refile:`-style pattern matched against
+/// `user@domain`, and the keys that sign what it matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningRule {
+    pub pattern: String,
+    /// KeyTable names with an optional signer (`i=`, `%` = the domain).
+    pub keys: Vec<(String, Option<String>)>,
     pub at: Location,
 }
 
@@ -128,26 +148,17 @@ impl SigningTable {
                     ),
                 ));
             }
+            let group = u32::try_from(entries.len()).expect("more than 4 billion entries");
             entries.push(SigningEntry {
                 key_name: key_name.to_string(),
                 signer,
                 pattern: e.key,
                 at: e.at,
+                group,
             });
         }
         let matcher = if refile {
-            let mut patterns = Vec::with_capacity(entries.len());
-            for e in &entries {
-                patterns.push(Pattern::compile(&e.pattern, true).map_err(|reason| {
-                    TableError::Pattern {
-                        at: e.at.clone(),
-                        pattern: e.pattern.clone(),
-                        reason,
-                    }
-                })?);
-            }
-            let index = PatternIndex::build(&patterns);
-            Matcher::Patterns { patterns, index }
+            Self::pattern_matcher(&entries)?
         } else {
             let mut map = HashMap::with_capacity(entries.len());
             for (i, e) in entries.iter().enumerate() {
@@ -164,9 +175,72 @@ impl SigningTable {
         })
     }
 
-    /// The entry that signs mail from `user@domain`, as OpenDKIM picks it
-    /// without MultipleSignatures.
-    pub fn find_first(&self, user: &str, domain: &str) -> Option<SigningMatch<'_>> {
+    /// Builds a table from native rules, tried in order like a `refile:`
+    /// table. `origin` is where the rules were written.
+    pub fn from_rules(
+        rules: Vec<SigningRule>,
+        origin: Location,
+    ) -> Result<SigningTable, TableError> {
+        let mut entries = Vec::new();
+        let mut warnings = Vec::new();
+        for (group, rule) in rules.into_iter().enumerate() {
+            let group = u32::try_from(group).expect("more than 4 billion rules");
+            if Pattern::uses_regex_operators(&rule.pattern) {
+                warnings.push(Warning::new(
+                    Some(rule.at.clone()),
+                    format!(
+                        "pattern `{}` contains regular-expression operators (one of `?[](){{}}|^$\\`), \
+                         which keep their regex meaning as in an OpenDKIM refile: table. Only `*` is \
+                         a wildcard",
+                        rule.pattern
+                    ),
+                ));
+            }
+            for (key_name, signer) in rule.keys {
+                if key_name.is_empty() {
+                    return Err(TableError::EmptyKeyName {
+                        at: rule.at,
+                        key: rule.pattern,
+                    });
+                }
+                entries.push(SigningEntry {
+                    pattern: rule.pattern.clone(),
+                    key_name,
+                    signer: signer.filter(|s| !s.is_empty()),
+                    at: rule.at.clone(),
+                    group,
+                });
+            }
+        }
+        let matcher = Self::pattern_matcher(&entries)?;
+        Ok(SigningTable {
+            kind: DataSetKind::Refile,
+            origin,
+            entries,
+            matcher,
+            warnings,
+        })
+    }
+
+    fn pattern_matcher(entries: &[SigningEntry]) -> Result<Matcher, TableError> {
+        let mut patterns = Vec::with_capacity(entries.len());
+        for e in entries {
+            patterns.push(Pattern::compile(&e.pattern, true).map_err(|reason| {
+                TableError::Pattern {
+                    at: e.at.clone(),
+                    pattern: e.pattern.clone(),
+                    reason,
+                }
+            })?);
+        }
+        let index = PatternIndex::build(&patterns);
+        Ok(Matcher::Patterns { patterns, index })
+    }
+
+    /// What signs mail from `user@domain` without MultipleSignatures: the
+    /// first matching entry, as OpenDKIM picks it, together with the other
+    /// entries of its rule group (only native rules have more than one).
+    pub fn find_first(&self, user: &str, domain: &str) -> Vec<SigningMatch<'_>> {
         let domain = domain.to_ascii_lowercase();
         let position = match &self.matcher {
             Matcher::Patterns { patterns, index } => {
@@ -183,8 +257,15 @@ impl SigningTable {
                 });
                 found
             }
-        }?;
-        Some(self.resolve(position, &domain))
+        };
+        let Some(position) = position else {
+            return Vec::new();
+        };
+        let group = self.entries[position].group;
+        (position..self.entries.len())
+            .take_while(|&i| self.entries[i].group == group)
+            .map(|i| self.resolve(i, &domain))
+            .collect()
     }
 
     /// Every entry that signs mail from `user@domain` with
@@ -331,7 +412,9 @@ mod tests {
     }
 
     fn first_key(t: &SigningTable, user: &str, domain: &str) -> Option<String> {
-        t.find_first(user, domain).map(|m| m.key_name)
+        let first = t.find_first(user, domain);
+        assert!(first.len() <= 1, "a file entry is its own rule group");
+        first.into_iter().next().map(|m| m.key_name)
     }
 
     fn all_keys(t: &SigningTable, user: &str, domain: &str) -> Vec<String> {
@@ -422,7 +505,7 @@ p@example.net kp:x@%
     #[test]
     fn percent_in_signer_is_the_lowercased_domain() {
         let t = table(DataSetKind::File, EXACT);
-        let m = t.find_first("p", "EXAMPLE.net").unwrap();
+        let m = t.find_first("p", "EXAMPLE.net").remove(0);
         assert_eq!(m.key_name, "kp");
         assert_eq!(m.signer.as_deref(), Some("x@example.net"));
         assert_eq!(m.entry.at.to_string(), "/etc/st:11");
@@ -500,7 +583,7 @@ p@example.net kp:x@%
     #[test]
     fn empty_signer_is_no_signer() {
         let t = table(DataSetKind::File, "a@b k1:\n");
-        assert_eq!(t.find_first("a", "b").unwrap().signer, None);
+        assert_eq!(t.find_first("a", "b")[0].signer, None);
     }
 
     #[test]
@@ -541,10 +624,106 @@ p@example.net kp:x@%
             &Location::new("/etc/opendkim.conf", 3),
         );
         let t = SigningTable::from_data_set(set).unwrap();
-        let m = t.find_first("u", "example.com").unwrap();
+        let m = t.find_first("u", "example.com").remove(0);
         assert_eq!(
             (m.key_name.as_str(), m.signer.as_deref()),
             ("k1", Some("example.com@x"))
         );
+    }
+
+    fn rule(pattern: &str, keys: &[&str], line: u32) -> SigningRule {
+        SigningRule {
+            pattern: pattern.to_string(),
+            keys: keys.iter().map(|k| (k.to_string(), None)).collect(),
+            at: Location::new("/c.toml", line),
+        }
+    }
+
+    fn rules_table() -> SigningTable {
+        SigningTable::from_rules(
+            vec![
+                rule("ceo@example.com", &["ceo-rsa"], 10),
+                rule("*@example.com", &["rsa", "ed25519"], 14),
+                rule("*@*.example.com", &["sub"], 18),
+                rule("*", &["fallback"], 22),
+            ],
+            Location::file("/c.toml"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn first_matching_rule_signs_with_all_of_its_keys() {
+        let t = rules_table();
+        let keys: Vec<String> = t
+            .find_first("Bob", "Example.COM")
+            .into_iter()
+            .map(|m| m.key_name)
+            .collect();
+        assert_eq!(keys, ["rsa", "ed25519"]);
+        let first = t.find_first("ceo", "example.com");
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].key_name, "ceo-rsa");
+        assert_eq!(first[0].entry.at.to_string(), "/c.toml:10");
+        assert_eq!(
+            first_key(&t, "x", "mail.example.com").as_deref(),
+            Some("sub")
+        );
+    }
+
+    #[test]
+    fn rules_with_multiple_signatures_sign_with_every_matching_rule_in_order() {
+        let t = rules_table();
+        assert_eq!(
+            all_keys(&t, "ceo", "example.com"),
+            ["ceo-rsa", "rsa", "ed25519", "fallback"]
+        );
+        assert_eq!(all_keys(&t, "x", "example.org"), ["fallback"]);
+    }
+
+    #[test]
+    fn rule_without_a_match_signs_nothing() {
+        let t = SigningTable::from_rules(
+            vec![rule("*@example.com", &["rsa"], 3)],
+            Location::file("/c.toml"),
+        )
+        .unwrap();
+        assert!(t.find_first("a", "example.org").is_empty());
+        assert!(t.find_all("a", "example.org").is_empty());
+    }
+
+    #[test]
+    fn rule_keys_are_checked_against_the_key_table() {
+        let kt = KeyTable::from_data_set(
+            DataSet::parse_file_bytes(
+                DataSetKind::File,
+                b"rsa example.com:s:/k\n",
+                Location::file("/kt"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let t = SigningTable::from_rules(
+            vec![rule("*@example.com", &["rsa", "missing"], 7)],
+            Location::file("/c.toml"),
+        )
+        .unwrap();
+        let errors = t.check_keys(&kt);
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].to_string().starts_with("/c.toml:7: "),
+            "{}",
+            errors[0]
+        );
+    }
+
+    #[test]
+    fn broken_rule_pattern_is_an_error_naming_the_rule() {
+        let err = SigningTable::from_rules(
+            vec![rule("(x@example.com", &["k"], 5)],
+            Location::file("/c.toml"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().starts_with("/c.toml:5: "), "{err}");
     }
 }

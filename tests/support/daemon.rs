@@ -2,16 +2,16 @@
 //! sockets, READY=1, signals, reload, metrics, logging) run as a separate
 //! process, on a configuration built from a [`Sidecar`]'s files.
 //!
-//! Until the configuration parsers land, `dkim-sidecar run` cannot read a
-//! file, so the test binary runs itself again: [`Daemon::command`] starts
-//! the current test executable filtered to its `daemon_child` test with
-//! [`CHILD_ENV`] set, and [`child_main`] (called from that test) builds a
-//! `Config` from the Sidecar directory's KeyTable (`file:`), SigningTable
-//! (`refile:`) and InternalHosts, the way `run -x` will from the
-//! opendkim.conf that points at them, and hands it to `daemon::main`. The
-//! reload closure rebuilds it from the same files, so edits to them are
-//! what a reload picks up. Everything after the loader is the code the
-//! binary runs.
+//! Some settings these tests need (metrics on a chosen port, file
+//! watching, JSON lines) have no opendkim.conf option, so the test binary
+//! runs itself again instead of `dkim-sidecar run`: [`Daemon::command`]
+//! starts the current test executable filtered to its `daemon_child` test
+//! with [`CHILD_ENV`] set, and [`child_main`] (called from that test) loads
+//! the Sidecar directory's opendkim.conf with the real reader, exactly as
+//! `run -x CONF --socket SOCKET --allow-root` does, sets those few fields,
+//! and hands it to `daemon::main`. The reload closure loads the same file
+//! again, so edits to it and its tables are what a reload picks up.
+//! Everything after setting those fields is the code the binary runs.
 //!
 //! A test crate that uses this must contain:
 //! ```ignore
@@ -27,17 +27,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dkim_sidecar::config::{Config, Format, Logging, Origin, Service};
-use dkim_sidecar::diagnostics::Location;
-use dkim_sidecar::dkim::HeaderPolicy;
-use dkim_sidecar::dkim::headers::DEFAULT_SIGNED_HEADERS;
-use dkim_sidecar::keys::LoadOptions;
-use dkim_sidecar::policy::{
-    ErrorActions, KeyStore, Mode, Policy, SignatureSettings, Signing, SigningTables, Trust,
-};
+use dkim_sidecar::config::{Config, Format, Logging, Origin, Overrides};
 use dkim_sidecar::server::SocketSpec;
-use dkim_sidecar::tables::{HostList, KeyTable, SigningTable};
-use mail_auth::dkim::Canonicalization;
 
 use super::milter::{MilterProcess, MilterSocket};
 use super::sidecar::Sidecar;
@@ -146,7 +137,7 @@ pub fn child_main() {
         metrics,
         watch,
         mode,
-        logging: logging.unwrap_or_default(),
+        logging,
     });
     let config = load(&settings).unwrap_or_else(|e| {
         eprintln!("dkim-sidecar test daemon: {e}");
@@ -169,84 +160,36 @@ struct ChildSettings {
     metrics: Option<SocketAddr>,
     watch: Option<Duration>,
     mode: Option<u32>,
-    logging: Logging,
+    logging: Option<Logging>,
 }
 
-/// What `run -x DIR/opendkim.conf` will load for a Sidecar directory.
+/// What `run -x DIR/opendkim.conf --socket SOCKET --allow-root` loads,
+/// through the real opendkim.conf reader, plus the settings no file can
+/// name yet (metrics, file watching, JSON logs).
 fn load(settings: &ChildSettings) -> Result<Config, String> {
-    let dir = &settings.dir;
-    let conf = dir.join("opendkim.conf");
-    let at = |line| Location::new(&conf, line);
-    let spec = |kind: &str, name: &str| format!("{kind}:{}", dir.join(name).display());
-    let key_table = KeyTable::open(&spec("file", "KeyTable"), &at(0)).map_err(|e| e.to_string())?;
-    let signing_table =
-        SigningTable::open(&spec("refile", "SigningTable"), &at(0)).map_err(|e| e.to_string())?;
-    if let Some(e) = signing_table.check_keys(&key_table).into_iter().next() {
-        return Err(e.to_string());
+    let origin = Origin {
+        path: settings.dir.join("opendkim.conf"),
+        format: Format::OpenDkim,
+    };
+    let overrides = Overrides {
+        sockets: Some(vec![settings.socket.clone()]),
+    };
+    let mut config = Config::load_with(&origin, &overrides).map_err(|error| {
+        error
+            .problems()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    })?;
+    config.service.allow_root = true;
+    config.service.metrics_listen = settings.metrics;
+    config.service.watch_interval = settings.watch;
+    config.service.socket_access.mode = settings.mode;
+    if let Some(logging) = &settings.logging {
+        config.logging = logging.clone();
     }
-    let (keys, _) =
-        KeyStore::load(&key_table, LoadOptions::default()).map_err(|e| e.to_string())?;
-    let internal =
-        HostList::open(&spec("file", "InternalHosts"), &at(0)).map_err(|e| e.to_string())?;
-    let multiple = key_table.entries().len() > 1;
-    let policy = Policy {
-        mode: Mode {
-            sign: true,
-            verify: false,
-        },
-        signing: Signing {
-            domain_key: None,
-            tables: Some(SigningTables {
-                key_table,
-                signing_table,
-                keys,
-            }),
-            multiple_signatures: multiple,
-            subdomains: false,
-        },
-        trust: Trust {
-            internal_hosts: internal.clone(),
-            external_ignore: Some(internal),
-            peers: None,
-            macros: vec![],
-            mta_names: vec![],
-        },
-        sender_headers: vec!["from".into()],
-        exempt_domains: None,
-        dont_sign_mail_to: None,
-        signature: SignatureSettings {
-            header_canonicalization: Canonicalization::Relaxed,
-            body_canonicalization: Canonicalization::Simple,
-            headers: Arc::new(HeaderPolicy::new(
-                DEFAULT_SIGNED_HEADERS.iter().copied(),
-                [],
-                ["from"],
-            )),
-            expiry: None,
-        },
-        errors: ErrorActions::default(),
-        max_header_bytes: 65536,
-        software_header: false,
-    };
-    let mut service = Service {
-        sockets: vec![settings.socket.clone()],
-        umask: Some(0),
-        allow_root: true,
-        metrics_listen: settings.metrics,
-        watch_interval: settings.watch,
-        ..Service::default()
-    };
-    service.socket_access.mode = settings.mode;
-    Ok(Config {
-        origin: Origin {
-            path: conf,
-            format: Format::OpenDkim,
-        },
-        service,
-        logging: settings.logging.clone(),
-        policy,
-        warnings: vec![],
-    })
+    Ok(config)
 }
 
 /// Default log settings changed by `change`.

@@ -1,0 +1,1184 @@
+//! The native configuration format: TOML, read with serde.
+//!
+//! It says everything `opendkim.conf` can (the same settings build the same
+//! [`Config`]) in a typed, checked form: unknown keys are errors with line
+//! and column, lists are lists, modes are octal numbers, and relative file
+//! names are relative to the configuration file's own directory. Signing
+//! comes from one of three places:
+//!
+//! - `[tables]`: existing OpenDKIM KeyTable and SigningTable files,
+//!   matched exactly as OpenDKIM matches them;
+//! - `[[key]]` and `[[rule]]`: keys and sender patterns written inline.
+//!   Rules are `refile:`-style patterns (`*` matches anything) tried in
+//!   order; the first matching rule signs with all of its keys, so a rule
+//!   with an RSA and an Ed25519 key dual-signs. With
+//!   `multiple_signatures = true` every matching rule signs;
+//! - `[domain]`: OpenDKIM's Domain, KeyFile and Selector.
+//!
+//! The data set settings (trust lists, exempt domains) and `[tables]` take
+//! either an inline list or a data set string as in `opendkim.conf`
+//! (`file:/path`, `refile:/path`, `csl:a,b`), except that a name without a
+//! type is always a file, relative to this file's directory.
+//!
+//! `conf/dkim-sidecar.toml` is the commented reference. This module never
+//! logs.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mail_auth::dkim::Canonicalization;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::diagnostics::{Location, Warning};
+use crate::dkim::headers::{
+    DEFAULT_SIGNED_HEADERS, HeaderNames, HeaderPolicy, OPENDKIM_OMITTED_HEADERS,
+};
+use crate::keys::{DEFAULT_MINIMUM_KEY_BITS, LoadOptions};
+use crate::milter::{Limits, Timeouts};
+use crate::policy::{
+    Action, DomainSet, ErrorActions, Mode, Policy, SignatureSettings, Signing, Trust,
+};
+use crate::server::{self, SocketSpec, UnixSocketAccess};
+use crate::tables::{
+    DataSet, HostList, KeyDomain, KeyEntry, KeySource, KeyTable, PathTemplate, SigningRule,
+    SigningTable,
+};
+
+use super::opendkim::{
+    DEFAULT_MAX_HEADER_BYTES, macro_rule, parse_action, parse_canonicalization, syslog_facility,
+};
+use super::{
+    Config, ConfigError, Format, Logging, Origin, Overrides, RunAs, Service, accounts, data_sets,
+    header_lists, signing_keys,
+};
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    server: ServerSection,
+    #[serde(default)]
+    logging: LoggingSection,
+    #[serde(default)]
+    signing: SigningSection,
+    #[serde(default)]
+    on_error: OnErrorSection,
+    #[serde(default)]
+    trust: TrustSection,
+    tables: Option<Spanned<TablesSection>>,
+    domain: Option<Spanned<DomainSection>>,
+    #[serde(default)]
+    key: Vec<Spanned<KeySection>>,
+    #[serde(default)]
+    rule: Vec<Spanned<RuleSection>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerSection {
+    #[serde(default)]
+    sockets: Vec<Spanned<String>>,
+    socket_mode: Option<Spanned<u32>>,
+    socket_owner: Option<Spanned<String>>,
+    socket_group: Option<Spanned<String>>,
+    pid_file: Option<String>,
+    user: Option<Spanned<String>>,
+    group: Option<Spanned<String>>,
+    umask: Option<Spanned<u32>>,
+    #[serde(default)]
+    allow_root: bool,
+    max_connections: Option<usize>,
+    max_frame_bytes: Option<usize>,
+    idle_timeout_seconds: Option<u64>,
+    frame_timeout_seconds: Option<u64>,
+    write_timeout_seconds: Option<u64>,
+    shutdown_grace_seconds: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoggingSection {
+    syslog: Option<bool>,
+    syslog_facility: Option<Spanned<String>>,
+    log_success: Option<bool>,
+    log_why: Option<bool>,
+    json: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SigningSection {
+    canonicalization: Option<Spanned<String>>,
+    #[serde(default)]
+    multiple_signatures: bool,
+    sender_headers: Option<Vec<String>>,
+    sign_headers: Option<Spanned<Vec<String>>>,
+    omit_headers: Option<Spanned<Vec<String>>>,
+    oversign_headers: Option<Spanned<Vec<String>>>,
+    signature_ttl_seconds: Option<u64>,
+    max_header_bytes: Option<usize>,
+    #[serde(default)]
+    software_header: bool,
+    minimum_key_bits: Option<u32>,
+    require_safe_keys: Option<bool>,
+    exempt_domains: Option<Spanned<Entries>>,
+    dont_sign_mail_to: Option<Spanned<Entries>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OnErrorSection {
+    internal_error: Option<Spanned<String>>,
+    key_error: Option<Spanned<String>>,
+    signing_error: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrustSection {
+    internal_hosts: Option<Spanned<Entries>>,
+    external_ignore: Option<Spanned<Entries>>,
+    peers: Option<Spanned<Entries>>,
+    #[serde(default)]
+    mta_names: Vec<String>,
+    #[serde(default)]
+    macros: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TablesSection {
+    key_table: Spanned<String>,
+    signing_table: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DomainSection {
+    names: Spanned<Entries>,
+    selector: String,
+    key_file: Spanned<String>,
+    #[serde(default)]
+    subdomains: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeySection {
+    name: String,
+    domain: String,
+    selector: String,
+    file: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleSection {
+    from: String,
+    keys: Vec<String>,
+    signer: Option<String>,
+}
+
+/// A list written inline, or a data set as `opendkim.conf` names one.
+#[derive(Debug, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a list of strings, or a data set string such as \"file:/path\" or \"refile:/path\""
+)]
+enum Entries {
+    List(Vec<String>),
+    DataSet(String),
+}
+
+/// Reads a native configuration file.
+pub(crate) fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let file = Location::file(path);
+    let parsed: File = toml::from_str(&text).map_err(|e| {
+        let (line, column) = e
+            .span()
+            .map(|span| line_and_column(&text, span.start))
+            .unwrap_or((0, 0));
+        ConfigError::Toml {
+            at: file.at_line(line),
+            column,
+            message: e.message().trim().to_string(),
+        }
+    })?;
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let base = data_sets::resolve(&cwd, path.parent().unwrap_or(Path::new("")));
+    Reading {
+        path: path.to_path_buf(),
+        file,
+        text,
+        base,
+        errors: Vec::new(),
+        warnings: Vec::new(),
+    }
+    .config(parsed, overrides)
+}
+
+/// A data set string in TOML: as in `opendkim.conf`, except that a name
+/// without a type is a file (relative to the configuration's directory),
+/// never a comma-separated list: inline lists are TOML arrays (or
+/// `csl:a,b`).
+fn file_by_default(spec: &str) -> String {
+    let spec = spec.trim();
+    let typed = spec
+        .split_once(':')
+        .is_some_and(|(kind, _)| !kind.contains([',', '/']) && !kind.is_empty());
+    if typed || spec.starts_with('/') {
+        spec.to_string()
+    } else {
+        format!("file:{spec}")
+    }
+}
+
+/// 1-based line and column of byte `offset`.
+fn line_and_column(text: &str, offset: usize) -> (u32, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (u32::try_from(line).unwrap_or(u32::MAX), column)
+}
+
+struct Reading {
+    path: PathBuf,
+    file: Location,
+    text: String,
+    base: PathBuf,
+    errors: Vec<ConfigError>,
+    warnings: Vec<Warning>,
+}
+
+impl Reading {
+    /// Where a spanned value was written.
+    fn at<T>(&self, value: &Spanned<T>) -> Location {
+        self.file
+            .at_line(line_and_column(&self.text, value.span().start).0)
+    }
+
+    fn problem(&mut self, at: Location, message: impl Into<String>) {
+        self.errors.push(ConfigError::Native {
+            at,
+            message: message.into(),
+        });
+    }
+
+    fn invalid(&mut self, at: Location, name: &str, value: String, expected: &str) {
+        self.errors.push(ConfigError::InvalidValue {
+            at,
+            name: name.to_string(),
+            value,
+            expected: expected.to_string(),
+        });
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        data_sets::resolve(&self.base, name)
+    }
+
+    fn config(mut self, file: File, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let (service, uid) = self.service(file.server, overrides);
+        let logging = self.logging(file.logging);
+        let mut signing_section = file.signing;
+        let options = LoadOptions {
+            minimum_key_bits: signing_section
+                .minimum_key_bits
+                .unwrap_or(DEFAULT_MINIMUM_KEY_BITS),
+            require_safe_keys: signing_section.require_safe_keys.unwrap_or(true),
+            signer_uid: Some(uid.unwrap_or_else(|| nix::unistd::geteuid().as_raw())),
+        };
+        let mut signing = Signing {
+            domain_key: None,
+            tables: None,
+            multiple_signatures: signing_section.multiple_signatures,
+            subdomains: file.domain.as_ref().is_some_and(|d| d.get_ref().subdomains),
+        };
+        self.signing_sources(
+            &mut signing,
+            file.tables,
+            file.domain,
+            file.key,
+            file.rule,
+            &options,
+        );
+        let trust = self.trust(file.trust);
+        let errors = self.error_actions(file.on_error);
+        let exempt_domains = signing_section
+            .exempt_domains
+            .take()
+            .map(|e| self.entries("exempt_domains", e))
+            .and_then(|set| {
+                set.map(|s| DomainSet::from_names(s.entries.iter().map(|e| e.key.as_str())))
+            });
+        let dont_sign_mail_to = signing_section
+            .dont_sign_mail_to
+            .take()
+            .and_then(|e| self.entries("dont_sign_mail_to", e));
+        let sender_headers = signing_section
+            .sender_headers
+            .take()
+            .map(|names| names.iter().map(|n| n.to_ascii_lowercase()).collect())
+            .unwrap_or_else(|| vec!["from".to_string()]);
+        let max_header_bytes = match signing_section.max_header_bytes {
+            Some(0) => usize::MAX,
+            Some(n) => n,
+            None => DEFAULT_MAX_HEADER_BYTES,
+        };
+        let software_header = signing_section.software_header;
+        let signature = self.signature(&signing_section);
+        if !self.errors.is_empty() {
+            return Err(ConfigError::from_problems(self.errors));
+        }
+        if signing.domain_key.is_none() && signing.tables.is_none() {
+            self.warnings.push(Warning::new(
+                Some(self.file.clone()),
+                "no signing keys are configured (no [[key]] and [[rule]], [tables] or [domain]), \
+                 so dkim-sidecar will not sign any message",
+            ));
+        }
+        Ok(Config {
+            origin: Origin {
+                path: self.path.clone(),
+                format: Format::Toml,
+            },
+            service,
+            logging,
+            policy: Policy {
+                mode: Mode {
+                    sign: true,
+                    verify: false,
+                },
+                signing,
+                trust,
+                sender_headers,
+                exempt_domains,
+                dont_sign_mail_to,
+                signature,
+                errors,
+                max_header_bytes,
+                software_header,
+            },
+            warnings: self.warnings,
+        })
+    }
+
+    fn service(&mut self, server: ServerSection, overrides: &Overrides) -> (Service, Option<u32>) {
+        let sockets = match &overrides.sockets {
+            Some(sockets) => sockets.clone(),
+            None => {
+                let mut sockets = Vec::new();
+                for spec in &server.sockets {
+                    match spec.get_ref().parse::<SocketSpec>() {
+                        Ok(socket) => sockets.push(socket),
+                        Err(source) => self.errors.push(ConfigError::Socket {
+                            at: self.at(spec),
+                            source,
+                        }),
+                    }
+                }
+                if server.sockets.is_empty() {
+                    self.errors.push(ConfigError::NoSocket {
+                        at: self.file.clone(),
+                        fix: "add `sockets = [\"inet:8891@127.0.0.1\"]` under [server], or pass \
+                              --socket",
+                    });
+                }
+                sockets
+            }
+        };
+        let mode = server
+            .socket_mode
+            .and_then(|m| self.octal_mode("socket_mode", m));
+        if let Some(owner) = &server.socket_owner
+            && let Err(e) = accounts::check_user(owner.get_ref(), &self.at(owner))
+        {
+            self.errors.push(e);
+        }
+        if let Some(group) = &server.socket_group
+            && let Err(e) = accounts::check_group(group.get_ref(), &self.at(group))
+        {
+            self.errors.push(e);
+        }
+        let mut uid = None;
+        let run_as = match (&server.user, &server.group) {
+            (Some(user), group) => {
+                let at = self.at(user);
+                match accounts::resolve(
+                    user.get_ref(),
+                    group.as_ref().map(|g| g.get_ref().as_str()),
+                    &at,
+                ) {
+                    Ok(account) => {
+                        uid = Some(account.uid);
+                        Some(account.run_as)
+                    }
+                    Err(errors) => {
+                        self.errors.extend(errors);
+                        None
+                    }
+                }
+            }
+            (None, Some(group)) => {
+                let at = self.at(group);
+                self.problem(
+                    at,
+                    "`group` needs `user`: name the user to run as (its group is used when \
+                     `group` is left out)",
+                );
+                None::<RunAs>
+            }
+            (None, None) => None,
+        };
+        let umask = server.umask.and_then(|m| self.octal_mode("umask", m));
+        let defaults = server::Settings::default();
+        let timeouts = Timeouts::default();
+        let seconds = |value: Option<u64>, default: Duration| {
+            value.map(Duration::from_secs).unwrap_or(default)
+        };
+        let settings = server::Settings {
+            limits: Limits {
+                max_payload: server
+                    .max_frame_bytes
+                    .unwrap_or(defaults.limits.max_payload),
+                timeouts: Timeouts {
+                    idle: seconds(server.idle_timeout_seconds, timeouts.idle),
+                    frame: seconds(server.frame_timeout_seconds, timeouts.frame),
+                    write: seconds(server.write_timeout_seconds, timeouts.write),
+                },
+            },
+            max_connections: server.max_connections.unwrap_or(defaults.max_connections),
+            shutdown_grace: seconds(server.shutdown_grace_seconds, defaults.shutdown_grace),
+        };
+        let service = Service {
+            sockets,
+            socket_access: UnixSocketAccess {
+                mode,
+                user: server.socket_owner.map(Spanned::into_inner),
+                group: server.socket_group.map(Spanned::into_inner),
+            },
+            pid_file: server.pid_file.map(|p| self.path(&p)),
+            run_as,
+            umask,
+            allow_root: server.allow_root,
+            server: settings,
+            // Not read from the file yet (run --metrics-listen sets the first).
+            metrics_listen: None,
+            watch_interval: None,
+        };
+        (service, uid)
+    }
+
+    fn octal_mode(&mut self, name: &str, value: Spanned<u32>) -> Option<u32> {
+        let mode = *value.get_ref();
+        if mode <= 0o777 {
+            return Some(mode);
+        }
+        let at = self.at(&value);
+        self.invalid(
+            at,
+            name,
+            mode.to_string(),
+            "write it as an octal number from 0o000 to 0o777, e.g. 0o660 (a plain 660 is \
+             decimal)",
+        );
+        None
+    }
+
+    fn logging(&mut self, section: LoggingSection) -> Logging {
+        let defaults = Logging::default();
+        let syslog_facility = match section.syslog_facility {
+            Some(facility) => match syslog_facility(facility.get_ref()) {
+                Some(f) => f.to_string(),
+                None => {
+                    let at = self.at(&facility);
+                    self.invalid(
+                        at,
+                        "syslog_facility",
+                        facility.into_inner(),
+                        "use a syslog facility such as mail, daemon or local0 to local7",
+                    );
+                    defaults.syslog_facility.clone()
+                }
+            },
+            None => defaults.syslog_facility.clone(),
+        };
+        Logging {
+            syslog: section.syslog.unwrap_or(defaults.syslog),
+            syslog_facility,
+            log_success: section.log_success.unwrap_or(defaults.log_success),
+            log_why: section.log_why.unwrap_or(defaults.log_why),
+            json: section.json.unwrap_or(defaults.json),
+        }
+    }
+
+    /// A data set from an inline list or a data set string.
+    fn entries(&mut self, name: &str, value: Spanned<Entries>) -> Option<DataSet> {
+        let at = self.at(&value);
+        match value.into_inner() {
+            Entries::List(items) => {
+                if let Some(item) = items.iter().find(|i| i.contains(',')) {
+                    self.problem(
+                        at,
+                        format!("{name}: `{item}` contains a comma; write one entry per string"),
+                    );
+                    return None;
+                }
+                Some(DataSet::from_csl(&items.join(","), &at))
+            }
+            Entries::DataSet(spec) => {
+                match data_sets::open(&file_by_default(&spec), &at, &self.base) {
+                    Ok((set, warnings)) => {
+                        self.warnings.extend(warnings);
+                        Some(set)
+                    }
+                    Err(e) => {
+                        self.errors.push(e.into());
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    fn host_list(&mut self, name: &str, value: Option<Spanned<Entries>>) -> Option<HostList> {
+        let set = self.entries(name, value?)?;
+        match HostList::from_data_set(set) {
+            Ok(list) => {
+                self.warnings.extend(list.warnings().iter().cloned());
+                Some(list)
+            }
+            Err(e) => {
+                self.errors.push(e.into());
+                None
+            }
+        }
+    }
+
+    fn trust(&mut self, section: TrustSection) -> Trust {
+        let internal_hosts = match section.internal_hosts {
+            Some(value) => self
+                .host_list("internal_hosts", Some(value))
+                .unwrap_or_else(HostList::default_internal),
+            None => HostList::default_internal(),
+        };
+        Trust {
+            internal_hosts,
+            external_ignore: self.host_list("external_ignore", section.external_ignore),
+            peers: self.host_list("peers", section.peers),
+            macros: section
+                .macros
+                .iter()
+                .map(|m| match m.split_once('=') {
+                    Some((name, values)) => macro_rule(name, Some(values)),
+                    None => macro_rule(m, None),
+                })
+                .collect(),
+            mta_names: section.mta_names,
+        }
+    }
+
+    fn action(&mut self, name: &str, value: Option<Spanned<String>>) -> Action {
+        let Some(value) = value else {
+            return Action::Tempfail;
+        };
+        match parse_action(value.get_ref()) {
+            Some(action) => action,
+            None => {
+                let at = self.at(&value);
+                self.invalid(
+                    at,
+                    name,
+                    value.into_inner(),
+                    "use accept, discard, quarantine, reject or tempfail",
+                );
+                Action::Tempfail
+            }
+        }
+    }
+
+    fn error_actions(&mut self, section: OnErrorSection) -> ErrorActions {
+        ErrorActions {
+            internal_error: self.action("internal_error", section.internal_error),
+            key_error: self.action("key_error", section.key_error),
+            signing_error: self.action("signing_error", section.signing_error),
+        }
+    }
+
+    fn header_list(&mut self, value: &Spanned<Vec<String>>) -> Vec<(String, Location)> {
+        let at = self.at(value);
+        value
+            .get_ref()
+            .iter()
+            .map(|name| (name.clone(), at.clone()))
+            .collect()
+    }
+
+    fn signature(&mut self, section: &SigningSection) -> SignatureSettings {
+        let (header_canonicalization, body_canonicalization) = match &section.canonicalization {
+            Some(value) => match parse_canonicalization(value.get_ref()) {
+                Ok(pair) => pair,
+                Err(expected) => {
+                    let at = self.at(value);
+                    self.invalid(at, "canonicalization", value.get_ref().clone(), &expected);
+                    (Canonicalization::Relaxed, Canonicalization::Simple)
+                }
+            },
+            None => (Canonicalization::Relaxed, Canonicalization::Simple),
+        };
+        let sign = match &section.sign_headers {
+            Some(list) => {
+                let entries = self.header_list(list);
+                let (names, warnings) =
+                    header_lists::with_default("sign_headers", &entries, DEFAULT_SIGNED_HEADERS);
+                self.warnings.extend(warnings);
+                names
+            }
+            None => DEFAULT_SIGNED_HEADERS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        };
+        let omit = match &section.omit_headers {
+            Some(list) => {
+                let entries = self.header_list(list);
+                let (names, warnings) =
+                    header_lists::with_default("omit_headers", &entries, OPENDKIM_OMITTED_HEADERS);
+                self.warnings.extend(warnings);
+                names
+            }
+            None => OPENDKIM_OMITTED_HEADERS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        };
+        let oversign = match &section.oversign_headers {
+            Some(list) => {
+                let entries = self.header_list(list);
+                let (names, warnings) = header_lists::plain("oversign_headers", &entries);
+                self.warnings.extend(warnings);
+                names
+            }
+            None => Vec::new(),
+        };
+        SignatureSettings {
+            header_canonicalization,
+            body_canonicalization,
+            headers: Arc::new(HeaderPolicy::with_names(
+                HeaderNames::new(sign.iter().map(String::as_str)),
+                HeaderNames::new(omit.iter().map(String::as_str)),
+                oversign.iter().map(String::as_str),
+            )),
+            expiry: section
+                .signature_ttl_seconds
+                .filter(|s| *s > 0)
+                .map(Duration::from_secs),
+        }
+    }
+
+    fn signing_sources(
+        &mut self,
+        signing: &mut Signing,
+        tables: Option<Spanned<TablesSection>>,
+        domain: Option<Spanned<DomainSection>>,
+        keys: Vec<Spanned<KeySection>>,
+        rules: Vec<Spanned<RuleSection>>,
+        options: &LoadOptions,
+    ) {
+        let inline = !keys.is_empty() || !rules.is_empty();
+        if let Some(tables) = &tables
+            && inline
+        {
+            let at = self.at(tables);
+            self.problem(
+                at,
+                "[tables] and [[key]]/[[rule]] both say what to sign with; keep one of them",
+            );
+            return;
+        }
+        if let Some(domain) = &domain
+            && (inline || tables.is_some())
+        {
+            let at = self.at(domain);
+            self.problem(
+                at,
+                "[domain] cannot be combined with [tables] or [[key]]/[[rule]]; keep one of them",
+            );
+            return;
+        }
+        if let Some(tables) = tables {
+            let tables = tables.into_inner();
+            let key_table = self.key_table_file(tables.key_table);
+            let signing_table = self.signing_table_file(tables.signing_table);
+            if let (Some(kt), Some(st)) = (key_table, signing_table) {
+                self.signing_tables(signing, kt, st, options);
+            }
+        } else if inline {
+            self.inline_tables(signing, keys, rules, options);
+        } else if let Some(domain) = domain {
+            let domain = domain.into_inner();
+            let names = self
+                .entries("names", domain.names)
+                .map(|set| DomainSet::from_names(set.entries.iter().map(|e| e.key.as_str())))
+                .unwrap_or_default();
+            let at = self.at(&domain.key_file);
+            let file = self.path(domain.key_file.get_ref());
+            match signing_keys::domain_key(
+                names,
+                domain.selector,
+                &file,
+                &at,
+                options,
+                &mut self.warnings,
+            ) {
+                Ok(key) => signing.domain_key = Some(key),
+                Err(e) => self.errors.push(e),
+            }
+        }
+    }
+
+    fn signing_tables(
+        &mut self,
+        signing: &mut Signing,
+        key_table: KeyTable,
+        signing_table: SigningTable,
+        options: &LoadOptions,
+    ) {
+        match signing_keys::signing_tables(key_table, signing_table, options, &mut self.warnings) {
+            Ok(tables) => signing.tables = Some(tables),
+            Err(errors) => self.errors.extend(errors),
+        }
+    }
+
+    fn key_table_file(&mut self, spec: Spanned<String>) -> Option<KeyTable> {
+        let at = self.at(&spec);
+        let (set, warnings) = data_sets::open(&file_by_default(spec.get_ref()), &at, &self.base)
+            .map_err(|e| self.errors.push(e.into()))
+            .ok()?;
+        self.warnings.extend(warnings);
+        let mut table = KeyTable::from_data_set(set)
+            .map_err(|e| self.errors.push(e.into()))
+            .ok()?;
+        let base = self.base.clone();
+        table.resolve_relative_files(|p| data_sets::resolve(&base, p));
+        Some(table)
+    }
+
+    fn signing_table_file(&mut self, spec: Spanned<String>) -> Option<SigningTable> {
+        let at = self.at(&spec);
+        let (set, warnings) = data_sets::open(&file_by_default(spec.get_ref()), &at, &self.base)
+            .map_err(|e| self.errors.push(e.into()))
+            .ok()?;
+        self.warnings.extend(warnings);
+        SigningTable::from_data_set(set)
+            .map_err(|e| self.errors.push(e.into()))
+            .ok()
+    }
+
+    fn inline_tables(
+        &mut self,
+        signing: &mut Signing,
+        keys: Vec<Spanned<KeySection>>,
+        rules: Vec<Spanned<RuleSection>>,
+        options: &LoadOptions,
+    ) {
+        let problems_before = self.errors.len();
+        let mut entries = Vec::with_capacity(keys.len());
+        for key in keys {
+            let at = self.at(&key);
+            let key = key.into_inner();
+            for (field, value) in [
+                ("name", &key.name),
+                ("domain", &key.domain),
+                ("selector", &key.selector),
+                ("file", &key.file),
+            ] {
+                if value.trim().is_empty() {
+                    self.problem(at.clone(), format!("[[key]] has an empty `{field}`"));
+                }
+            }
+            entries.push(KeyEntry {
+                domain: if key.domain == "%" {
+                    KeyDomain::Sender
+                } else {
+                    KeyDomain::Fixed(key.domain.to_ascii_lowercase())
+                },
+                name: key.name,
+                selector: key.selector,
+                source: KeySource::File(PathTemplate::new(
+                    self.path(&key.file).to_string_lossy().into_owned(),
+                )),
+                at,
+            });
+        }
+        if entries.is_empty() {
+            let at = self.at(&rules[0]);
+            self.problem(
+                at,
+                "[[rule]] needs keys to sign with: add a [[key]] with name, domain, selector and \
+                 file",
+            );
+            return;
+        }
+        if rules.is_empty() {
+            self.problem(
+                entries[0].at.clone(),
+                "[[key]] is never used: add a [[rule]] saying which senders it signs for, e.g. \
+                 from = \"*@example.com\"",
+            );
+            return;
+        }
+        let mut signing_rules = Vec::with_capacity(rules.len());
+        for rule in rules {
+            let at = self.at(&rule);
+            let rule = rule.into_inner();
+            if rule.keys.is_empty() {
+                self.problem(
+                    at.clone(),
+                    "[[rule]] has no keys; list at least one key name",
+                );
+            }
+            for name in &rule.keys {
+                if !entries.iter().any(|e| &e.name == name) {
+                    self.problem(
+                        at.clone(),
+                        format!(
+                            "[[rule]] uses key `{name}`, but no [[key]] has that name; add one or \
+                             fix the name (names are case-sensitive)"
+                        ),
+                    );
+                }
+            }
+            signing_rules.push(SigningRule {
+                pattern: rule.from,
+                keys: rule
+                    .keys
+                    .into_iter()
+                    .map(|k| (k, rule.signer.clone()))
+                    .collect(),
+                at,
+            });
+        }
+        let key_table = KeyTable::from_entries(entries, self.file.clone())
+            .map_err(|e| self.errors.push(e.into()))
+            .ok();
+        let signing_table = SigningTable::from_rules(signing_rules, self.file.clone())
+            .map_err(|e| self.errors.push(e.into()))
+            .ok();
+        if let (Some(kt), Some(st)) = (key_table, signing_table)
+            && self.errors.len() == problems_before
+        {
+            self.signing_tables(signing, kt, st, options);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::*;
+    use crate::config::fixture::Dir;
+
+    fn dir() -> Dir {
+        Dir::new("dkim-sidecar.toml", Config::from_toml_file)
+    }
+
+    const DUAL: &str = r#"
+[server]
+sockets = ["inet:8891@127.0.0.1"]
+
+[[key]]
+name = "rsa"
+domain = "example.com"
+selector = "default"
+file = "default.private"
+
+[[key]]
+name = "ed"
+domain = "example.com"
+selector = "ed25519"
+file = "ed25519.private"
+
+[[rule]]
+from = "*@example.com"
+keys = ["rsa", "ed"]
+"#;
+
+    #[test]
+    fn inline_keys_and_rules_dual_sign_with_relative_files() {
+        let dir = dir();
+        let config = dir.load(DUAL).unwrap();
+        assert_eq!(config.origin.format, Format::Toml);
+        let tables = config.policy.signing.tables.as_ref().unwrap();
+        let first = tables.signing_table.find_first("bob", "example.com");
+        let keys: Vec<&str> = first.iter().map(|m| m.key_name.as_str()).collect();
+        assert_eq!(keys, ["rsa", "ed"]);
+        assert_eq!(
+            first[0].entry.at.to_string(),
+            dir.line(17).trim_end_matches(": ")
+        );
+        assert!(tables.keys.loaded_key("ed").is_some());
+        assert_eq!(
+            tables.key_table.get("rsa").unwrap().source,
+            KeySource::File(PathTemplate::new(
+                dir.path("default.private").to_string_lossy().into_owned()
+            ))
+        );
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    }
+
+    #[test]
+    fn defaults_sign_relaxed_simple_with_tempfail_everywhere() {
+        let dir = dir();
+        let config = dir.load(DUAL).unwrap();
+        let policy = &config.policy;
+        assert_eq!(
+            policy.signature.header_canonicalization,
+            Canonicalization::Relaxed
+        );
+        assert_eq!(
+            policy.signature.body_canonicalization,
+            Canonicalization::Simple
+        );
+        assert_eq!(policy.errors, ErrorActions::default());
+        assert_eq!(policy.trust.internal_hosts.entries(), ["127.0.0.1", "::1"]);
+        assert!(policy.mode.sign && !policy.mode.verify);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_with_line_and_column() {
+        let dir = dir();
+        let errors = dir.errors("[server]\nsockets = [\"inet:8891@127.0.0.1\"]\nsokets = 1\n");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with(&format!("{}3:1: ", dir.line(0).trim_end_matches("0: "))),
+            "{errors:?}"
+        );
+        assert!(errors[0].contains("unknown field `sokets`"), "{errors:?}");
+    }
+
+    #[test]
+    fn settings_map_onto_the_same_config_as_opendkim_conf() {
+        let dir = dir();
+        fs::write(dir.path("hosts"), "10.0.0.0/8\n!10.9.9.9\n").unwrap();
+        let config = dir
+            .load(
+                r#"
+[server]
+sockets = ["local:/run/dkim/dkim.sock", "inet:8891@127.0.0.1"]
+socket_mode = 0o660
+socket_group = "root"
+user = "root"
+umask = 0o007
+max_connections = 10
+idle_timeout_seconds = 60
+
+[logging]
+syslog = true
+syslog_facility = "local3"
+json = true
+
+[signing]
+canonicalization = "simple"
+sign_headers = ["*", "+x-mailer", "-subject"]
+oversign_headers = ["From", "To"]
+signature_ttl_seconds = 3600
+max_header_bytes = 0
+exempt_domains = ["lists.example.com"]
+
+[on_error]
+key_error = "accept"
+
+[trust]
+internal_hosts = "file:hosts"
+peers = ["192.0.2.1"]
+mta_names = ["submission"]
+macros = ["{auth_authen}", "daemon_name=ORIG|SUB"]
+
+[domain]
+names = ["example.com"]
+selector = "default"
+key_file = "default.private"
+subdomains = true
+"#,
+            )
+            .unwrap();
+        let service = &config.service;
+        assert_eq!(service.sockets.len(), 2);
+        assert_eq!(service.socket_access.mode, Some(0o660));
+        assert_eq!(service.umask, Some(0o007));
+        assert_eq!(service.server.max_connections, 10);
+        assert_eq!(service.server.limits.timeouts.idle, Duration::from_secs(60));
+        assert!(config.logging.syslog && config.logging.json);
+        assert_eq!(config.logging.syslog_facility, "local3");
+        let policy = &config.policy;
+        assert_eq!(
+            policy.signature.header_canonicalization,
+            Canonicalization::Simple
+        );
+        assert!(policy.signature.headers.signs(b"X-Mailer"));
+        assert!(!policy.signature.headers.signs(b"Subject"));
+        assert_eq!(policy.signature.headers.oversigned(), ["from", "to"]);
+        assert_eq!(policy.signature.expiry, Some(Duration::from_secs(3600)));
+        assert_eq!(policy.max_header_bytes, usize::MAX);
+        assert_eq!(policy.errors.key_error, Action::Accept);
+        assert_eq!(policy.errors.internal_error, Action::Tempfail);
+        assert!(
+            policy
+                .trust
+                .internal_hosts
+                .check_ip("10.1.1.1".parse().unwrap())
+        );
+        assert!(
+            !policy
+                .trust
+                .internal_hosts
+                .check_ip("10.9.9.9".parse().unwrap())
+        );
+        assert_eq!(policy.trust.macros.len(), 2);
+        let key = policy.signing.domain_key.as_ref().unwrap();
+        assert!(policy.signing.subdomains);
+        assert_eq!(
+            key.domains.covering("a.example.com", true).as_deref(),
+            Some("example.com")
+        );
+        assert!(
+            policy
+                .exempt_domains
+                .as_ref()
+                .unwrap()
+                .covering("lists.example.com", false)
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn rule_naming_an_undefined_key_names_the_rule() {
+        let dir = dir();
+        let errors =
+            dir.errors(&DUAL.replace(r#"keys = ["rsa", "ed"]"#, r#"keys = ["rsa", "Ed"]"#));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with(&dir.line(17)), "{errors:?}");
+        assert!(errors[0].contains("uses key `Ed`"), "{errors:?}");
+    }
+
+    #[test]
+    fn duplicate_key_name_is_refused() {
+        let dir = dir();
+        let errors = dir.errors(&DUAL.replace(r#"name = "ed""#, r#"name = "rsa""#));
+        assert!(
+            errors.iter().any(|e| e.contains("already used")),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn keys_without_rules_and_rules_without_keys_are_refused() {
+        let dir = dir();
+        let keys_only = DUAL.split("[[rule]]").next().unwrap();
+        let errors = dir.errors(keys_only);
+        assert!(
+            errors[0].starts_with(&dir.line(5)) && errors[0].contains("never used"),
+            "{errors:?}"
+        );
+        let rules_only =
+            "[server]\nsockets = [\"inet:1@127.0.0.1\"]\n[[rule]]\nfrom = \"*\"\nkeys = [\"k\"]\n";
+        let errors = dir.errors(rules_only);
+        assert!(
+            errors[0].starts_with(&dir.line(3)) && errors[0].contains("needs keys"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn tables_and_inline_rules_cannot_be_combined() {
+        let dir = dir();
+        let errors = dir.errors(&format!(
+            "{DUAL}\n[tables]\nkey_table = \"file:/etc/kt\"\nsigning_table = \"refile:/etc/st\"\n"
+        ));
+        assert!(errors[0].contains("keep one of them"), "{errors:?}");
+    }
+
+    #[test]
+    fn missing_key_file_names_the_key() {
+        let dir = dir();
+        let errors = dir.errors(&DUAL.replace("ed25519.private", "gone.private"));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with(&dir.line(11)), "{errors:?}");
+        assert!(
+            errors[0].contains("gone.private: key file not found"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_line() {
+        let dir = dir();
+        let errors = dir.errors(
+            "[server]\nsockets = [\"inet:0@x\"]\nsocket_mode = 660\nuser = \"no-such-dkim-user\"\n\
+             [signing]\ncanonicalization = \"loose\"\n[on_error]\ninternal_error = \"bounce\"\n",
+        );
+        assert_eq!(errors.len(), 5, "{errors:?}");
+        for (line, what) in [
+            (2, "invalid socket"),
+            (3, "0o660"),
+            (4, "does not exist"),
+            (6, "relaxed/simple"),
+            (8, "tempfail"),
+        ] {
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.starts_with(&dir.line(line)) && e.contains(what)),
+                "line {line}: {errors:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn list_or_data_set_is_explained_when_neither() {
+        let dir = dir();
+        let errors =
+            dir.errors("[server]\nsockets = [\"inet:1@127.0.0.1\"]\n[trust]\ninternal_hosts = 5\n");
+        assert!(
+            errors[0].contains("a list of strings, or a data set string"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn untyped_data_set_string_is_a_file_next_to_the_configuration() {
+        assert_eq!(file_by_default("hosts"), "file:hosts");
+        assert_eq!(file_by_default("refile:hosts"), "refile:hosts");
+        assert_eq!(file_by_default("/etc/hosts.list"), "/etc/hosts.list");
+        assert_eq!(file_by_default("csl:a,b"), "csl:a,b");
+        let dir = dir();
+        fs::write(dir.path("TrustedHosts"), "192.0.2.0/24\n").unwrap();
+        let config = dir
+            .load(&format!(
+                "{DUAL}\n[trust]\ninternal_hosts = \"TrustedHosts\"\n"
+            ))
+            .unwrap();
+        let hosts = &config.policy.trust.internal_hosts;
+        assert_eq!(hosts.entries(), ["192.0.2.0/24"]);
+        assert_eq!(hosts.origin().path.as_ref(), dir.path("TrustedHosts"));
+    }
+
+    #[test]
+    fn missing_sockets_are_refused() {
+        let dir = dir();
+        let errors = dir.errors("[signing]\nmultiple_signatures = true\n");
+        assert!(
+            errors[0].contains("no socket to listen on") && errors[0].contains("sockets = "),
+            "{errors:?}"
+        );
+    }
+}

@@ -1,0 +1,1354 @@
+//! `opendkim.conf`, read unchanged into a [`Config`].
+//!
+//! [`grammar`](super::grammar) turns the file (and its includes) into
+//! located settings; this module gives them OpenDKIM's meaning, as
+//! `dkimf_config_load` and `main` in OpenDKIM 2.11's `opendkim.c` do:
+//!
+//! - start-up refusals: SigningTable without KeyTable; in signing mode
+//!   KeyTable without SigningTable, KeyFile without Selector (or the
+//!   reverse), Domain without KeyFile and Selector; every key a
+//!   SigningTable names must be in the KeyTable; every key must load;
+//! - with a KeyTable, Domain, KeyFile and Selector are ignored (we say so);
+//! - relative file names are relative to the working directory, or to
+//!   BaseDirectory when it is set (OpenDKIM changes there before opening
+//!   any table or key); Include is read before that, from the working
+//!   directory;
+//! - `Canonicalization` with one word sets the header method only (the body
+//!   stays `simple`);
+//! - `On-Default` sets every action, then the specific `On-*` options
+//!   override it. Of the actions that matter for signing, a key that cannot
+//!   be loaded counts as an internal error, as in OpenDKIM;
+//!   `On-SignatureError` applies when a signature cannot be made; its
+//!   default here is tempfail, not OpenDKIM's reject, so that no message
+//!   that should have been signed is lost. The verification actions
+//!   (On-BadSignature, On-DNSError, On-KeyNotFound, On-NoSignature,
+//!   On-Security) are accepted and have no effect; the Mode warning says
+//!   so, they add none of their own;
+//! - `Background` is accepted silently (we always run in the foreground),
+//!   `AutoRestart yes` gets a note (the supervisor restarts us), and every
+//!   other option OpenDKIM knows but we do not implement gets one warning
+//!   per line.
+//!
+//! We differ from OpenDKIM where it silently does the wrong thing: an
+//! invalid `On-*` value is an error (OpenDKIM ignores the whole option),
+//! and `SignatureAlgorithm` only warns, because each key signs with its own
+//! algorithm (so RSA and Ed25519 keys can sign the same message).
+//!
+//! This module never logs; warnings go into the [`Config`].
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mail_auth::dkim::Canonicalization;
+
+use crate::diagnostics::{Location, Warning};
+use crate::dkim::headers::{
+    DEFAULT_SIGNED_HEADERS, HeaderNames, HeaderPolicy, OPENDKIM_OMITTED_HEADERS,
+};
+use crate::keys::{DEFAULT_MINIMUM_KEY_BITS, LoadOptions};
+use crate::policy::{
+    Action, DomainSet, ErrorActions, MacroRule, Mode, Policy, SignatureSettings, Signing, Trust,
+};
+use crate::server::{self, SocketSpec, UnixSocketAccess};
+use crate::tables::{DataSet, DataSetKind, HostList, KeyTable, SigningTable};
+
+use super::grammar::{self, Setting, Value};
+use super::options::{self, Support};
+use super::{
+    Config, ConfigError, Format, Logging, Origin, Overrides, Service, accounts, data_sets,
+    header_lists, signing_keys,
+};
+
+/// OpenDKIM's MaximumHeaders default.
+pub(crate) const DEFAULT_MAX_HEADER_BYTES: usize = 65536;
+
+/// Reads `path` (and what it includes) into a validated configuration.
+pub(crate) fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
+    let settings = grammar::read(path)?;
+    Reading::new(path, settings).config(overrides)
+}
+
+/// The settings of one file, last repetition winning, and what has been
+/// found wrong so far.
+struct Reading {
+    path: PathBuf,
+    file: Location,
+    all: Vec<Setting>,
+    last: HashMap<&'static str, usize>,
+    base: PathBuf,
+    errors: Vec<ConfigError>,
+    warnings: Vec<Warning>,
+}
+
+impl Reading {
+    fn new(path: &Path, all: Vec<Setting>) -> Reading {
+        let last = all.iter().enumerate().map(|(i, s)| (s.name, i)).collect();
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        let mut reading = Reading {
+            path: path.to_path_buf(),
+            file: Location::file(path),
+            all,
+            last,
+            base: cwd.clone(),
+            errors: Vec::new(),
+            warnings: Vec::new(),
+        };
+        if let Some((dir, _)) = reading.string("BaseDirectory") {
+            reading.base = data_sets::resolve(&cwd, dir);
+        }
+        reading
+    }
+
+    fn get(&self, name: &str) -> Option<&Setting> {
+        self.last.get(name).map(|&i| &self.all[i])
+    }
+
+    fn string(&self, name: &str) -> Option<(String, Location)> {
+        self.get(name).map(|s| (s.raw.clone(), s.at.clone()))
+    }
+
+    fn boolean(&self, name: &str) -> Option<bool> {
+        match self.get(name)?.value {
+            Value::Bool(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    fn integer(&self, name: &str) -> Option<(i64, Location)> {
+        let s = self.get(name)?;
+        match s.value {
+            Value::Int(n) => Some((n, s.at.clone())),
+            _ => None,
+        }
+    }
+
+    /// A non-negative integer, or an error naming the line.
+    fn count(&mut self, name: &str) -> Option<u64> {
+        let (n, at) = self.integer(name)?;
+        match u64::try_from(n) {
+            Ok(n) => Some(n),
+            Err(_) => {
+                self.invalid(name, n.to_string(), at, "it cannot be negative");
+                None
+            }
+        }
+    }
+
+    fn invalid(&mut self, name: &str, value: String, at: Location, expected: &str) {
+        self.errors.push(ConfigError::InvalidValue {
+            at,
+            name: name.to_string(),
+            value,
+            expected: expected.to_string(),
+        });
+    }
+
+    fn warn(&mut self, at: Option<Location>, message: impl Into<String>) {
+        self.warnings.push(Warning::new(at, message));
+    }
+
+    fn config(mut self, overrides: &Overrides) -> Result<Config, ConfigError> {
+        self.note_unimplemented();
+        let service = self.service(overrides);
+        let logging = self.logging();
+        let mode = self.mode();
+        let options = LoadOptions {
+            minimum_key_bits: self
+                .count("MinimumKeyBits")
+                .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+                .unwrap_or(DEFAULT_MINIMUM_KEY_BITS),
+            require_safe_keys: self.boolean("RequireSafeKeys").unwrap_or(true),
+            signer_uid: Some(service.1.unwrap_or_else(|| nix::unistd::geteuid().as_raw())),
+        };
+        let signing = self.signing(mode, &options);
+        let trust = self.trust();
+        let sender_headers = self.sender_headers();
+        let exempt_domains = self.domain_set("ExemptDomains");
+        let dont_sign_mail_to = self.data_set("DontSignMailTo");
+        let signature = self.signature();
+        let errors = self.error_actions();
+        let max_header_bytes = match self.count("MaximumHeaders") {
+            Some(0) => usize::MAX,
+            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            None => DEFAULT_MAX_HEADER_BYTES,
+        };
+        let software_header = self.software_header();
+        if !self.errors.is_empty() {
+            return Err(ConfigError::from_problems(self.errors));
+        }
+        if signing.domain_key.is_none() && signing.tables.is_none() && mode.sign {
+            self.warn(
+                Some(self.file.clone()),
+                "no signing keys are configured (neither KeyTable and SigningTable nor Domain, \
+                 KeyFile and Selector), so dkim-sidecar will not sign any message",
+            );
+        }
+        Ok(Config {
+            origin: Origin {
+                path: self.path.clone(),
+                format: Format::OpenDkim,
+            },
+            service: service.0,
+            logging,
+            policy: Policy {
+                mode,
+                signing,
+                trust,
+                sender_headers,
+                exempt_domains,
+                dont_sign_mail_to,
+                signature,
+                errors,
+                max_header_bytes,
+                software_header,
+            },
+            warnings: self.warnings,
+        })
+    }
+
+    /// One warning per line for options OpenDKIM knows that we do not
+    /// implement; a note for AutoRestart.
+    fn note_unimplemented(&mut self) {
+        let mut notes = Vec::new();
+        for s in &self.all {
+            match options::support(s.name) {
+                Support::Implemented => {}
+                Support::Quiet => {
+                    if s.name == "AutoRestart" && s.value == Value::Bool(true) {
+                        notes.push(Warning::new(
+                            Some(s.at.clone()),
+                            "AutoRestart is ignored: dkim-sidecar runs in the foreground and \
+                             leaves restarting to its supervisor (systemd's Restart=on-failure)",
+                        ));
+                    }
+                }
+                Support::Unsupported => notes.push(Warning::new(
+                    Some(s.at.clone()),
+                    format!(
+                        "OpenDKIM option {} is not supported by dkim-sidecar and is ignored",
+                        s.name
+                    ),
+                )),
+            }
+        }
+        self.warnings.extend(notes);
+    }
+
+    /// The service settings and the uid of UserID, when set.
+    fn service(&mut self, overrides: &Overrides) -> (Service, Option<u32>) {
+        let sockets = match &overrides.sockets {
+            Some(sockets) => sockets.clone(),
+            None => match self.string("Socket") {
+                Some((spec, at)) => match spec.parse::<SocketSpec>() {
+                    Ok(socket) => vec![socket],
+                    Err(source) => {
+                        self.errors.push(ConfigError::Socket { at, source });
+                        Vec::new()
+                    }
+                },
+                None => {
+                    self.errors.push(ConfigError::NoSocket {
+                        at: self.file.clone(),
+                        fix: "add `Socket inet:8891@localhost` (or `Socket local:/path`), as \
+                              OpenDKIM needs one too, or pass --socket",
+                    });
+                    Vec::new()
+                }
+            },
+        };
+        let pid_file = self
+            .string("PidFile")
+            .map(|(p, _)| data_sets::resolve(&self.base, p));
+        let mut uid = None;
+        let run_as = match self.string("UserID") {
+            Some((value, at)) => {
+                let (user, group) = accounts::split_user_group(&value);
+                match accounts::resolve(user, group, &at) {
+                    Ok(account) => {
+                        uid = Some(account.uid);
+                        Some(account.run_as)
+                    }
+                    Err(errors) => {
+                        self.errors.extend(errors);
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        let umask = match self.integer("UMask") {
+            Some((n, at)) => match u32::try_from(n) {
+                Ok(mask) if mask <= 0o777 => Some(mask),
+                _ => {
+                    self.invalid(
+                        "UMask",
+                        n.to_string(),
+                        at,
+                        "a umask is 0 to 0777 (write it with a leading 0, e.g. `UMask 007`)",
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+        let service = Service {
+            sockets,
+            socket_access: UnixSocketAccess::default(),
+            pid_file,
+            run_as,
+            umask,
+            allow_root: false,
+            server: server::Settings::default(),
+            // Not read from the file yet (run --metrics-listen sets the first).
+            metrics_listen: None,
+            watch_interval: None,
+        };
+        (service, uid)
+    }
+
+    fn logging(&mut self) -> Logging {
+        let defaults = Logging::default();
+        let syslog_facility = match self.string("SyslogFacility") {
+            Some((facility, at)) => match syslog_facility(&facility) {
+                Some(f) => f.to_string(),
+                None => {
+                    self.invalid(
+                        "SyslogFacility",
+                        facility.to_string(),
+                        at,
+                        "use a syslog facility such as mail, daemon or local0 to local7",
+                    );
+                    defaults.syslog_facility.clone()
+                }
+            },
+            None => defaults.syslog_facility.clone(),
+        };
+        Logging {
+            syslog: self.boolean("Syslog").unwrap_or(false),
+            syslog_facility,
+            log_success: self
+                .boolean("SyslogSuccess")
+                .unwrap_or(defaults.log_success),
+            log_why: self.boolean("LogWhy").unwrap_or(defaults.log_why),
+            json: false,
+        }
+    }
+
+    fn mode(&mut self) -> Mode {
+        let (mode, at) = match self.string("Mode") {
+            None => {
+                self.warn(
+                    Some(self.file.clone()),
+                    "Mode is not set, so OpenDKIM would sign and verify (sv); dkim-sidecar only \
+                     signs: mail OpenDKIM would have verified passes unverified, and the \
+                     verification options (On-BadSignature, On-DNSError, On-KeyNotFound, \
+                     On-NoSignature, On-Security, TestPublicKeys, TestDNSData) have no effect. \
+                     Write `Mode s` to silence this warning",
+                );
+                return Mode {
+                    sign: true,
+                    verify: true,
+                };
+            }
+            Some((value, at)) => {
+                let mut mode = Mode {
+                    sign: false,
+                    verify: false,
+                };
+                for c in value.chars() {
+                    match c {
+                        's' => mode.sign = true,
+                        'v' => mode.verify = true,
+                        _ => {
+                            self.invalid(
+                                "Mode",
+                                value.to_string(),
+                                at.clone(),
+                                "Mode is made of s (sign) and v (verify), e.g. `Mode sv`",
+                            );
+                            break;
+                        }
+                    }
+                }
+                (mode, at)
+            }
+        };
+        if mode.verify {
+            self.warn(
+                Some(at.clone()),
+                "Mode includes v, but dkim-sidecar only signs (verification is not supported): \
+                 mail OpenDKIM would have verified passes unverified, and the verification \
+                 options (On-BadSignature, On-DNSError, On-KeyNotFound, On-NoSignature, \
+                 On-Security, TestPublicKeys, TestDNSData) have no effect. Write `Mode s` to \
+                 silence this warning",
+            );
+        }
+        if !mode.sign {
+            self.warn(
+                Some(at),
+                "Mode has no s, so dkim-sidecar will not sign any message",
+            );
+        }
+        mode
+    }
+
+    fn data_set(&mut self, name: &str) -> Option<DataSet> {
+        let (spec, at) = self.string(name)?;
+        let spec = spec.to_string();
+        match data_sets::open(&spec, &at, &self.base) {
+            Ok((set, warnings)) => {
+                self.warnings.extend(warnings);
+                Some(set)
+            }
+            Err(e) => {
+                self.errors.push(e.into());
+                None
+            }
+        }
+    }
+
+    fn host_list(&mut self, name: &str) -> Option<HostList> {
+        let set = self.data_set(name)?;
+        match HostList::from_data_set(set) {
+            Ok(list) => {
+                self.warnings.extend(list.warnings().iter().cloned());
+                Some(list)
+            }
+            Err(e) => {
+                self.errors.push(e.into());
+                None
+            }
+        }
+    }
+
+    fn domain_set(&mut self, name: &str) -> Option<DomainSet> {
+        let set = self.data_set(name)?;
+        for e in &set.entries {
+            if e.key.contains('*') && e.key != "*" {
+                self.warn(
+                    Some(e.at.clone()),
+                    format!(
+                        "{name} entry `{}` contains `*`, which only means \"every domain\" on its \
+                         own; list the domains (SubDomains covers subdomains of Domain)",
+                        e.key
+                    ),
+                );
+            }
+        }
+        Some(DomainSet::from_names(
+            set.entries.iter().map(|e| e.key.as_str()),
+        ))
+    }
+
+    fn signing(&mut self, mode: Mode, options: &LoadOptions) -> Signing {
+        let mut signing = Signing {
+            domain_key: None,
+            tables: None,
+            multiple_signatures: self.boolean("MultipleSignatures").unwrap_or(false),
+            subdomains: self.boolean("SubDomains").unwrap_or(false),
+        };
+        let key_table = self.string("KeyTable");
+        let signing_table = self.string("SigningTable");
+        match (key_table, signing_table) {
+            (None, Some((_, at))) => {
+                self.errors
+                    .push(ConfigError::SigningTableWithoutKeyTable { at });
+                // Without a KeyTable, OpenDKIM goes on to Domain/KeyFile/Selector.
+                self.domain_key(mode, options);
+            }
+            (Some((_, at)), None) if mode.sign => {
+                self.errors
+                    .push(ConfigError::KeyTableWithoutSigningTable { at });
+            }
+            (Some(_), signing_table) => {
+                for ignored in ["Domain", "KeyFile", "Selector"] {
+                    if let Some((_, at)) = self.string(ignored) {
+                        self.warn(
+                            Some(at),
+                            format!(
+                                "{ignored} is ignored because KeyTable is set (OpenDKIM ignores \
+                                 it too); the SigningTable decides which domains are signed"
+                            ),
+                        );
+                    }
+                }
+                let key_table = self.key_table();
+                let signing_table = match signing_table {
+                    Some(_) => self.signing_table(),
+                    None => None,
+                };
+                if let (Some(kt), Some(st)) = (key_table, signing_table) {
+                    match signing_keys::signing_tables(kt, st, options, &mut self.warnings) {
+                        Ok(tables) => signing.tables = Some(tables),
+                        Err(errors) => self.errors.extend(errors),
+                    }
+                }
+            }
+            (None, None) => signing.domain_key = self.domain_key(mode, options),
+        }
+        signing
+    }
+
+    fn key_table(&mut self) -> Option<KeyTable> {
+        let set = self.data_set("KeyTable")?;
+        match KeyTable::from_data_set(set) {
+            Ok(mut table) => {
+                let base = self.base.clone();
+                table.resolve_relative_files(|p| data_sets::resolve(&base, p));
+                Some(table)
+            }
+            Err(e) => {
+                self.errors.push(e.into());
+                None
+            }
+        }
+    }
+
+    fn signing_table(&mut self) -> Option<SigningTable> {
+        let set = self.data_set("SigningTable")?;
+        SigningTable::from_data_set(set)
+            .map_err(|e| self.errors.push(e.into()))
+            .ok()
+    }
+
+    fn domain_key(
+        &mut self,
+        mode: Mode,
+        options: &LoadOptions,
+    ) -> Option<crate::policy::DomainKey> {
+        let key_file = self.string("KeyFile");
+        let selector = self.string("Selector");
+        let domain = self.string("Domain");
+        if mode.sign {
+            match (&key_file, &selector) {
+                (Some((_, at)), None) => self
+                    .errors
+                    .push(ConfigError::KeyFileWithoutSelector { at: at.clone() }),
+                (None, Some((selector, at))) => {
+                    self.errors.push(ConfigError::SelectorWithoutKeyFile {
+                        at: at.clone(),
+                        selector: selector.to_string(),
+                    })
+                }
+                _ => {}
+            }
+            if let (Some((_, at)), false) = (&domain, key_file.is_some() && selector.is_some()) {
+                self.errors
+                    .push(ConfigError::DomainWithoutKey { at: at.clone() });
+            }
+        }
+        let ((file, file_at), (selector, _)) = (key_file?, selector?);
+        let (file, selector) = (data_sets::resolve(&self.base, file), selector.to_string());
+        let domains = match domain {
+            Some(_) => self.domain_set("Domain").unwrap_or_default(),
+            None => {
+                self.warn(
+                    Some(file_at.clone()),
+                    "KeyFile and Selector are set but Domain is not, so no domain is signed with \
+                     this key (as in OpenDKIM); add `Domain example.com` (or `Domain *`)",
+                );
+                DomainSet::default()
+            }
+        };
+        signing_keys::domain_key(
+            domains,
+            selector,
+            &file,
+            &file_at,
+            options,
+            &mut self.warnings,
+        )
+        .map_err(|e| self.errors.push(e))
+        .ok()
+    }
+
+    fn trust(&mut self) -> Trust {
+        let internal_hosts = match self.get("InternalHosts") {
+            Some(_) => self
+                .host_list("InternalHosts")
+                .unwrap_or_else(HostList::default_internal),
+            None => HostList::default_internal(),
+        };
+        Trust {
+            internal_hosts,
+            external_ignore: self.host_list("ExternalIgnoreList"),
+            peers: self.host_list("PeerList"),
+            macros: self.macro_rules(),
+            mta_names: self
+                .data_set("MTA")
+                .map(|set| data_sets::keys(&set))
+                .unwrap_or_default(),
+        }
+    }
+
+    fn macro_rules(&mut self) -> Vec<MacroRule> {
+        let Some(set) = self.data_set("MacroList") else {
+            return Vec::new();
+        };
+        if set.kind == DataSetKind::Refile {
+            let (value, at) = self.string("MacroList").expect("MacroList is set");
+            self.invalid(
+                "MacroList",
+                value.to_string(),
+                at,
+                "MacroList must be a `file:` or `csl:` data set, as in OpenDKIM",
+            );
+            return Vec::new();
+        }
+        set.entries
+            .iter()
+            .map(|e| macro_rule(&e.key, e.value.as_deref()))
+            .collect()
+    }
+
+    fn sender_headers(&mut self) -> Vec<String> {
+        match self.data_set("SenderHeaders") {
+            Some(set) => set
+                .entries
+                .iter()
+                .map(|e| e.key.to_ascii_lowercase())
+                .collect(),
+            None => vec!["from".to_string()],
+        }
+    }
+
+    fn header_entries(&mut self, name: &str) -> Option<Vec<(String, Location)>> {
+        let set = self.data_set(name)?;
+        Some(set.entries.into_iter().map(|e| (e.key, e.at)).collect())
+    }
+
+    fn signature(&mut self) -> SignatureSettings {
+        let (header_canonicalization, body_canonicalization) = match self.string("Canonicalization")
+        {
+            Some((value, at)) => match parse_canonicalization(&value) {
+                Ok(pair) => pair,
+                Err(expected) => {
+                    self.invalid("Canonicalization", value.to_string(), at, &expected);
+                    (Canonicalization::Simple, Canonicalization::Simple)
+                }
+            },
+            None => (Canonicalization::Simple, Canonicalization::Simple),
+        };
+        if let Some((value, at)) = self.string("SignatureAlgorithm") {
+            match value.to_ascii_lowercase().as_str() {
+                "rsa-sha256" => {}
+                "rsa-sha1" | "ed25519-sha256" => self.warn(
+                    Some(at),
+                    format!(
+                        "SignatureAlgorithm {value} is ignored: dkim-sidecar signs with each key's \
+                         own algorithm (rsa-sha256 for RSA keys, ed25519-sha256 for Ed25519 keys) \
+                         and never with SHA-1, which RFC 8301 forbids"
+                    ),
+                ),
+                _ => self.invalid(
+                    "SignatureAlgorithm",
+                    value.to_string(),
+                    at,
+                    "use rsa-sha256 (the default) or ed25519-sha256",
+                ),
+            }
+        }
+        let sign = match self.header_entries("SignHeaders") {
+            Some(entries) => {
+                let (names, warnings) =
+                    header_lists::with_default("SignHeaders", &entries, DEFAULT_SIGNED_HEADERS);
+                self.warnings.extend(warnings);
+                names
+            }
+            None => DEFAULT_SIGNED_HEADERS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        };
+        let omit = match self.header_entries("OmitHeaders") {
+            Some(entries) => {
+                let (names, warnings) =
+                    header_lists::with_default("OmitHeaders", &entries, OPENDKIM_OMITTED_HEADERS);
+                self.warnings.extend(warnings);
+                names
+            }
+            None => OPENDKIM_OMITTED_HEADERS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        };
+        let oversign = match self.header_entries("OverSignHeaders") {
+            Some(entries) => {
+                let (names, warnings) = header_lists::plain("OverSignHeaders", &entries);
+                self.warnings.extend(warnings);
+                names
+            }
+            None => Vec::new(),
+        };
+        let headers = HeaderPolicy::with_names(
+            HeaderNames::new(sign.iter().map(String::as_str)),
+            HeaderNames::new(omit.iter().map(String::as_str)),
+            oversign.iter().map(String::as_str),
+        );
+        let expiry = match self.count("SignatureTTL") {
+            Some(0) | None => None,
+            Some(seconds) => Some(Duration::from_secs(seconds)),
+        };
+        SignatureSettings {
+            header_canonicalization,
+            body_canonicalization,
+            headers: std::sync::Arc::new(headers),
+            expiry,
+        }
+    }
+
+    fn action(&mut self, name: &str) -> Option<Action> {
+        let (value, at) = self.string(name)?;
+        match parse_action(&value) {
+            Some(action) => Some(action),
+            None => {
+                self.invalid(
+                    name,
+                    value.to_string(),
+                    at,
+                    "use accept, discard, quarantine, reject or tempfail",
+                );
+                None
+            }
+        }
+    }
+
+    fn error_actions(&mut self) -> ErrorActions {
+        let default = self.action("On-Default");
+        let internal = self.action("On-InternalError");
+        let signature = self.action("On-SignatureError");
+        for verification_only in [
+            "On-BadSignature",
+            "On-DNSError",
+            "On-KeyNotFound",
+            "On-NoSignature",
+            "On-Security",
+        ] {
+            self.action(verification_only);
+        }
+        let internal_error = internal.or(default).unwrap_or(Action::Tempfail);
+        ErrorActions {
+            internal_error,
+            key_error: internal_error,
+            signing_error: signature.or(default).unwrap_or(Action::Tempfail),
+        }
+    }
+
+    fn software_header(&mut self) -> bool {
+        if self.boolean("X-Header") == Some(true) {
+            let (_, at) = self.string("X-Header").expect("X-Header is set");
+            self.warn(
+                Some(at),
+                "X-Header is deprecated (OpenDKIM says so too); write `SoftwareHeader yes`",
+            );
+            return true;
+        }
+        self.boolean("SoftwareHeader").unwrap_or(false)
+    }
+}
+
+/// `relaxed/simple`, or one word for the header method with a simple body.
+pub(crate) fn parse_canonicalization(
+    value: &str,
+) -> Result<(Canonicalization, Canonicalization), String> {
+    let one = |word: &str| match word.trim().to_ascii_lowercase().as_str() {
+        "simple" => Some(Canonicalization::Simple),
+        "relaxed" => Some(Canonicalization::Relaxed),
+        _ => None,
+    };
+    let expected = "write HEADER/BODY with relaxed or simple for each, e.g. relaxed/simple \
+                    (one word sets the header method only; the body stays simple)"
+        .to_string();
+    match value.split_once('/') {
+        Some((header, body)) => match (one(header), one(body)) {
+            (Some(h), Some(b)) => Ok((h, b)),
+            _ => Err(expected),
+        },
+        None => one(value)
+            .map(|h| (h, Canonicalization::Simple))
+            .ok_or(expected),
+    }
+}
+
+/// OpenDKIM's action names, without regard to case.
+pub(crate) fn parse_action(value: &str) -> Option<Action> {
+    match value.to_ascii_lowercase().as_str() {
+        "accept" => Some(Action::Accept),
+        "discard" => Some(Action::Discard),
+        "quarantine" => Some(Action::Quarantine),
+        "reject" => Some(Action::Reject),
+        "tempfail" => Some(Action::Tempfail),
+        _ => None,
+    }
+}
+
+/// A MacroList entry: `name` or `name` with `value1|value2`; the name may
+/// be written with or without braces (libmilter finds it either way).
+pub(crate) fn macro_rule(name: &str, values: Option<&str>) -> MacroRule {
+    MacroRule {
+        name: name
+            .trim()
+            .trim_start_matches('{')
+            .trim_end_matches('}')
+            .to_string(),
+        values: values
+            .map(|v| {
+                v.split('|')
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// The syslog facilities, as `syslog.h` names them.
+pub(crate) fn syslog_facility(name: &str) -> Option<&'static str> {
+    const FACILITIES: &[&str] = &[
+        "auth", "authpriv", "cron", "daemon", "ftp", "kern", "local0", "local1", "local2",
+        "local3", "local4", "local5", "local6", "local7", "lpr", "mail", "news", "syslog", "user",
+        "uucp",
+    ];
+    let lower = name.to_ascii_lowercase();
+    let lower = lower.strip_prefix("log_").unwrap_or(&lower);
+    FACILITIES.iter().find(|f| **f == lower).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::config::fixture::Dir;
+
+    fn dir() -> Dir {
+        Dir::new("opendkim.conf", Config::from_opendkim_file)
+    }
+
+    fn warnings(config: &Config) -> Vec<String> {
+        config.warnings.iter().map(|w| w.to_string()).collect()
+    }
+
+    const TABLES: &str = "\
+Mode s
+Socket inet:8891@localhost
+KeyTable file:$DIR/KeyTable
+SigningTable refile:$DIR/SigningTable
+";
+
+    fn tables_dir() -> Dir {
+        let dir = dir();
+        dir.write(
+            "KeyTable",
+            "rsa example.com:default:$DIR/default.private\ned example.com:ed25519:$DIR/ed25519.private\n",
+        );
+        dir.write("SigningTable", "*@example.com rsa\n*@example.com ed\n");
+        dir
+    }
+
+    #[test]
+    fn keytable_and_refile_signingtable_load_with_their_keys() {
+        let dir = tables_dir();
+        let config = dir.load(TABLES).unwrap();
+        assert_eq!(config.origin.format, Format::OpenDkim);
+        assert_eq!(
+            config.service.sockets,
+            vec!["inet:8891@localhost".parse::<SocketSpec>().unwrap()]
+        );
+        let tables = config.policy.signing.tables.as_ref().unwrap();
+        assert!(tables.keys.loaded_key("rsa").is_some());
+        assert!(tables.keys.loaded_key("ed").is_some());
+        let first = tables.signing_table.find_first("bob", "example.com");
+        assert_eq!(first.len(), 1, "a file line is its own rule");
+        assert!(warnings(&config).is_empty(), "{:?}", warnings(&config));
+    }
+
+    #[test]
+    fn last_repetition_wins() {
+        let dir = dir();
+        let config = dir
+            .load(
+                "Mode s\nSocket inet:1@localhost\nSocket inet:8891@localhost\nDomain example.com\n\
+                 KeyFile $DIR/default.private\nSelector first\nSelector default\n",
+            )
+            .unwrap();
+        assert_eq!(config.service.sockets[0].to_string(), "inet:8891@localhost");
+        assert_eq!(
+            config.policy.signing.domain_key.unwrap().selector,
+            "default"
+        );
+    }
+
+    #[test]
+    fn umask_is_read_as_octal() {
+        let dir = dir();
+        let config = dir
+            .load("Mode s\nSocket inet:8891@localhost\nUMask 007\n")
+            .unwrap();
+        assert_eq!(config.service.umask, Some(0o007));
+        let errors = dir.errors("Mode s\nSocket inet:8891@localhost\nUMask 01777\n");
+        assert!(errors[0].starts_with(&dir.line(3)), "{errors:?}");
+    }
+
+    #[test]
+    fn domain_without_keyfile_is_refused() {
+        let dir = dir();
+        let errors = dir.errors("Mode sv\nSocket inet:8891@localhost\nDomain example.com\n");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with(&dir.line(3)), "{errors:?}");
+        assert!(
+            errors[0].contains("Domain requires KeyFile and Selector"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn keyfile_without_selector_is_refused() {
+        let dir = dir();
+        let errors = dir.errors(
+            "Mode s\nSocket inet:8891@localhost\nDomain example.com\nKeyFile $DIR/default.private\n",
+        );
+        assert!(
+            errors.iter().any(|e| e.starts_with(&dir.line(4))
+                && e.contains("KeyFile and Selector must both be set")),
+            "{errors:?}"
+        );
+        assert!(
+            errors.iter().any(|e| e.contains("add `Selector NAME`")),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn selector_without_keyfile_is_refused() {
+        let dir = dir();
+        let errors = dir.errors("Mode s\nSocket inet:8891@localhost\nSelector default\n");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with(&dir.line(3)), "{errors:?}");
+        assert!(
+            errors[0].contains("add `KeyFile /path/to/default.private`"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn signingtable_without_keytable_is_refused() {
+        let dir = tables_dir();
+        let errors = dir
+            .errors("Mode s\nSocket inet:8891@localhost\nSigningTable refile:$DIR/SigningTable\n");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with(&dir.line(3)), "{errors:?}");
+        assert!(
+            errors[0].contains("SigningTable requires KeyTable"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn keytable_without_signingtable_is_refused_when_signing() {
+        let dir = tables_dir();
+        let errors =
+            dir.errors("Mode s\nSocket inet:8891@localhost\nKeyTable file:$DIR/KeyTable\n");
+        assert!(
+            errors[0].contains("KeyTable requires SigningTable"),
+            "{errors:?}"
+        );
+        assert!(
+            dir.load("Mode v\nSocket inet:8891@localhost\nKeyTable file:$DIR/KeyTable\n")
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn signingtable_key_missing_from_keytable_names_the_signingtable_line() {
+        let dir = tables_dir();
+        dir.write(
+            "SigningTable",
+            "*@example.com rsa\n*@example.org nokey\n*@example.net other\n",
+        );
+        let errors = dir.errors(TABLES);
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        let st = dir.path("SigningTable").display().to_string();
+        assert!(errors[0].starts_with(&format!("{st}:2: ")), "{errors:?}");
+        assert!(errors[0].contains("`nokey`"), "{errors:?}");
+        assert!(errors[1].starts_with(&format!("{st}:3: ")), "{errors:?}");
+    }
+
+    #[test]
+    fn unreadable_key_names_the_keytable_line_and_the_file() {
+        let dir = tables_dir();
+        dir.write(
+            "KeyTable",
+            "rsa example.com:default:$DIR/missing.private\ned example.com:ed25519:$DIR/ed25519.private\n",
+        );
+        let errors = dir.errors(TABLES);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let kt = dir.path("KeyTable").display().to_string();
+        assert!(errors[0].starts_with(&format!("{kt}:1: ")), "{errors:?}");
+        assert!(
+            errors[0].contains("missing.private: key file not found"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn keyfile_that_cannot_be_read_names_the_keyfile_line() {
+        let dir = dir();
+        let errors = dir.errors(
+            "Mode s\nSocket inet:8891@localhost\nDomain example.com\nSelector s\nKeyFile $DIR/nope.private\n",
+        );
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with(&dir.line(5)), "{errors:?}");
+        assert!(errors[0].contains("key file not found"), "{errors:?}");
+    }
+
+    #[test]
+    fn unsafe_key_is_refused_with_the_fix_unless_requiresafekeys_is_off() {
+        let dir = tables_dir();
+        let key = dir.path("default.private");
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+        let errors = dir.errors(TABLES);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("key data is not secure"), "{errors:?}");
+        assert!(
+            errors[0].contains(&format!("fix: chmod 600 {}", key.display())),
+            "{errors:?}"
+        );
+        let config = dir.load(&format!("{TABLES}RequireSafeKeys no\n")).unwrap();
+        let w = warnings(&config);
+        let kt = dir.path("KeyTable").display().to_string();
+        assert!(
+            w.iter()
+                .any(|w| w.starts_with(&format!("{kt}:1: ")) && w.contains("not secure")),
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn userid_decides_who_may_own_the_keys() {
+        let dir = tables_dir();
+        let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+        for name in ["default.private", "ed25519.private"] {
+            nix::unistd::chown(&dir.path(name), Some(nobody.uid), None).unwrap();
+        }
+        let errors = dir.errors(TABLES);
+        assert!(
+            errors.iter().all(|e| e.contains("owned by nobody")),
+            "{errors:?}"
+        );
+        let config = dir.load(&format!("{TABLES}UserID nobody\n")).unwrap();
+        assert_eq!(config.service.run_as.unwrap().user, "nobody");
+    }
+
+    #[test]
+    fn unknown_user_names_the_line() {
+        let dir = dir();
+        let errors =
+            dir.errors("Mode s\nSocket inet:8891@localhost\nUserID no-such-dkim-user:mail\n");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with(&dir.line(3)), "{errors:?}");
+        assert!(
+            errors[0].contains("user `no-such-dkim-user` does not exist"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn bad_socket_names_the_line() {
+        let dir = dir();
+        let errors = dir.errors("Mode s\nSocket inet:notaport@localhost\n");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with(&dir.line(2)), "{errors:?}");
+        assert!(errors[0].contains("invalid socket"), "{errors:?}");
+    }
+
+    #[test]
+    fn missing_socket_is_refused_unless_overridden() {
+        let dir = dir();
+        let errors = dir.errors("Mode s\n");
+        assert!(errors[0].contains("no socket to listen on"), "{errors:?}");
+        let path = dir.write("opendkim.conf", "Mode s\n");
+        let overrides = Overrides {
+            sockets: Some(vec!["inet:9999@127.0.0.1".parse().unwrap()]),
+        };
+        let origin = Origin {
+            path,
+            format: Format::OpenDkim,
+        };
+        let config = Config::load_with(&origin, &overrides).unwrap();
+        assert_eq!(config.service.sockets, overrides.sockets.unwrap());
+    }
+
+    #[test]
+    fn canonicalization_with_one_word_sets_the_header_method_only() {
+        let dir = dir();
+        let config = dir
+            .load("Mode s\nSocket inet:8891@localhost\nCanonicalization relaxed\n")
+            .unwrap();
+        assert_eq!(
+            config.policy.signature.header_canonicalization,
+            Canonicalization::Relaxed
+        );
+        assert_eq!(
+            config.policy.signature.body_canonicalization,
+            Canonicalization::Simple
+        );
+        let config = dir
+            .load("Mode s\nSocket inet:8891@localhost\nCanonicalization Simple/Relaxed\n")
+            .unwrap();
+        assert_eq!(
+            config.policy.signature.body_canonicalization,
+            Canonicalization::Relaxed
+        );
+    }
+
+    #[test]
+    fn bad_canonicalization_names_the_line_and_the_choices() {
+        let dir = dir();
+        let errors =
+            dir.errors("Mode s\nSocket inet:8891@localhost\nCanonicalization relaxed/loose\n");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with(&dir.line(3)), "{errors:?}");
+        assert!(errors[0].contains("relaxed/simple"), "{errors:?}");
+    }
+
+    #[test]
+    fn bad_action_names_the_line_and_the_choices() {
+        let dir = dir();
+        let errors = dir.errors(
+            "Mode s\nSocket inet:8891@localhost\nOn-Default bounce\nOn-NoSignature maybe\n",
+        );
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].starts_with(&dir.line(3)), "{errors:?}");
+        assert!(
+            errors[0].contains("accept, discard, quarantine, reject or tempfail"),
+            "{errors:?}"
+        );
+        assert!(errors[1].starts_with(&dir.line(4)), "{errors:?}");
+    }
+
+    #[test]
+    fn on_actions_map_default_then_specific_overrides() {
+        let dir = dir();
+        let base = "Mode s\nSocket inet:8891@localhost\n";
+        let actions = |extra: &str| dir.load(&format!("{base}{extra}")).unwrap().policy.errors;
+        assert_eq!(actions(""), ErrorActions::default());
+        assert_eq!(
+            actions("On-Default accept\n"),
+            ErrorActions {
+                internal_error: Action::Accept,
+                key_error: Action::Accept,
+                signing_error: Action::Accept,
+            }
+        );
+        assert_eq!(
+            actions("On-Default accept\nOn-InternalError tempfail\nOn-SignatureError Reject\n"),
+            ErrorActions {
+                internal_error: Action::Tempfail,
+                key_error: Action::Tempfail,
+                signing_error: Action::Reject,
+            }
+        );
+        assert_eq!(
+            actions("On-KeyNotFound reject\nOn-BadSignature reject\n"),
+            ErrorActions::default()
+        );
+    }
+
+    #[test]
+    fn known_unsupported_option_warns_once_per_line() {
+        let dir = dir();
+        let config = dir
+            .load(
+                "Mode s\nSocket inet:8891@localhost\nTrustAnchorFile /usr/share/dns/root.key\n\
+                 AlwaysAddARHeader yes\nBackground yes\nAutoRestart no\n",
+            )
+            .unwrap();
+        let w: Vec<String> = warnings(&config)
+            .into_iter()
+            .filter(|w| !w.contains("no signing keys"))
+            .collect();
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].starts_with(&dir.line(3)), "{w:?}");
+        assert!(
+            w[0].ends_with(
+                "OpenDKIM option TrustAnchorFile is not supported by dkim-sidecar and is ignored"
+            ),
+            "{w:?}"
+        );
+        assert!(w[1].contains("AlwaysAddARHeader"), "{w:?}");
+    }
+
+    #[test]
+    fn autorestart_yes_gets_a_note() {
+        let dir = dir();
+        let config = dir
+            .load("Mode s\nSocket inet:8891@localhost\nAutoRestart yes\nAutoRestartRate 10/1h\n")
+            .unwrap();
+        let w: Vec<String> = warnings(&config)
+            .into_iter()
+            .filter(|w| !w.contains("no signing keys"))
+            .collect();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with(&dir.line(3)) && w[0].contains("Restart=on-failure"),
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn mode_with_v_warns_once_and_still_signs() {
+        let dir = dir();
+        let config = dir.load("Mode sv\nSocket inet:8891@localhost\n").unwrap();
+        assert!(config.policy.mode.sign);
+        let w: Vec<String> = warnings(&config)
+            .into_iter()
+            .filter(|w| w.contains("Mode"))
+            .collect();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].starts_with(&dir.line(1)), "{w:?}");
+        assert!(w[0].contains("verification is not supported"), "{w:?}");
+        let unset = dir.load("Socket inet:8891@localhost\n").unwrap();
+        assert!(
+            warnings(&unset)
+                .iter()
+                .any(|w| w.contains("Mode is not set"))
+        );
+        let sign_only = dir.load("Mode s\nSocket inet:8891@localhost\n").unwrap();
+        assert!(!warnings(&sign_only).iter().any(|w| w.contains("Mode")));
+    }
+
+    #[test]
+    fn unknown_mode_letter_is_refused() {
+        let dir = dir();
+        let errors = dir.errors("Mode sx\nSocket inet:8891@localhost\n");
+        assert!(
+            errors[0].starts_with(&dir.line(1)) && errors[0].contains("s (sign) and v (verify)"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn star_in_a_non_refile_signingtable_is_warned() {
+        let dir = tables_dir();
+        dir.write("SigningTable", "*@example.com rsa\n");
+        let config = dir
+            .load(&TABLES.replace("refile:$DIR/SigningTable", "file:$DIR/SigningTable"))
+            .unwrap();
+        let w = warnings(&config);
+        let st = dir.path("SigningTable").display().to_string();
+        assert!(
+            w.iter()
+                .any(|w| w.starts_with(&format!("{st}:1: ")) && w.contains("refile:")),
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn keytable_ignores_domain_keyfile_and_selector_with_a_warning() {
+        let dir = tables_dir();
+        let config = dir
+            .load(&format!("{TABLES}Domain example.com\nSelector x\n"))
+            .unwrap();
+        assert!(config.policy.signing.domain_key.is_none());
+        let w = warnings(&config);
+        assert_eq!(
+            w.iter()
+                .filter(|w| w.contains("because KeyTable is set"))
+                .count(),
+            2,
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn relative_names_are_relative_to_basedirectory() {
+        let dir = tables_dir();
+        dir.write("KeyTable", "rsa example.com:default:./default.private\n");
+        dir.write("SigningTable", "*@example.com rsa\n");
+        let config = dir
+            .load("Mode s\nSocket inet:8891@localhost\nBaseDirectory $DIR\nKeyTable KeyTable\nSigningTable refile:SigningTable\n")
+            .expect_err("a bare relative name is a csl: list, as in OpenDKIM");
+        assert!(config.to_string().contains("KeyTable"), "{config}");
+        let config = dir
+            .load("Mode s\nSocket inet:8891@localhost\nBaseDirectory $DIR\nKeyTable file:KeyTable\nSigningTable refile:SigningTable\n")
+            .unwrap();
+        let tables = config.policy.signing.tables.unwrap();
+        assert_eq!(
+            tables.key_table.origin().path.as_ref(),
+            dir.path("KeyTable")
+        );
+        assert!(tables.keys.loaded_key("rsa").is_some());
+    }
+
+    #[test]
+    fn header_lists_follow_opendkims_star_rules() {
+        let dir = dir();
+        let config = dir
+            .load(
+                "Mode s\nSocket inet:8891@localhost\nSignHeaders *,+X-Mailer,-Subject\n\
+                 OmitHeaders *,-Received\nOversignHeaders From,To\n",
+            )
+            .unwrap();
+        let headers = &config.policy.signature.headers;
+        assert!(headers.signs(b"X-Mailer"));
+        assert!(!headers.signs(b"Subject"));
+        assert!(headers.signs(b"Message-ID"), "our default list is the base");
+        assert!(!headers.omitted().matches("received"));
+        assert!(headers.omitted().matches("bcc"));
+        assert_eq!(headers.oversigned(), ["from", "to"]);
+    }
+
+    #[test]
+    fn independent_problems_are_all_reported() {
+        let dir = dir();
+        let errors = dir.errors(
+            "Mode s\nSocket local:relative\nUserID no-such-dkim-user\nCanonicalization odd\nDomain example.com\n",
+        );
+        assert_eq!(errors.len(), 4, "{errors:?}");
+        for line in [2, 3, 4, 5] {
+            assert!(
+                errors.iter().any(|e| e.starts_with(&dir.line(line))),
+                "{errors:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn trust_lists_and_macros_are_read_as_data_sets() {
+        let dir = dir();
+        dir.write(
+            "TrustedHosts",
+            "127.0.0.1\n::1\n10.0.0.0/8\n*.example.com\n",
+        );
+        let config = dir
+            .load(
+                "Mode s\nSocket inet:8891@localhost\nInternalHosts $DIR/TrustedHosts\n\
+                 ExternalIgnoreList refile:$DIR/TrustedHosts\nPeerList 192.0.2.1\n\
+                 MTA submission,smtps\nMacroList daemon_name=ORIGINATING|submission,{auth_authen}\n",
+            )
+            .unwrap();
+        let trust = &config.policy.trust;
+        assert_eq!(trust.internal_hosts.len(), 4);
+        assert!(trust.internal_hosts.check_ip("10.1.2.3".parse().unwrap()));
+        assert!(trust.external_ignore.is_some());
+        assert_eq!(trust.peers.as_ref().unwrap().entries(), ["192.0.2.1"]);
+        assert_eq!(trust.mta_names, ["submission", "smtps"]);
+        assert_eq!(
+            trust.macros,
+            vec![
+                MacroRule {
+                    name: "daemon_name".into(),
+                    values: vec!["ORIGINATING".into(), "submission".into()],
+                },
+                MacroRule {
+                    name: "auth_authen".into(),
+                    values: vec![],
+                },
+            ]
+        );
+    }
+}

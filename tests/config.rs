@@ -1,0 +1,368 @@
+//! Loading real configurations: the three setups the common guides
+//! describe and Debian's shipped /etc/opendkim.conf, each also accepted by
+//! the real OpenDKIM (`opendkim -n -x FILE` checks a configuration without
+//! starting), and the two shipped examples, loaded and run through
+//! `check-config`.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use common::{run, run_ok, sidecar, stderr, stdout};
+use dkim_sidecar::config::{Config, Format};
+use dkim_sidecar::keys::KeyType;
+use dkim_sidecar::server::SocketSpec;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// A fixture copied into a fresh directory, `@DIR@` replaced by it, with
+/// the test-only keys installed as a real setup has them (mode 0600 under
+/// directories only root can write): `keys/example.com/default.private`
+/// (RSA), `keys/example.com/ed25519.private` and
+/// `keys/example.org/default.private`.
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new(fixture: &str) -> Setup {
+        // Not under /tmp: OpenDKIM refuses keys below a world-writable
+        // directory, sticky bit or not.
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let from = Path::new(ROOT).join("tests/fixtures/config").join(fixture);
+        for entry in fs::read_dir(&from).unwrap() {
+            let entry = entry.unwrap();
+            let text = fs::read_to_string(entry.path()).unwrap();
+            let text = text.replace("@DIR@", &dir.path().display().to_string());
+            fs::write(dir.path().join(entry.file_name()), text).unwrap();
+        }
+        let keys = Path::new(ROOT).join("keys-example");
+        for (domain, name, source) in [
+            ("example.com", "default.private", "default.private"),
+            ("example.com", "ed25519.private", "ed25519.private"),
+            ("example.org", "default.private", "default.private"),
+        ] {
+            let to_dir = dir.path().join("keys").join(domain);
+            fs::create_dir_all(&to_dir).unwrap();
+            fs::set_permissions(dir.path().join("keys"), fs::Permissions::from_mode(0o700))
+                .unwrap();
+            fs::set_permissions(&to_dir, fs::Permissions::from_mode(0o700)).unwrap();
+            let to = to_dir.join(name);
+            fs::copy(keys.join(source), &to).unwrap();
+            fs::set_permissions(&to, fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        Setup { dir }
+    }
+
+    fn conf(&self) -> PathBuf {
+        self.dir.path().join("opendkim.conf")
+    }
+
+    /// The real OpenDKIM accepts the configuration.
+    fn opendkim_accepts(&self) {
+        run_ok(
+            "opendkim",
+            "opendkim",
+            &["-n", "-x", self.conf().to_str().unwrap()],
+            self.dir.path(),
+        );
+    }
+
+    fn load(&self) -> Config {
+        Config::from_opendkim_file(self.conf()).unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+fn warnings(config: &Config) -> Vec<String> {
+    config.warnings.iter().map(|w| w.to_string()).collect()
+}
+
+fn signing_keys(config: &Config, user: &str, domain: &str) -> Vec<String> {
+    let policy = &config.policy;
+    let tables = policy.signing.tables.as_ref().expect("signing tables");
+    let matches = if policy.signing.multiple_signatures {
+        tables.signing_table.find_all(user, domain)
+    } else {
+        tables.signing_table.find_first(user, domain)
+    };
+    matches.into_iter().map(|m| m.key_name).collect()
+}
+
+#[test]
+fn guide_with_keytable_refile_signingtable_and_trustedhosts_loads() {
+    let setup = Setup::new("guide-tables");
+    setup.opendkim_accepts();
+    let config = setup.load();
+    assert_eq!(config.origin.format, Format::OpenDkim);
+    assert_eq!(
+        config.service.sockets,
+        vec!["inet:12301@localhost".parse::<SocketSpec>().unwrap()]
+    );
+    assert_eq!(config.service.umask, Some(0o002));
+    assert_eq!(config.service.run_as.as_ref().unwrap().user, "opendkim");
+    assert_eq!(
+        signing_keys(&config, "alice", "example.com"),
+        ["mail._domainkey.example.com"]
+    );
+    assert!(signing_keys(&config, "alice", "example.org").is_empty());
+    let trust = &config.policy.trust;
+    assert!(
+        trust
+            .internal_hosts
+            .check_ip("192.168.0.77".parse().unwrap())
+    );
+    assert!(trust.internal_hosts.matches_client("localhost", None));
+    assert_eq!(
+        trust.external_ignore.as_ref().unwrap().entries(),
+        trust.internal_hosts.entries()
+    );
+    let w = warnings(&config);
+    let trusted = setup.dir.path().join("TrustedHosts").display().to_string();
+    for expected in [
+        format!("{trusted}:3: `192.168.0.1/24` has host bits set"),
+        format!("{trusted}:5: pattern `*.example.com` starts with `*`"),
+        "Mode includes v".to_string(),
+        "AutoRestart is ignored".to_string(),
+    ] {
+        assert_eq!(
+            w.iter().filter(|w| w.contains(&expected)).count(),
+            1,
+            "once, though the file serves two options: {expected}: {w:?}"
+        );
+    }
+}
+
+#[test]
+fn guide_with_domain_star_keyfile_and_selector_loads() {
+    let setup = Setup::new("guide-domain");
+    setup.opendkim_accepts();
+    let config = setup.load();
+    let key = config
+        .policy
+        .signing
+        .domain_key
+        .as_ref()
+        .expect("Domain key");
+    assert!(key.domains.is_any());
+    assert_eq!(key.selector, "default");
+    assert_eq!(key.key.key_type(), KeyType::Rsa);
+    assert_eq!(
+        key.key_file,
+        setup.dir.path().join("keys/example.com/default.private")
+    );
+    let signature = &config.policy.signature;
+    assert_eq!(
+        (
+            signature.header_canonicalization,
+            signature.body_canonicalization
+        ),
+        (
+            mail_auth::dkim::Canonicalization::Relaxed,
+            mail_auth::dkim::Canonicalization::Simple
+        )
+    );
+    assert_eq!(signature.headers.oversigned(), ["from"]);
+    assert_eq!(config.policy.trust.internal_hosts.len(), 3);
+}
+
+#[test]
+fn guide_with_several_domains_percent_keys_and_dual_signing_loads() {
+    let setup = Setup::new("guide-multi");
+    setup.opendkim_accepts();
+    let config = setup.load();
+    assert!(config.policy.signing.multiple_signatures);
+    assert_eq!(
+        signing_keys(&config, "bob", "example.com"),
+        ["rsa-example.com", "ed25519-example.com"]
+    );
+    assert_eq!(
+        signing_keys(&config, "bob", "eu.example.com"),
+        ["rsa-example.com"]
+    );
+    assert_eq!(signing_keys(&config, "bob", "example.org"), ["rsa-hosted"]);
+    let tables = config.policy.signing.tables.as_ref().unwrap();
+    let rsa = tables.keys.loaded_key("rsa-example.com").unwrap();
+    let ed = tables.keys.loaded_key("ed25519-example.com").unwrap();
+    assert_eq!(
+        (rsa.key_type(), ed.key_type()),
+        (KeyType::Rsa, KeyType::Ed25519)
+    );
+    assert!(
+        tables.keys.loaded_key("rsa-hosted").is_none(),
+        "a % key file is loaded when a message needs it"
+    );
+    let hosted = tables
+        .key_table
+        .get("rsa-hosted")
+        .unwrap()
+        .resolve("Example.ORG");
+    assert_eq!(hosted.domain, "example.org");
+    assert_eq!(config.policy.sender_headers, ["sender", "from"]);
+    assert_eq!(
+        config.service.sockets,
+        vec![SocketSpec::Unix(setup.dir.path().join("opendkim.sock"))]
+    );
+    assert!(warnings(&config).is_empty(), "{:?}", warnings(&config));
+}
+
+#[test]
+fn debians_shipped_opendkim_conf_loads() {
+    let conf = Path::new(ROOT).join("tests/fixtures/config/debian/opendkim.conf");
+    run_ok(
+        "opendkim",
+        "opendkim",
+        &["-n", "-x", conf.to_str().unwrap()],
+        Path::new(ROOT),
+    );
+    let config = Config::from_opendkim_file(&conf).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        config.service.sockets,
+        vec![SocketSpec::Unix("/run/opendkim/opendkim.sock".into())]
+    );
+    assert_eq!(config.service.umask, Some(0o007));
+    assert_eq!(
+        config.service.pid_file.as_deref(),
+        Some(Path::new("/run/opendkim/opendkim.pid"))
+    );
+    assert_eq!(config.service.run_as.as_ref().unwrap().user, "opendkim");
+    assert!(config.logging.syslog && config.logging.log_success);
+    assert_eq!(config.policy.signature.headers.oversigned(), ["from"]);
+    let w = warnings(&config);
+    for expected in [
+        "OpenDKIM option TrustAnchorFile is not supported",
+        "Mode is not set",
+        "no signing keys are configured",
+    ] {
+        assert!(w.iter().any(|w| w.contains(expected)), "{expected}: {w:?}");
+    }
+}
+
+#[test]
+fn shipped_toml_example_dual_signs_example_com() {
+    let config = Config::from_toml_file(Path::new(ROOT).join("conf/dkim-sidecar.toml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.origin.format, Format::Toml);
+    assert_eq!(
+        config.service.sockets,
+        vec!["inet:8891@127.0.0.1".parse::<SocketSpec>().unwrap()]
+    );
+    assert_eq!(
+        signing_keys(&config, "anyone", "example.com"),
+        ["example-rsa", "example-ed25519"]
+    );
+    assert!(
+        config
+            .policy
+            .trust
+            .internal_hosts
+            .check_ip("::1".parse().unwrap())
+    );
+    // A clone leaves the keys 0644; the example relaxes the check for that
+    // reason only, so the only warnings are about those two files.
+    for w in warnings(&config) {
+        assert!(w.contains("key data is not secure"), "{w}");
+    }
+}
+
+#[test]
+fn shipped_opendkim_example_is_accepted_by_opendkim_and_by_us() {
+    run_ok(
+        "opendkim",
+        "opendkim",
+        &["-n", "-x", "conf/opendkim/opendkim.conf"],
+        Path::new(ROOT),
+    );
+    let out = sidecar(
+        &["check-config", "-x", "conf/opendkim/opendkim.conf"],
+        Path::new(ROOT),
+    );
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    for expected in [
+        "listen on: inet:8891@localhost",
+        "*@example.com",
+        "d=example.com s=default rsa-sha256, 2048-bit RSA key",
+        "keys-example/default.private",
+        "internal hosts: 127.0.0.1, ::1, localhost",
+        "canonicalization: relaxed/simple",
+        "oversigned headers: from",
+        "OpenDKIM option DNSTimeout is not supported",
+    ] {
+        assert!(text.contains(expected), "{expected}:\n{text}");
+    }
+}
+
+#[test]
+fn check_config_prints_the_effective_rules_of_the_toml_example() {
+    let out = sidecar(
+        &["check-config", "-c", "conf/dkim-sidecar.toml"],
+        Path::new(ROOT),
+    );
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    for expected in [
+        "native TOML",
+        "listen on: inet:8891@127.0.0.1",
+        "*@example.com  (conf/dkim-sidecar.toml:",
+        "key example-rsa: d=example.com s=default rsa-sha256, 2048-bit RSA key",
+        "key example-ed25519: d=example.com s=ed25519 ed25519-sha256, Ed25519 key",
+        "internal hosts: 127.0.0.1, ::1",
+        "internal error: tempfail",
+    ] {
+        assert!(text.contains(expected), "{expected}:\n{text}");
+    }
+}
+
+#[test]
+fn check_config_lists_every_problem_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("opendkim.conf");
+    fs::write(
+        &conf,
+        "Mode s\nSocket inet:8891@localhost\nSokcet inet:1@localhost\nDomain example.com\n\
+         SigningTable refile:/etc/none\n",
+    )
+    .unwrap();
+    let out = sidecar(&["check-config", "-x", conf.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).is_empty());
+    let errors = stderr(&out);
+    let lines: Vec<&str> = errors.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "grammar errors stop before meaning: {errors}"
+    );
+    assert!(
+        lines[0].starts_with(&format!(
+            "dkim-sidecar: {}:3: unknown option `Sokcet`",
+            conf.display()
+        )),
+        "{errors}"
+    );
+    fs::write(
+        &conf,
+        "Mode s\nSocket inet:8891@localhost\nDomain example.com\nSigningTable refile:/etc/none\n",
+    )
+    .unwrap();
+    let out = sidecar(&["check-config", "-x", conf.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let errors = stderr(&out);
+    for line in [3, 4] {
+        assert!(
+            errors.contains(&format!("dkim-sidecar: {}:{line}: ", conf.display())),
+            "{errors}"
+        );
+    }
+    // The real OpenDKIM refuses it too.
+    let theirs = run(
+        "opendkim",
+        "opendkim",
+        &["-n", "-x", conf.to_str().unwrap()],
+        dir.path(),
+    );
+    assert!(!theirs.status.success());
+}

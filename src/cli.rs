@@ -97,6 +97,12 @@ pub struct RunArgs {
     /// 127.0.0.1:9820; overrides the configuration.
     #[arg(long, value_name = "IP:PORT")]
     pub metrics_listen: Option<SocketAddr>,
+
+    /// Also reload when the configuration file, a table or a key file
+    /// changes, checking every SECONDS seconds (as on SIGHUP: a broken
+    /// change is logged and the running configuration stays).
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub watch_interval: Option<u64>,
 }
 
 #[derive(Debug, Args)]

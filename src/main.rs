@@ -97,11 +97,15 @@ fn run_daemon(args: &RunArgs) -> Result<ExitCode, String> {
     };
     let allow_root = args.allow_root;
     let metrics_listen = args.metrics_listen;
+    let watch_interval = args.watch_interval.map(std::time::Duration::from_secs);
     let load = move || {
         Config::load_with(&origin, &overrides).map(|mut config| {
             config.service.allow_root |= allow_root;
             if metrics_listen.is_some() {
                 config.service.metrics_listen = metrics_listen;
+            }
+            if watch_interval.is_some() {
+                config.service.watch_interval = watch_interval;
             }
             config
         })

@@ -5,9 +5,10 @@
 //! systemd socket activation (through Debian's `systemd-socket-activate`),
 //! READY=1/RELOADING=1/STOPPING=1, and metrics that match what was sent.
 //!
-//! The daemon runs as a child process (see `support::daemon`). Needs root
-//! and the packages `.ci/install-deps` installs. No test asserts a timing:
-//! instants are only compared to order events.
+//! The daemon is `dkim-sidecar run -x` on the Sidecar's opendkim.conf (see
+//! `support::daemon`; `DKIM_SIDECAR_BIN` runs an installed binary instead).
+//! Needs root and the packages `.ci/install-deps` installs. No test asserts
+//! a timing: instants are only compared to order events.
 
 mod support;
 
@@ -421,7 +422,7 @@ fn a_broken_reload_keeps_the_old_configuration() {
 #[test]
 fn changed_table_files_are_reloaded_when_watched() {
     let setup = Setup::start(Daemon {
-        watch: Some(Duration::from_millis(100)),
+        watch: Some(Duration::from_secs(1)),
         ..Daemon::default()
     });
     assert_eq!(selector(&setup.send("before"), &setup.sidecar), "default");
@@ -455,13 +456,9 @@ fn sockets_from_systemd_socket_activate_are_used_as_they_are() {
     let MilterSocket::Unix(unix_path) = &unix else {
         unreachable!()
     };
-    // The configured socket is somewhere the daemon cannot bind and the
-    // configured mode would lock Postfix out: neither may be applied to
-    // the sockets systemd passed.
-    let daemon = Daemon {
-        socket_mode: Some(0o600),
-        ..Daemon::default()
-    };
+    // The configured socket is somewhere the daemon cannot bind: it must
+    // not be opened when systemd passes sockets.
+    let daemon = Daemon::default();
     let milter = MilterProcess::start(
         "systemd-socket-activate + dkim-sidecar daemon",
         &unix,
@@ -596,7 +593,10 @@ fn one_message_through(sidecar: &Sidecar, socket: &MilterSocket, subject: &str) 
 #[test]
 fn syslog_yes_writes_one_line_per_message_to_facility_mail() {
     support::require_program("/usr/bin/unshare", "util-linux");
-    let sidecar = Sidecar::builder().write();
+    let sidecar = Sidecar::builder()
+        .config_line("Syslog yes")
+        .config_line("SyslogFacility mail")
+        .write();
     let socket = MilterSocket::free_inet();
     // The daemon's /dev/log is this socket: a private mount namespace with a
     // tmpfs on /dev and the socket bound over /dev/log, so the test needs no
@@ -604,13 +604,7 @@ fn syslog_yes_writes_one_line_per_message_to_facility_mail() {
     let log_path = sidecar.dir().join("devlog.sock");
     let syslog = UnixDatagram::bind(&log_path).unwrap();
     syslog.set_read_timeout(Some(PATIENCE)).unwrap();
-    let daemon = Daemon {
-        logging: Some(support::daemon::logging(|l| {
-            l.syslog = true;
-            l.syslog_facility = "mail".into();
-        })),
-        ..Daemon::default()
-    };
+    let daemon = Daemon::default();
     let milter = MilterProcess::start(
         "dkim-sidecar daemon (syslog)",
         &socket,
@@ -687,13 +681,13 @@ fn syslog_yes_writes_one_line_per_message_to_facility_mail() {
 
 #[test]
 fn json_lines_and_log_why_no_keep_the_short_reason() {
-    let sidecar = Sidecar::builder().internal_hosts(&["192.0.2.1"]).write();
+    let sidecar = Sidecar::builder()
+        .internal_hosts(&["192.0.2.1"])
+        .config_line("LogWhy no")
+        .write();
     let socket = MilterSocket::free_inet();
     let milter = Daemon {
-        logging: Some(support::daemon::logging(|l| {
-            l.json = true;
-            l.log_why = false;
-        })),
+        json_logs: true,
         ..Daemon::default()
     }
     .start(&sidecar, &socket);
@@ -755,8 +749,7 @@ fn under_journald_lines_carry_priorities_and_no_timestamp() {
     let started = text
         .lines()
         .find(|l| l.contains("dkim-sidecar started"))
-        .unwrap()
-        .trim_start_matches("test daemon_child ... ");
+        .unwrap();
     assert!(started.starts_with("<6>dkim-sidecar started "), "{started}");
     let signed = text.lines().find(|l| l.contains("result=signed")).unwrap();
     assert!(signed.starts_with("<6>signed queue_id="), "{signed}");

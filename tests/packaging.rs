@@ -126,3 +126,17 @@ fn maintainer_scripts_are_valid_shell_and_keep_the_keys() {
         "{postinst}"
     );
 }
+
+#[test]
+fn the_packaged_configuration_loads_and_signs_nothing_until_keys_are_added() {
+    let out = Command::new(env!("CARGO_BIN_EXE_dkim-sidecar"))
+        .args(["check-config", "-c"])
+        .arg(packaging("dkim-sidecar.toml"))
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("listen on: inet:8891@127.0.0.1"), "{said}");
+    assert!(said.contains("no message is signed"), "{said}");
+}

@@ -469,7 +469,7 @@ impl Reading {
             umask,
             allow_root: server.allow_root,
             server: settings,
-            // Not read from the file yet (run --metrics-listen sets the first).
+            // Not read from the file yet: run --metrics-listen, --watch-interval.
             metrics_listen: None,
             watch_interval: None,
         };

@@ -300,7 +300,7 @@ impl Reading {
             umask,
             allow_root: false,
             server: server::Settings::default(),
-            // Not read from the file yet (run --metrics-listen sets the first).
+            // Not read from the file yet: run --metrics-listen, --watch-interval.
             metrics_listen: None,
             watch_interval: None,
         };

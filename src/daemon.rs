@@ -69,9 +69,10 @@ pub enum DaemonError {
 pub type Reload = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
 
 /// The whole `run` subcommand once the configuration is loaded: logging,
-/// a multi-threaded runtime, [`run`]. Blocks until the daemon stops.
+/// a multi-threaded runtime, [`run`]. Blocks until the daemon stops. An
+/// error is returned for the caller to print (and logged too with syslog).
 pub fn main(config: Config, reload: Reload) -> Result<(), DaemonError> {
-    crate::logging::init(&config.logging)?;
+    let destination = crate::logging::init(&config.logging)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("dkim-sidecar")
@@ -79,7 +80,10 @@ pub fn main(config: Config, reload: Reload) -> Result<(), DaemonError> {
         .map_err(DaemonError::Runtime)?;
     let result = runtime.block_on(run(config, reload));
     if let Err(error) = &result {
-        tracing::error!("{error}");
+        // The caller prints it on stderr; syslog needs its own copy.
+        if matches!(destination, crate::logging::Destination::Syslog(_)) {
+            tracing::error!("{error}");
+        }
         systemd::status(&format!("failed: {error}"));
     }
     result

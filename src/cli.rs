@@ -24,6 +24,17 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the milter in the foreground.
+    #[command(long_about = "Run the milter in the foreground.\n\n\
+        Signals: SIGHUP or SIGUSR1 re-reads the configuration, tables and keys \
+        (a reload that fails is logged and the previous configuration keeps \
+        serving; messages in progress finish with the configuration they \
+        started with); SIGTERM or SIGINT stops accepting connections and lets \
+        open transactions finish.\n\n\
+        Under systemd: READY=1 is sent once the sockets listen, and sockets \
+        passed by socket activation (LISTEN_FDS) are used instead of the \
+        configured ones, as they are.\n\n\
+        Logs go to stderr (the journal under systemd), or to syslog with \
+        Syslog yes; one line per message. RUST_LOG=debug shows more.")]
     #[command(after_help = "Examples:\n  \
         dkim-sidecar run -c /etc/dkim-sidecar/dkim-sidecar.toml\n  \
         dkim-sidecar run -x /etc/opendkim.conf --socket inet:8891@localhost")]
@@ -81,6 +92,17 @@ pub struct RunArgs {
     /// default: a signer holding your domain's key should not run as root).
     #[arg(long)]
     pub allow_root: bool,
+
+    /// Serve Prometheus metrics on this address (GET /metrics), e.g.
+    /// 127.0.0.1:9820; overrides the configuration.
+    #[arg(long, value_name = "IP:PORT")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Also reload when the configuration file, a table or a key file
+    /// changes, checking every SECONDS seconds (as on SIGHUP: a broken
+    /// change is logged and the running configuration stays).
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub watch_interval: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -1,32 +1,49 @@
 //! Running as a daemon: the process around the milter server.
 //!
-//! [`run`] takes a loaded [`Config`], opens the sockets, writes the PID
-//! file, drops privileges, serves until SIGTERM or SIGINT, and reloads the
-//! signing policy on SIGHUP or SIGUSR1 (OpenDKIM's reload signal; SIGHUP
-//! killing OpenDKIM is a common surprise we do not repeat). A reload that
-//! fails logs the precise error and keeps the policy in force. Settings
-//! that need a restart (sockets, user) are reported, not applied.
+//! [`main`] sets up logging and the runtime and calls [`run`], which takes a
+//! loaded [`Config`], opens the sockets (or takes the ones systemd passed),
+//! starts the metrics endpoint if configured, writes the PID file, drops
+//! privileges, tells systemd it is ready, serves until SIGTERM or SIGINT,
+//! and reloads the configuration on SIGHUP or SIGUSR1 (OpenDKIM's reload
+//! signal; SIGHUP killing OpenDKIM is a common surprise we do not repeat),
+//! or when a watched file changes. A reload that fails logs the precise
+//! error and keeps the configuration in force; transactions already open
+//! finish with the policy they started with. Settings that need a restart
+//! (sockets, user, log destination) are reported, not applied.
 //!
 //! This module must never load keys itself or sign: loading is the
 //! configuration's job, signing the filter's.
 
 use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, RunAs};
+use crate::config::{Config, Logging, RunAs};
+use crate::logging::LoggingError;
+use crate::metrics::{self, Metrics, MetricsBindError};
+use crate::policy::Policy;
+use crate::report::Reporter;
 use crate::server::{self, Listener};
 use crate::signing::{LivePolicy, SigningFilter};
+use crate::systemd;
+use crate::tables::KeySource;
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error(transparent)]
     Bind(#[from] server::BindError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsBindError),
+    #[error(transparent)]
+    Logging(#[from] LoggingError),
+    #[error("no socket to listen on: set Socket (opendkim.conf) or socket (TOML), or use --socket")]
+    NoSocket,
     #[error(
         "refusing to sign as root: set UserID (opendkim.conf) or user (TOML) to an unprivileged user, or pass --allow-root (allow_root = true in TOML)"
     )]
@@ -44,10 +61,33 @@ pub enum DaemonError {
     },
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
 }
 
 /// How the daemon reads its configuration again on reload.
 pub type Reload = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
+
+/// The whole `run` subcommand once the configuration is loaded: logging,
+/// a multi-threaded runtime, [`run`]. Blocks until the daemon stops. An
+/// error is returned for the caller to print (and logged too with syslog).
+pub fn main(config: Config, reload: Reload) -> Result<(), DaemonError> {
+    let destination = crate::logging::init(&config.logging)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("dkim-sidecar")
+        .build()
+        .map_err(DaemonError::Runtime)?;
+    let result = runtime.block_on(run(config, reload));
+    if let Err(error) = &result {
+        // The caller prints it on stderr; syslog needs its own copy.
+        if matches!(destination, crate::logging::Destination::Syslog(_)) {
+            tracing::error!("{error}");
+        }
+        systemd::status(&format!("failed: {error}"));
+    }
+    result
+}
 
 /// Serve mail until asked to stop.
 pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
@@ -58,10 +98,27 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask as _));
     }
 
-    let mut listeners: Vec<Listener> = Vec::new();
-    for spec in &config.service.sockets {
-        listeners.extend(server::bind(spec, &config.service.socket_access, 1024)?);
+    let mut listeners = systemd::listeners()?;
+    let activated = !listeners.is_empty();
+    if activated {
+        if !config.service.sockets.is_empty() {
+            tracing::info!(
+                "using the {} socket(s) systemd passed; the configured Socket is not opened",
+                listeners.len()
+            );
+        }
+    } else {
+        for spec in &config.service.sockets {
+            listeners.extend(server::bind(spec, &config.service.socket_access, 1024)?);
+        }
     }
+    if listeners.is_empty() {
+        return Err(DaemonError::NoSocket);
+    }
+    let metrics_listener = match config.service.metrics_listen {
+        Some(addr) => Some(metrics::bind(addr)?),
+        None => None,
+    };
     let pid_file = match &config.service.pid_file {
         Some(path) => Some(PidFile::write(path)?),
         None => None,
@@ -74,70 +131,277 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
     let mut user1 = signal(SignalKind::user_defined1()).map_err(DaemonError::Signals)?;
 
     let sockets: Vec<String> = listeners.iter().map(Listener::describe).collect();
+    let sockets = sockets.join(", ");
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
-        sockets = %sockets.join(", "),
+        sockets = %sockets,
+        from_systemd = activated,
         config = %config.origin.path.display(),
+        metrics = %config.service.metrics_listen.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
         "dkim-sidecar started"
     );
 
+    let metrics = metrics_listener.as_ref().map(|_| Arc::new(Metrics::new()));
+    if let Some(m) = &metrics {
+        m.loaded(true, Some(&config.policy));
+    }
+    let reporter = Arc::new(Reporter::new(&config.logging, metrics.clone()));
+    let mut watcher = config
+        .service
+        .watch_interval
+        .map(|every| Watcher::new(every, &config));
+    let mut current = Current {
+        service: config.service.clone(),
+        logging: config.logging.clone(),
+    };
     let settings = config.service.server;
-    let service = config.service.clone();
     let live = Arc::new(LivePolicy::new(config.policy));
     let shutdown = CancellationToken::new();
     let server = tokio::spawn({
         let live = Arc::clone(&live);
+        let reporter = Arc::clone(&reporter);
         let shutdown = shutdown.clone();
         async move {
             server::run(
                 listeners,
-                move |_| SigningFilter::new(Arc::clone(&live)),
+                move |_| SigningFilter::with_report(Arc::clone(&live), reporter.connection()),
                 settings,
                 shutdown,
             )
             .await;
         }
     });
+    let metrics_server = match (metrics_listener, &metrics) {
+        (Some(listener), Some(m)) => {
+            let listener =
+                tokio::net::TcpListener::from_std(listener).map_err(|source| MetricsBindError {
+                    addr: current.service.metrics_listen.expect("bound above"),
+                    source,
+                })?;
+            Some(tokio::spawn(metrics::serve(
+                listener,
+                Arc::clone(m),
+                shutdown.clone(),
+            )))
+        }
+        _ => None,
+    };
     let reload: Arc<Reload> = Arc::new(reload);
+    systemd::ready(&format!("signing on {sockets}"));
 
     loop {
+        let tick = async {
+            match &mut watcher {
+                Some(w) => w.changed().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
-            _ = hangup.recv() => reload_policy(&reload, &live, &service).await,
-            _ = user1.recv() => reload_policy(&reload, &live, &service).await,
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: reloading");
+                reload_config(&reload, &live, &reporter, &mut current, watcher.as_mut(), &sockets).await;
+            }
+            _ = user1.recv() => {
+                tracing::info!("SIGUSR1: reloading");
+                reload_config(&reload, &live, &reporter, &mut current, watcher.as_mut(), &sockets).await;
+            }
+            changed = tick => {
+                tracing::info!("{} changed: reloading", changed.display());
+                reload_config(&reload, &live, &reporter, &mut current, watcher.as_mut(), &sockets).await;
+            }
         }
     }
     tracing::info!("shutting down: finishing open transactions");
+    systemd::stopping();
     shutdown.cancel();
     let _ = server.await;
+    if let Some(task) = metrics_server {
+        let _ = task.await;
+    }
     drop(pid_file);
     tracing::info!("dkim-sidecar stopped");
     Ok(())
 }
 
-async fn reload_policy(reload: &Arc<Reload>, live: &LivePolicy, service: &crate::config::Service) {
+/// The settings in force that a reload cannot change.
+struct Current {
+    service: crate::config::Service,
+    logging: Logging,
+}
+
+async fn reload_config(
+    reload: &Arc<Reload>,
+    live: &LivePolicy,
+    reporter: &Reporter,
+    current: &mut Current,
+    watcher: Option<&mut Watcher>,
+    sockets: &str,
+) {
+    systemd::reloading();
     let reload = Arc::clone(reload);
-    match tokio::task::spawn_blocking(move || reload()).await {
-        Ok(Ok(config)) => {
+    let loaded = match tokio::task::spawn_blocking(move || reload()).await {
+        Ok(result) => result,
+        Err(panic) => Err(format!("the configuration loader failed: {panic}")),
+    };
+    match loaded {
+        Ok(config) => {
             for warning in &config.warnings {
                 tracing::warn!("{warning}");
             }
-            if &config.service != service {
+            if config.service != current.service {
                 tracing::warn!(
-                    "reload: socket, user or limit settings changed; they take effect at the next restart"
+                    "reload: socket, user, metrics or limit settings changed; they take effect at the next restart"
                 );
+            }
+            let (old, new) = (&current.logging, &config.logging);
+            if (old.syslog, &old.syslog_facility, old.json)
+                != (new.syslog, &new.syslog_facility, new.json)
+            {
+                tracing::warn!(
+                    "reload: Syslog, SyslogFacility or JSON logging changed; they take effect at the next restart"
+                );
+            }
+            reporter.update(&config.logging);
+            current.logging = config.logging.clone();
+            if let Some(m) = reporter.metrics() {
+                m.reload(true, Some(&config.policy));
+            }
+            if let Some(w) = watcher {
+                w.rebase(&config);
             }
             live.replace(config.policy);
             tracing::info!("reload: configuration, tables and keys reloaded");
+            systemd::ready(&format!("signing on {sockets}; reloaded"));
         }
-        Ok(Err(error)) => {
+        Err(error) => {
             tracing::error!("reload failed, keeping the previous configuration: {error}");
-        }
-        Err(panic) => {
-            tracing::error!("reload failed, keeping the previous configuration: {panic}");
+            if let Some(m) = reporter.metrics() {
+                m.reload(false, None);
+            }
+            if let Some(w) = watcher {
+                w.accept_current();
+            }
+            systemd::ready(&format!(
+                "signing on {sockets}; last reload failed: {error}"
+            ));
         }
     }
+}
+
+/// Polls the files a configuration was read from and reports when one
+/// changed and then stayed unchanged for one more interval (so a file
+/// being written is not read half-way; if it is, the reload fails, the old
+/// configuration stays, and the finished write triggers another).
+struct Watcher {
+    interval: tokio::time::Interval,
+    files: Vec<PathBuf>,
+    /// The state last loaded (or last rejected).
+    baseline: Vec<FileState>,
+    /// A changed state seen at the previous tick, waiting to settle.
+    pending: Option<Vec<FileState>>,
+}
+
+/// What identifies a version of a file: missing, or its inode, size and
+/// modification time.
+type FileState = Option<(u64, u64, i64, i64)>;
+
+impl Watcher {
+    fn new(every: Duration, config: &Config) -> Watcher {
+        let mut interval = tokio::time::interval(every.max(Duration::from_millis(100)));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let files = watched_files(config);
+        let baseline = snapshot(&files);
+        Watcher {
+            interval,
+            files,
+            baseline,
+            pending: None,
+        }
+    }
+
+    /// Wait until a file changed and settled; returns one that changed.
+    async fn changed(&mut self) -> PathBuf {
+        loop {
+            self.interval.tick().await;
+            let now = snapshot(&self.files);
+            if now == self.baseline {
+                self.pending = None;
+                continue;
+            }
+            if self.pending.as_ref() == Some(&now) {
+                self.pending = None;
+                let which = self
+                    .files
+                    .iter()
+                    .zip(now.iter().zip(&self.baseline))
+                    .find(|(_, (a, b))| a != b)
+                    .map(|(f, _)| f.clone())
+                    .unwrap_or_default();
+                return which;
+            }
+            self.pending = Some(now);
+        }
+    }
+
+    /// A new configuration is in force: watch its files from their state now.
+    fn rebase(&mut self, config: &Config) {
+        self.files = watched_files(config);
+        self.accept_current();
+    }
+
+    /// Take the files' state now as seen (after a failed reload, so the
+    /// same broken files are not tried again until they change).
+    fn accept_current(&mut self) {
+        self.baseline = snapshot(&self.files);
+        self.pending = None;
+    }
+}
+
+fn snapshot(files: &[PathBuf]) -> Vec<FileState> {
+    files
+        .iter()
+        .map(|f| {
+            std::fs::metadata(f)
+                .ok()
+                .map(|m| (m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+        })
+        .collect()
+}
+
+/// The configuration file, the table files and the key files with a
+/// fixed name.
+fn watched_files(config: &Config) -> Vec<PathBuf> {
+    let mut files = vec![config.origin.path.clone()];
+    let policy: &Policy = &config.policy;
+    let mut add = |path: &Path| {
+        if path.is_absolute() && !files.iter().any(|f| f == path) {
+            files.push(path.to_path_buf());
+        }
+    };
+    if let Some(domain_key) = &policy.signing.domain_key {
+        add(&domain_key.key_file);
+    }
+    if let Some(tables) = &policy.signing.tables {
+        add(&tables.key_table.origin().path);
+        add(&tables.signing_table.origin().path);
+        for entry in tables.key_table.entries() {
+            match &entry.source {
+                KeySource::File(t) if !t.is_template() => add(&t.resolve("")),
+                KeySource::RelativeFile(p) => add(p),
+                _ => {}
+            }
+        }
+    }
+    add(&policy.trust.internal_hosts.origin().path);
+    for list in [&policy.trust.external_ignore, &policy.trust.peers]
+        .into_iter()
+        .flatten()
+    {
+        add(&list.origin().path);
+    }
+    files
 }
 
 /// Switch to the configured user and group, or refuse to sign as root.
@@ -164,6 +428,16 @@ fn drop_privileges(run_as: Option<&RunAs>, allow_root: bool) -> Result<(), Daemo
         None => user.gid,
     };
     if geteuid() == user.uid {
+        return Ok(());
+    }
+    if !geteuid().is_root() {
+        // Started unprivileged already (systemd's User=): the point of
+        // UserID, not signing as root, holds; switching is impossible.
+        tracing::warn!(
+            user = %run_as.user,
+            "UserID ignored: not running as root (already running as uid {})",
+            geteuid()
+        );
         return Ok(());
     }
     let switch = |source| DaemonError::SwitchUser {
@@ -210,5 +484,50 @@ impl PidFile {
 impl Drop for PidFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Format, Origin, Service};
+
+    fn config(path: &Path) -> Config {
+        Config {
+            origin: Origin {
+                path: path.to_path_buf(),
+                format: Format::OpenDkim,
+            },
+            service: Service {
+                sockets: vec!["inet:8891@localhost".parse().unwrap()],
+                ..Service::default()
+            },
+            logging: Logging::default(),
+            policy: crate::offline::signing_tests::example_policy(),
+            warnings: vec![],
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_watcher_reports_a_change_once_it_has_settled() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("opendkim.conf");
+        std::fs::write(&conf, "Mode s\n").unwrap();
+        let c = config(&conf);
+        let mut watcher = Watcher::new(Duration::from_secs(1), &c);
+        assert!(watcher.files.contains(&conf), "{:?}", watcher.files);
+
+        std::fs::write(&conf, "Mode sv\n").unwrap();
+        let changed = tokio::time::timeout(Duration::from_secs(10), watcher.changed())
+            .await
+            .expect("a change is reported");
+        assert_eq!(changed, conf);
+        // Seen and accepted: quiet until the next change.
+        watcher.accept_current();
+        assert!(
+            tokio::time::timeout(Duration::from_secs(10), watcher.changed())
+                .await
+                .is_err()
+        );
     }
 }

@@ -74,7 +74,8 @@ fn run_check_config(args: &CheckConfigArgs) -> ExitCode {
     }
 }
 
-/// Log lines go to stderr (journald under systemd); `RUST_LOG` filters.
+/// `sign`'s log lines (the reason a message was not signed) go to stderr;
+/// `RUST_LOG` filters. (`run` logs as configured: [`daemon::main`].)
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -95,9 +96,17 @@ fn run_daemon(args: &RunArgs) -> Result<ExitCode, String> {
         },
     };
     let allow_root = args.allow_root;
+    let metrics_listen = args.metrics_listen;
+    let watch_interval = args.watch_interval.map(std::time::Duration::from_secs);
     let load = move || {
         Config::load_with(&origin, &overrides).map(|mut config| {
             config.service.allow_root |= allow_root;
+            if metrics_listen.is_some() {
+                config.service.metrics_listen = metrics_listen;
+            }
+            if watch_interval.is_some() {
+                config.service.watch_interval = watch_interval;
+            }
             config
         })
     };
@@ -105,7 +114,6 @@ fn run_daemon(args: &RunArgs) -> Result<ExitCode, String> {
         Ok(config) => config,
         Err(error) => return Ok(report(&error)),
     };
-    init_logging();
     let reload: daemon::Reload = Box::new(move || {
         load().map_err(|error| {
             error
@@ -116,13 +124,9 @@ fn run_daemon(args: &RunArgs) -> Result<ExitCode, String> {
                 .join("; ")
         })
     });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime
-        .block_on(daemon::run(config, reload))
-        .map_err(|e| e.to_string())?;
+    // Logging (stderr, the journal or syslog, as configured), the runtime,
+    // and the server.
+    daemon::main(config, reload).map_err(|e| e.to_string())?;
     Ok(ExitCode::SUCCESS)
 }
 

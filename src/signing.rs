@@ -17,12 +17,13 @@ use std::time::{Instant, SystemTime};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 
-use crate::dkim::{HeaderBlock, HeaderField, MessageSigning, SIGNATURE_FIELD, SignatureField};
+use crate::dkim::{HeaderBlock, HeaderField, MessageSigning, SIGNATURE_FIELD};
 use crate::milter::{
     Actions, Client, EndOfMessage, Event, EventSet, Filter, Macros, Modification, Needs, SmtpReply,
     Stage, Verdict,
 };
 use crate::policy::{Action, Decision, MacroLookup, MessageFacts, Policy, TrustedBy};
+use crate::report::{ConnectionReport, Failure};
 
 /// The policy in force, replaced whole on reload.
 #[derive(Debug)]
@@ -76,6 +77,8 @@ enum Message {
 
 struct Collecting {
     policy: Arc<Policy>,
+    /// When the MAIL command came; reset at the first header field, so the
+    /// time taken is ours and not the SMTP client's DATA transfer.
     started: Instant,
     recipients: Vec<String>,
     headers: HeaderBlock,
@@ -98,15 +101,24 @@ pub struct SigningFilter {
     client_host: String,
     client_ip: Option<IpAddr>,
     message: Message,
+    /// Each message's log line and metrics.
+    report: ConnectionReport,
 }
 
 impl SigningFilter {
     pub fn new(live: Arc<LivePolicy>) -> Self {
+        Self::with_report(live, ConnectionReport::default())
+    }
+
+    /// A filter whose messages are reported through `report` (log
+    /// settings, metrics).
+    pub fn with_report(live: Arc<LivePolicy>, report: ConnectionReport) -> Self {
         SigningFilter {
             live,
             client_host: String::new(),
             client_ip: None,
             message: Message::Idle,
+            report,
         }
     }
 
@@ -203,6 +215,9 @@ impl Filter for SigningFilter {
 
     fn header(&mut self, name: &[u8], value: &[u8], _macros: &Macros) -> Verdict {
         if let Some(c) = self.collecting() {
+            if c.headers.is_empty() && !c.overflowed {
+                c.started = Instant::now();
+            }
             if c.headers.byte_size() + name.len() + value.len() > c.policy.max_header_bytes {
                 c.overflowed = true;
             } else {
@@ -224,10 +239,16 @@ impl Filter for SigningFilter {
         };
         let queue_id = macros.get_str("i").unwrap_or("-");
         if c.overflowed {
-            tracing::warn!(
+            self.report.failed(
                 queue_id,
-                limit = c.policy.max_header_bytes,
-                "not signed: the header block is larger than MaximumHeaders; rejected"
+                None,
+                Failure::HeadersTooLarge,
+                &format_args!(
+                    "the header block is larger than MaximumHeaders ({} bytes); rejected",
+                    c.policy.max_header_bytes
+                ),
+                Action::Reject,
+                c.started.elapsed(),
             );
             return Verdict::Smtp(SmtpReply {
                 code: 552,
@@ -259,22 +280,19 @@ impl Filter for SigningFilter {
                 Verdict::Continue
             }
             Decision::NotSigned(reason) => {
-                tracing::info!(
-                    queue_id,
-                    result = "not signed",
-                    elapsed_us = c.started.elapsed().as_micros() as u64,
-                    "not signed: {reason}"
-                );
+                self.report
+                    .not_signed(queue_id, &reason, c.started.elapsed());
                 Verdict::Accept
             }
             Decision::KeyUnavailable { sender, error } => {
                 let action = c.policy.errors.key_error;
-                tracing::error!(
+                self.report.failed(
                     queue_id,
-                    sender,
-                    result = "key error",
-                    action = ?action,
-                    "not signed: {error}"
+                    Some(&sender),
+                    Failure::KeyUnavailable,
+                    &error,
+                    action,
+                    c.started.elapsed(),
                 );
                 verdict_for(action, "signing key unavailable")
             }
@@ -296,14 +314,12 @@ impl Filter for SigningFilter {
         };
         match s.signing.finish(&s.headers, unix_time()) {
             Ok(signatures) => {
-                tracing::info!(
+                self.report.signed(
                     queue_id,
-                    result = "signed",
-                    sender = %s.sender,
-                    trusted_by = %s.trusted_by,
-                    signatures = %describe(&signatures),
-                    elapsed_us = s.started.elapsed().as_micros() as u64,
-                    "signed"
+                    &s.sender,
+                    &s.trusted_by,
+                    &signatures,
+                    s.started.elapsed(),
                 );
                 let mut modifications: Vec<Modification> = signatures
                     .into_iter()
@@ -331,12 +347,13 @@ impl Filter for SigningFilter {
             }
             Err(error) => {
                 let action = s.policy.errors.signing_error;
-                tracing::error!(
+                self.report.failed(
                     queue_id,
-                    sender = %s.sender,
-                    result = "signing error",
-                    action = ?action,
-                    "not signed: {error}"
+                    Some(&s.sender),
+                    Failure::SigningError,
+                    &error,
+                    action,
+                    s.started.elapsed(),
                 );
                 EndOfMessage::verdict(verdict_for(action, "signing failed"))
             }
@@ -359,15 +376,6 @@ fn unix_time() -> u64 {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-/// `d=example.com s=default a=rsa-sha256, d=... ` for the log line.
-fn describe(signatures: &[SignatureField]) -> String {
-    signatures
-        .iter()
-        .map(|s| format!("d={} s={} a={}", s.domain, s.selector, s.algorithm.name()))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// The answer to the MTA for an error, per the configured On-* action.

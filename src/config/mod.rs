@@ -77,7 +77,7 @@ pub struct Config {
 }
 
 /// How the daemon itself runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Service {
     /// Where to listen; at least one.
     pub sockets: Vec<SocketSpec>,
@@ -94,6 +94,12 @@ pub struct Service {
     pub allow_root: bool,
     /// Connection limit, frame size limit, timeouts, shutdown grace.
     pub server: server::Settings,
+    /// Serve Prometheus metrics over HTTP on this address (`GET
+    /// /metrics`); off when `None`. Bound before privileges are dropped.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Check the configuration file, the tables and the key files this
+    /// often and reload when one changed (as on SIGHUP); off when `None`.
+    pub watch_interval: Option<std::time::Duration>,
 }
 
 /// `user[:group]`, as OpenDKIM's UserID writes it.

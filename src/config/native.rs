@@ -469,6 +469,9 @@ impl Reading {
             umask,
             allow_root: server.allow_root,
             server: settings,
+            // Not read from the file yet: run --metrics-listen, --watch-interval.
+            metrics_listen: None,
+            watch_interval: None,
         };
         (service, uid)
     }

@@ -300,6 +300,9 @@ impl Reading {
             umask,
             allow_root: false,
             server: server::Settings::default(),
+            // Not read from the file yet: run --metrics-listen, --watch-interval.
+            metrics_listen: None,
+            watch_interval: None,
         };
         (service, uid)
     }

@@ -156,6 +156,12 @@ pub enum BindError {
         "cannot create socket {path}: directory {dir} does not exist; create it (mkdir -p {dir})"
     )]
     NoDirectory { path: PathBuf, dir: String },
+    #[error("socket {name} (fd {fd}) passed by systemd cannot be used: {problem}")]
+    Inherited {
+        fd: i32,
+        name: String,
+        problem: String,
+    },
     #[error("cannot set owner of {path}: no such {what} \"{name}\"")]
     NoSuchOwner {
         path: PathBuf,
@@ -172,8 +178,9 @@ pub enum Listener {
         listener: tokio::net::UnixListener,
         path: PathBuf,
         /// Device and inode of the socket file we created, so shutdown
-        /// removes it only if it is still ours.
-        identity: (u64, u64),
+        /// removes it only if it is still ours; `None` for a socket
+        /// systemd created and passed to us, which is never removed.
+        identity: Option<(u64, u64)>,
     },
 }
 
@@ -192,7 +199,11 @@ impl Listener {
 
     /// Remove the socket file, if it is still the one we created.
     pub fn remove_socket_file(&self) {
-        if let Listener::Unix { path, identity, .. } = self
+        if let Listener::Unix {
+            path,
+            identity: Some(identity),
+            ..
+        } = self
             && let Ok(meta) = std::fs::symlink_metadata(path)
             && (meta.dev(), meta.ino()) == *identity
         {
@@ -383,8 +394,65 @@ fn bind_unix(path: &Path, access: &UnixSocketAccess, backlog: i32) -> Result<Lis
     Ok(Listener::Unix {
         listener,
         path: path.to_path_buf(),
-        identity,
+        identity: Some(identity),
     })
+}
+
+impl Listener {
+    /// A listening socket passed by systemd (socket activation), used as it
+    /// is: no chmod, no chown, and its file is never removed (systemd owns
+    /// it). `name` is its `FileDescriptorName=`, for messages. Must be
+    /// called inside a tokio runtime.
+    pub fn from_inherited(fd: std::os::fd::OwnedFd, name: &str) -> Result<Listener, BindError> {
+        use std::os::fd::AsRawFd as _;
+        let raw = fd.as_raw_fd();
+        let problem = |problem: String| BindError::Inherited {
+            fd: raw,
+            name: name.to_string(),
+            problem,
+        };
+        let socket = Socket::from(fd);
+        match socket.r#type() {
+            Ok(t) if t == Type::STREAM => {}
+            Ok(_) => {
+                return Err(problem(
+                    "it is not a stream socket; use ListenStream= in the .socket unit".into(),
+                ));
+            }
+            Err(e) => return Err(problem(format!("it is not a socket ({e})"))),
+        }
+        if !socket.is_listener().map_err(|e| problem(e.to_string()))? {
+            return Err(problem(
+                "it is not listening; do not use Accept=yes in the .socket unit".into(),
+            ));
+        }
+        let local = socket.local_addr().map_err(|e| problem(e.to_string()))?;
+        socket
+            .set_nonblocking(true)
+            .map_err(|e| problem(e.to_string()))?;
+        if local.as_socket().is_some() {
+            let listener = tokio::net::TcpListener::from_std(socket.into())
+                .map_err(|e| problem(e.to_string()))?;
+            return Ok(Listener::Tcp(listener));
+        }
+        if local.is_unix() {
+            let path = local
+                .as_pathname()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from(format!("(unnamed socket, fd {raw})")));
+            let std_listener: std::os::unix::net::UnixListener = socket.into();
+            let listener = tokio::net::UnixListener::from_std(std_listener)
+                .map_err(|e| problem(e.to_string()))?;
+            return Ok(Listener::Unix {
+                listener,
+                path,
+                identity: None,
+            });
+        }
+        Err(problem(
+            "it is neither a TCP nor a Unix-domain socket".into(),
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -150,10 +150,15 @@ impl Sidecar {
         self.keys.dns_records()
     }
 
-    /// `dkim-sidecar run -x CONF --socket SOCKET --allow-root`: the tests
+    /// Both example keys as copied into this directory, whichever sign.
+    pub fn test_keys(&self) -> &TestKeys {
+        &self.keys
+    }
+
+    /// `dkim-sidecar run -x CONF --socket SOCKET --allow-root` ([`binary`]): the tests
     /// run as root (Postfix needs it) with no UserID in the config.
     pub fn command(&self, socket: &MilterSocket) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_dkim-sidecar"));
+        let mut command = Command::new(binary());
         command
             .arg("run")
             .arg("-x")
@@ -173,6 +178,16 @@ impl Sidecar {
             &self.dir.path().join("sidecar.log"),
             |socket| self.command(socket),
         )
+    }
+}
+
+/// The dkim-sidecar binary under test: `$DKIM_SIDECAR_BIN` when set (CI
+/// points it at the installed `/usr/bin/dkim-sidecar`), else the one Cargo
+/// built for this test run.
+pub fn binary() -> PathBuf {
+    match std::env::var_os("DKIM_SIDECAR_BIN") {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => PathBuf::from(env!("CARGO_BIN_EXE_dkim-sidecar")),
     }
 }
 

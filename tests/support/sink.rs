@@ -108,7 +108,10 @@ impl SmtpSink {
     }
 
     pub fn with_options(options: SinkOptions) -> SmtpSink {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the SMTP sink");
+        // A port from the harness's registry, not port 0: the OS would hand
+        // out a port already given to a milter that has not bound it yet,
+        // and Postfix would then talk milter to this sink.
+        let listener = TcpListener::bind(super::free_local_addr()).expect("bind the SMTP sink");
         let addr = listener.local_addr().expect("sink address");
         let shared = Arc::new(Shared::default());
         let acceptor = {

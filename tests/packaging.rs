@@ -1,0 +1,142 @@
+//! The files in `packaging/` that the Debian package installs: systemd
+//! accepts the units, they say what the issue asks of them, and the
+//! maintainer scripts are valid shell. `.ci/package` checks the installed
+//! package itself (dpkg, the units in place, the installed binary).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn packaging(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("packaging")
+        .join(path)
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(packaging(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// `Key=Value` lines of a unit file (comments and sections dropped).
+fn directives(unit: &str) -> Vec<(String, String)> {
+    unit.lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#') && !l.starts_with('['))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+fn has(unit: &str, key: &str, value: &str) -> bool {
+    directives(unit).iter().any(|(k, v)| k == key && v == value)
+}
+
+#[test]
+fn systemd_analyze_verify_accepts_the_units_without_a_warning() {
+    assert!(
+        Path::new("/usr/bin/systemd-analyze").exists(),
+        "systemd-analyze is missing: install the Debian package systemd"
+    );
+    // The units as installed, except that ExecStart names the binary this
+    // test run built (verify checks that it is executable). Man pages are
+    // checked on the installed package by .ci/package.
+    let dir = tempfile::tempdir().unwrap();
+    let service = read("systemd/dkim-sidecar.service")
+        .replace("/usr/bin/dkim-sidecar", env!("CARGO_BIN_EXE_dkim-sidecar"));
+    std::fs::write(dir.path().join("dkim-sidecar.service"), service).unwrap();
+    std::fs::copy(
+        packaging("systemd/dkim-sidecar.socket"),
+        dir.path().join("dkim-sidecar.socket"),
+    )
+    .unwrap();
+    let out = Command::new("/usr/bin/systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(dir.path().join("dkim-sidecar.service"))
+        .arg(dir.path().join("dkim-sidecar.socket"))
+        .output()
+        .expect("run systemd-analyze");
+    let said =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    // verify exits 0 on directives it ignores, so any output is a failure.
+    assert!(out.status.success() && said.trim().is_empty(), "{said}");
+}
+
+#[test]
+fn the_service_is_a_hardened_notify_unit_with_reload() {
+    let unit = read("systemd/dkim-sidecar.service");
+    for (key, value) in [
+        ("Type", "notify"),
+        ("ExecReload", "/bin/kill -HUP $MAINPID"),
+        ("User", "dkim-sidecar"),
+        ("Group", "dkim-sidecar"),
+        ("RuntimeDirectory", "dkim-sidecar"),
+        ("NoNewPrivileges", "yes"),
+        ("ProtectSystem", "strict"),
+        ("ProtectHome", "yes"),
+        ("PrivateTmp", "yes"),
+        ("CapabilityBoundingSet", ""),
+    ] {
+        assert!(has(&unit, key, value), "{key}={value} missing");
+    }
+    assert!(
+        directives(&unit)
+            .iter()
+            .any(|(k, v)| k == "ExecStart" && v.starts_with("/usr/bin/dkim-sidecar run ")),
+        "ExecStart runs the daemon"
+    );
+}
+
+#[test]
+fn the_socket_sits_in_postfix_chroot_for_group_postfix() {
+    let unit = read("systemd/dkim-sidecar.socket");
+    for (key, value) in [
+        (
+            "ListenStream",
+            "/var/spool/postfix/dkim-sidecar/dkim-sidecar.sock",
+        ),
+        ("SocketGroup", "postfix"),
+        ("SocketMode", "0660"),
+        ("Service", "dkim-sidecar.service"),
+    ] {
+        assert!(has(&unit, key, value), "{key}={value} missing");
+    }
+    // Accept=yes would hand over connections, not the listening socket.
+    assert!(!has(&unit, "Accept", "yes"));
+}
+
+#[test]
+fn maintainer_scripts_are_valid_shell_and_keep_the_keys() {
+    for script in ["debian/postinst", "debian/postrm"] {
+        let path = packaging(script);
+        let status = Command::new("sh").arg("-n").arg(&path).status().unwrap();
+        assert!(status.success(), "{script} has a syntax error");
+        let text = read(script);
+        assert!(
+            text.contains("#DEBHELPER#"),
+            "{script}: systemd snippets go there"
+        );
+        assert!(!text.contains("rm -r"), "{script} must never delete keys");
+    }
+    let postinst = read("debian/postinst");
+    assert!(
+        postinst.contains("adduser --quiet --system --group"),
+        "{postinst}"
+    );
+    assert!(
+        postinst.contains("-o dkim-sidecar -g dkim-sidecar -m 0700 /etc/dkim-sidecar/keys"),
+        "{postinst}"
+    );
+}
+
+#[test]
+fn the_packaged_configuration_loads_and_signs_nothing_until_keys_are_added() {
+    let out = Command::new(env!("CARGO_BIN_EXE_dkim-sidecar"))
+        .args(["check-config", "-c"])
+        .arg(packaging("dkim-sidecar.toml"))
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("listen on: inet:8891@127.0.0.1"), "{said}");
+    assert!(said.contains("no message is signed"), "{said}");
+}

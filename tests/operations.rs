@@ -29,11 +29,6 @@ use support::{
 /// Generous: each of these normally takes well under a second.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-#[test]
-fn daemon_child() {
-    support::daemon::child_main();
-}
-
 fn message(subject: &str) -> Vec<u8> {
     format!(
         "From: Alice <alice@example.com>\r\n\
@@ -681,13 +676,24 @@ fn syslog_yes_writes_one_line_per_message_to_facility_mail() {
 
 #[test]
 fn json_lines_and_log_why_no_keep_the_short_reason() {
-    let sidecar = Sidecar::builder()
-        .internal_hosts(&["192.0.2.1"])
-        .config_line("LogWhy no")
-        .write();
+    // JSON lines are a native-format setting: the same tables, from TOML.
+    let sidecar = Sidecar::builder().write();
+    let dir = sidecar.dir();
+    let toml = dir.join("dkim-sidecar.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            "[logging]\njson = true\nlog_why = false\n\n\
+             [trust]\ninternal_hosts = [\"192.0.2.1\"]\n\n\
+             [tables]\nkey_table = \"file:{}\"\nsigning_table = \"refile:{}\"\n",
+            dir.join("KeyTable").display(),
+            dir.join("SigningTable").display()
+        ),
+    )
+    .unwrap();
     let socket = MilterSocket::free_inet();
     let milter = Daemon {
-        json_logs: true,
+        toml: Some(toml),
         ..Daemon::default()
     }
     .start(&sidecar, &socket);
@@ -706,11 +712,7 @@ fn json_lines_and_log_why_no_keep_the_short_reason() {
         log.contains("not_signed").then_some(log)
     })
     .unwrap_or_else(|| panic!("no not_signed line:\n{}", milter.log()));
-    let line = log
-        .lines()
-        .find(|l| l.contains("not_signed"))
-        .unwrap()
-        .trim_start_matches("test daemon_child ... ");
+    let line = log.lines().find(|l| l.contains("not_signed")).unwrap();
     let json: serde_json::Value =
         serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
     assert_eq!(json["result"], "not_signed", "{json}");

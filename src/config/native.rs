@@ -96,6 +96,8 @@ struct ServerSection {
     frame_timeout_seconds: Option<u64>,
     write_timeout_seconds: Option<u64>,
     shutdown_grace_seconds: Option<u64>,
+    metrics_listen: Option<Spanned<String>>,
+    watch_interval_seconds: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -457,6 +459,34 @@ impl Reading {
             max_connections: server.max_connections.unwrap_or(defaults.max_connections),
             shutdown_grace: seconds(server.shutdown_grace_seconds, defaults.shutdown_grace),
         };
+        let metrics_listen = server.metrics_listen.and_then(|addr| {
+            let at = self.at(&addr);
+            match addr.get_ref().parse() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    self.invalid(
+                        at,
+                        "metrics_listen",
+                        addr.into_inner(),
+                        "write an address and port, such as 127.0.0.1:9820",
+                    );
+                    None
+                }
+            }
+        });
+        let watch_interval = server.watch_interval_seconds.and_then(|every| {
+            if *every.get_ref() == 0 {
+                let at = self.at(&every);
+                self.invalid(
+                    at,
+                    "watch_interval_seconds",
+                    "0".to_string(),
+                    "use a number of seconds of 1 or more, or leave it out to not watch",
+                );
+                return None;
+            }
+            Some(Duration::from_secs(every.into_inner()))
+        });
         let service = Service {
             sockets,
             socket_access: UnixSocketAccess {
@@ -469,9 +499,8 @@ impl Reading {
             umask,
             allow_root: server.allow_root,
             server: settings,
-            // Not read from the file yet: run --metrics-listen, --watch-interval.
-            metrics_listen: None,
-            watch_interval: None,
+            metrics_listen,
+            watch_interval,
         };
         (service, uid)
     }
@@ -1141,6 +1170,37 @@ subdomains = true
                 "line {line}: {errors:?}"
             );
         }
+    }
+
+    #[test]
+    fn metrics_address_and_watch_interval_are_read() {
+        let dir = dir();
+        let config = dir
+            .load(&DUAL.replace(
+                "[server]\n",
+                "[server]\nmetrics_listen = \"127.0.0.1:9820\"\nwatch_interval_seconds = 5\n",
+            ))
+            .unwrap();
+        assert_eq!(
+            config.service.metrics_listen,
+            Some("127.0.0.1:9820".parse().unwrap())
+        );
+        assert_eq!(config.service.watch_interval, Some(Duration::from_secs(5)));
+        let config = dir.load(DUAL).unwrap();
+        assert_eq!(config.service.metrics_listen, None);
+        assert_eq!(config.service.watch_interval, None);
+    }
+
+    #[test]
+    fn bad_metrics_address_and_zero_interval_name_their_line() {
+        let dir = dir();
+        let errors = dir.errors(&DUAL.replace(
+            "[server]\n",
+            "[server]\nmetrics_listen = \"localhost\"\nwatch_interval_seconds = 0\n",
+        ));
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].starts_with(&dir.line(3)) && errors[0].contains("127.0.0.1:9820"));
+        assert!(errors[1].starts_with(&dir.line(4)) && errors[1].contains("1 or more"));
     }
 
     #[test]

@@ -17,12 +17,10 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use mail_parser::parsers::MessageStream;
-
 use crate::dkim::{HeaderBlock, SignRequest};
 use crate::keys::KeyError;
 
-use super::{Policy, SignatureSettings};
+use super::{Policy, SignatureSettings, address};
 
 /// Read access to the MTA's macros, by name without braces.
 pub trait MacroLookup {
@@ -180,34 +178,33 @@ impl Policy {
         }
     }
 
-    /// The first address of the first sender header field present.
+    /// The address in the first SenderHeaders field present, as OpenDKIM
+    /// finds it (`mlfi_eoh`): the first instance of the first listed field
+    /// the message has, or From when From is not listed and none is there;
+    /// the address as `dkim_mail_parse` reads it (see [`super::address`]),
+    /// which must yield a non-empty user and domain.
     pub fn sender(&self, headers: &HeaderBlock) -> Result<Sender, NotSigned> {
+        let listed_from = self.sender_headers.iter().any(|h| h == "from");
         let field = self
             .sender_headers
             .iter()
             .find_map(|name| headers.first(name))
+            .or_else(|| (!listed_from).then(|| headers.first("from")).flatten())
             .ok_or_else(|| NotSigned::NoSenderHeader {
                 looked_for: self.sender_headers.clone(),
             })?;
-        let wire = field.wire_value();
         let unparseable = || NotSigned::UnparseableSender {
             header: String::from_utf8_lossy(&field.name).into_owned(),
             value: String::from_utf8_lossy(&field.value).trim().to_string(),
         };
-        let parsed = MessageStream::new(&wire).parse_address();
-        let address = parsed
-            .as_address()
-            .and_then(|a| a.first())
-            .and_then(|a| a.address())
-            .ok_or_else(unparseable)?;
-        let (user, domain) = address.rsplit_once('@').ok_or_else(unparseable)?;
-        if user.is_empty() || domain.is_empty() {
-            return Err(unparseable());
+        let parsed = address::dkim_mail_parse(&field.value).map_err(|_| unparseable())?;
+        match (parsed.user, parsed.domain) {
+            (Some(user), Some(domain)) if !user.is_empty() && !domain.is_empty() => Ok(Sender {
+                user: String::from_utf8_lossy(&user).into_owned(),
+                domain: String::from_utf8_lossy(&domain).to_ascii_lowercase(),
+            }),
+            _ => Err(unparseable()),
         }
-        Ok(Sender {
-            user: user.to_string(),
-            domain: domain.to_ascii_lowercase(),
-        })
     }
 
     /// OpenDKIM's order: MTA name, MacroList, internal client, SMTP AUTH.

@@ -7,6 +7,7 @@
 //! signatures to make or the reason not to sign. This module knows nothing
 //! of the milter protocol's bytes and never signs: `dkim` does.
 
+mod address;
 mod decide;
 mod domains;
 mod keystore;

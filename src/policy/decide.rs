@@ -72,7 +72,26 @@ pub enum Decision {
     /// Leave the message as it is.
     NotSigned(NotSigned),
     /// The message should be signed, but a key it needs cannot be used.
-    KeyUnavailable { sender: String, error: KeyError },
+    KeyUnavailable { sender: String, error: KeyProblem },
+}
+
+/// Why a key the SigningTable chose for a message cannot sign it. OpenDKIM
+/// tempfails such a message (`dkimf_apply_signtable` returns -2 for an
+/// unknown key, -3 for one that does not load); so do we, by default.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyProblem {
+    /// A `%` key name became a name the KeyTable does not have (names
+    /// written out are checked at start-up).
+    #[error(
+        "the SigningTable entry at {at} names key `{name}` (its `%` is the sender's domain), \
+         which the KeyTable does not have; add a KeyTable entry named `{name}`"
+    )]
+    NotInKeyTable {
+        name: String,
+        at: crate::diagnostics::Location,
+    },
+    #[error(transparent)]
+    Load(#[from] KeyError),
 }
 
 /// Why a message is not signed; its Display is the log line's reason.
@@ -251,7 +270,7 @@ impl Policy {
     }
 
     /// The signatures to make for this sender: empty when no key applies.
-    fn requests(&self, sender: &Sender) -> Result<Vec<SignRequest>, KeyError> {
+    fn requests(&self, sender: &Sender) -> Result<Vec<SignRequest>, KeyProblem> {
         let settings = &self.signature;
         if let Some(tables) = &self.signing.tables {
             let matches = if self.signing.multiple_signatures {
@@ -264,8 +283,10 @@ impl Policy {
             let mut requests = Vec::with_capacity(matches.len());
             for m in matches {
                 let Some(entry) = tables.key_table.get(&m.key_name) else {
-                    // A `%` key name with no KeyTable entry for this domain.
-                    continue;
+                    return Err(KeyProblem::NotInKeyTable {
+                        name: m.key_name,
+                        at: m.entry.at.clone(),
+                    });
                 };
                 let resolved = entry.resolve(&sender.domain);
                 let key = tables.keys.key_for(&resolved)?;
@@ -287,12 +308,15 @@ impl Policy {
                 .domains
                 .covering(&sender.domain, self.signing.subdomains)
         {
+            // When SubDomains matched a parent, OpenDKIM (`mlfi_eoh`,
+            // `setidentity`) sets the identity to `@parent`.
+            let identity = (domain != sender.domain).then(|| format!("@{domain}"));
             return Ok(vec![request(
                 settings,
                 domain,
                 domain_key.selector.clone(),
                 Arc::clone(&domain_key.key),
-                None,
+                identity,
             )]);
         }
         Ok(Vec::new())

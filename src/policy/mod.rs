@@ -21,7 +21,7 @@ use crate::dkim::HeaderPolicy;
 use crate::keys::PrivateKey;
 use crate::tables::{DataSet, HostList, KeyTable, SigningTable};
 
-pub use decide::{Decision, MacroLookup, MessageFacts, NotSigned, Sender, TrustedBy};
+pub use decide::{Decision, KeyProblem, MacroLookup, MessageFacts, NotSigned, Sender, TrustedBy};
 pub use domains::DomainSet;
 pub use keystore::{KeyStore, KeyStoreError};
 

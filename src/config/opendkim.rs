@@ -51,7 +51,7 @@ use crate::policy::{
     Action, DomainSet, ErrorActions, MacroRule, Mode, Policy, SignatureSettings, Signing, Trust,
 };
 use crate::server::{self, SocketSpec, UnixSocketAccess};
-use crate::tables::{DataSet, DataSetKind, HostList, KeyTable, SigningTable};
+use crate::tables::{DataSet, DataSetKind, HostList, KeySet, KeyTable, SigningTable};
 
 use super::grammar::{self, Setting, Value};
 use super::options::{self, Support};
@@ -165,7 +165,7 @@ impl Reading {
         let trust = self.trust();
         let sender_headers = self.sender_headers();
         let exempt_domains = self.domain_set("ExemptDomains");
-        let dont_sign_mail_to = self.data_set("DontSignMailTo");
+        let dont_sign_mail_to = self.key_set("DontSignMailTo");
         let signature = self.signature();
         let errors = self.error_actions();
         let max_header_bytes = match self.count("MaximumHeaders") {
@@ -398,6 +398,17 @@ impl Reading {
                 self.warnings.extend(warnings);
                 Some(set)
             }
+            Err(e) => {
+                self.errors.push(e.into());
+                None
+            }
+        }
+    }
+
+    fn key_set(&mut self, name: &str) -> Option<KeySet> {
+        let set = self.data_set(name)?;
+        match KeySet::from_data_set(&set) {
+            Ok(keys) => Some(keys),
             Err(e) => {
                 self.errors.push(e.into());
                 None

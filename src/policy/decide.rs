@@ -254,19 +254,12 @@ impl Policy {
         }
     }
 
+    /// The first recipient DontSignMailTo names. OpenDKIM looks each
+    /// envelope recipient up whole (`mlfi_eoh`): an entry is an address
+    /// (or, in a `refile:`, an address pattern), never a domain.
     fn excluded_recipient(&self, recipients: &[String]) -> Option<String> {
         let set = self.dont_sign_mail_to.as_ref()?;
-        recipients
-            .iter()
-            .find(|rcpt| {
-                let rcpt = rcpt.to_ascii_lowercase();
-                let domain = rcpt.rsplit_once('@').map(|(_, d)| d);
-                set.entries.iter().any(|e| {
-                    let key = e.key.to_ascii_lowercase();
-                    key == rcpt || Some(key.as_str()) == domain
-                })
-            })
-            .cloned()
+        recipients.iter().find(|rcpt| set.contains(rcpt)).cloned()
     }
 
     /// The signatures to make for this sender: empty when no key applies.

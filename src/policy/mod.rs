@@ -19,7 +19,7 @@ use mail_auth::dkim::Canonicalization;
 
 use crate::dkim::HeaderPolicy;
 use crate::keys::PrivateKey;
-use crate::tables::{DataSet, HostList, KeyTable, SigningTable};
+use crate::tables::{HostList, KeySet, KeyTable, SigningTable};
 
 pub use decide::{Decision, KeyProblem, MacroLookup, MessageFacts, NotSigned, Sender, TrustedBy};
 pub use domains::DomainSet;
@@ -37,9 +37,9 @@ pub struct Policy {
     /// OpenDKIM's ExemptDomains: senders' domains whose mail is passed
     /// through untouched.
     pub exempt_domains: Option<DomainSet>,
-    /// OpenDKIM's DontSignMailTo: a recipient matching this set means the
-    /// message is not signed.
-    pub dont_sign_mail_to: Option<DataSet>,
+    /// OpenDKIM's DontSignMailTo: a recipient address in this set means
+    /// the message is not signed.
+    pub dont_sign_mail_to: Option<KeySet>,
     pub signature: SignatureSettings,
     pub errors: ErrorActions,
     /// OpenDKIM's MaximumHeaders: bytes of header data accepted per message.

@@ -234,9 +234,10 @@ impl Policy {
         {
             return Some(TrustedBy::Mta(daemon.to_string()));
         }
+        // A rule without values matches a macro the MTA defined, even empty
+        // (OpenDKIM's manual: "defined but may contain any value").
         for rule in &trust.macros {
             if let Some(value) = facts.macros.lookup(&rule.name)
-                && !value.is_empty()
                 && (rule.values.is_empty() || rule.values.iter().any(|v| v == value))
             {
                 return Some(TrustedBy::Macro(rule.name.clone()));

@@ -422,8 +422,7 @@ fn signature(out: &mut String, config: &Config) {
                 .dont_sign_mail_to
                 .as_ref()
                 .map_or("none".to_string(), |set| {
-                    let keys: Vec<String> = set.entries.iter().map(|e| e.key.clone()).collect();
-                    format!("{}  ({})", list(&keys), set.origin)
+                    format!("{}  ({})", list(set.entries()), set.origin())
                 })
         ),
     );

@@ -42,7 +42,7 @@ use crate::policy::{
 };
 use crate::server::{self, SocketSpec, UnixSocketAccess};
 use crate::tables::{
-    DataSet, HostList, KeyDomain, KeyEntry, KeySource, KeyTable, PathTemplate, SigningRule,
+    DataSet, HostList, KeyDomain, KeyEntry, KeySet, KeySource, KeyTable, PathTemplate, SigningRule,
     SigningTable,
 };
 
@@ -323,7 +323,14 @@ impl Reading {
         let dont_sign_mail_to = signing_section
             .dont_sign_mail_to
             .take()
-            .and_then(|e| self.entries("dont_sign_mail_to", e));
+            .and_then(|e| self.entries("dont_sign_mail_to", e))
+            .and_then(|set| match KeySet::from_data_set(&set) {
+                Ok(keys) => Some(keys),
+                Err(e) => {
+                    self.errors.push(e.into());
+                    None
+                }
+            });
         let sender_headers = signing_section
             .sender_headers
             .take()

@@ -51,7 +51,7 @@ use crate::policy::{
     Action, DomainSet, ErrorActions, MacroRule, Mode, Policy, SignatureSettings, Signing, Trust,
 };
 use crate::server::{self, SocketSpec, UnixSocketAccess};
-use crate::tables::{DataSet, DataSetKind, HostList, KeyTable, SigningTable};
+use crate::tables::{DataSet, DataSetKind, HostList, KeySet, KeyTable, SigningTable};
 
 use super::grammar::{self, Setting, Value};
 use super::options::{self, Support};
@@ -165,7 +165,7 @@ impl Reading {
         let trust = self.trust();
         let sender_headers = self.sender_headers();
         let exempt_domains = self.domain_set("ExemptDomains");
-        let dont_sign_mail_to = self.data_set("DontSignMailTo");
+        let dont_sign_mail_to = self.key_set("DontSignMailTo");
         let signature = self.signature();
         let errors = self.error_actions();
         let max_header_bytes = match self.count("MaximumHeaders") {
@@ -408,6 +408,17 @@ impl Reading {
         }
     }
 
+    fn key_set(&mut self, name: &str) -> Option<KeySet> {
+        let set = self.data_set(name)?;
+        match KeySet::from_data_set(&set) {
+            Ok(keys) => Some(keys),
+            Err(e) => {
+                self.errors.push(e.into());
+                None
+            }
+        }
+    }
+
     fn host_list(&mut self, name: &str) -> Option<HostList> {
         let set = self.data_set(name)?;
         match HostList::from_data_set(set) {
@@ -596,10 +607,26 @@ impl Reading {
             );
             return Vec::new();
         }
-        set.entries
-            .iter()
-            .map(|e| macro_rule(&e.key, e.value.as_deref()))
-            .collect()
+        let mut rules = Vec::new();
+        for e in &set.entries {
+            if e.key.contains(['{', '}']) {
+                // OpenDKIM asks the MTA for `{NAME}`, so `{x}` becomes `{{x}}`.
+                self.warn(
+                    Some(e.at.clone()),
+                    format!(
+                        "MacroList entry `{}` never matches: OpenDKIM looks each name up in \
+                         braces, so it asks for `{{{}}}`, which no MTA defines; dkim-sidecar \
+                         ignores it too. Write the name without braces (`{}`) to trust this macro",
+                        e.key,
+                        e.key,
+                        e.key.trim_matches(['{', '}'])
+                    ),
+                );
+                continue;
+            }
+            rules.push(macro_rule(&e.key, e.value.as_deref()));
+        }
+        rules
     }
 
     fn sender_headers(&mut self) -> Vec<String> {
@@ -1328,7 +1355,7 @@ SigningTable refile:$DIR/SigningTable
             .load(
                 "Mode s\nSocket inet:8891@localhost\nInternalHosts $DIR/TrustedHosts\n\
                  ExternalIgnoreList refile:$DIR/TrustedHosts\nPeerList 192.0.2.1\n\
-                 MTA submission,smtps\nMacroList daemon_name=ORIGINATING|submission,{auth_authen}\n",
+                 MTA submission,smtps\nMacroList daemon_name=ORIGINATING|submission,auth_authen\n",
             )
             .unwrap();
         let trust = &config.policy.trust;
@@ -1349,6 +1376,31 @@ SigningTable refile:$DIR/SigningTable
                     values: vec![],
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn braced_macrolist_name_never_matches_as_in_opendkim_and_is_warned() {
+        let dir = Dir::new();
+        let config = dir
+            .load("Mode s\nSocket inet:8891@localhost\nMacroList {auth_authen},{j}=x,if_addr\n")
+            .unwrap();
+        assert_eq!(
+            config.policy.trust.macros,
+            vec![MacroRule {
+                name: "if_addr".into(),
+                values: vec![],
+            }]
+        );
+        let w: Vec<String> = warnings(&config)
+            .into_iter()
+            .filter(|w| w.contains("MacroList"))
+            .collect();
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].starts_with(&dir.conf_line(3)), "{w:?}");
+        assert!(
+            w[0].contains("`{auth_authen}` never matches") && w[0].contains("(`auth_authen`)"),
+            "{w:?}"
         );
     }
 }

@@ -4,9 +4,9 @@
 //! the header block, never the body), keeps one body hash per body
 //! canonicalization so dual RSA + Ed25519 signing hashes the body once, and
 //! at end of message produces one `DKIM-Signature` value per
-//! [`SignRequest`]. Canonicalization, the body hasher, the signature's
-//! serialization and the private-key operation (aws-lc-rs) are mail-auth's;
-//! what is ours is the composition.
+//! [`SignRequest`]. Header canonicalization, the signature's serialization
+//! and the private-key operation (aws-lc-rs) are mail-auth's; the body
+//! canonicalization is ours (`body.rs` says why) and so is the composition.
 //!
 //! Why not `DkimSigner::sign_streaming`: it hashes the body once per key,
 //! borrows its signer (which a per-message state cannot hold across milter
@@ -17,22 +17,22 @@
 //! This module knows nothing of the milter protocol or of policy: it is
 //! told what to sign with which key and does it.
 
+mod body;
 pub mod headers;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use mail_auth::common::crypto::{HashContext, HashImpl, Sha256, SigningKey};
+use mail_auth::common::crypto::SigningKey;
 use mail_auth::common::headers::{Writable, Writer};
-use mail_auth::dkim::canonicalize::BodyHasher;
 use mail_auth::dkim::{Canonicalization, Signature};
+
+use body::BodyHash;
 
 pub use headers::{HeaderBlock, HeaderField, HeaderPolicy};
 
 use crate::keys::PrivateKey;
 pub use mail_auth::common::crypto::Algorithm;
-
-type BodyHash = BodyHasher<<Sha256 as HashImpl>::Context>;
 
 /// One signature to make: who signs (`d=`, `s=`, key) and how.
 #[derive(Clone)]
@@ -103,7 +103,7 @@ impl MessageSigning {
                     .iter()
                     .position(|(c, _)| *c == canon)
                     .unwrap_or_else(|| {
-                        bodies.push((canon, BodyHasher::new(Sha256::hasher(), canon, 0)));
+                        bodies.push((canon, BodyHash::sha256(canon)));
                         bodies.len() - 1
                     });
                 (request, index)
@@ -131,7 +131,7 @@ impl MessageSigning {
         let body_hashes: Vec<Vec<u8>> = self
             .bodies
             .into_iter()
-            .map(|(_, hasher)| hasher.finish().0.complete().as_ref().to_vec())
+            .map(|(_, hasher)| hasher.digest())
             .collect();
         self.requests
             .into_iter()

@@ -17,12 +17,10 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use mail_parser::parsers::MessageStream;
-
 use crate::dkim::{HeaderBlock, SignRequest};
 use crate::keys::KeyError;
 
-use super::{Policy, SignatureSettings};
+use super::{Policy, SignatureSettings, address};
 
 /// Read access to the MTA's macros, by name without braces.
 pub trait MacroLookup {
@@ -74,7 +72,26 @@ pub enum Decision {
     /// Leave the message as it is.
     NotSigned(NotSigned),
     /// The message should be signed, but a key it needs cannot be used.
-    KeyUnavailable { sender: String, error: KeyError },
+    KeyUnavailable { sender: String, error: KeyProblem },
+}
+
+/// Why a key the SigningTable chose for a message cannot sign it. OpenDKIM
+/// tempfails such a message (`dkimf_apply_signtable` returns -2 for an
+/// unknown key, -3 for one that does not load); so do we, by default.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyProblem {
+    /// A `%` key name became a name the KeyTable does not have (names
+    /// written out are checked at start-up).
+    #[error(
+        "the SigningTable entry at {at} names key `{name}` (its `%` is the sender's domain), \
+         which the KeyTable does not have; add a KeyTable entry named `{name}`"
+    )]
+    NotInKeyTable {
+        name: String,
+        at: crate::diagnostics::Location,
+    },
+    #[error(transparent)]
+    Load(#[from] KeyError),
 }
 
 /// Why a message is not signed; its Display is the log line's reason.
@@ -180,34 +197,33 @@ impl Policy {
         }
     }
 
-    /// The first address of the first sender header field present.
+    /// The address in the first SenderHeaders field present, as OpenDKIM
+    /// finds it (`mlfi_eoh`): the first instance of the first listed field
+    /// the message has, or From when From is not listed and none is there;
+    /// the address as `dkim_mail_parse` reads it (see [`super::address`]),
+    /// which must yield a non-empty user and domain.
     pub fn sender(&self, headers: &HeaderBlock) -> Result<Sender, NotSigned> {
+        let listed_from = self.sender_headers.iter().any(|h| h == "from");
         let field = self
             .sender_headers
             .iter()
             .find_map(|name| headers.first(name))
+            .or_else(|| (!listed_from).then(|| headers.first("from")).flatten())
             .ok_or_else(|| NotSigned::NoSenderHeader {
                 looked_for: self.sender_headers.clone(),
             })?;
-        let wire = field.wire_value();
         let unparseable = || NotSigned::UnparseableSender {
             header: String::from_utf8_lossy(&field.name).into_owned(),
             value: String::from_utf8_lossy(&field.value).trim().to_string(),
         };
-        let parsed = MessageStream::new(&wire).parse_address();
-        let address = parsed
-            .as_address()
-            .and_then(|a| a.first())
-            .and_then(|a| a.address())
-            .ok_or_else(unparseable)?;
-        let (user, domain) = address.rsplit_once('@').ok_or_else(unparseable)?;
-        if user.is_empty() || domain.is_empty() {
-            return Err(unparseable());
+        let parsed = address::dkim_mail_parse(&field.value).map_err(|_| unparseable())?;
+        match (parsed.user, parsed.domain) {
+            (Some(user), Some(domain)) if !user.is_empty() && !domain.is_empty() => Ok(Sender {
+                user: String::from_utf8_lossy(&user).into_owned(),
+                domain: String::from_utf8_lossy(&domain).to_ascii_lowercase(),
+            }),
+            _ => Err(unparseable()),
         }
-        Ok(Sender {
-            user: user.to_string(),
-            domain: domain.to_ascii_lowercase(),
-        })
     }
 
     /// OpenDKIM's order: MTA name, MacroList, internal client, SMTP AUTH.
@@ -218,9 +234,10 @@ impl Policy {
         {
             return Some(TrustedBy::Mta(daemon.to_string()));
         }
+        // A rule without values matches a macro the MTA defined, even empty
+        // (OpenDKIM's manual: "defined but may contain any value").
         for rule in &trust.macros {
             if let Some(value) = facts.macros.lookup(&rule.name)
-                && !value.is_empty()
                 && (rule.values.is_empty() || rule.values.iter().any(|v| v == value))
             {
                 return Some(TrustedBy::Macro(rule.name.clone()));
@@ -238,23 +255,16 @@ impl Policy {
         }
     }
 
+    /// The first recipient DontSignMailTo names. OpenDKIM looks each
+    /// envelope recipient up whole (`mlfi_eoh`): an entry is an address
+    /// (or, in a `refile:`, an address pattern), never a domain.
     fn excluded_recipient(&self, recipients: &[String]) -> Option<String> {
         let set = self.dont_sign_mail_to.as_ref()?;
-        recipients
-            .iter()
-            .find(|rcpt| {
-                let rcpt = rcpt.to_ascii_lowercase();
-                let domain = rcpt.rsplit_once('@').map(|(_, d)| d);
-                set.entries.iter().any(|e| {
-                    let key = e.key.to_ascii_lowercase();
-                    key == rcpt || Some(key.as_str()) == domain
-                })
-            })
-            .cloned()
+        recipients.iter().find(|rcpt| set.contains(rcpt)).cloned()
     }
 
     /// The signatures to make for this sender: empty when no key applies.
-    fn requests(&self, sender: &Sender) -> Result<Vec<SignRequest>, KeyError> {
+    fn requests(&self, sender: &Sender) -> Result<Vec<SignRequest>, KeyProblem> {
         let settings = &self.signature;
         if let Some(tables) = &self.signing.tables {
             let matches = if self.signing.multiple_signatures {
@@ -267,8 +277,10 @@ impl Policy {
             let mut requests = Vec::with_capacity(matches.len());
             for m in matches {
                 let Some(entry) = tables.key_table.get(&m.key_name) else {
-                    // A `%` key name with no KeyTable entry for this domain.
-                    continue;
+                    return Err(KeyProblem::NotInKeyTable {
+                        name: m.key_name,
+                        at: m.entry.at.clone(),
+                    });
                 };
                 let resolved = entry.resolve(&sender.domain);
                 let key = tables.keys.key_for(&resolved)?;
@@ -290,12 +302,15 @@ impl Policy {
                 .domains
                 .covering(&sender.domain, self.signing.subdomains)
         {
+            // When SubDomains matched a parent, OpenDKIM (`mlfi_eoh`,
+            // `setidentity`) sets the identity to `@parent`.
+            let identity = (domain != sender.domain).then(|| format!("@{domain}"));
             return Ok(vec![request(
                 settings,
                 domain,
                 domain_key.selector.clone(),
                 Arc::clone(&domain_key.key),
-                None,
+                identity,
             )]);
         }
         Ok(Vec::new())
@@ -340,5 +355,298 @@ fn client_label(facts: &MessageFacts<'_>) -> String {
         Some(ip) if unnamed => format!("[{ip}]"),
         Some(ip) => format!("{} [{ip}]", facts.client_host),
         None => facts.client_host.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! OpenDKIM's `mlfi_eoh` rules, one per test; the live comparison with
+    //! OpenDKIM is `tests/opendkim_parity.rs`.
+
+    use std::collections::HashMap;
+    use std::net::IpAddr;
+
+    use super::*;
+    use crate::diagnostics::Location;
+    use crate::dkim::HeaderField;
+    use crate::keys::LoadOptions;
+    use crate::offline::signing_tests::example_policy;
+    use crate::policy::{DomainSet, KeyStore, MacroRule, SigningTables};
+    use crate::tables::{DataSet, DataSetKind, KeySet, KeyTable, SigningTable};
+
+    struct Macros(HashMap<&'static str, &'static str>);
+
+    impl MacroLookup for Macros {
+        fn lookup(&self, name: &str) -> Option<&str> {
+            self.0.get(name).copied()
+        }
+    }
+
+    fn headers(fields: &[(&str, &str)]) -> HeaderBlock {
+        let mut block = HeaderBlock::new();
+        for (name, value) in fields {
+            block.push(HeaderField::new(
+                name.as_bytes().to_vec(),
+                format!(" {value}").into_bytes(),
+            ));
+        }
+        block
+    }
+
+    /// The decision for a message from `ip` with these macros and fields.
+    fn decide(
+        policy: &Policy,
+        ip: &str,
+        macros: &[(&'static str, &'static str)],
+        recipients: &[&str],
+        fields: &[(&str, &str)],
+    ) -> Decision {
+        let ip: IpAddr = ip.parse().unwrap();
+        let macros = Macros(macros.iter().copied().collect());
+        let recipients: Vec<String> = recipients.iter().map(|r| r.to_string()).collect();
+        let headers = headers(fields);
+        policy.decide(&MessageFacts {
+            client_host: "client.test",
+            client_ip: Some(ip),
+            macros: &macros,
+            recipients: &recipients,
+            headers: &headers,
+        })
+    }
+
+    /// `(d=, s=, i=)` of each signature, or the reason for none.
+    fn signers(decision: Decision) -> Result<Vec<(String, String, Option<String>)>, String> {
+        match decision {
+            Decision::Sign { requests, .. } => Ok(requests
+                .into_iter()
+                .map(|r| (r.domain, r.selector, r.identity))
+                .collect()),
+            Decision::NotSigned(reason) => Err(reason.to_string()),
+            Decision::KeyUnavailable { error, .. } => Err(format!("key unavailable: {error}")),
+        }
+    }
+
+    fn signed_as(domain: &str) -> Result<Vec<(String, String, Option<String>)>, String> {
+        Ok(vec![(domain.to_string(), "default".to_string(), None)])
+    }
+
+    #[test]
+    fn sender_headers_fall_back_to_from_when_from_is_not_listed() {
+        let mut policy = example_policy();
+        policy.sender_headers = vec!["resent-from".into()];
+        let d = decide(&policy, "127.0.0.1", &[], &[], &[("From", "a@example.com")]);
+        assert_eq!(signers(d), signed_as("example.com"));
+        let d = decide(
+            &policy,
+            "127.0.0.1",
+            &[],
+            &[],
+            &[("From", "a@example.net"), ("Resent-From", "a@example.com")],
+        );
+        assert_eq!(signers(d), signed_as("example.com"));
+    }
+
+    #[test]
+    fn sender_headers_listing_from_do_not_fall_back_past_it() {
+        let mut policy = example_policy();
+        policy.sender_headers = vec!["sender".into(), "from".into()];
+        let d = decide(
+            &policy,
+            "127.0.0.1",
+            &[],
+            &[],
+            &[("From", "a@example.com"), ("Sender", "list@example.net")],
+        );
+        assert!(signers(d).unwrap_err().contains("example.net"));
+    }
+
+    #[test]
+    fn sender_is_read_as_dkim_mail_parse_reads_it() {
+        let policy = example_policy();
+        let sender = |value: &str| policy.sender(&headers(&[("From", value)]));
+        assert_eq!(
+            sender("\"alice smith\"@Example.COM").unwrap().to_string(),
+            "\"alice smith\"@example.com"
+        );
+        assert_eq!(
+            sender("@example.com").unwrap().to_string(),
+            "example.com@example.com"
+        );
+        assert!(sender("undisclosed-recipients:;").is_err());
+        assert!(sender("\"unterminated <a@example.com>").is_err());
+    }
+
+    #[test]
+    fn subdomain_signed_by_listed_parent_gets_identity_at_parent() {
+        let mut policy = example_policy();
+        policy.signing.subdomains = true;
+        let d = decide(
+            &policy,
+            "127.0.0.1",
+            &[],
+            &[],
+            &[("From", "a@mail.example.com")],
+        );
+        assert_eq!(
+            signers(d),
+            Ok(vec![(
+                "example.com".into(),
+                "default".into(),
+                Some("@example.com".into())
+            )])
+        );
+        let d = decide(&policy, "127.0.0.1", &[], &[], &[("From", "a@example.com")]);
+        assert_eq!(signers(d), signed_as("example.com"));
+    }
+
+    #[test]
+    fn percent_key_name_missing_from_keytable_is_a_key_error_not_unsigned() {
+        let key = concat!(env!("CARGO_MANIFEST_DIR"), "/keys-example/default.private");
+        let at = Location::file("KeyTable");
+        let key_table = KeyTable::from_data_set(
+            DataSet::parse_file_bytes(
+                DataSetKind::File,
+                format!("example.org example.org:s:{key}\n").as_bytes(),
+                at.clone(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let signing_table = SigningTable::from_data_set(
+            DataSet::parse_file_bytes(DataSetKind::Refile, b"* %\n", Location::file("ST")).unwrap(),
+        )
+        .unwrap();
+        let options = LoadOptions {
+            require_safe_keys: false,
+            signer_uid: None,
+            ..LoadOptions::default()
+        };
+        let (keys, _) = KeyStore::load(&key_table, options).unwrap();
+        let mut policy = example_policy();
+        policy.signing.domain_key = None;
+        policy.signing.tables = Some(SigningTables {
+            key_table,
+            signing_table,
+            keys,
+        });
+        let d = decide(&policy, "127.0.0.1", &[], &[], &[("From", "a@example.org")]);
+        assert_eq!(
+            signers(d),
+            Ok(vec![("example.org".into(), "s".into(), None)])
+        );
+        let d = decide(
+            &policy,
+            "127.0.0.1",
+            &[],
+            &[],
+            &[("From", "a@example.museum")],
+        );
+        let Decision::KeyUnavailable { sender, error } = d else {
+            panic!("expected a key error, got {d:?}")
+        };
+        assert_eq!(sender, "a@example.museum");
+        assert!(
+            matches!(&error, KeyProblem::NotInKeyTable { name, .. } if name == "example.museum"),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn macro_without_values_matches_when_defined_even_empty() {
+        let mut policy = example_policy();
+        policy.trust.internal_hosts = crate::tables::HostList::from_data_set(DataSet::from_csl(
+            "192.0.2.1",
+            &Location::file("conf"),
+        ))
+        .unwrap();
+        policy.trust.macros = vec![MacroRule {
+            name: "auth_authen".into(),
+            values: vec![],
+        }];
+        let from = [("From", "a@example.com")];
+        let d = decide(&policy, "203.0.113.1", &[("auth_authen", "")], &[], &from);
+        assert_eq!(signers(d), signed_as("example.com"));
+        let d = decide(&policy, "203.0.113.1", &[], &[], &from);
+        assert!(signers(d).is_err(), "an undefined macro does not match");
+    }
+
+    #[test]
+    fn any_matching_mta_name_or_macro_trusts_the_origin() {
+        // OpenDKIM lets the last MacroList macro present decide (a bug);
+        // we trust the origin when any of them matches.
+        let mut policy = example_policy();
+        policy.trust.internal_hosts = crate::tables::HostList::from_data_set(DataSet::from_csl(
+            "192.0.2.1",
+            &Location::file("conf"),
+        ))
+        .unwrap();
+        policy.trust.mta_names = vec!["submission".into()];
+        policy.trust.macros = vec![
+            MacroRule {
+                name: "daemon_name".into(),
+                values: vec!["MSA".into()],
+            },
+            MacroRule {
+                name: "if_addr".into(),
+                values: vec!["192.0.2.1".into()],
+            },
+        ];
+        let from = [("From", "a@example.com")];
+        for macros in [
+            &[("daemon_name", "submission"), ("if_addr", "10.0.0.1")][..],
+            &[("daemon_name", "MSA"), ("if_addr", "10.0.0.1")][..],
+            &[("daemon_name", "smtpd"), ("if_addr", "192.0.2.1")][..],
+        ] {
+            let d = decide(&policy, "203.0.113.1", macros, &[], &from);
+            assert_eq!(signers(d), signed_as("example.com"), "{macros:?}");
+        }
+        let d = decide(
+            &policy,
+            "203.0.113.1",
+            &[("daemon_name", "smtpd")],
+            &[],
+            &from,
+        );
+        assert!(signers(d).is_err());
+    }
+
+    #[test]
+    fn dont_sign_mail_to_matches_whole_addresses_only() {
+        let mut policy = example_policy();
+        policy.dont_sign_mail_to = Some(
+            KeySet::from_data_set(&DataSet::from_csl(
+                "nosign@example.net,example.edu",
+                &Location::file("conf"),
+            ))
+            .unwrap(),
+        );
+        let from = [("From", "a@example.com")];
+        let d = decide(
+            &policy,
+            "127.0.0.1",
+            &[],
+            &["b@x.test", "NoSign@Example.NET"],
+            &from,
+        );
+        assert!(signers(d).unwrap_err().contains("NoSign@Example.NET"));
+        let d = decide(&policy, "127.0.0.1", &[], &["anyone@example.edu"], &from);
+        assert_eq!(signers(d), signed_as("example.com"));
+    }
+
+    #[test]
+    fn exempt_domain_is_matched_whole() {
+        let mut policy = example_policy();
+        policy.signing.subdomains = true;
+        policy.exempt_domains = Some(DomainSet::from_names(["example.com"]));
+        let d = decide(&policy, "127.0.0.1", &[], &[], &[("From", "a@Example.COM")]);
+        assert!(signers(d).unwrap_err().contains("ExemptDomains"));
+        let d = decide(
+            &policy,
+            "127.0.0.1",
+            &[],
+            &[],
+            &[("From", "a@mail.example.com")],
+        );
+        assert!(signers(d).is_ok());
     }
 }

@@ -1,5 +1,10 @@
 //! OpenDKIM's `Domain` (and `ExemptDomains`): a set of domain names, or
 //! `*` for every domain, optionally covering subdomains.
+//!
+//! Names are compared as OpenDKIM compares them (`dkimf_db_get` on the
+//! lowercased sender domain, case-insensitive): whole, so a trailing dot is
+//! part of the name (`alice@example.com.` is not in `Domain example.com`,
+//! and `Domain *` signs it as `d=example.com.`).
 
 use std::collections::HashSet;
 
@@ -15,7 +20,7 @@ impl DomainSet {
     pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
         let mut set = DomainSet::default();
         for name in names {
-            let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
+            let name = name.trim().to_ascii_lowercase();
             if name == "*" {
                 set.any = true;
             } else if !name.is_empty() {
@@ -37,7 +42,7 @@ impl DomainSet {
     /// it is listed (or the set is `*`), else, with `subdomains`, the
     /// nearest listed parent.
     pub fn covering(&self, domain: &str, subdomains: bool) -> Option<String> {
-        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        let domain = domain.to_ascii_lowercase();
         if self.any || self.names.contains(&domain) {
             return Some(domain);
         }
@@ -70,6 +75,18 @@ mod tests {
             Some("example.com")
         );
         assert_eq!(set.covering("example.org", false), None);
+    }
+
+    #[test]
+    fn trailing_dot_is_part_of_the_name_as_in_opendkim() {
+        let set = DomainSet::from_names(["example.com"]);
+        assert_eq!(set.covering("example.com.", false), None);
+        assert_eq!(set.covering("example.com.", true), None);
+        let star = DomainSet::from_names(["*"]);
+        assert_eq!(
+            star.covering("Example.COM.", false).as_deref(),
+            Some("example.com.")
+        );
     }
 
     #[test]

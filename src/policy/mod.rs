@@ -7,6 +7,7 @@
 //! signatures to make or the reason not to sign. This module knows nothing
 //! of the milter protocol's bytes and never signs: `dkim` does.
 
+mod address;
 mod decide;
 mod domains;
 mod keystore;
@@ -18,9 +19,9 @@ use mail_auth::dkim::Canonicalization;
 
 use crate::dkim::HeaderPolicy;
 use crate::keys::PrivateKey;
-use crate::tables::{DataSet, HostList, KeyTable, SigningTable};
+use crate::tables::{HostList, KeySet, KeyTable, SigningTable};
 
-pub use decide::{Decision, MacroLookup, MessageFacts, NotSigned, Sender, TrustedBy};
+pub use decide::{Decision, KeyProblem, MacroLookup, MessageFacts, NotSigned, Sender, TrustedBy};
 pub use domains::DomainSet;
 pub use keystore::{KeyStore, KeyStoreError};
 
@@ -36,9 +37,9 @@ pub struct Policy {
     /// OpenDKIM's ExemptDomains: senders' domains whose mail is passed
     /// through untouched.
     pub exempt_domains: Option<DomainSet>,
-    /// OpenDKIM's DontSignMailTo: a recipient matching this set means the
-    /// message is not signed.
-    pub dont_sign_mail_to: Option<DataSet>,
+    /// OpenDKIM's DontSignMailTo: a recipient address in this set means
+    /// the message is not signed.
+    pub dont_sign_mail_to: Option<KeySet>,
     pub signature: SignatureSettings,
     pub errors: ErrorActions,
     /// OpenDKIM's MaximumHeaders: bytes of header data accepted per message.

@@ -1,6 +1,7 @@
 //! OpenDKIM's tables, read and matched exactly as OpenDKIM 2.11 does:
-//! data sets (`file:`, `refile:`, `csl:`), the KeyTable, the SigningTable
-//! and host lists (InternalHosts, ExternalIgnoreList, PeerList).
+//! data sets (`file:`, `refile:`, `csl:`), the KeyTable, the SigningTable,
+//! host lists (InternalHosts, ExternalIgnoreList, PeerList) and key sets
+//! (DontSignMailTo).
 //!
 //! Every rule here comes from OpenDKIM's source (`opendkim-db.c`,
 //! `opendkim.c`, `util.c`) and the submodules say which function it
@@ -19,6 +20,7 @@
 mod dataset;
 mod error;
 mod hostlist;
+mod keyset;
 mod keytable;
 mod pattern;
 mod pattern_index;
@@ -27,6 +29,7 @@ mod signingtable;
 pub use dataset::{DataSet, DataSetEntry, DataSetKind, DataSetSpec};
 pub use error::TableError;
 pub use hostlist::HostList;
+pub use keyset::KeySet;
 pub use keytable::{
     KeyDomain, KeyEntry, KeySource, KeyTable, PathTemplate, ResolvedKey, ResolvedKeySource,
 };

@@ -1381,7 +1381,7 @@ SigningTable refile:$DIR/SigningTable
 
     #[test]
     fn braced_macrolist_name_never_matches_as_in_opendkim_and_is_warned() {
-        let dir = Dir::new();
+        let dir = dir();
         let config = dir
             .load("Mode s\nSocket inet:8891@localhost\nMacroList {auth_authen},{j}=x,if_addr\n")
             .unwrap();
@@ -1397,7 +1397,7 @@ SigningTable refile:$DIR/SigningTable
             .filter(|w| w.contains("MacroList"))
             .collect();
         assert_eq!(w.len(), 2, "{w:?}");
-        assert!(w[0].starts_with(&dir.conf_line(3)), "{w:?}");
+        assert!(w[0].starts_with(&dir.line(3)), "{w:?}");
         assert!(
             w[0].contains("`{auth_authen}` never matches") && w[0].contains("(`auth_authen`)"),
             "{w:?}"

@@ -103,9 +103,8 @@ pub fn keygen(request: &KeygenRequest) -> Result<KeygenOutcome, KeygenError> {
             }
             if bits < 2048 {
                 warnings.push(format!(
-                    "a {bits}-bit RSA key is weak (RFC 8301 recommends at least 2048 bits), \
-                     and dkim-sidecar itself signs only with keys of 2048 to 8192 bits: \
-                     this key suits other signers only"
+                    "a {bits}-bit RSA key is weak (RFC 8301 recommends at least 2048 bits); \
+                     use -b 2048 unless a receiver or DNS provider requires a shorter key"
                 ));
             }
         }

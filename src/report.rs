@@ -236,6 +236,7 @@ pub fn not_signed_label(reason: &NotSigned) -> &'static str {
         NotSigned::SigningDisabled => "signing_disabled",
         NotSigned::NoSenderHeader { .. } => "no_sender_header",
         NotSigned::UnparseableSender { .. } => "unparseable_sender",
+        NotSigned::UnencodableDomain { .. } => "unencodable_domain",
         NotSigned::ExemptDomain { .. } => "exempt_domain",
         NotSigned::UntrustedOrigin { .. } => "untrusted_origin",
         NotSigned::NoKeyForSender { tables: true, .. } => "no_signing_table_match",

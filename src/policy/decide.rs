@@ -98,12 +98,31 @@ pub enum KeyProblem {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NotSigned {
     SigningDisabled,
-    NoSenderHeader { looked_for: Vec<String> },
-    UnparseableSender { header: String, value: String },
-    ExemptDomain { domain: String },
-    UntrustedOrigin { client: String, sender: String },
-    NoKeyForSender { sender: String, tables: bool },
-    RecipientExcluded { recipient: String },
+    NoSenderHeader {
+        looked_for: Vec<String>,
+    },
+    UnparseableSender {
+        header: String,
+        value: String,
+    },
+    /// An internationalised domain with no valid ASCII (`xn--`) form.
+    UnencodableDomain {
+        domain: String,
+    },
+    ExemptDomain {
+        domain: String,
+    },
+    UntrustedOrigin {
+        client: String,
+        sender: String,
+    },
+    NoKeyForSender {
+        sender: String,
+        tables: bool,
+    },
+    RecipientExcluded {
+        recipient: String,
+    },
 }
 
 impl fmt::Display for NotSigned {
@@ -116,6 +135,10 @@ impl fmt::Display for NotSigned {
             NotSigned::UnparseableSender { header, value } => {
                 write!(f, "cannot find an address in {header}: {value:?}")
             }
+            NotSigned::UnencodableDomain { domain } => write!(
+                f,
+                "sender domain {domain:?} has no valid ASCII (IDNA) form to sign with"
+            ),
             NotSigned::ExemptDomain { domain } => {
                 write!(f, "sender domain {domain} is in ExemptDomains")
             }
@@ -220,7 +243,9 @@ impl Policy {
         match (parsed.user, parsed.domain) {
             (Some(user), Some(domain)) if !user.is_empty() && !domain.is_empty() => Ok(Sender {
                 user: String::from_utf8_lossy(&user).into_owned(),
-                domain: String::from_utf8_lossy(&domain).to_ascii_lowercase(),
+                domain: ascii_domain(&domain).ok_or_else(|| NotSigned::UnencodableDomain {
+                    domain: String::from_utf8_lossy(&domain).into_owned(),
+                })?,
             }),
             _ => Err(unparseable()),
         }
@@ -347,6 +372,17 @@ fn identity_within(identity: &str, domain: &str) -> bool {
     identity_domain == domain || identity_domain.ends_with(&format!(".{domain}"))
 }
 
+/// The domain as signatures and tables use it: lower case, and an
+/// internationalised domain in its A-label (`xn--`) form, since `d=` must
+/// be ASCII (RFC 8616 section 4) and OpenDKIM itself aborts on such mail.
+fn ascii_domain(domain: &[u8]) -> Option<String> {
+    if domain.is_ascii() {
+        return Some(String::from_utf8_lossy(domain).to_ascii_lowercase());
+    }
+    let text = std::str::from_utf8(domain).ok()?;
+    idna::domain_to_ascii(text).ok()
+}
+
 /// `host [ip]`, or `[ip]` for a client without a host name (Postfix sends
 /// the address in brackets as its name then).
 fn client_label(facts: &MessageFacts<'_>) -> String {
@@ -428,6 +464,35 @@ mod tests {
 
     fn signed_as(domain: &str) -> Result<Vec<(String, String, Option<String>)>, String> {
         Ok(vec![(domain.to_string(), "default".to_string(), None)])
+    }
+
+    #[test]
+    fn internationalised_sender_domain_signs_as_its_a_label() {
+        let mut policy = example_policy();
+        if let Some(domain_key) = &mut policy.signing.domain_key {
+            domain_key.domains = DomainSet::from_names(["xn--bcher-kva.example"]);
+        }
+        let d = decide(
+            &policy,
+            "127.0.0.1",
+            &[],
+            &[],
+            &[("From", "Jörg <jörg@Bücher.example>")],
+        );
+        assert_eq!(signers(d), signed_as("xn--bcher-kva.example"));
+    }
+
+    #[test]
+    fn domain_with_no_ascii_form_is_not_signed_and_says_why() {
+        let d = decide(
+            &example_policy(),
+            "127.0.0.1",
+            &[],
+            &[],
+            &[("From", "a@exa\u{FFFD}mple.com")],
+        );
+        let reason = signers(d).unwrap_err();
+        assert!(reason.contains("no valid ASCII (IDNA) form"), "{reason}");
     }
 
     #[test]

@@ -20,7 +20,13 @@ impl DomainSet {
     pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
         let mut set = DomainSet::default();
         for name in names {
-            let name = name.trim().to_ascii_lowercase();
+            let name = name.trim();
+            // Senders' domains are compared in A-label form; so are ours.
+            let name = if name.is_ascii() {
+                name.to_ascii_lowercase()
+            } else {
+                idna::domain_to_ascii(name).unwrap_or_else(|_| name.to_lowercase())
+            };
             if name == "*" {
                 set.any = true;
             } else if !name.is_empty() {
@@ -66,6 +72,15 @@ impl DomainSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn internationalised_names_are_kept_in_a_label_form() {
+        let set = DomainSet::from_names(["Bücher.example"]);
+        assert_eq!(
+            set.covering("xn--bcher-kva.example", false).as_deref(),
+            Some("xn--bcher-kva.example")
+        );
+    }
 
     #[test]
     fn listed_domain_matches_without_regard_to_case() {

@@ -9,6 +9,7 @@
 //! once every few seconds, never once per connection. This module knows
 //! nothing about what the filter does.
 
+mod quickack;
 pub mod socket;
 
 use std::fmt;
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::milter::{self, ConnectionError, Ending, Filter, Limits, ServeError};
+use quickack::QuickAck;
 pub use socket::{BindError, Listener, SocketSpec, UnixSocketAccess, bind};
 
 /// How the server treats connections.
@@ -146,9 +148,10 @@ where
         };
         match accepted {
             Ok(Accepted::Tcp(stream, addr)) => {
-                // Replies are small and must not wait for delayed ACKs.
+                // Replies are small and must not wait for delayed ACKs, and
+                // neither must Postfix's pipelined commands.
                 let _ = stream.set_nodelay(true);
-                start(stream, Peer::Tcp(addr), shared).await;
+                start(QuickAck::new(stream), Peer::Tcp(addr), shared).await;
             }
             Ok(Accepted::Unix(stream)) => start(stream, Peer::Unix, shared).await,
             Err(e) => {

@@ -20,7 +20,7 @@ use std::panic::AssertUnwindSafe;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
-pub use codec::{ClientAddress, Command, FrameDecoder, Reply, SmtpReply};
+pub use codec::{ClientAddress, Command, FrameDecoder, Reply, ReplyDecoder, SmtpReply};
 pub use connection::{Connection, ConnectionError, Timeouts};
 pub use filter::{Client, EndOfMessage, Filter, Modification, Verdict};
 pub use macros::{Macros, Stage};

@@ -9,6 +9,7 @@
 //! `main.rs` only parses the command line ([`cli`]) and calls into this
 //! library, so everything here can be tested without spawning the binary.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod daemon;

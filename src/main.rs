@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use dkim_sidecar::cli::{Cli, Command, KeyAlgorithm, KeygenArgs, TestkeyArgs};
+use dkim_sidecar::cli::{BenchArgs, Cli, Command, KeyAlgorithm, KeygenArgs, TestkeyArgs};
 use dkim_sidecar::keys::KeyType;
 use dkim_sidecar::keys::generate::{KeygenRequest, keygen};
 use dkim_sidecar::keys::record::RecordOptions;
@@ -18,6 +18,7 @@ fn main() -> ExitCode {
     let result: Result<ExitCode, String> = match cli.command {
         Command::Keygen(args) => run_keygen(&args),
         Command::Testkey(args) => run_testkey(&args),
+        Command::Bench(args) => run_bench(&args),
         Command::Run(_) | Command::CheckConfig(_) | Command::Sign(_) => {
             Err("this subcommand is not built yet".to_string())
         }
@@ -82,5 +83,38 @@ fn run_testkey(args: &TestkeyArgs) -> Result<ExitCode, String> {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(TESTKEY_NOT_OK)
+    })
+}
+
+fn run_bench(args: &BenchArgs) -> Result<ExitCode, String> {
+    let options = dkim_sidecar::bench::options_from_args(args)?;
+    dkim_sidecar::bench::process::raise_open_files_limit();
+    let runtime = if args.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads)
+            .enable_all()
+            .build()
+    }
+    .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let report = runtime
+        .block_on(dkim_sidecar::bench::run(options))
+        .map_err(|e| e.to_string())?;
+    let text = if args.json {
+        let mut json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        json.push('\n');
+        json
+    } else {
+        report.to_string()
+    };
+    // A closed pipe (`| head`) is not the bench's failure.
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
+    Ok(if report.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     })
 }

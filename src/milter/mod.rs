@@ -93,6 +93,9 @@ where
     let mut replies = Vec::with_capacity(4);
     loop {
         let may_stop_here = !session.in_transaction() && !conn.has_partial_frame();
+        if may_stop_here {
+            conn.release_idle_buffers();
+        }
         let command = if may_stop_here {
             tokio::select! {
                 biased;

@@ -49,9 +49,16 @@ struct Args {
     /// Runtime worker threads; default: one per processor.
     #[arg(long)]
     threads: Option<usize>,
+    /// Signing threads; 0 signs on the runtime's threads. Default: one per
+    /// processor.
+    #[arg(long)]
+    work_threads: Option<usize>,
     /// Write the log (one line per message) here instead of stderr.
     #[arg(long)]
     log: Option<PathBuf>,
+    /// Log warnings and errors only (no line per message).
+    #[arg(long)]
+    quiet: bool,
     /// Connection limit.
     #[arg(long, default_value_t = 4096)]
     max_connections: usize,
@@ -124,7 +131,14 @@ fn policy(args: &Args) -> Result<Policy, String> {
 
 fn main() -> Result<(), String> {
     let args = Args::parse();
-    let log = tracing_subscriber::fmt().with_ansi(false);
+    let level = if args.quiet {
+        tracing::Level::WARN
+    } else {
+        tracing::Level::INFO
+    };
+    let log = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(level);
     match &args.log {
         Some(path) => {
             let file = std::fs::File::create(path).map_err(|e| e.to_string())?;
@@ -160,10 +174,13 @@ fn main() -> Result<(), String> {
                 shutdown.cancel();
             }
         });
-        let settings = Settings {
+        let mut settings = Settings {
             max_connections: args.max_connections,
             ..Settings::default()
         };
+        if let Some(threads) = args.work_threads {
+            settings.work_threads = threads;
+        }
         server::run(
             listeners,
             move |_| SigningFilter::new(Arc::clone(&live)),

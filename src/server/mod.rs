@@ -22,7 +22,7 @@ use tokio::sync::{Mutex, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::milter::{self, ConnectionError, Ending, Filter, Limits, ServeError};
+use crate::milter::{self, ConnectionError, Ending, Filter, Limits, ServeError, WorkPool};
 pub use socket::{BindError, Listener, SocketSpec, UnixSocketAccess, bind};
 
 /// How the server treats connections.
@@ -34,6 +34,9 @@ pub struct Settings {
     /// After a shutdown request, how long open transactions may take to
     /// finish before the server stops anyway.
     pub shutdown_grace: Duration,
+    /// Threads for filter work too heavy for the connection threads
+    /// (signing); 0 runs it on the connection threads.
+    pub work_threads: usize,
 }
 
 impl Default for Settings {
@@ -42,6 +45,7 @@ impl Default for Settings {
             limits: Limits::default(),
             max_connections: 1024,
             shutdown_grace: Duration::from_secs(30),
+            work_threads: milter::pool::default_threads(),
         }
     }
 }
@@ -81,9 +85,20 @@ pub async fn run<F, M>(
     F: Filter + 'static,
     M: Fn(&ConnectionInfo) -> F + Send + Sync + 'static,
 {
+    let pool = match settings.work_threads {
+        0 => None,
+        threads => match WorkPool::new(threads, "milter-work") {
+            Ok(pool) => Some(Arc::new(pool)),
+            Err(e) => {
+                tracing::warn!("cannot start work threads, signing on the connection threads: {e}");
+                None
+            }
+        },
+    };
     let shared = Arc::new(Shared {
         make_filter,
         settings,
+        pool,
         slots: Arc::new(Semaphore::new(settings.max_connections)),
         next_id: AtomicU64::new(1),
         refusals: Mutex::new(Refusals::default()),
@@ -127,6 +142,7 @@ pub async fn run<F, M>(
 struct Shared<M> {
     make_filter: M,
     settings: Settings,
+    pool: Option<Arc<WorkPool>>,
     slots: Arc<Semaphore>,
     next_id: AtomicU64,
     refusals: Mutex<Refusals>,
@@ -194,9 +210,10 @@ where
     let filter = (shared.make_filter)(&info);
     let limits = shared.settings.limits;
     let shutdown = shared.shutdown.clone();
+    let pool = shared.pool.clone();
     shared.connections.spawn(async move {
         let _slot = slot;
-        match milter::serve(stream, filter, limits, shutdown).await {
+        match milter::serve(stream, filter, limits, pool, shutdown).await {
             Ok(ending) => log_ending(&info, ending),
             Err(error) => log_error(&info, &error),
         }

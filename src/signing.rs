@@ -17,7 +17,7 @@ use std::time::{Instant, SystemTime};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 
-use crate::dkim::{HeaderBlock, HeaderField, MessageSigning, SIGNATURE_FIELD, SignatureField};
+use crate::dkim::{HeaderBlock, MessageSigning, SIGNATURE_FIELD, SignatureField};
 use crate::milter::{
     Actions, Client, EndOfMessage, Event, EventSet, Filter, Macros, Modification, Needs, SmtpReply,
     Stage, Verdict,
@@ -206,10 +206,7 @@ impl Filter for SigningFilter {
             if c.headers.byte_size() + name.len() + value.len() > c.policy.max_header_bytes {
                 c.overflowed = true;
             } else {
-                c.headers.push(HeaderField::new(
-                    Bytes::copy_from_slice(name),
-                    Bytes::copy_from_slice(value),
-                ));
+                c.headers.push_copy(name, value);
             }
         }
         Verdict::Continue
@@ -301,7 +298,7 @@ impl Filter for SigningFilter {
                     result = "signed",
                     sender = %s.sender,
                     trusted_by = %s.trusted_by,
-                    signatures = %describe(&signatures),
+                    signatures = %Described(&signatures),
                     elapsed_us = s.started.elapsed().as_micros() as u64,
                     "signed"
                 );
@@ -368,13 +365,26 @@ fn unix_time() -> u64 {
         .unwrap_or(0)
 }
 
-/// `d=example.com s=default a=rsa-sha256, d=... ` for the log line.
-fn describe(signatures: &[SignatureField]) -> String {
-    signatures
-        .iter()
-        .map(|s| format!("d={} s={} a={}", s.domain, s.selector, s.algorithm.name()))
-        .collect::<Vec<_>>()
-        .join(", ")
+/// `d=example.com s=default a=rsa-sha256, d=... ` for the log line,
+/// written only if the line is.
+struct Described<'a>(&'a [SignatureField]);
+
+impl std::fmt::Display for Described<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, s) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(
+                f,
+                "d={} s={} a={}",
+                s.domain,
+                s.selector,
+                s.algorithm.name()
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// The answer to the MTA for an error, per the configured On-* action.

@@ -171,11 +171,21 @@ fn sign_one(
         cb: request.body_canonicalization,
         ..Signature::default()
     };
-    let covered: Vec<(&[u8], Vec<u8>)> = selection
+    // The covered fields' wire forms, in one buffer.
+    let mut wire = Vec::with_capacity(1024);
+    let spans: Vec<(&[u8], std::ops::Range<usize>)> = selection
         .covered
         .iter()
         .flatten()
-        .map(|field| (&field.name[..], field.wire_value()))
+        .map(|field| {
+            let start = wire.len();
+            field.write_wire_value(&mut wire);
+            (&field.name[..], start..wire.len())
+        })
+        .collect();
+    let covered: Vec<(&[u8], &[u8])> = spans
+        .into_iter()
+        .map(|(name, span)| (name, &wire[span]))
         .collect();
     signature.b = request
         .key
@@ -202,18 +212,14 @@ fn sign_one(
 /// line break (RFC 6376 section 3.7).
 struct SigningInput<'a> {
     canonicalization: Canonicalization,
-    covered: &'a [(&'a [u8], Vec<u8>)],
+    covered: &'a [(&'a [u8], &'a [u8])],
     signature: &'a Signature,
 }
 
 impl Writable for SigningInput<'_> {
     fn write(self, writer: &mut impl Writer) {
-        self.canonicalization.canonicalize_headers(
-            self.covered
-                .iter()
-                .map(|(name, value)| (*name, value.as_slice())),
-            writer,
-        );
+        self.canonicalization
+            .canonicalize_headers(self.covered.iter().copied(), writer);
         // With `false`, mail-auth writes the field in the form the chosen
         // header canonicalization gives it.
         self.signature.write(writer, false);

@@ -639,11 +639,13 @@ impl Filter for ThreadReporter {
     }
 }
 
-/// One message through a server running `filter`s, as Postfix sends it.
+/// One message through a server running `filter`s, as Postfix sends it,
+/// while `idle` other connections are open.
 async fn one_message(
     work_threads: usize,
     heavy: bool,
     panic: bool,
+    idle: usize,
 ) -> Result<dkim_sidecar::bench::Outcome, String> {
     use dkim_sidecar::bench::{MilterClient, TestMessage, client};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -660,6 +662,16 @@ async fn one_message(
         shutdown.clone(),
     ));
     let target: SocketSpec = format!("inet:{port}@127.0.0.1").parse().unwrap();
+    let mut others = Vec::new();
+    for _ in 0..idle {
+        let mut other = MilterClient::new(
+            client::open(&target).await.unwrap(),
+            Duration::from_secs(10),
+        );
+        // Negotiated, so the server has certainly counted it.
+        other.negotiate(6).await.unwrap();
+        others.push(other);
+    }
     let mut mta = MilterClient::new(
         client::open(&target).await.unwrap(),
         Duration::from_secs(10),
@@ -673,6 +685,9 @@ async fn one_message(
         .await
         .map_err(|e| e.to_string());
     let _ = mta.quit().await;
+    for other in others {
+        let _ = other.quit().await;
+    }
     shutdown.cancel();
     server.await.unwrap();
     outcome
@@ -691,19 +706,25 @@ fn inserted_thread(outcome: &dkim_sidecar::bench::Outcome) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn heavy_end_of_message_runs_on_the_work_threads() {
-    let on_pool = inserted_thread(&one_message(2, true, false).await.unwrap());
+async fn heavy_end_of_message_runs_on_the_work_threads_when_connections_compete() {
+    // Three connections for two runtime threads: the work goes to the pool.
+    let on_pool = inserted_thread(&one_message(2, true, false, 2).await.unwrap());
     assert!(on_pool.starts_with("milter-work-"), "{on_pool}");
-    let light = inserted_thread(&one_message(2, false, false).await.unwrap());
+    // Alone, or with one other connection, it stays on its own thread.
+    for idle in [0, 1] {
+        let alone = inserted_thread(&one_message(2, true, false, idle).await.unwrap());
+        assert!(!alone.starts_with("milter-work-"), "{alone}");
+    }
+    let light = inserted_thread(&one_message(2, false, false, 2).await.unwrap());
     assert!(!light.starts_with("milter-work-"), "{light}");
-    let no_pool = inserted_thread(&one_message(0, true, false).await.unwrap());
+    let no_pool = inserted_thread(&one_message(0, true, false, 2).await.unwrap());
     assert!(!no_pool.starts_with("milter-work-"), "{no_pool}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_on_the_work_threads_answers_tempfail() {
     for work_threads in [1, 0] {
-        let outcome = one_message(work_threads, true, true).await.unwrap();
+        let outcome = one_message(work_threads, true, true, 2).await.unwrap();
         assert!(
             matches!(
                 outcome,

@@ -18,7 +18,6 @@ pub mod pool;
 pub mod session;
 
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
@@ -28,7 +27,7 @@ pub use connection::{Connection, ConnectionError, Timeouts};
 pub use filter::{Client, EndOfMessage, Filter, Modification, Verdict};
 pub use macros::{Macros, Stage};
 pub use options::{Actions, Event, EventSet, Needs, Negotiated, ProtocolFlags};
-pub use pool::WorkPool;
+pub use pool::{Offload, WorkPool};
 pub use session::{Flow, ProtocolError, Session};
 
 /// Limits for one connection.
@@ -76,10 +75,10 @@ pub enum ServeError {
 /// hit, or `shutdown` is cancelled. On shutdown an open transaction is
 /// finished first, so no message is cut off in the middle.
 ///
-/// With a `pool`, an end of message the filter calls heavy
-/// ([`Filter::offload_end_of_message`]) runs on the pool's threads while
-/// this task waits, so that other connections on this thread are not held
-/// up.
+/// With `offload`, an end of message the filter calls heavy
+/// ([`Filter::offload_end_of_message`]) runs on the work pool's threads
+/// while this task waits, so that other connections on this thread are not
+/// held up (when there are others; see [`Offload`]).
 ///
 /// A panic inside the filter is caught: the MTA gets a tempfail where it
 /// waits for a reply, and only this connection closes.
@@ -87,7 +86,7 @@ pub async fn serve<S, F>(
     stream: S,
     filter: F,
     limits: Limits,
-    pool: Option<Arc<WorkPool>>,
+    offload: Option<Offload>,
     shutdown: CancellationToken,
 ) -> Result<Ending, ServeError>
 where
@@ -99,6 +98,7 @@ where
         FrameDecoder::new(limits.max_payload),
         limits.timeouts,
     );
+    let _open = offload.as_ref().map(Offload::open_connection);
     let mut session = Session::new(filter);
     let mut replies = Vec::with_capacity(4);
     loop {
@@ -125,7 +125,8 @@ where
         replies.clear();
         let code = command.code();
         let expects_reply = session.expects_reply(&command);
-        let flow = if let Some(pool) = pool.as_ref().filter(|_| session.offloads(&command)) {
+        let pool = offload.as_ref().and_then(Offload::pool_if_busy);
+        let flow = if let Some(pool) = pool.filter(|_| session.offloads(&command)) {
             let mut moved = session;
             let mut out = std::mem::take(&mut replies);
             let job = move || {

@@ -10,6 +10,7 @@
 //! runtime free to answer everyone else.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -88,6 +89,50 @@ impl WorkPool {
     }
 }
 
+/// A work pool and when to use it. Heavy work goes to the pool only while
+/// more connections are open than the runtime has threads: with fewer,
+/// every connection can have a thread to itself, nobody waits behind the
+/// work, and the hand-off would only add a thread switch to the message
+/// (measured: about 60 us of CPU and latency per RSA signature).
+#[derive(Debug, Clone)]
+pub struct Offload {
+    pool: Arc<WorkPool>,
+    open: Arc<AtomicUsize>,
+    inline_up_to: usize,
+}
+
+impl Offload {
+    /// Use `pool` once more than `inline_up_to` connections are open.
+    pub fn new(pool: Arc<WorkPool>, inline_up_to: usize) -> Offload {
+        Offload {
+            pool,
+            open: Arc::new(AtomicUsize::new(0)),
+            inline_up_to,
+        }
+    }
+
+    /// Count a connection as open until the guard is dropped.
+    pub fn open_connection(&self) -> OpenConnection {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(Arc::clone(&self.open))
+    }
+
+    /// The pool, if heavy work should go there now.
+    pub fn pool_if_busy(&self) -> Option<&WorkPool> {
+        (self.open.load(Ordering::Relaxed) > self.inline_up_to).then_some(&*self.pool)
+    }
+}
+
+/// One open connection, as [`Offload`] counts them.
+#[derive(Debug)]
+pub struct OpenConnection(Arc<AtomicUsize>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// One thread per processor the process may use.
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
@@ -124,6 +169,20 @@ mod tests {
         let result: Result<(), _> = pool.run(|| panic!("boom")).await;
         assert_eq!(result, Err(PoolError::Panicked));
         assert_eq!(pool.run(|| 7).await, Ok(7));
+    }
+
+    #[test]
+    fn the_pool_is_used_only_beyond_the_inline_limit() {
+        let offload = Offload::new(Arc::new(WorkPool::new(1, "test-limit").unwrap()), 2);
+        assert!(offload.pool_if_busy().is_none());
+        let a = offload.open_connection();
+        let b = offload.open_connection();
+        assert!(offload.pool_if_busy().is_none());
+        let c = offload.open_connection();
+        assert!(offload.pool_if_busy().is_some());
+        drop(c);
+        assert!(offload.pool_if_busy().is_none());
+        drop((a, b));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use tokio::sync::{Mutex, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::milter::{self, ConnectionError, Ending, Filter, Limits, ServeError, WorkPool};
+use crate::milter::{self, ConnectionError, Ending, Filter, Limits, Offload, ServeError, WorkPool};
 pub use socket::{BindError, Listener, SocketSpec, UnixSocketAccess, bind};
 
 /// How the server treats connections.
@@ -35,7 +35,8 @@ pub struct Settings {
     /// finish before the server stops anyway.
     pub shutdown_grace: Duration,
     /// Threads for filter work too heavy for the connection threads
-    /// (signing); 0 runs it on the connection threads.
+    /// (RSA signing), used while more connections are open than the runtime
+    /// has threads; 0 always runs it on the connection threads.
     pub work_threads: usize,
 }
 
@@ -85,10 +86,12 @@ pub async fn run<F, M>(
     F: Filter + 'static,
     M: Fn(&ConnectionInfo) -> F + Send + Sync + 'static,
 {
-    let pool = match settings.work_threads {
+    // Up to one open connection per runtime thread, heavy work runs inline.
+    let runtime_threads = tokio::runtime::Handle::current().metrics().num_workers();
+    let offload = match settings.work_threads {
         0 => None,
         threads => match WorkPool::new(threads, "milter-work") {
-            Ok(pool) => Some(Arc::new(pool)),
+            Ok(pool) => Some(Offload::new(Arc::new(pool), runtime_threads)),
             Err(e) => {
                 tracing::warn!("cannot start work threads, signing on the connection threads: {e}");
                 None
@@ -98,7 +101,7 @@ pub async fn run<F, M>(
     let shared = Arc::new(Shared {
         make_filter,
         settings,
-        pool,
+        offload,
         slots: Arc::new(Semaphore::new(settings.max_connections)),
         next_id: AtomicU64::new(1),
         refusals: Mutex::new(Refusals::default()),
@@ -142,7 +145,7 @@ pub async fn run<F, M>(
 struct Shared<M> {
     make_filter: M,
     settings: Settings,
-    pool: Option<Arc<WorkPool>>,
+    offload: Option<Offload>,
     slots: Arc<Semaphore>,
     next_id: AtomicU64,
     refusals: Mutex<Refusals>,
@@ -210,10 +213,10 @@ where
     let filter = (shared.make_filter)(&info);
     let limits = shared.settings.limits;
     let shutdown = shared.shutdown.clone();
-    let pool = shared.pool.clone();
+    let offload = shared.offload.clone();
     shared.connections.spawn(async move {
         let _slot = slot;
-        match milter::serve(stream, filter, limits, pool, shutdown).await {
+        match milter::serve(stream, filter, limits, offload, shutdown).await {
             Ok(ending) => log_ending(&info, ending),
             Err(error) => log_error(&info, &error),
         }

@@ -10,6 +10,8 @@
 # `openssl speed rsa2048` signatures per second on one processor.
 #
 # Usage: benches/compare.sh [REPORT.md]
+#        benches/compare.sh --report RESULTS_DIR [REPORT.md]  (table only, from
+#        an earlier run's raw results)
 #   ROUNDS=3          runs per measurement and milter
 #   SECONDS_PER_RUN=8 length of each throughput and latency run
 #   CRITERION=1       also run the criterion benches (body hash, tables); 0 skips
@@ -27,6 +29,11 @@ ROOT=$(pwd)
 ROUNDS=${ROUNDS:-3}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-8}
 CRITERION=${CRITERION:-1}
+REPORT_ONLY=
+if [ "${1:-}" = --report ]; then
+    REPORT_ONLY=$(cd "$2/.." && pwd)
+    shift 2
+fi
 REPORT=${1:-}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET_DIR/release/dkim-sidecar
@@ -34,54 +41,59 @@ OURS_CMD=${OURS_CMD:-"$TARGET_DIR/release/examples/bench-milter --socket {socket
 
 say() { printf '%s\n' "$*" >&2; }
 
-if ! command -v opendkim >/dev/null; then
-    say "installing opendkim from the distribution's packages"
-    apt-get install -y opendkim >/dev/null
-fi
-OPENDKIM=$(command -v opendkim)
+if [ -n "$REPORT_ONLY" ]; then
+    DIR=$REPORT_ONLY
+    # shellcheck disable=SC1091
+    . "$DIR/params.sh"
+else
+    if ! command -v opendkim >/dev/null; then
+        say "installing opendkim from the distribution's packages"
+        apt-get install -y opendkim >/dev/null
+    fi
+    OPENDKIM=$(command -v opendkim)
 
-say "building (release)"
-cargo build --release --bin dkim-sidecar --example bench-milter >&2
+    say "building (release)"
+    cargo build --release --bin dkim-sidecar --example bench-milter >&2
 
-DIR=$(mktemp -d /tmp/dkim-compare.XXXXXX)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-}
-trap cleanup EXIT
-mkdir -p "$DIR/keys" "$DIR/results"
+    DIR=$(mktemp -d /tmp/dkim-compare.XXXXXX)
+    PIDS=()
+    cleanup() {
+        for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+        wait 2>/dev/null || true
+    }
+    trap cleanup EXIT
+    mkdir -p "$DIR/keys" "$DIR/results"
 
-# The same key files, tables and trusted hosts for both milters.
-cp "$ROOT/keys-example/default.private" "$ROOT/keys-example/ed25519.private" "$DIR/keys/"
-chmod 600 "$DIR/keys/"*.private
-cat >"$DIR/KeyTable" <<EOF
+    # The same key files, tables and trusted hosts for both milters.
+    cp "$ROOT/keys-example/default.private" "$ROOT/keys-example/ed25519.private" "$DIR/keys/"
+    chmod 600 "$DIR/keys/"*.private
+    cat >"$DIR/KeyTable" <<EOF
 rsa._domainkey.example.com example.com:default:$DIR/keys/default.private
 ed._domainkey.example.com example.com:ed25519:$DIR/keys/ed25519.private
 EOF
-echo "*@example.com rsa._domainkey.example.com" >"$DIR/SigningTable.rsa"
-echo "*@example.com ed._domainkey.example.com" >"$DIR/SigningTable.ed"
-printf '127.0.0.1\n::1\n' >"$DIR/TrustedHosts"
+    echo "*@example.com rsa._domainkey.example.com" >"$DIR/SigningTable.rsa"
+    echo "*@example.com ed._domainkey.example.com" >"$DIR/SigningTable.ed"
+    printf '127.0.0.1\n::1\n' >"$DIR/TrustedHosts"
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+    free_port() {
+        python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+    }
 
-wait_listening() {
-    for _ in $(seq 200); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.05
-    done
-    say "nothing listens on port $1"
-    return 1
-}
+    wait_listening() {
+        for _ in $(seq 200); do
+            if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+            sleep 0.05
+        done
+        say "nothing listens on port $1"
+        return 1
+    }
 
-# start_milter NAME KEY(rsa|ed): sets PORT and PID.
-start_milter() {
-    local name=$1 key=$2
-    PORT=$(free_port)
-    local conf=$DIR/$name-$key.conf
-    cat >"$conf" <<EOF
+    # start_milter NAME KEY(rsa|ed): sets PORT and PID.
+    start_milter() {
+        local name=$1 key=$2
+        PORT=$(free_port)
+        local conf=$DIR/$name-$key.conf
+        cat >"$conf" <<EOF
 Syslog no
 Mode s
 Canonicalization relaxed/simple
@@ -92,84 +104,96 @@ InternalHosts file:$DIR/TrustedHosts
 Socket inet:$PORT@127.0.0.1
 RequireSafeKeys no
 EOF
-    if [ "$key" = ed ]; then echo "SignatureAlgorithm ed25519-sha256" >>"$conf"; fi
-    if [ "$name" = opendkim ]; then
-        "$OPENDKIM" -f -x "$conf" &
-    else
-        local cmd=${OURS_CMD//\{socket\}/inet:$PORT@127.0.0.1}
-        cmd=${cmd//\{conf\}/$conf}
-        cmd=${cmd//\{dir\}/$DIR}
-        cmd=${cmd//\{keytable\}/$DIR/KeyTable}
-        cmd=${cmd//\{signingtable\}/$DIR/SigningTable.$key}
-        cmd=${cmd//\{log\}/$DIR/ours-$key.log}
-        # shellcheck disable=SC2086
-        $cmd &
+        if [ "$key" = ed ]; then echo "SignatureAlgorithm ed25519-sha256" >>"$conf"; fi
+        if [ "$name" = opendkim ]; then
+            "$OPENDKIM" -f -x "$conf" &
+        else
+            local cmd=${OURS_CMD//\{socket\}/inet:$PORT@127.0.0.1}
+            cmd=${cmd//\{conf\}/$conf}
+            cmd=${cmd//\{dir\}/$DIR}
+            cmd=${cmd//\{keytable\}/$DIR/KeyTable}
+            cmd=${cmd//\{signingtable\}/$DIR/SigningTable.$key}
+            cmd=${cmd//\{log\}/$DIR/ours-$key.log}
+            # shellcheck disable=SC2086
+            $cmd &
+        fi
+        PID=$!
+        PIDS+=("$PID")
+        wait_listening "$PORT"
+    }
+
+    stop_milter() {
+        kill "$1" 2>/dev/null || true
+        wait "$1" 2>/dev/null || true
+    }
+
+    # bench NAME KEY SCENARIO ROUND ARGS...: one bench run against a fresh
+    # milter, its JSON report kept as results/SCENARIO.NAME.ROUND.json.
+    bench() {
+        local name=$1 key=$2 scenario=$3 round=$4
+        shift 4
+        start_milter "$name" "$key"
+        local record=$ROOT/keys-example/default.txt
+        if [ "$key" = ed ]; then record=$ROOT/keys-example/ed25519.txt; fi
+        "$BIN" bench --socket "inet:$PORT@127.0.0.1" --key-txt "$record" \
+            --server-pid "$PID" --json "$@" >"$DIR/results/$scenario.$name.$round.json" || true
+        stop_milter "$PID"
+        say "  $scenario $name round $round done"
+    }
+
+    # scenario NAME KEY ARGS...: ROUNDS alternating runs for both milters.
+    scenario() {
+        local scenario=$1 key=$2
+        shift 2
+        say "$scenario"
+        for round in $(seq "$ROUNDS"); do
+            bench ours "$key" "$scenario" "$round" "$@"
+            bench opendkim "$key" "$scenario" "$round" "$@"
+        done
+    }
+
+    openssl_rsa2048() {
+        openssl speed -seconds 5 rsa2048 2>/dev/null | awk '/^rsa 2048 bits/ { print $(NF-1) }'
+    }
+
+    say "openssl speed rsa2048 (before)"
+    SPEED_BEFORE=$(openssl_rsa2048)
+    LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+
+    scenario rsa-c128 rsa -c 128 -d "$SECONDS_PER_RUN" -w 500
+    scenario ed-c128 ed -c 128 -d "$SECONDS_PER_RUN" -w 500
+    scenario rsa-c1 rsa -c 1 -d "$SECONDS_PER_RUN" -w 20
+    scenario ed-c1 ed -c 1 -d "$SECONDS_PER_RUN" -w 20
+    scenario big rsa -c 1 -n 3 -b 100000000 --verify-every 1 --timeout 120
+    scenario idle rsa -c 1000 -n 0 --hold 3
+
+    say "openssl speed rsa2048 (after)"
+    SPEED_AFTER=$(openssl_rsa2048)
+    LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+
+    if [ "$CRITERION" = 1 ]; then
+        say "criterion: body hash and signing"
+        cargo bench --bench dkim -- --warm-up-time 1 --measurement-time 3 body_hash >&2
+        say "criterion: codec"
+        cargo bench --bench codec -- --warm-up-time 1 --measurement-time 3 >&2
+        say "criterion: SigningTable of 100,000 refile entries"
+        cargo bench --bench tables -- --warm-up-time 1 --measurement-time 3 >&2
     fi
-    PID=$!
-    PIDS+=("$PID")
-    wait_listening "$PORT"
-}
 
-stop_milter() {
-    kill "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-}
+    cat >"$DIR/params.sh" <<EOF
+ROUNDS=$ROUNDS
+SECONDS_PER_RUN=$SECONDS_PER_RUN
+CRITERION=$CRITERION
+SPEED_BEFORE='$SPEED_BEFORE'
+SPEED_AFTER='$SPEED_AFTER'
+LOAD_BEFORE='$LOAD_BEFORE'
+LOAD_AFTER='$LOAD_AFTER'
+EOF
 
-# bench NAME KEY SCENARIO ROUND ARGS...: one bench run against a fresh
-# milter, its JSON report kept as results/SCENARIO.NAME.ROUND.json.
-bench() {
-    local name=$1 key=$2 scenario=$3 round=$4
-    shift 4
-    start_milter "$name" "$key"
-    local record=$ROOT/keys-example/default.txt
-    if [ "$key" = ed ]; then record=$ROOT/keys-example/ed25519.txt; fi
-    "$BIN" bench --socket "inet:$PORT@127.0.0.1" --key-txt "$record" \
-        --server-pid "$PID" --json "$@" >"$DIR/results/$scenario.$name.$round.json" || true
-    stop_milter "$PID"
-    say "  $scenario $name round $round done"
-}
-
-# scenario NAME KEY ARGS...: ROUNDS alternating runs for both milters.
-scenario() {
-    local scenario=$1 key=$2
-    shift 2
-    say "$scenario"
-    for round in $(seq "$ROUNDS"); do
-        bench ours "$key" "$scenario" "$round" "$@"
-        bench opendkim "$key" "$scenario" "$round" "$@"
-    done
-}
-
-openssl_rsa2048() {
-    openssl speed -seconds 5 rsa2048 2>/dev/null | awk '/^rsa 2048 bits/ { print $(NF-1) }'
-}
-
-say "openssl speed rsa2048 (before)"
-SPEED_BEFORE=$(openssl_rsa2048)
-LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-
-scenario rsa-c128 rsa -c 128 -d "$SECONDS_PER_RUN" -w 500
-scenario ed-c128 ed -c 128 -d "$SECONDS_PER_RUN" -w 500
-scenario rsa-c1 rsa -c 1 -d "$SECONDS_PER_RUN" -w 20
-scenario ed-c1 ed -c 1 -d "$SECONDS_PER_RUN" -w 20
-scenario big rsa -c 1 -n 3 -b 100000000 --verify-every 1 --timeout 120
-scenario idle rsa -c 1000 -n 0 --hold 3
-
-say "openssl speed rsa2048 (after)"
-SPEED_AFTER=$(openssl_rsa2048)
-LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
-
-if [ "$CRITERION" = 1 ]; then
-    say "criterion: body hash and signing"
-    cargo bench --bench dkim -- --warm-up-time 1 --measurement-time 3 body_hash >&2
-    say "criterion: codec"
-    cargo bench --bench codec -- --warm-up-time 1 --measurement-time 3 >&2
-    say "criterion: SigningTable of 100,000 refile entries"
-    cargo bench --bench tables -- --warm-up-time 1 --measurement-time 3 >&2
+    MACHINE="$(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) processors, $(free -g | awk '/^Mem:/ { print $2 }') GiB, $(uname -sr), $(. /etc/os-release && echo "$PRETTY_NAME")"
+    OPENDKIM_VERSION=$("$OPENDKIM" -V 2>&1 | head -1 | sed 's/^opendkim: //')
+    printf "MACHINE='%s'\nOPENDKIM_VERSION='%s'\n" "$MACHINE" "$OPENDKIM_VERSION" >>"$DIR/params.sh"
 fi
-
-MACHINE="$(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) processors, $(free -g | awk '/^Mem:/ { print $2 }') GiB, $(uname -sr), $(. /etc/os-release && echo "$PRETTY_NAME")"
-OPENDKIM_VERSION=$("$OPENDKIM" -V 2>&1 | head -1 | sed 's/^opendkim: //')
 
 python3 - "$DIR/results" "$TARGET_DIR/criterion" "$ROUNDS" "$SPEED_BEFORE" "$SPEED_AFTER" \
     "$(nproc)" "$MACHINE" "$OPENDKIM_VERSION" "$LOAD_BEFORE" "$LOAD_AFTER" "$SECONDS_PER_RUN" \
@@ -223,8 +247,9 @@ def cpu(s, n): return med(s, n, lambda r: (r.get("server") or {}).get("cpu_us_pe
 
 o, t = rate("rsa-c128", "ours"), rate("rsa-c128", "opendkim")
 row("RSA-2048, 4 KB, 128 connections: messages/s", fmt(o), fmt(t), ratio(o, t),
-    f">= 6x OpenDKIM and >= {limit / 2:,.0f} (half of {limit:,.0f})",
-    (o is not None and t is not None and o >= 6 * t and o >= limit / 2) if o else None)
+    ">= 6x OpenDKIM", (o >= 6 * t) if o and t else None)
+row("  share of the physical limit", f"{o / limit:.0%}" if o and limit else "n/a", f"{t / limit:.0%}" if t and limit else "n/a", "",
+    f">= 50% (of {cpus} x openssl = {limit:,.0f}/s)", (o >= limit / 2) if o and limit else None)
 row("  latency p50 / p99", f"{fmt(lat('rsa-c128','ours','p50_ms'),' ms',1)} / {fmt(lat('rsa-c128','ours','p99_ms'),' ms',1)}",
     f"{fmt(lat('rsa-c128','opendkim','p50_ms'),' ms',1)} / {fmt(lat('rsa-c128','opendkim','p99_ms'),' ms',1)}", "", "", None)
 row("  milter CPU per message", fmt(cpu("rsa-c128", "ours"), " us"), fmt(cpu("rsa-c128", "opendkim"), " us"),
@@ -255,8 +280,10 @@ bo = med("big", "ours", lambda r: 100 / (r["latency"]["p50_ms"] / 1000) if r["me
 bt = med("big", "opendkim", lambda r: 100 / (r["latency"]["p50_ms"] / 1000) if r["messages"] else None)
 row("  whole message through the milter", fmt(bo, " MB/s"), fmt(bt, " MB/s"), ratio(bo, bt), "", None)
 
-def criterion_ns(group, bench):
-    path = os.path.join(criterion, group, *bench.split("/"), "new", "estimates.json")
+def criterion_ns(group, bench, parameter=None):
+    # Criterion writes "a/b" function names as "a_b" directories.
+    parts = [group, bench.replace("/", "_")] + ([str(parameter)] if parameter else [])
+    path = os.path.join(criterion, *parts, "new", "estimates.json")
     try:
         return json.load(open(path))["median"]["point_estimate"]
     except (OSError, ValueError, KeyError):
@@ -265,7 +292,7 @@ def criterion_ns(group, bench):
 if with_criterion == "1":
     for canon, kind, label in (("simple", "text", "plain text"), ("relaxed", "text", "plain text"),
                                ("relaxed", "spaces", "white-space runs on every line")):
-        ns = criterion_ns("body_hash", f"{canon}/{kind}/1048576")
+        ns = criterion_ns("body_hash", f"{canon}/{kind}", 1048576)
         mbs = 1048576 / (ns / 1e9) / 1e6 if ns else None
         row(f"Body hash, {canon} canonicalization, 1 MiB of {label}", fmt(mbs, " MB/s"), "", "", ">= 300 MB/s",
             mbs >= 300 if mbs else None)
@@ -276,7 +303,7 @@ if with_criterion == "1":
         row("Codec: decode one 4 KB message's frames", fmt(ns / 1000, " us", 2), "", "", "", None)
 
 ho, ht = held("idle", "ours"), held("idle", "opendkim")
-row("1,000 idle connections: RSS added", fmt(ho, " MiB", 1), fmt(ht, " MiB", 1), ratio(ht, ho) + " less" if ho else "",
+row("1,000 idle connections: RSS added", fmt(ho, " MiB", 1), fmt(ht, " MiB", 1), "",
     "< 50 MB", ho < 50 if ho is not None else None)
 row("  milter RSS with them open", fmt(held_total("idle", "ours"), " MiB", 1), fmt(held_total("idle", "opendkim"), " MiB", 1), "", "", None)
 
@@ -314,4 +341,5 @@ PY
 
 cat "$DIR/report.md"
 if [ -n "$REPORT" ]; then cp "$DIR/report.md" "$REPORT"; fi
+trap - EXIT
 say "raw results: $DIR/results"

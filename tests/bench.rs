@@ -451,3 +451,28 @@ async fn a_wrong_key_record_fails_opendkim_signatures() {
     assert_eq!(report.verification.failed, 4, "{report}");
     assert!(!report.is_clean());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drives_a_milter_over_a_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = SocketSpec::Unix(dir.path().join("milter.sock"));
+    let listeners = server::bind(&spec, &server::UnixSocketAccess::default(), 16).unwrap();
+    let live = Arc::new(LivePolicy::new(example_policy()));
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(server::run(
+        listeners,
+        move |_| SigningFilter::new(Arc::clone(&live)),
+        Settings::default(),
+        shutdown.clone(),
+    ));
+    let target: SocketSpec = format!("unix:{}", dir.path().join("milter.sock").display())
+        .parse()
+        .unwrap();
+    let mut o = options(target, 2, 6);
+    o.verify_every = 1;
+    o.records = records(&[("default.txt", "example.com")]);
+    let report = bench::run(o).await.unwrap();
+    assert_all_signed_and_verified(&report, 6);
+    shutdown.cancel();
+    server.await.unwrap();
+}

@@ -8,7 +8,10 @@
 //!
 //! `main.rs` only parses the command line ([`cli`]) and calls into this
 //! library, so everything here can be tested without spawning the binary.
+//! [`bench`] is the other side of the wire: a load client that plays
+//! Postfix against any milter, for measuring ours against OpenDKIM.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod daemon;

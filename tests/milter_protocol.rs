@@ -597,3 +597,143 @@ fn miltertest_is_installed() {
         "install Debian's miltertest package"
     );
 }
+
+/// Inserts `X-Thread:` naming the thread its end of message ran on, or
+/// panics there; asks for that end of message to run on the work threads
+/// when `heavy`.
+struct ThreadReporter {
+    heavy: bool,
+    panic: bool,
+}
+
+impl Filter for ThreadReporter {
+    fn needs(&self) -> Needs {
+        Needs {
+            actions: Actions::ADD_HEADERS,
+            events: EventSet::NONE,
+            replies: EventSet::NONE,
+            macros: vec![],
+        }
+    }
+
+    fn end_of_message(&mut self, _macros: &Macros) -> EndOfMessage {
+        if self.panic {
+            panic!("test filter panics at end of message");
+        }
+        let name = std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .to_string();
+        EndOfMessage {
+            modifications: vec![Modification::InsertHeader {
+                index: 0,
+                name: Bytes::from_static(b"X-Thread"),
+                value: Bytes::from(format!(" {name}")),
+            }],
+            verdict: Verdict::Continue,
+        }
+    }
+
+    fn offload_end_of_message(&self) -> bool {
+        self.heavy
+    }
+}
+
+/// One message through a server running `filter`s, as Postfix sends it,
+/// while `idle` other connections are open.
+async fn one_message(
+    work_threads: usize,
+    heavy: bool,
+    panic: bool,
+    idle: usize,
+) -> Result<dkim_sidecar::bench::Outcome, String> {
+    use dkim_sidecar::bench::{MilterClient, TestMessage, client};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let shutdown = CancellationToken::new();
+    let settings = Settings {
+        work_threads,
+        ..Settings::default()
+    };
+    let server = tokio::spawn(server::run(
+        vec![Listener::Tcp(listener)],
+        move |_| ThreadReporter { heavy, panic },
+        settings,
+        shutdown.clone(),
+    ));
+    let target: SocketSpec = format!("inet:{port}@127.0.0.1").parse().unwrap();
+    let mut others = Vec::new();
+    for _ in 0..idle {
+        let mut other = MilterClient::new(
+            client::open(&target).await.unwrap(),
+            Duration::from_secs(10),
+        );
+        // Negotiated, so the server has certainly counted it.
+        other.negotiate(6).await.unwrap();
+        others.push(other);
+    }
+    let mut mta = MilterClient::new(
+        client::open(&target).await.unwrap(),
+        Duration::from_secs(10),
+    );
+    mta.negotiate(6).await.unwrap();
+    let values = dkim_sidecar::bench::BenchOptions::new(target).macros;
+    assert_eq!(mta.open_session(&values, "client").await.unwrap(), None);
+    let message = TestMessage::generate("a@example.com", "b@example.org", 100);
+    let outcome = mta
+        .send_message(&message, "Q1", &values)
+        .await
+        .map_err(|e| e.to_string());
+    let _ = mta.quit().await;
+    for other in others {
+        let _ = other.quit().await;
+    }
+    shutdown.cancel();
+    server.await.unwrap();
+    outcome
+}
+
+fn inserted_thread(outcome: &dkim_sidecar::bench::Outcome) -> String {
+    match outcome {
+        dkim_sidecar::bench::Outcome::Delivered { modifications } => match &modifications[..] {
+            [dkim_sidecar::milter::Reply::InsertHeader { value, .. }] => {
+                String::from_utf8_lossy(value).trim().to_string()
+            }
+            other => panic!("unexpected modifications {other:?}"),
+        },
+        other => panic!("not delivered: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_end_of_message_runs_on_the_work_threads_when_connections_compete() {
+    // Three connections for two runtime threads: the work goes to the pool.
+    let on_pool = inserted_thread(&one_message(2, true, false, 2).await.unwrap());
+    assert!(on_pool.starts_with("milter-work-"), "{on_pool}");
+    // Alone, or with one other connection, it stays on its own thread.
+    for idle in [0, 1] {
+        let alone = inserted_thread(&one_message(2, true, false, idle).await.unwrap());
+        assert!(!alone.starts_with("milter-work-"), "{alone}");
+    }
+    let light = inserted_thread(&one_message(2, false, false, 2).await.unwrap());
+    assert!(!light.starts_with("milter-work-"), "{light}");
+    let no_pool = inserted_thread(&one_message(0, true, false, 2).await.unwrap());
+    assert!(!no_pool.starts_with("milter-work-"), "{no_pool}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_on_the_work_threads_answers_tempfail() {
+    for work_threads in [1, 0] {
+        let outcome = one_message(work_threads, true, true, 2).await.unwrap();
+        assert!(
+            matches!(
+                outcome,
+                dkim_sidecar::bench::Outcome::Refused {
+                    event: 'E',
+                    reply: dkim_sidecar::milter::Reply::Tempfail
+                }
+            ),
+            "{outcome:?}"
+        );
+    }
+}

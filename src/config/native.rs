@@ -465,6 +465,7 @@ impl Reading {
             },
             max_connections: server.max_connections.unwrap_or(defaults.max_connections),
             shutdown_grace: seconds(server.shutdown_grace_seconds, defaults.shutdown_grace),
+            work_threads: defaults.work_threads,
         };
         let metrics_listen = server.metrics_listen.and_then(|addr| {
             let at = self.at(&addr);

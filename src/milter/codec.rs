@@ -4,9 +4,11 @@
 //! command byte, and the payload. [`FrameDecoder`] takes whole frames off a
 //! read buffer and parses them into [`Command`]s without copying (every
 //! string is a slice of the frame); [`Reply::encode`] appends one reply
-//! frame to a write buffer. This module holds no state beyond the size
-//! limit and never decides anything: what a command means is the session's
-//! business.
+//! frame to a write buffer. The MTA's side is here too, for clients and
+//! tests: [`Command::encode`] frames a command as an MTA sends it and
+//! [`ReplyDecoder`] parses the milter's replies. This module holds no state
+//! beyond the size limit and never decides anything: what a command means
+//! is the session's business.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -91,6 +93,102 @@ impl Command {
             Command::QuitNewConnection => 'K',
         }
     }
+
+    /// Append this command as one frame to `dst`, as an MTA sends it. On
+    /// error `dst` is left as it was.
+    ///
+    /// Addresses go out bare, as Postfix sends them (`2001:db8::1`, not
+    /// `IPv6:2001:db8::1`); [`ClientAddress::Unknown`] goes out as family
+    /// `U`, which carries no address. Strings must not hold NUL bytes.
+    pub fn encode(&self, dst: &mut BytesMut) -> Result<(), EncodeError> {
+        let start = dst.len();
+        dst.put_u32(0);
+        dst.put_u8(self.code() as u8);
+        if let Err(e) = self.encode_payload(dst) {
+            dst.truncate(start);
+            return Err(e);
+        }
+        let payload = dst.len() - start - 5;
+        let Ok(length) = u32::try_from(payload + 1) else {
+            dst.truncate(start);
+            return Err(EncodeError::FrameTooLong(payload));
+        };
+        dst[start..start + 4].copy_from_slice(&length.to_be_bytes());
+        Ok(())
+    }
+
+    fn encode_payload(&self, dst: &mut BytesMut) -> Result<(), EncodeError> {
+        match self {
+            Command::Negotiate(offer) => {
+                dst.put_u32(offer.version);
+                dst.put_u32(offer.actions.bits());
+                dst.put_u32(offer.protocol.bits());
+            }
+            Command::Macros { stage, pairs } => {
+                dst.put_u8(stage.command());
+                for (name, value) in pairs {
+                    put_cstring(dst, name, "macro name")?;
+                    put_cstring(dst, value, "macro value")?;
+                }
+            }
+            Command::Connect { hostname, address } => {
+                put_cstring(dst, hostname, "host name")?;
+                match address {
+                    ClientAddress::Ip(addr) => {
+                        dst.put_u8(if addr.is_ipv4() { b'4' } else { b'6' });
+                        dst.put_u16(addr.port());
+                        let mut text = [0u8; 64];
+                        let text = format_ip(addr.ip(), &mut text);
+                        put_cstring(dst, text, "address")?;
+                    }
+                    ClientAddress::Local(path) => {
+                        dst.put_u8(b'L');
+                        dst.put_u16(0);
+                        put_cstring(dst, path, "socket path")?;
+                    }
+                    ClientAddress::Unknown(_) => dst.put_u8(b'U'),
+                }
+            }
+            Command::Helo { name } => put_cstring(dst, name, "HELO name")?,
+            Command::Mail { sender, args } => {
+                put_cstring(dst, sender, "sender")?;
+                for arg in args {
+                    put_cstring(dst, arg, "ESMTP argument")?;
+                }
+            }
+            Command::Rcpt { recipient, args } => {
+                put_cstring(dst, recipient, "recipient")?;
+                for arg in args {
+                    put_cstring(dst, arg, "ESMTP argument")?;
+                }
+            }
+            Command::Unknown { line } => put_cstring(dst, line, "command line")?,
+            Command::Header { name, value } => {
+                if name.is_empty() {
+                    return Err(EncodeError::EmptyHeaderName);
+                }
+                put_cstring(dst, name, "header name")?;
+                put_cstring(dst, value, "header value")?;
+            }
+            Command::Body(chunk) | Command::EndOfMessage(chunk) => dst.put_slice(chunk),
+            Command::Data
+            | Command::EndOfHeaders
+            | Command::Abort
+            | Command::Quit
+            | Command::QuitNewConnection => {}
+        }
+        Ok(())
+    }
+}
+
+/// An IP address as text, without allocating.
+fn format_ip(ip: IpAddr, buf: &mut [u8; 64]) -> &[u8] {
+    use std::io::Write as _;
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    // 64 bytes hold the longest IPv6 text (45 bytes).
+    let _ = write!(cursor, "{ip}");
+    let len = cursor.position() as usize;
+    &buf[..len]
 }
 
 /// Where the SMTP client connected from, as the MTA reports it.
@@ -127,6 +225,10 @@ pub enum FrameError {
         command: char,
         problem: &'static str,
     },
+    #[error("unknown reply byte 0x{0:02x}")]
+    UnknownReply(u8),
+    #[error("malformed '{reply}' reply: {problem}")]
+    MalformedReply { reply: char, problem: &'static str },
 }
 
 /// Takes whole frames off the front of a read buffer.
@@ -151,28 +253,37 @@ impl FrameDecoder {
     /// reported as soon as the four length bytes are in, before any of the
     /// payload is buffered.
     pub fn decode(&self, buf: &mut BytesMut) -> Result<Option<Command>, FrameError> {
-        let Some(length) = buf.get(..4) else {
-            return Ok(None);
-        };
-        let length = u32::from_be_bytes([length[0], length[1], length[2], length[3]]) as usize;
-        if length == 0 {
-            return Err(FrameError::ZeroLength);
+        match split_frame(buf, self.max_payload)? {
+            Some((code, payload)) => parse_command(code, payload).map(Some),
+            None => Ok(None),
         }
-        if length - 1 > self.max_payload {
-            return Err(FrameError::TooLong {
-                length: length as u64 - 1,
-                limit: self.max_payload,
-            });
-        }
-        if buf.len() < 4 + length {
-            buf.reserve(4 + length - buf.len());
-            return Ok(None);
-        }
-        buf.advance(4);
-        let mut frame = buf.split_to(length).freeze();
-        let code = frame.get_u8();
-        parse_command(code, frame).map(Some)
     }
+}
+
+/// Take the first whole frame off `buf`: its code byte and its payload,
+/// which shares the buffer's memory. `Ok(None)` until all of it is in.
+fn split_frame(buf: &mut BytesMut, max_payload: usize) -> Result<Option<(u8, Bytes)>, FrameError> {
+    let Some(length) = buf.get(..4) else {
+        return Ok(None);
+    };
+    let length = u32::from_be_bytes([length[0], length[1], length[2], length[3]]) as usize;
+    if length == 0 {
+        return Err(FrameError::ZeroLength);
+    }
+    if length - 1 > max_payload {
+        return Err(FrameError::TooLong {
+            length: length as u64 - 1,
+            limit: max_payload,
+        });
+    }
+    if buf.len() < 4 + length {
+        buf.reserve(4 + length - buf.len());
+        return Ok(None);
+    }
+    buf.advance(4);
+    let mut frame = buf.split_to(length).freeze();
+    let code = frame.get_u8();
+    Ok(Some((code, frame)))
 }
 
 type Input<'a> = &'a [u8];
@@ -421,6 +532,10 @@ pub enum EncodeError {
     BadReplyCode(u16),
     #[error("line break inside an SMTP reply")]
     MultiLineReply,
+    #[error("command payload of {0} bytes does not fit a frame")]
+    FrameTooLong(usize),
+    #[error("empty header name")]
+    EmptyHeaderName,
 }
 
 impl Reply {
@@ -551,6 +666,205 @@ fn put_cstring(dst: &mut BytesMut, s: &[u8], what: &'static str) -> Result<(), E
     Ok(())
 }
 
+/// Takes whole reply frames off the front of a read buffer: the MTA's side
+/// of [`Reply::encode`], for milter clients and tests.
+///
+/// Replies are checked as strictly as Postfix checks them: a payload on a
+/// reply that has none, a missing NUL terminator or an unknown reply byte
+/// is an error, since an MTA would give up on the milter for it.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplyDecoder {
+    max_payload: usize,
+}
+
+impl Default for ReplyDecoder {
+    fn default() -> Self {
+        ReplyDecoder::new(DEFAULT_MAX_PAYLOAD)
+    }
+}
+
+impl ReplyDecoder {
+    pub fn new(max_payload: usize) -> Self {
+        ReplyDecoder { max_payload }
+    }
+
+    /// Parse the first reply in `buf` if all of it has arrived, removing it
+    /// from the buffer. `Ok(None)` means "read more".
+    pub fn decode(&self, buf: &mut BytesMut) -> Result<Option<Reply>, FrameError> {
+        match split_frame(buf, self.max_payload)? {
+            Some((code, payload)) => parse_reply(code, payload).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+fn malformed_reply(code: u8, problem: &'static str) -> FrameError {
+    FrameError::MalformedReply {
+        reply: code as char,
+        problem,
+    }
+}
+
+/// Parse a reply's payload; strings share `payload`.
+fn parse_reply(code: u8, payload: Bytes) -> Result<Reply, FrameError> {
+    let p = &payload[..];
+    let share = |s: &[u8]| payload.slice_ref(s);
+    let bad = |problem| malformed_reply(code, problem);
+    let strings = |count: usize, problem| {
+        let (_, strings) = all_consuming(many0(cstring))
+            .parse(p)
+            .map_err(|_: nom::Err<nom::error::Error<_>>| bad(problem))?;
+        if strings.len() == count {
+            Ok(strings)
+        } else {
+            Err(bad(problem))
+        }
+    };
+    let empty = |reply: Reply| {
+        if p.is_empty() {
+            Ok(reply)
+        } else {
+            Err(bad("unexpected payload"))
+        }
+    };
+    match code {
+        b'O' => {
+            let (mut rest, (version, actions, protocol)) = (be_u32, be_u32, be_u32)
+                .parse(p)
+                .map_err(|_: nom::Err<nom::error::Error<_>>| {
+                    bad("expected version, actions and protocol flags")
+                })?;
+            let mut macros = Vec::new();
+            while !rest.is_empty() {
+                let (after, (index, names)) = (be_u32, cstring).parse(rest).map_err(
+                    |_: nom::Err<nom::error::Error<_>>| {
+                        bad("expected a stage number and a NUL-terminated macro list")
+                    },
+                )?;
+                let stage = Stage::from_request_index(index)
+                    .ok_or_else(|| bad("unknown macro list stage"))?;
+                let names =
+                    std::str::from_utf8(names).map_err(|_| bad("macro list is not UTF-8"))?;
+                macros.push((stage, names.to_string()));
+                rest = after;
+            }
+            Ok(Reply::Negotiate {
+                version,
+                actions: Actions::from_bits_retain(actions),
+                protocol: ProtocolFlags::from_bits_retain(protocol),
+                macros,
+            })
+        }
+        b'c' => empty(Reply::Continue),
+        b'a' => empty(Reply::Accept),
+        b'r' => empty(Reply::Reject),
+        b't' => empty(Reply::Tempfail),
+        b'd' => empty(Reply::Discard),
+        b'p' => empty(Reply::Progress),
+        b's' => empty(Reply::Skip),
+        b'y' => {
+            let line = strings(1, "expected one NUL-terminated SMTP reply")?[0];
+            parse_smtp_reply(line)
+                .map(Reply::ReplyCode)
+                .ok_or_else(|| bad("expected a 4xx or 5xx SMTP reply"))
+        }
+        b'h' => {
+            let s = strings(2, "expected NUL-terminated name and value")?;
+            Ok(Reply::AddHeader {
+                name: share(s[0]),
+                value: share(s[1]),
+            })
+        }
+        b'i' | b'm' => {
+            let (_, (index, name, value)) = all_consuming((be_u32, cstring, cstring))
+                .parse(p)
+                .map_err(|_: nom::Err<nom::error::Error<_>>| {
+                    bad("expected index, NUL-terminated name and value")
+                })?;
+            let (name, value) = (share(name), share(value));
+            Ok(if code == b'i' {
+                Reply::InsertHeader { index, name, value }
+            } else {
+                Reply::ChangeHeader { index, name, value }
+            })
+        }
+        b'b' => Ok(Reply::ReplaceBody(payload)),
+        b'+' => Ok(Reply::AddRecipient(share(
+            strings(1, "expected one NUL-terminated recipient")?[0],
+        ))),
+        b'-' => Ok(Reply::DeleteRecipient(share(
+            strings(1, "expected one NUL-terminated recipient")?[0],
+        ))),
+        b'2' | b'e' => {
+            let (_, s) = all_consuming(many0(cstring)).parse(p).map_err(
+                |_: nom::Err<nom::error::Error<_>>| bad("expected NUL-terminated strings"),
+            )?;
+            let (first, args) = match s[..] {
+                [first] => (first, None),
+                [first, args] => (first, Some(share(args))),
+                _ => return Err(bad("expected an address and at most one argument string")),
+            };
+            Ok(if code == b'2' {
+                Reply::AddRecipientWithArgs {
+                    recipient: share(first),
+                    args: args.unwrap_or_default(),
+                }
+            } else {
+                Reply::ChangeSender {
+                    sender: share(first),
+                    args,
+                }
+            })
+        }
+        b'q' => Ok(Reply::Quarantine(share(
+            strings(1, "expected one NUL-terminated reason")?[0],
+        ))),
+        other => Err(FrameError::UnknownReply(other)),
+    }
+}
+
+/// `451 4.7.1 text` back into its parts; `%%` becomes `%` again. The
+/// second word is taken as the enhanced status code when it looks like one
+/// (`4.7.1`).
+fn parse_smtp_reply(line: &[u8]) -> Option<SmtpReply> {
+    let line = std::str::from_utf8(line).ok()?;
+    let digits = line.get(..3)?;
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let code: u16 = digits.parse().ok()?;
+    if !(400..600).contains(&code) {
+        return None;
+    }
+    let rest = &line[3..];
+    let rest = match rest.strip_prefix(' ') {
+        Some(rest) => rest,
+        None if rest.is_empty() => rest,
+        None => return None,
+    };
+    let (word, after) = rest.split_once(' ').unwrap_or((rest, ""));
+    let (status, text) = if is_enhanced_status(word) {
+        (Some(word.to_string()), after)
+    } else {
+        (None, rest)
+    };
+    Some(SmtpReply {
+        code,
+        status,
+        text: text.replace("%%", "%"),
+    })
+}
+
+/// `class.subject.detail` with a 2, 4 or 5 class (RFC 3463).
+fn is_enhanced_status(word: &str) -> bool {
+    let mut parts = word.split('.');
+    let class_ok = parts.next().is_some_and(|c| matches!(c, "2" | "4" | "5"));
+    let number = |p: Option<&str>| {
+        p.is_some_and(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
+    };
+    class_ok && number(parts.next()) && number(parts.next()) && parts.next().is_none()
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -566,60 +880,9 @@ pub(crate) mod tests {
 
     /// Encode a command the way an MTA would, for round trips and tests.
     pub(crate) fn encode_command(command: &Command) -> Vec<u8> {
-        let mut p = Vec::new();
-        let cstr = |p: &mut Vec<u8>, s: &[u8]| {
-            p.extend_from_slice(s);
-            p.push(0);
-        };
-        match command {
-            Command::Negotiate(offer) => {
-                p.extend_from_slice(&offer.version.to_be_bytes());
-                p.extend_from_slice(&offer.actions.bits().to_be_bytes());
-                p.extend_from_slice(&offer.protocol.bits().to_be_bytes());
-            }
-            Command::Macros { stage, pairs } => {
-                p.push(stage.command());
-                for (n, v) in pairs {
-                    cstr(&mut p, n);
-                    cstr(&mut p, v);
-                }
-            }
-            Command::Connect { hostname, address } => {
-                cstr(&mut p, hostname);
-                match address {
-                    ClientAddress::Ip(addr) => {
-                        p.push(if addr.is_ipv4() { b'4' } else { b'6' });
-                        p.extend_from_slice(&addr.port().to_be_bytes());
-                        cstr(&mut p, addr.ip().to_string().as_bytes());
-                    }
-                    ClientAddress::Local(path) => {
-                        p.push(b'L');
-                        p.extend_from_slice(&0u16.to_be_bytes());
-                        cstr(&mut p, path);
-                    }
-                    ClientAddress::Unknown(_) => p.push(b'U'),
-                }
-            }
-            Command::Helo { name } => cstr(&mut p, name),
-            Command::Mail { sender: a, args } | Command::Rcpt { recipient: a, args } => {
-                cstr(&mut p, a);
-                for arg in args {
-                    cstr(&mut p, arg);
-                }
-            }
-            Command::Unknown { line } => cstr(&mut p, line),
-            Command::Header { name, value } => {
-                cstr(&mut p, name);
-                cstr(&mut p, value);
-            }
-            Command::Body(b) | Command::EndOfMessage(b) => p.extend_from_slice(b),
-            Command::Data
-            | Command::EndOfHeaders
-            | Command::Abort
-            | Command::Quit
-            | Command::QuitNewConnection => {}
-        }
-        frame(command.code() as u8, &p)
+        let mut out = BytesMut::new();
+        command.encode(&mut out).unwrap();
+        out.to_vec()
     }
 
     fn decode_all(bytes: &[u8]) -> Result<Vec<Command>, FrameError> {
@@ -901,6 +1164,168 @@ pub(crate) mod tests {
         assert_eq!(&out[..], b"keep");
     }
 
+    #[test]
+    fn encodes_commands_as_postfix_frames_them() {
+        let mut out = BytesMut::new();
+        Command::Negotiate(Offer {
+            version: 6,
+            actions: Actions::from_bits_retain(0x1ff),
+            protocol: ProtocolFlags::from_bits_retain(0x1f_ffff),
+        })
+        .encode(&mut out)
+        .unwrap();
+        assert_eq!(
+            &out[..],
+            &[
+                0, 0, 0, 13, b'O', 0, 0, 0, 6, 0, 0, 1, 0xff, 0, 0x1f, 0xff, 0xff
+            ]
+        );
+        let mut out = BytesMut::new();
+        Command::Connect {
+            hostname: Bytes::from_static(b"mail.example.org"),
+            address: ClientAddress::Ip("[2001:db8::1]:25".parse().unwrap()),
+        }
+        .encode(&mut out)
+        .unwrap();
+        assert_eq!(
+            &out[..],
+            &frame(b'C', b"mail.example.org\x006\x00\x192001:db8::1\x00")[..]
+        );
+        let mut out = BytesMut::new();
+        Command::Macros {
+            stage: Stage::Mail,
+            pairs: vec![(
+                Bytes::from_static(b"{auth_type}"),
+                Bytes::from_static(b"PLAIN"),
+            )],
+        }
+        .encode(&mut out)
+        .unwrap();
+        assert_eq!(&out[..], &frame(b'D', b"M{auth_type}\x00PLAIN\x00")[..]);
+        let mut out = BytesMut::new();
+        Command::Connect {
+            hostname: Bytes::from_static(b"unknown"),
+            address: ClientAddress::Unknown(Bytes::from_static(b"ignored")),
+        }
+        .encode(&mut out)
+        .unwrap();
+        assert_eq!(&out[..], &frame(b'C', b"unknown\x00U")[..]);
+    }
+
+    #[test]
+    fn command_encoding_refuses_nul_and_empty_header_names() {
+        let mut out = BytesMut::from(&b"keep"[..]);
+        let bad = Command::Helo {
+            name: Bytes::from_static(b"a\0b"),
+        };
+        assert_eq!(
+            bad.encode(&mut out),
+            Err(EncodeError::EmbeddedNul("HELO name"))
+        );
+        let bad = Command::Header {
+            name: Bytes::new(),
+            value: Bytes::from_static(b"x"),
+        };
+        assert_eq!(bad.encode(&mut out), Err(EncodeError::EmptyHeaderName));
+        assert_eq!(&out[..], b"keep");
+    }
+
+    fn decode_replies(bytes: &[u8]) -> Result<Vec<Reply>, FrameError> {
+        let mut buf = BytesMut::from(bytes);
+        let decoder = ReplyDecoder::default();
+        let mut out = Vec::new();
+        while let Some(r) = decoder.decode(&mut buf)? {
+            out.push(r);
+        }
+        assert!(buf.is_empty(), "trailing bytes left: {buf:?}");
+        Ok(out)
+    }
+
+    #[test]
+    fn decodes_libmilter_replies() {
+        // What OpenDKIM (libmilter) sends at end of message.
+        let mut bytes = frame(
+            b'i',
+            b"\x00\x00\x00\x00DKIM-Signature\x00v=1; a=rsa-sha256\x00",
+        );
+        bytes.extend(frame(b'c', b""));
+        assert_eq!(
+            decode_replies(&bytes).unwrap(),
+            vec![
+                Reply::InsertHeader {
+                    index: 0,
+                    name: Bytes::from_static(b"DKIM-Signature"),
+                    value: Bytes::from_static(b"v=1; a=rsa-sha256"),
+                },
+                Reply::Continue
+            ]
+        );
+        let mut payload = vec![0, 0, 0, 6, 0, 0, 0, 1, 0, 0, 0x1f, 0xff];
+        payload.extend_from_slice(&[0, 0, 0, 2]);
+        payload.extend_from_slice(b"{auth_type} i\0");
+        assert_eq!(
+            decode_replies(&frame(b'O', &payload)).unwrap(),
+            vec![Reply::Negotiate {
+                version: 6,
+                actions: Actions::ADD_HEADERS,
+                protocol: ProtocolFlags::from_bits_retain(0x1fff),
+                macros: vec![(Stage::Mail, "{auth_type} i".into())],
+            }]
+        );
+        assert_eq!(
+            decode_replies(&frame(b'y', b"451 4.7.1 100%% busy\0")).unwrap(),
+            vec![Reply::ReplyCode(SmtpReply {
+                code: 451,
+                status: Some("4.7.1".into()),
+                text: "100% busy".into(),
+            })]
+        );
+        assert_eq!(
+            decode_replies(&frame(b'y', b"550 no status here\0")).unwrap(),
+            vec![Reply::ReplyCode(SmtpReply {
+                code: 550,
+                status: None,
+                text: "no status here".into(),
+            })]
+        );
+        assert_eq!(
+            decode_replies(&frame(b'e', b"<a@example.com>\0")).unwrap(),
+            vec![Reply::ChangeSender {
+                sender: Bytes::from_static(b"<a@example.com>"),
+                args: None
+            }]
+        );
+    }
+
+    #[test]
+    fn malformed_replies_are_errors() {
+        let cases: &[(&[u8], &str)] = &[
+            (&frame(b'Z', b""), "unknown reply"),
+            (&frame(b'c', b"x"), "continue with payload"),
+            (&frame(b'O', b"\x00\x00\x00\x06"), "short O"),
+            (
+                &frame(
+                    b'O',
+                    &[0, 0, 0, 6, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9, b'i', 0],
+                ),
+                "O with unknown stage",
+            ),
+            (&frame(b'h', b"X-Name\x00"), "h without value"),
+            (&frame(b'i', b"\x00\x00X\x00v\x00"), "i with a short index"),
+            (&frame(b'y', b"250 ok\0"), "y with a 2xx code"),
+            (&frame(b'y', b"451 text"), "y without NUL"),
+            (&frame(b'y', b"45\0"), "y with two digits"),
+            (&frame(b'+', b"a\0b\0"), "+ with two strings"),
+        ];
+        for (bytes, what) in cases {
+            assert!(decode_replies(bytes).is_err(), "{what} should not decode");
+        }
+        assert!(matches!(
+            decode_replies(&[0, 0, 0, 0]),
+            Err(FrameError::ZeroLength)
+        ));
+    }
+
     fn arb_bytes(max: usize) -> impl Strategy<Value = Bytes> {
         proptest::collection::vec(any::<u8>(), 0..max).prop_map(Bytes::from)
     }
@@ -965,11 +1390,95 @@ pub(crate) mod tests {
         ]
     }
 
+    fn arb_status() -> impl Strategy<Value = Option<String>> {
+        proptest::option::of(
+            (
+                proptest::sample::select(vec!["2", "4", "5"]),
+                0u16..1000,
+                0u16..1000,
+            )
+                .prop_map(|(c, s, d)| format!("{c}.{s}.{d}")),
+        )
+    }
+
+    pub(crate) fn arb_reply() -> impl Strategy<Value = Reply> {
+        let requestable = proptest::sample::select(vec![
+            Stage::Connect,
+            Stage::Helo,
+            Stage::Mail,
+            Stage::Rcpt,
+            Stage::Data,
+            Stage::EndOfHeaders,
+            Stage::EndOfMessage,
+        ]);
+        prop_oneof![
+            (
+                any::<u32>(),
+                any::<u32>(),
+                any::<u32>(),
+                proptest::collection::vec((requestable, "[a-z{}_ ]{0,20}"), 0..4)
+            )
+                .prop_map(|(version, a, p, macros)| Reply::Negotiate {
+                    version,
+                    actions: Actions::from_bits_retain(a),
+                    protocol: ProtocolFlags::from_bits_retain(p),
+                    macros,
+                }),
+            proptest::sample::select(vec![
+                Reply::Continue,
+                Reply::Accept,
+                Reply::Reject,
+                Reply::Tempfail,
+                Reply::Discard,
+                Reply::Progress,
+                Reply::Skip,
+            ]),
+            (
+                400u16..600,
+                arb_status(),
+                "([a-zA-Z%][a-zA-Z0-9% .]{0,30})?"
+            )
+                .prop_map(|(code, status, text)| Reply::ReplyCode(SmtpReply {
+                    code,
+                    status,
+                    text
+                })),
+            (arb_cstring(20), arb_cstring(60))
+                .prop_map(|(name, value)| Reply::AddHeader { name, value }),
+            (any::<u32>(), arb_cstring(20), arb_cstring(60))
+                .prop_map(|(index, name, value)| Reply::InsertHeader { index, name, value }),
+            (any::<u32>(), arb_cstring(20), arb_cstring(60))
+                .prop_map(|(index, name, value)| Reply::ChangeHeader { index, name, value }),
+            arb_bytes(200).prop_map(Reply::ReplaceBody),
+            arb_cstring(30).prop_map(Reply::AddRecipient),
+            (arb_cstring(30), arb_cstring(30))
+                .prop_map(|(recipient, args)| Reply::AddRecipientWithArgs { recipient, args }),
+            arb_cstring(30).prop_map(Reply::DeleteRecipient),
+            (arb_cstring(30), proptest::option::of(arb_cstring(30)))
+                .prop_map(|(sender, args)| Reply::ChangeSender { sender, args }),
+            arb_cstring(30).prop_map(Reply::Quarantine),
+        ]
+    }
+
     proptest! {
         #[test]
         fn every_command_round_trips(command in arb_command()) {
             let bytes = encode_command(&command);
             prop_assert_eq!(decode_one(&bytes).unwrap(), command);
+        }
+
+        #[test]
+        fn every_reply_round_trips(reply in arb_reply()) {
+            let mut out = BytesMut::new();
+            reply.encode(&mut out).unwrap();
+            prop_assert_eq!(decode_replies(&out).unwrap(), vec![reply]);
+        }
+
+        #[test]
+        fn arbitrary_reply_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let decoder = ReplyDecoder::new(256);
+            let mut buf = BytesMut::from(&bytes[..]);
+            while let Ok(Some(_)) = decoder.decode(&mut buf) {}
         }
 
         #[test]

@@ -17,6 +17,21 @@ use tokio::time::{Instant, timeout, timeout_at};
 
 use super::codec::{Command, EncodeError, FrameDecoder, FrameError, Reply};
 
+/// Read buffer of a new connection, and what an idle one keeps: enough for
+/// a whole small message's frames.
+const READ_BUFFER: usize = 8 * 1024;
+
+/// Spare room ensured before each read, so that one read takes what the
+/// peer sent instead of trickling into the end of the buffer.
+const READ_SPARE: usize = 4 * 1024;
+
+/// Buffers grown past this (a 64 KiB body chunk, a long header) are given
+/// back when the connection goes idle between transactions.
+const IDLE_LIMIT: usize = 16 * 1024;
+
+/// Write buffer of a new connection.
+const WRITE_BUFFER: usize = 1024;
+
 /// Time limits for one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
@@ -66,22 +81,40 @@ pub struct Connection<S> {
     write_buf: BytesMut,
     decoder: FrameDecoder,
     timeouts: Timeouts,
+    /// The read buffer grew past [`IDLE_LIMIT`] since the last release. Its
+    /// `capacity()` alone cannot say so: once a frame is split off, the
+    /// buffer only shows the room left after it.
+    grown: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     pub fn new(stream: S, decoder: FrameDecoder, timeouts: Timeouts) -> Self {
         Connection {
             stream,
-            read_buf: BytesMut::with_capacity(8 * 1024),
-            write_buf: BytesMut::with_capacity(1024),
+            read_buf: BytesMut::with_capacity(READ_BUFFER),
+            write_buf: BytesMut::with_capacity(WRITE_BUFFER),
             decoder,
             timeouts,
+            grown: false,
         }
     }
 
     /// Whether part of a frame is waiting in the buffer.
     pub fn has_partial_frame(&self) -> bool {
         !self.read_buf.is_empty()
+    }
+
+    /// Give back buffer space a large frame needed, when nothing is
+    /// buffered: a thousand idle connections must not each keep the 64 KiB
+    /// their last body chunk took.
+    pub fn release_idle_buffers(&mut self) {
+        if self.read_buf.is_empty() && self.grown {
+            self.read_buf = BytesMut::with_capacity(READ_BUFFER);
+            self.grown = false;
+        }
+        if self.write_buf.capacity() > IDLE_LIMIT {
+            self.write_buf = BytesMut::with_capacity(WRITE_BUFFER);
+        }
     }
 
     /// Read the next command. `Ok(None)` is a clean end of stream between
@@ -95,6 +128,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             if !self.read_buf.is_empty() && frame_deadline.is_none() {
                 frame_deadline = Some(Instant::now() + self.timeouts.frame);
             }
+            if self.read_buf.capacity() - self.read_buf.len() < READ_SPARE {
+                // Reclaims the space of frames already taken when it can.
+                self.read_buf.reserve(READ_SPARE);
+            }
             let read = match frame_deadline {
                 Some(deadline) => timeout_at(deadline, self.stream.read_buf(&mut self.read_buf))
                     .await
@@ -103,6 +140,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     .await
                     .map_err(|_| ConnectionError::IdleTimeout(self.timeouts.idle))?,
             }?;
+            self.grown |= self.read_buf.capacity() > IDLE_LIMIT;
             if read == 0 {
                 return if self.read_buf.is_empty() {
                     Ok(None)
@@ -207,6 +245,35 @@ mod tests {
             conn.read_command().await,
             Err(ConnectionError::IdleTimeout(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn idle_connection_gives_back_a_grown_buffer() {
+        let (mut mta, ours) = duplex(1 << 20);
+        let mut conn = Connection::new(ours, FrameDecoder::default(), quick());
+        mta.write_all(&frame(b'B', &[b'x'; 65535])).await.unwrap();
+        assert!(matches!(
+            conn.read_command().await,
+            Ok(Some(Command::Body(_)))
+        ));
+        assert!(conn.grown);
+        conn.release_idle_buffers();
+        assert!(!conn.grown);
+        assert!(conn.read_buf.capacity() <= READ_BUFFER);
+        // A partial frame is never thrown away.
+        mta.write_all(&frame(b'B', &[b'y'; 65535])[..40_000])
+            .await
+            .unwrap();
+        let read = tokio::time::timeout(Duration::from_millis(20), conn.read_command()).await;
+        assert!(read.is_err(), "the frame is not complete yet");
+        conn.release_idle_buffers();
+        assert!(conn.has_partial_frame());
+        mta.write_all(&frame(b'B', &[b'y'; 65535])[40_000..])
+            .await
+            .unwrap();
+        assert!(
+            matches!(conn.read_command().await, Ok(Some(Command::Body(b))) if b.len() == 65535)
+        );
     }
 
     #[tokio::test]

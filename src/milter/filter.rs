@@ -193,6 +193,13 @@ pub trait Filter: Send {
     fn end_of_message(&mut self, _macros: &Macros) -> EndOfMessage {
         EndOfMessage::verdict(Verdict::Continue)
     }
+    /// Whether the coming [`Filter::end_of_message`] is heavy (computes for
+    /// a millisecond or more, like a private-key operation): the server
+    /// then runs it on its work threads, so that other connections are not
+    /// held up behind it. Asked just before each end of message.
+    fn offload_end_of_message(&self) -> bool {
+        false
+    }
     /// The current transaction is over without an end of message (RSET,
     /// a rejected recipient list, an error elsewhere). Forget it.
     fn abort(&mut self) {}

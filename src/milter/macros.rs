@@ -115,7 +115,19 @@ impl Macros {
         }
         let slot = &mut self.stages[stage.slot()];
         slot.clear();
-        slot.extend(pairs.into_iter().map(|(name, value)| (bare(name), value)));
+        if matches!(stage, Stage::Connect | Stage::Helo | Stage::Unknown) {
+            // These live as long as the connection: copy them out of the
+            // frame, which shares the connection's read buffer and would
+            // keep all of it allocated.
+            slot.extend(pairs.into_iter().map(|(name, value)| {
+                (
+                    bare(Bytes::copy_from_slice(&name)),
+                    Bytes::copy_from_slice(&value),
+                )
+            }));
+        } else {
+            slot.extend(pairs.into_iter().map(|(name, value)| (bare(name), value)));
+        }
     }
 
     /// Forget `stage` and every later stage (`Unknown` excepted).

@@ -3,8 +3,9 @@
 //! This module is a protocol engine other milters could use: `codec` frames
 //! bytes into [`Command`]s and encodes [`Reply`]s, `options` negotiates,
 //! `macros` keeps macros per stage, `session` is the per-connection state
-//! machine that drives a [`Filter`], and `connection` moves frames over a
-//! socket with time limits. [`serve`] ties them together for one
+//! machine that drives a [`Filter`], `connection` moves frames over a
+//! socket with time limits, and `pool` runs a filter's heavy end of message
+//! off the connection threads. [`serve`] ties them together for one
 //! connection. It must never know anything about DKIM or about mail content
 //! beyond what the protocol itself defines.
 
@@ -13,6 +14,7 @@ pub mod connection;
 pub mod filter;
 pub mod macros;
 pub mod options;
+pub mod pool;
 pub mod session;
 
 use std::panic::AssertUnwindSafe;
@@ -20,11 +22,12 @@ use std::panic::AssertUnwindSafe;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
-pub use codec::{ClientAddress, Command, FrameDecoder, Reply, SmtpReply};
+pub use codec::{ClientAddress, Command, FrameDecoder, Reply, ReplyDecoder, SmtpReply};
 pub use connection::{Connection, ConnectionError, Timeouts};
 pub use filter::{Client, EndOfMessage, Filter, Modification, Verdict};
 pub use macros::{Macros, Stage};
 pub use options::{Actions, Event, EventSet, Needs, Negotiated, ProtocolFlags};
+pub use pool::{Offload, WorkPool};
 pub use session::{Flow, ProtocolError, Session};
 
 /// Limits for one connection.
@@ -72,27 +75,37 @@ pub enum ServeError {
 /// hit, or `shutdown` is cancelled. On shutdown an open transaction is
 /// finished first, so no message is cut off in the middle.
 ///
+/// With `offload`, an end of message the filter calls heavy
+/// ([`Filter::offload_end_of_message`]) runs on the work pool's threads
+/// while this task waits, so that other connections on this thread are not
+/// held up (when there are others; see [`Offload`]).
+///
 /// A panic inside the filter is caught: the MTA gets a tempfail where it
 /// waits for a reply, and only this connection closes.
 pub async fn serve<S, F>(
     stream: S,
     filter: F,
     limits: Limits,
+    offload: Option<Offload>,
     shutdown: CancellationToken,
 ) -> Result<Ending, ServeError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
-    F: Filter,
+    F: Filter + 'static,
 {
     let mut conn = Connection::new(
         stream,
         FrameDecoder::new(limits.max_payload),
         limits.timeouts,
     );
+    let _open = offload.as_ref().map(Offload::open_connection);
     let mut session = Session::new(filter);
     let mut replies = Vec::with_capacity(4);
     loop {
         let may_stop_here = !session.in_transaction() && !conn.has_partial_frame();
+        if may_stop_here {
+            conn.release_idle_buffers();
+        }
         let command = if may_stop_here {
             tokio::select! {
                 biased;
@@ -112,15 +125,39 @@ where
         replies.clear();
         let code = command.code();
         let expects_reply = session.expects_reply(&command);
-        let flow = match std::panic::catch_unwind(AssertUnwindSafe(|| {
-            session.handle(command, &mut replies)
-        })) {
-            Ok(flow) => flow?,
-            Err(_) => {
-                if expects_reply {
-                    conn.write_replies(&[Reply::Tempfail]).await?;
+        let pool = offload.as_ref().and_then(Offload::pool_if_busy);
+        let flow = if let Some(pool) = pool.filter(|_| session.offloads(&command)) {
+            let mut moved = session;
+            let mut out = std::mem::take(&mut replies);
+            let job = move || {
+                let flow = moved.handle(command, &mut out);
+                (moved, out, flow)
+            };
+            match pool.run(job).await {
+                Ok((back, out, flow)) => {
+                    session = back;
+                    replies = out;
+                    flow?
                 }
-                return Err(ServeError::FilterPanicked(code));
+                Err(_) => {
+                    // The session went down with the job.
+                    if expects_reply {
+                        conn.write_replies(&[Reply::Tempfail]).await?;
+                    }
+                    return Err(ServeError::FilterPanicked(code));
+                }
+            }
+        } else {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| {
+                session.handle(command, &mut replies)
+            })) {
+                Ok(flow) => flow?,
+                Err(_) => {
+                    if expects_reply {
+                        conn.write_replies(&[Reply::Tempfail]).await?;
+                    }
+                    return Err(ServeError::FilterPanicked(code));
+                }
             }
         };
         if let Err(e) = conn.write_replies(&replies).await {

@@ -113,6 +113,12 @@ impl<F: Filter> Session<F> {
         )
     }
 
+    /// Whether this command should run off the connection's thread: an end
+    /// of message the filter calls heavy.
+    pub fn offloads(&self, command: &Command) -> bool {
+        matches!(command, Command::EndOfMessage(_)) && self.filter.offload_end_of_message()
+    }
+
     /// Whether the MTA waits for a reply to this command.
     pub fn expects_reply(&self, command: &Command) -> bool {
         let event = match command {

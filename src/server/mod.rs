@@ -23,7 +23,7 @@ use tokio::sync::{Mutex, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::milter::{self, ConnectionError, Ending, Filter, Limits, ServeError};
+use crate::milter::{self, ConnectionError, Ending, Filter, Limits, Offload, ServeError, WorkPool};
 use quickack::QuickAck;
 pub use socket::{BindError, Listener, SocketSpec, UnixSocketAccess, bind};
 
@@ -36,6 +36,10 @@ pub struct Settings {
     /// After a shutdown request, how long open transactions may take to
     /// finish before the server stops anyway.
     pub shutdown_grace: Duration,
+    /// Threads for filter work too heavy for the connection threads
+    /// (RSA signing), used while more connections are open than the runtime
+    /// has threads; 0 always runs it on the connection threads.
+    pub work_threads: usize,
 }
 
 impl Default for Settings {
@@ -44,6 +48,7 @@ impl Default for Settings {
             limits: Limits::default(),
             max_connections: 1024,
             shutdown_grace: Duration::from_secs(30),
+            work_threads: milter::pool::default_threads(),
         }
     }
 }
@@ -83,9 +88,22 @@ pub async fn run<F, M>(
     F: Filter + 'static,
     M: Fn(&ConnectionInfo) -> F + Send + Sync + 'static,
 {
+    // Up to one open connection per runtime thread, heavy work runs inline.
+    let runtime_threads = tokio::runtime::Handle::current().metrics().num_workers();
+    let offload = match settings.work_threads {
+        0 => None,
+        threads => match WorkPool::new(threads, "milter-work") {
+            Ok(pool) => Some(Offload::new(Arc::new(pool), runtime_threads)),
+            Err(e) => {
+                tracing::warn!("cannot start work threads, signing on the connection threads: {e}");
+                None
+            }
+        },
+    };
     let shared = Arc::new(Shared {
         make_filter,
         settings,
+        offload,
         slots: Arc::new(Semaphore::new(settings.max_connections)),
         next_id: AtomicU64::new(1),
         refusals: Mutex::new(Refusals::default()),
@@ -129,6 +147,7 @@ pub async fn run<F, M>(
 struct Shared<M> {
     make_filter: M,
     settings: Settings,
+    offload: Option<Offload>,
     slots: Arc<Semaphore>,
     next_id: AtomicU64,
     refusals: Mutex<Refusals>,
@@ -197,9 +216,10 @@ where
     let filter = (shared.make_filter)(&info);
     let limits = shared.settings.limits;
     let shutdown = shared.shutdown.clone();
+    let offload = shared.offload.clone();
     shared.connections.spawn(async move {
         let _slot = slot;
-        match milter::serve(stream, filter, limits, shutdown).await {
+        match milter::serve(stream, filter, limits, offload, shutdown).await {
             Ok(ending) => log_ending(&info, ending),
             Err(error) => log_error(&info, &error),
         }

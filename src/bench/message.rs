@@ -1,0 +1,175 @@
+//! The message the load client sends, and the message an MTA would deliver
+//! after applying the milter's header changes (for verifying signatures).
+
+use bytes::Bytes;
+
+use crate::milter::Reply;
+
+/// One test message: envelope, header fields as the milter protocol
+/// carries them, and a CRLF body.
+#[derive(Debug, Clone)]
+pub struct TestMessage {
+    /// MAIL FROM and From: address.
+    pub sender: String,
+    pub recipient: String,
+    /// Name and value as it stands after the colon (leading space
+    /// included, folded with bare LF, as Postfix hands them over).
+    pub headers: Vec<(Bytes, Bytes)>,
+    pub body: Bytes,
+}
+
+impl TestMessage {
+    /// A plain-text message from `sender` to `recipient` whose body is
+    /// `body_size` bytes of 78-character CRLF lines (the last one shorter).
+    pub fn generate(sender: &str, recipient: &str, body_size: usize) -> TestMessage {
+        let field = |name: &'static str, value: String| {
+            (Bytes::from_static(name.as_bytes()), Bytes::from(value))
+        };
+        let headers = vec![
+            field("From", format!(" Load Test <{sender}>")),
+            field("To", format!(" <{recipient}>")),
+            field(
+                "Subject",
+                " dkim-sidecar bench: a message with a folded\n\tsubject line".to_string(),
+            ),
+            field("Date", " Mon, 1 Jan 2024 00:00:00 +0000".to_string()),
+            field(
+                "Message-ID",
+                format!(" <bench.{body_size}@{}>", domain_of(sender)),
+            ),
+            field("MIME-Version", " 1.0".to_string()),
+            field("Content-Type", " text/plain; charset=us-ascii".to_string()),
+        ];
+        TestMessage {
+            sender: sender.to_string(),
+            recipient: recipient.to_string(),
+            headers,
+            body: Bytes::from(body(body_size)),
+        }
+    }
+
+    pub fn recipient_domain(&self) -> &str {
+        domain_of(&self.recipient)
+    }
+
+    /// The message as the MTA delivers it after the milter's header
+    /// changes (inserted and added fields; other changes are ignored), in
+    /// wire form. `leading_space`: whether the milter's header values came
+    /// with their leading space (HDR_LEADSPC) or the MTA adds one.
+    pub fn delivered(&self, modifications: &[Reply], leading_space: bool) -> Vec<u8> {
+        let mut fields: Vec<(&[u8], &[u8], bool)> = self
+            .headers
+            .iter()
+            .map(|(n, v)| (&n[..], &v[..], true))
+            .collect();
+        for m in modifications {
+            match m {
+                Reply::InsertHeader { index, name, value } => {
+                    let at = (*index as usize).min(fields.len());
+                    fields.insert(at, (name, value, leading_space));
+                }
+                Reply::AddHeader { name, value } => fields.push((name, value, leading_space)),
+                _ => {}
+            }
+        }
+        let mut out = Vec::with_capacity(self.body.len() + 2048);
+        for (name, value, verbatim) in fields {
+            out.extend_from_slice(name);
+            out.push(b':');
+            if !verbatim {
+                out.push(b' ');
+            }
+            let mut previous = 0u8;
+            for &b in value {
+                if b == b'\n' && previous != b'\r' {
+                    out.push(b'\r');
+                }
+                out.push(b);
+                previous = b;
+            }
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&self.body);
+        out
+    }
+}
+
+fn domain_of(address: &str) -> &str {
+    address.rsplit_once('@').map_or("", |(_, d)| d)
+}
+
+/// `size` bytes of text lines ending in CRLF.
+fn body(size: usize) -> Vec<u8> {
+    const LINE: &[u8] =
+        b"The quick brown fox jumps over the lazy dog; pack my box with five dozen jugs";
+    let mut out = Vec::with_capacity(size);
+    let mut n = 0usize;
+    while out.len() < size {
+        let left = size - out.len();
+        match left {
+            1 => out.push(b'.'),
+            2 => out.extend_from_slice(b"\r\n"),
+            _ => {
+                // Vary the lines a little so that no two chunks are alike.
+                let mut line = format!("{n:06} ").into_bytes();
+                line.extend_from_slice(LINE);
+                let mut len = line.len().min(left - 2);
+                // Never leave 1 or 2 bytes, which cannot make a line.
+                let rest = left - len - 2;
+                if (1..3).contains(&rest) {
+                    len -= 3 - rest;
+                }
+                out.extend_from_slice(&line[..len]);
+                out.extend_from_slice(b"\r\n");
+                n += 1;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_has_the_exact_size_and_crlf_lines() {
+        for size in [0, 1, 2, 3, 85, 86, 87, 4096, 100_000] {
+            let m = TestMessage::generate("a@example.com", "b@example.org", size);
+            assert_eq!(m.body.len(), size);
+            if size >= 2 {
+                assert!(m.body.ends_with(b"\r\n"), "size {size}");
+            }
+            let bare_lf = m
+                .body
+                .windows(2)
+                .filter(|w| w[1] == b'\n' && w[0] != b'\r')
+                .count();
+            assert_eq!(bare_lf, 0);
+        }
+    }
+
+    #[test]
+    fn delivered_message_puts_inserted_fields_where_asked() {
+        let m = TestMessage::generate("a@example.com", "b@example.org", 10);
+        let mods = vec![Reply::InsertHeader {
+            index: 0,
+            name: Bytes::from_static(b"DKIM-Signature"),
+            value: Bytes::from_static(b"v=1;\n\tb=x"),
+        }];
+        let out = m.delivered(&mods, false);
+        assert!(
+            out.starts_with(
+                b"DKIM-Signature: v=1;\r\n\tb=x\r\nFrom: Load Test <a@example.com>\r\n"
+            )
+        );
+        let out = m.delivered(&mods, true);
+        assert!(out.starts_with(b"DKIM-Signature:v=1;"));
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains(
+            "Subject: dkim-sidecar bench: a message with a folded\r\n\tsubject line\r\n"
+        ));
+        assert!(text.ends_with("\r\n\r\n000000 T\r\n"), "{text:?}");
+    }
+}

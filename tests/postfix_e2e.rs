@@ -460,6 +460,73 @@ fn milter_stopped_mid_run_mail_is_queued_then_delivered_signed() {
 }
 
 #[test]
+fn milter_killed_mid_transaction_loses_no_mail_and_restarts_on_its_stale_socket() {
+    let sink = SmtpSink::start();
+    let sidecar = Sidecar::builder().write();
+    let socket = MilterSocket::unix_in(sidecar.dir());
+    let milter = sidecar.start(&socket);
+    let postfix = Postfix::builder()
+        .relay_to(sink.addr())
+        .milter(&socket)
+        .milter_default_action("tempfail")
+        .start();
+
+    // A transaction the milter has seen MAIL, RCPT and part of DATA of...
+    let mut smtp = Submission::open(postfix.smtp_addr());
+    smtp.mail_from("alice@example.com").expect_ok("MAIL");
+    smtp.rcpt_to("bob@example.org").expect_ok("RCPT");
+    // (No line starts with a dot: the DATA section is written as it is.)
+    let content = b"From: alice@example.com\r\nTo: bob@example.org\r\n\
+                    Subject: killed-mid-transaction\r\n\r\nHello Bob,\r\n\
+                    a body the milter sees only half of.\r\n";
+    let (head, rest) = content.split_at(content.len() / 2);
+    assert_eq!(smtp.command("DATA").code, 354);
+    smtp.write_raw(head);
+    std::thread::sleep(Duration::from_millis(200));
+
+    // ...when the milter dies without a chance to answer or clean up.
+    let status = milter.crash();
+    assert!(!status.success(), "{status:?}");
+    let MilterSocket::Unix(path) = &socket else {
+        unreachable!("a Unix socket")
+    };
+    assert!(path.exists(), "SIGKILL leaves the socket file behind");
+
+    // The client is told to retry; nothing was accepted unsigned.
+    smtp.write_raw(rest);
+    let reply = smtp.end_data();
+    assert!(reply.is_transient_failure(), "{reply:?}");
+    drop(smtp);
+    // Mail submitted locally while the milter is down waits in the queue.
+    postfix.sendmail(
+        "alice@example.com",
+        &["bob@example.org"],
+        &message("sent-while-crashed"),
+    );
+    postfix.wait_for_queued(1, DELIVERY);
+    assert!(sink.messages().is_empty(), "nothing went out unsigned");
+
+    // Restarted on the same path: the stale socket is replaced, the queued
+    // message and the client's retry both go out signed.
+    let _milter = sidecar.start(&socket);
+    postfix.flush();
+    Submission::open(postfix.smtp_addr())
+        .send("alice@example.com", &["bob@example.org"], content)
+        .expect_ok("retry after the restart");
+    let delivered = sink.wait_for_messages(2, DELIVERY);
+    let mut subjects: Vec<_> = delivered
+        .iter()
+        .flat_map(|m| m.header_values("Subject"))
+        .collect();
+    subjects.sort();
+    assert_eq!(subjects, ["killed-mid-transaction", "sent-while-crashed"]);
+    for received in &delivered {
+        assert_signed_by(&received.data, &sidecar.dns_records(), &sidecar.keys());
+    }
+    postfix.wait_for_queued(0, DELIVERY);
+}
+
+#[test]
 fn nothing_is_left_behind() {
     let roots;
     {

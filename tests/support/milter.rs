@@ -140,6 +140,13 @@ impl MilterProcess {
         self.child.wait().expect("wait for the milter")
     }
 
+    /// A crash: SIGKILL with no chance to finish anything or clean up (a
+    /// Unix socket file stays behind). Returns how the process ended.
+    pub fn crash(mut self) -> std::process::ExitStatus {
+        let _ = self.child.kill();
+        self.child.wait().expect("wait for the milter")
+    }
+
     fn has_exited(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(Some(_)))
     }

@@ -124,6 +124,19 @@ impl Submission {
         read_reply(&mut self.reader)
     }
 
+    /// Writes part of a DATA section as it is (no dot-stuffing, no reply
+    /// read); for transactions a test interrupts. Finish with `end_data`.
+    pub fn write_raw(&mut self, bytes: &[u8]) {
+        self.send_bytes(bytes);
+    }
+
+    /// Ends a DATA section begun with `write_raw` (whose last line ended
+    /// with CRLF) with the final dot, and reads the reply.
+    pub fn end_data(&mut self) -> Reply {
+        self.send_bytes(b".\r\n");
+        read_reply(&mut self.reader)
+    }
+
     pub fn rset(&mut self) -> Reply {
         self.command("RSET")
     }

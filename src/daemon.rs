@@ -73,6 +73,8 @@ pub type Reload = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
 /// error is returned for the caller to print (and logged too with syslog).
 pub fn main(config: Config, reload: Reload) -> Result<(), DaemonError> {
     let destination = crate::logging::init(&config.logging)?;
+    // One log line per panic, to the configured destination (syslog too).
+    crate::panics::install_hook();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("dkim-sidecar")

@@ -218,7 +218,9 @@ impl Filter for SigningFilter {
             if c.headers.is_empty() && !c.overflowed {
                 c.started = Instant::now();
             }
-            if c.headers.byte_size() + name.len() + value.len() > c.policy.max_header_bytes {
+            if c.headers.byte_size() + name.len() + value.len() > c.policy.max_header_bytes
+                || c.headers.len() >= c.policy.max_header_count
+            {
                 c.overflowed = true;
             } else {
                 c.headers.push_copy(name, value);
@@ -241,8 +243,9 @@ impl Filter for SigningFilter {
                 None,
                 Failure::HeadersTooLarge,
                 &format_args!(
-                    "the header block is larger than MaximumHeaders ({} bytes); rejected",
-                    c.policy.max_header_bytes
+                    "the header block is larger than MaximumHeaders ({} bytes) or has more than \
+                     {} fields; rejected",
+                    c.policy.max_header_bytes, c.policy.max_header_count
                 ),
                 Action::Reject,
                 c.started.elapsed(),

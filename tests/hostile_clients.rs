@@ -353,6 +353,44 @@ fn a_million_headers_are_rejected_with_bounded_memory() {
 }
 
 #[test]
+fn a_hundred_thousand_recipients_are_rejected_with_bounded_memory() {
+    let target = Target::start(64);
+    let mut stream = target.connect();
+    open_transaction(&mut stream);
+    let mut batch = Vec::new();
+    for n in 0..10_000 {
+        batch.extend(frame(&Command::Rcpt {
+            recipient: Bytes::from(format!("<r{n}@example.org>")),
+            args: vec![],
+        }));
+    }
+    let mut writer = stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        for _ in 0..10 {
+            writer.write_all(&batch)?;
+        }
+        let mut end = frame(&Command::Header {
+            name: b("From"),
+            value: b("a@example.com"),
+        });
+        end.extend(frame(&Command::EndOfHeaders));
+        writer.write_all(&end)
+    });
+    target.well_behaved();
+    sender
+        .join()
+        .unwrap()
+        .expect("the daemon reads every recipient");
+    let verdict = read_until_verdict(&mut stream);
+    assert!(
+        matches!(&verdict, Reply::ReplyCode(r) if r.code == 552),
+        "{verdict:?}"
+    );
+    target.assert_memory_bounded("a hundred thousand recipients");
+    target.assert_logged_once("recipients; rejected");
+}
+
+#[test]
 fn a_1_mb_header_name_is_rejected_with_bounded_memory() {
     let target = Target::start(64);
     let mut stream = target.connect();

@@ -93,6 +93,14 @@ pub fn main(config: Config, reload: Reload) -> Result<(), DaemonError> {
 
 /// Serve mail until asked to stop.
 pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
+    // Refuse before binding anything or writing the PID file, so a refused
+    // start leaves no socket file behind.
+    if config.service.run_as.is_none()
+        && nix::unistd::geteuid().is_root()
+        && !config.service.allow_root
+    {
+        return Err(DaemonError::RunningAsRoot);
+    }
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }

@@ -84,7 +84,9 @@ fn user_id_drops_to_the_user_and_group_after_reading_keys() {
 fn running_as_root_without_user_id_or_allow_root_is_refused() {
     support::require_root();
     let sidecar = Sidecar::builder().write();
-    let socket = MilterSocket::free_inet();
+    let socket = MilterSocket::unix_in(sidecar.dir());
+    let pid_path = sidecar.dir().join("refused.pid");
+    append_config(&sidecar, &format!("PidFile {}", pid_path.display()));
     let out = Command::new(binary())
         .args(["run", "-x"])
         .arg(sidecar.config())
@@ -101,6 +103,12 @@ fn running_as_root_without_user_id_or_allow_root_is_refused() {
         lines[0].contains("--allow-root"),
         "names the way out: {stderr}"
     );
+    // Refused before anything was created.
+    let MilterSocket::Unix(path) = &socket else {
+        unreachable!()
+    };
+    assert!(!path.exists(), "a socket file was left behind");
+    assert!(!pid_path.exists(), "a PID file was left behind");
 }
 
 #[test]

@@ -73,6 +73,8 @@ pub type Reload = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
 /// error is returned for the caller to print (and logged too with syslog).
 pub fn main(config: Config, reload: Reload) -> Result<(), DaemonError> {
     let destination = crate::logging::init(&config.logging)?;
+    // One log line per panic, to the configured destination (syslog too).
+    crate::panics::install_hook();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("dkim-sidecar")
@@ -91,6 +93,14 @@ pub fn main(config: Config, reload: Reload) -> Result<(), DaemonError> {
 
 /// Serve mail until asked to stop.
 pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
+    // Refuse before binding anything or writing the PID file, so a refused
+    // start leaves no socket file behind.
+    if config.service.run_as.is_none()
+        && nix::unistd::geteuid().is_root()
+        && !config.service.allow_root
+    {
+        return Err(DaemonError::RunningAsRoot);
+    }
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }

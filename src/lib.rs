@@ -22,6 +22,7 @@ pub mod logging;
 pub mod metrics;
 pub mod milter;
 pub mod offline;
+pub mod panics;
 pub mod policy;
 pub mod report;
 pub mod server;

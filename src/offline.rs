@@ -354,6 +354,7 @@ pub(crate) mod signing_tests {
             },
             errors: ErrorActions::default(),
             max_header_bytes: 65536,
+            max_header_count: 1000,
             software_header: false,
         }
     }

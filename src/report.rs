@@ -98,6 +98,8 @@ pub enum Failure {
     SigningError,
     /// The header block is larger than MaximumHeaders.
     HeadersTooLarge,
+    /// More recipients than [`crate::signing::MAX_RECIPIENTS`].
+    TooManyRecipients,
 }
 
 impl Failure {
@@ -106,6 +108,7 @@ impl Failure {
             Failure::KeyUnavailable => "key_unavailable",
             Failure::SigningError => "signing_error",
             Failure::HeadersTooLarge => "headers_too_large",
+            Failure::TooManyRecipients => "too_many_recipients",
         }
     }
 }

@@ -63,6 +63,12 @@ const MAIL_MACROS: &[&str] = &[
 ];
 const RCPT_MACROS: &[&str] = &["i", "{rcpt_addr}", "{rcpt_host}", "{rcpt_mailer}"];
 
+/// Recipients kept per message (for DontSignMailTo), ten times Postfix's
+/// `smtpd_recipient_limit` default: without a cap, a client sending RCPT
+/// after RCPT would grow one message's memory without end. A message
+/// with more is rejected at end of headers.
+pub const MAX_RECIPIENTS: usize = 10_000;
+
 /// A message in progress.
 enum Message {
     /// No transaction open.
@@ -84,6 +90,8 @@ struct Collecting {
     headers: HeaderBlock,
     /// Header bytes beyond MaximumHeaders were dropped.
     overflowed: bool,
+    /// Recipients beyond [`MAX_RECIPIENTS`] were dropped.
+    too_many_recipients: bool,
 }
 
 struct Signing {
@@ -131,6 +139,7 @@ impl SigningFilter {
                 recipients: Vec::new(),
                 headers: HeaderBlock::new(),
                 overflowed: false,
+                too_many_recipients: false,
             });
         }
         match &mut self.message {
@@ -206,6 +215,10 @@ impl Filter for SigningFilter {
 
     fn rcpt(&mut self, recipient: &[u8], _args: &[Bytes], _macros: &Macros) -> Verdict {
         if let Some(c) = self.collecting() {
+            if c.recipients.len() >= MAX_RECIPIENTS {
+                c.too_many_recipients = true;
+                return Verdict::Continue;
+            }
             let r = String::from_utf8_lossy(recipient);
             c.recipients
                 .push(r.trim_start_matches('<').trim_end_matches('>').to_string());
@@ -218,7 +231,9 @@ impl Filter for SigningFilter {
             if c.headers.is_empty() && !c.overflowed {
                 c.started = Instant::now();
             }
-            if c.headers.byte_size() + name.len() + value.len() > c.policy.max_header_bytes {
+            if c.headers.byte_size() + name.len() + value.len() > c.policy.max_header_bytes
+                || c.headers.len() >= c.policy.max_header_count
+            {
                 c.overflowed = true;
             } else {
                 c.headers.push_copy(name, value);
@@ -241,8 +256,9 @@ impl Filter for SigningFilter {
                 None,
                 Failure::HeadersTooLarge,
                 &format_args!(
-                    "the header block is larger than MaximumHeaders ({} bytes); rejected",
-                    c.policy.max_header_bytes
+                    "the header block is larger than MaximumHeaders ({} bytes) or has more than \
+                     {} fields; rejected",
+                    c.policy.max_header_bytes, c.policy.max_header_count
                 ),
                 Action::Reject,
                 c.started.elapsed(),
@@ -251,6 +267,21 @@ impl Filter for SigningFilter {
                 code: 552,
                 status: Some("5.3.4".into()),
                 text: "Message header block too large".into(),
+            });
+        }
+        if c.too_many_recipients {
+            self.report.failed(
+                queue_id,
+                None,
+                Failure::TooManyRecipients,
+                &format_args!("more than {MAX_RECIPIENTS} recipients; rejected"),
+                Action::Reject,
+                c.started.elapsed(),
+            );
+            return Verdict::Smtp(SmtpReply {
+                code: 552,
+                status: Some("5.5.3".into()),
+                text: "Too many recipients".into(),
             });
         }
         let facts = MessageFacts {

@@ -737,3 +737,138 @@ async fn a_panic_on_the_work_threads_answers_tempfail() {
         );
     }
 }
+
+/// Panics where asked: in end of message on the connection's own thread
+/// (`Inline`), or while being dropped, outside every filter call
+/// (`OnDrop`), which only the connection task's own guard catches.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PanicAt {
+    Nowhere,
+    Inline,
+    OnDrop,
+}
+
+struct Panicky(PanicAt);
+
+impl Filter for Panicky {
+    fn needs(&self) -> Needs {
+        ThreadReporter {
+            heavy: false,
+            panic: false,
+        }
+        .needs()
+    }
+
+    fn end_of_message(&mut self, _macros: &Macros) -> EndOfMessage {
+        if self.0 == PanicAt::Inline {
+            panic!("test filter panics on the connection task");
+        }
+        EndOfMessage {
+            modifications: vec![Modification::InsertHeader {
+                index: 0,
+                name: Bytes::from_static(b"X-Ok"),
+                value: Bytes::from_static(b"yes"),
+            }],
+            verdict: Verdict::Continue,
+        }
+    }
+}
+
+impl Drop for Panicky {
+    fn drop(&mut self) {
+        if self.0 == PanicAt::OnDrop && !std::thread::panicking() {
+            panic!("test filter panics while dropped");
+        }
+    }
+}
+
+#[test]
+fn a_panic_on_the_connection_task_answers_tempfail_is_logged_once_and_the_server_lives_on() {
+    use dkim_sidecar::bench::{MilterClient, Outcome, TestMessage, client};
+    let logs = Logs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer({
+            let logs = logs.clone();
+            move || logs.clone()
+        })
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    // One thread: the filter runs on the connection task itself.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let shutdown = CancellationToken::new();
+        let settings = Settings {
+            work_threads: 0,
+            ..Settings::default()
+        };
+        // Connection 1 panics in end of message, 3 when its filter is
+        // dropped; 2 and 4 are ordinary.
+        let server = tokio::spawn(server::run(
+            vec![Listener::Tcp(listener)],
+            |info: &server::ConnectionInfo| {
+                Panicky(match info.id {
+                    1 => PanicAt::Inline,
+                    3 => PanicAt::OnDrop,
+                    _ => PanicAt::Nowhere,
+                })
+            },
+            settings,
+            shutdown.clone(),
+        ));
+        let target: SocketSpec = format!("inet:{port}@127.0.0.1").parse().unwrap();
+        let values = dkim_sidecar::bench::BenchOptions::new(target.clone()).macros;
+        let message = TestMessage::generate("a@example.com", "b@example.org", 100);
+        for n in 1..=4 {
+            let mut mta = MilterClient::new(
+                client::open(&target).await.unwrap(),
+                Duration::from_secs(10),
+            );
+            mta.negotiate(6).await.unwrap();
+            assert_eq!(mta.open_session(&values, "client").await.unwrap(), None);
+            let outcome = mta.send_message(&message, "Q1", &values).await.unwrap();
+            if n == 1 {
+                assert!(
+                    matches!(
+                        outcome,
+                        Outcome::Refused {
+                            event: 'E',
+                            reply: dkim_sidecar::milter::Reply::Tempfail
+                        }
+                    ),
+                    "{outcome:?}"
+                );
+            } else {
+                assert!(
+                    matches!(outcome, Outcome::Delivered { .. }),
+                    "connection {n}: {outcome:?}"
+                );
+                let _ = mta.quit().await;
+            }
+        }
+        // Let the connection tasks finish and log.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        shutdown.cancel();
+        server.await.unwrap();
+    });
+    let text = logs.text();
+    let about = |needle: &str| text.lines().filter(|l| l.contains(needle)).count();
+    assert_eq!(about("panics on the connection task"), 1, "{text}");
+    assert_eq!(about("panics while dropped"), 1, "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("conn=1") && l.contains("answered tempfail")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("conn=3") && l.contains("task panicked")),
+        "{text}"
+    );
+}

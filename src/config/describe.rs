@@ -141,10 +141,13 @@ fn service(out: &mut String, config: &Config) {
         out,
         1,
         format!(
-            "connections: at most {}, frames up to {} bytes, idle timeout {}s, shutdown grace {}s",
+            "connections: at most {}, frames up to {} bytes, idle timeout {}s, frame timeout {}s, \
+             write timeout {}s, shutdown grace {}s",
             settings.max_connections,
             settings.limits.max_payload,
             settings.limits.timeouts.idle.as_secs(),
+            settings.limits.timeouts.frame.as_secs(),
+            settings.limits.timeouts.write.as_secs(),
             settings.shutdown_grace.as_secs()
         ),
     );
@@ -435,6 +438,18 @@ fn signature(out: &mut String, config: &Config) {
                 "no limit".to_string()
             } else {
                 policy.max_header_bytes.to_string()
+            }
+        ),
+    );
+    line(
+        out,
+        1,
+        format!(
+            "header fields per message: {}",
+            if policy.max_header_count == usize::MAX {
+                "no limit".to_string()
+            } else {
+                policy.max_header_count.to_string()
             }
         ),
     );

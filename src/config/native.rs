@@ -47,7 +47,8 @@ use crate::tables::{
 };
 
 use super::opendkim::{
-    DEFAULT_MAX_HEADER_BYTES, macro_rule, parse_action, parse_canonicalization, syslog_facility,
+    DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADER_COUNT, macro_rule, parse_action,
+    parse_canonicalization, syslog_facility,
 };
 use super::{
     Config, ConfigError, Format, Logging, Origin, Overrides, RunAs, Service, accounts, data_sets,
@@ -122,6 +123,7 @@ struct SigningSection {
     oversign_headers: Option<Spanned<Vec<String>>>,
     signature_ttl_seconds: Option<u64>,
     max_header_bytes: Option<usize>,
+    max_header_count: Option<usize>,
     #[serde(default)]
     software_header: bool,
     minimum_key_bits: Option<u32>,
@@ -341,6 +343,11 @@ impl Reading {
             Some(n) => n,
             None => DEFAULT_MAX_HEADER_BYTES,
         };
+        let max_header_count = match signing_section.max_header_count {
+            Some(0) => usize::MAX,
+            Some(n) => n,
+            None => DEFAULT_MAX_HEADER_COUNT,
+        };
         let software_header = signing_section.software_header;
         let signature = self.signature(&signing_section);
         if !self.errors.is_empty() {
@@ -373,6 +380,7 @@ impl Reading {
                 signature,
                 errors,
                 max_header_bytes,
+                max_header_count,
                 software_header,
             },
             warnings: self.warnings,
@@ -1029,6 +1037,7 @@ sign_headers = ["*", "+x-mailer", "-subject"]
 oversign_headers = ["From", "To"]
 signature_ttl_seconds = 3600
 max_header_bytes = 0
+max_header_count = 50
 exempt_domains = ["lists.example.com"]
 
 [on_error]
@@ -1066,6 +1075,7 @@ subdomains = true
         assert_eq!(policy.signature.headers.oversigned(), ["from", "to"]);
         assert_eq!(policy.signature.expiry, Some(Duration::from_secs(3600)));
         assert_eq!(policy.max_header_bytes, usize::MAX);
+        assert_eq!(policy.max_header_count, 50);
         assert_eq!(policy.errors.key_error, Action::Accept);
         assert_eq!(policy.errors.internal_error, Action::Tempfail);
         assert!(

@@ -63,6 +63,11 @@ use super::{
 /// OpenDKIM's MaximumHeaders default.
 pub(crate) const DEFAULT_MAX_HEADER_BYTES: usize = 65536;
 
+/// Header fields accepted per message. Real mail has tens (a long relay
+/// path adds up to Postfix's `hopcount_limit`, 50, Received fields); a
+/// client sending thousands is hostile or broken.
+pub(crate) const DEFAULT_MAX_HEADER_COUNT: usize = 1000;
+
 /// Reads `path` (and what it includes) into a validated configuration.
 pub(crate) fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
     let settings = grammar::read(path)?;
@@ -201,6 +206,8 @@ impl Reading {
                 signature,
                 errors,
                 max_header_bytes,
+                // OpenDKIM has no such option: the default.
+                max_header_count: DEFAULT_MAX_HEADER_COUNT,
                 software_header,
             },
             warnings: self.warnings,

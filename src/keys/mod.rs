@@ -14,6 +14,20 @@
 //! This module must never log, print or put key material into an error or a
 //! `Debug` output: errors name files, modes, users and sizes only, and the
 //! bytes read from disk are zeroized once parsed.
+//!
+//! Copies of the secret, and which are wiped: the file's bytes, the PEM
+//! text, the decoded DER and an Ed25519 seed live in [`Zeroizing`] buffers
+//! (here and in `material`), as does an inline KeyTable key
+//! ([`KeySource::Inline`]). What we cannot wipe ourselves is the signer's
+//! own copy, held by a third-party crate for as long as the
+//! [`PrivateKey`] lives: aws-lc-rs's key pair (an AWS-LC `RSA` or Ed25519
+//! key; AWS-LC's `OPENSSL_free` cleanses memory before freeing it) and,
+//! for 1024- to 2047-bit RSA keys, OpenSSL's `PKey` (OpenSSL frees the
+//! private numbers with `BN_clear_free`). Neither crate exposes a way to
+//! zeroize, and we have not audited their internals beyond that. Signing
+//! itself copies nothing secret. Keygen's freshly generated keys go
+//! through the same libraries and the `rsa` crate (whose private key
+//! zeroizes on drop).
 
 pub mod error;
 pub mod generate;

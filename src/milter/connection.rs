@@ -104,6 +104,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         !self.read_buf.is_empty()
     }
 
+    /// How many bytes are buffered and not yet taken as a command.
+    pub fn buffered(&self) -> usize {
+        self.read_buf.len()
+    }
+
     /// Give back buffer space a large frame needed, when nothing is
     /// buffered: a thousand idle connections must not each keep the 64 KiB
     /// their last body chunk took.

@@ -17,8 +17,6 @@ pub mod options;
 pub mod pool;
 pub mod session;
 
-use std::panic::AssertUnwindSafe;
-
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
@@ -67,8 +65,10 @@ pub enum ServeError {
     Connection(#[from] ConnectionError),
     #[error("protocol violation: {0}")]
     Protocol(#[from] ProtocolError),
-    #[error("the filter panicked while handling a '{0}' command; answered tempfail")]
-    FilterPanicked(char),
+    #[error("{0} bytes sent after QUIT were not read")]
+    DataAfterQuit(usize),
+    #[error("the filter panicked while handling a '{0}' command; answered tempfail: {1}")]
+    FilterPanicked(char, String),
 }
 
 /// Serve one milter connection until the MTA quits or closes it, a limit is
@@ -139,24 +139,26 @@ where
                     replies = out;
                     flow?
                 }
-                Err(_) => {
+                Err(e) => {
                     // The session went down with the job.
                     if expects_reply {
                         conn.write_replies(&[Reply::Tempfail]).await?;
                     }
-                    return Err(ServeError::FilterPanicked(code));
+                    let message = match e {
+                        pool::PoolError::Panicked(message) => message,
+                        stopped => stopped.to_string(),
+                    };
+                    return Err(ServeError::FilterPanicked(code, message));
                 }
             }
         } else {
-            match std::panic::catch_unwind(AssertUnwindSafe(|| {
-                session.handle(command, &mut replies)
-            })) {
+            match crate::panics::catch(|| session.handle(command, &mut replies)) {
                 Ok(flow) => flow?,
-                Err(_) => {
+                Err(message) => {
                     if expects_reply {
                         conn.write_replies(&[Reply::Tempfail]).await?;
                     }
-                    return Err(ServeError::FilterPanicked(code));
+                    return Err(ServeError::FilterPanicked(code, message));
                 }
             }
         };
@@ -171,7 +173,12 @@ where
             }
         }
         if flow == Flow::Close {
-            return Ok(Ending::Quit);
+            // Whatever follows QUIT is not read, let alone parsed; said so
+            // when it is already here.
+            return match conn.buffered() {
+                0 => Ok(Ending::Quit),
+                extra => Err(ServeError::DataAfterQuit(extra)),
+            };
         }
     }
 }

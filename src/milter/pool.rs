@@ -9,7 +9,6 @@
 //! same processors) in arrival order and awaits its result, leaving the
 //! runtime free to answer everyone else.
 
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -19,8 +18,9 @@ type Job = Box<dyn FnOnce() + Send>;
 /// Why a job gave no result.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PoolError {
-    #[error("the job panicked")]
-    Panicked,
+    /// With the panic's message.
+    #[error("the job panicked: {0}")]
+    Panicked(String),
     #[error("the work pool has stopped")]
     Stopped,
 }
@@ -81,8 +81,8 @@ impl WorkPool {
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
-            let result = std::panic::catch_unwind(AssertUnwindSafe(job));
-            let _ = tx.send(result.map_err(|_| PoolError::Panicked));
+            let result = crate::panics::catch(job);
+            let _ = tx.send(result.map_err(PoolError::Panicked));
         });
         self.sender.send(job).map_err(|_| PoolError::Stopped)?;
         rx.await.unwrap_or(Err(PoolError::Stopped))
@@ -167,7 +167,7 @@ mod tests {
     async fn a_panicking_job_is_reported_and_the_pool_goes_on() {
         let pool = WorkPool::new(1, "test-panic").unwrap();
         let result: Result<(), _> = pool.run(|| panic!("boom")).await;
-        assert_eq!(result, Err(PoolError::Panicked));
+        assert!(matches!(result, Err(PoolError::Panicked(m)) if m.contains("boom")));
         assert_eq!(pool.run(|| 7).await, Ok(7));
     }
 

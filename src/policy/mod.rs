@@ -44,6 +44,10 @@ pub struct Policy {
     pub errors: ErrorActions,
     /// OpenDKIM's MaximumHeaders: bytes of header data accepted per message.
     pub max_header_bytes: usize,
+    /// Header fields accepted per message (no OpenDKIM equivalent): beyond
+    /// it the message is rejected like one over MaximumHeaders. With
+    /// `max_header_bytes` it bounds what one message's headers can take.
+    pub max_header_count: usize,
     /// OpenDKIM's SoftwareHeader (X-Header): add a `DKIM-Filter:` field
     /// naming this program to signed messages.
     pub software_header: bool,

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{Mutex, Semaphore};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -106,7 +106,7 @@ pub async fn run<F, M>(
         offload,
         slots: Arc::new(Semaphore::new(settings.max_connections)),
         next_id: AtomicU64::new(1),
-        refusals: Mutex::new(Refusals::default()),
+        throttle: Throttle::default(),
         connections: TaskTracker::new(),
         shutdown: shutdown.clone(),
     });
@@ -150,7 +150,7 @@ struct Shared<M> {
     offload: Option<Offload>,
     slots: Arc<Semaphore>,
     next_id: AtomicU64,
-    refusals: Mutex<Refusals>,
+    throttle: Throttle,
     connections: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -194,18 +194,21 @@ async fn accept(listener: &Listener) -> std::io::Result<Accepted> {
     }
 }
 
-async fn start<S, F, M>(stream: S, peer: Peer, shared: &Arc<Shared<M>>)
+async fn start<S, F, M>(mut stream: S, peer: Peer, shared: &Arc<Shared<M>>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: Filter + 'static,
     M: Fn(&ConnectionInfo) -> F + Send + Sync + 'static,
 {
     let Ok(slot) = Arc::clone(&shared.slots).try_acquire_owned() else {
-        shared
-            .refusals
-            .lock()
-            .await
-            .note(peer, shared.settings.max_connections);
+        if let Some(refused) = shared.throttle.due(Kind::Refused) {
+            tracing::warn!(
+                limit = shared.settings.max_connections,
+                refused,
+                latest_peer = %peer,
+                "connection limit reached; refusing milter connections (the MTA applies milter_default_action)"
+            );
+        }
         drop(stream);
         return;
     };
@@ -213,15 +216,33 @@ where
         id: shared.next_id.fetch_add(1, Ordering::Relaxed),
         peer,
     };
-    let filter = (shared.make_filter)(&info);
-    let limits = shared.settings.limits;
-    let shutdown = shared.shutdown.clone();
-    let offload = shared.offload.clone();
-    shared.connections.spawn(async move {
+    let shared = Arc::clone(shared);
+    shared.connections.clone().spawn(async move {
         let _slot = slot;
-        match milter::serve(stream, filter, limits, offload, shutdown).await {
-            Ok(ending) => log_ending(&info, ending),
-            Err(error) => log_error(&info, &error),
+        let limits = shared.settings.limits;
+        let shutdown = shared.shutdown.clone();
+        let offload = shared.offload.clone();
+        // A panic anywhere in this connection's work (making its filter,
+        // a bug outside the filter calls `serve` guards, dropping the
+        // filter) ends this connection only, with a tempfail and one line.
+        let served = crate::panics::CatchUnwind::new(async {
+            let filter = (shared.make_filter)(&info);
+            milter::serve(&mut stream, filter, limits, offload, shutdown).await
+        })
+        .await;
+        match served {
+            Ok(Ok(ending)) => log_ending(&info, ending),
+            Ok(Err(error)) => log_error(&info, &error, &shared.throttle),
+            Err(message) => {
+                tracing::error!(
+                    conn = info.id,
+                    peer = %info.peer,
+                    "milter connection task panicked; answering tempfail and closing: {message}"
+                );
+                let tempfail = [0, 0, 0, 1, b't'];
+                let _ =
+                    tokio::time::timeout(limits.timeouts.write, stream.write_all(&tempfail)).await;
+            }
         }
     });
 }
@@ -230,44 +251,110 @@ fn log_ending(info: &ConnectionInfo, ending: Ending) {
     tracing::debug!(conn = info.id, peer = %info.peer, ?ending, "milter connection ended");
 }
 
-fn log_error(info: &ConnectionInfo, error: &ServeError) {
-    match error {
-        ServeError::Connection(ConnectionError::IdleTimeout(_)) => {
-            tracing::info!(conn = info.id, peer = %info.peer, "milter connection closed: {error}")
+/// Log why a connection was closed early: the first of each kind at once,
+/// then at most one line of that kind per [`Throttle::INTERVAL`], which
+/// counts the others. A client opening thousands of connections that each
+/// time out, or trickling garbage on each, makes a few lines, not
+/// thousands. Panics are bugs and always logged.
+fn log_error(info: &ConnectionInfo, error: &ServeError, throttle: &Throttle) {
+    use ConnectionError as C;
+    let kind = match error {
+        ServeError::FilterPanicked(..) => {
+            tracing::error!(conn = info.id, peer = %info.peer, "milter connection closed: {error}");
+            return;
         }
-        ServeError::Connection(ConnectionError::Io(e))
-            if e.kind() == std::io::ErrorKind::ConnectionReset =>
-        {
-            tracing::info!(conn = info.id, peer = %info.peer, "milter connection reset by the MTA")
+        ServeError::Connection(C::IdleTimeout(_)) => Kind::Idle,
+        ServeError::Connection(C::FrameTimeout(_)) => Kind::SlowFrame,
+        ServeError::Connection(C::WriteTimeout(_)) => Kind::SlowReader,
+        ServeError::Connection(C::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+            Kind::Reset
         }
-        _ => tracing::warn!(conn = info.id, peer = %info.peer, "milter connection closed: {error}"),
+        ServeError::Connection(C::Io(_)) => Kind::Io,
+        ServeError::Connection(C::Truncated(_)) => Kind::Truncated,
+        ServeError::Connection(C::Frame(_) | C::Encode(_)) => Kind::BadFrame,
+        ServeError::Protocol(_) | ServeError::DataAfterQuit(_) => Kind::Protocol,
+    };
+    let Some(similar) = throttle.due(kind) else {
+        return;
+    };
+    // `similar`: connections closed for the same kind of reason since the
+    // last line of this kind, not logged on their own.
+    match kind {
+        Kind::Idle => tracing::info!(
+            conn = info.id, peer = %info.peer, similar, "milter connection closed: {error}"
+        ),
+        Kind::Reset => tracing::info!(
+            conn = info.id, peer = %info.peer, similar, "milter connection reset by the MTA"
+        ),
+        _ => tracing::warn!(
+            conn = info.id, peer = %info.peer, similar, "milter connection closed: {error}"
+        ),
     }
 }
 
-/// Connections refused at the limit, logged at most once per interval.
+/// The kinds of early endings [`Throttle`] counts apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Refused,
+    Idle,
+    SlowFrame,
+    SlowReader,
+    Reset,
+    Io,
+    Truncated,
+    BadFrame,
+    Protocol,
+}
+
+const KINDS: usize = 9;
+
+/// At most one log line per kind per interval.
 #[derive(Default)]
-struct Refusals {
+struct Throttle {
+    kinds: std::sync::Mutex<[Seen; KINDS]>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Seen {
+    /// Events of this kind since the last line, this one included.
     since_last_log: u64,
     last_log: Option<Instant>,
 }
 
-impl Refusals {
+impl Throttle {
     const INTERVAL: Duration = Duration::from_secs(10);
 
-    fn note(&mut self, peer: Peer, limit: usize) {
-        self.since_last_log += 1;
-        let due = self
+    /// Count one event of `kind`; `Some(count)` when a line is due, with
+    /// the events since the previous line, this one included.
+    fn due(&self, kind: Kind) -> Option<u64> {
+        let mut kinds = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
+        let seen = &mut kinds[kind as usize];
+        seen.since_last_log += 1;
+        let due = seen
             .last_log
             .is_none_or(|last| last.elapsed() >= Self::INTERVAL);
-        if due {
-            tracing::warn!(
-                limit,
-                refused = self.since_last_log,
-                latest_peer = %peer,
-                "connection limit reached; refusing milter connections (the MTA applies milter_default_action)"
-            );
-            self.since_last_log = 0;
-            self.last_log = Some(Instant::now());
+        due.then(|| {
+            seen.last_log = Some(Instant::now());
+            std::mem::take(&mut seen.since_last_log)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_throttle_lets_one_line_per_kind_through() {
+        let throttle = Throttle::default();
+        assert_eq!(throttle.due(Kind::Idle), Some(1));
+        for _ in 0..1000 {
+            assert_eq!(throttle.due(Kind::Idle), None);
         }
+        assert_eq!(throttle.due(Kind::Refused), Some(1));
+        // Once the interval is over, the next line counts what was held back.
+        throttle.kinds.lock().unwrap()[Kind::Idle as usize].last_log =
+            Some(Instant::now() - Throttle::INTERVAL);
+        assert_eq!(throttle.due(Kind::Idle), Some(1001));
     }
 }

@@ -336,16 +336,22 @@ fn bind_unix(path: &Path, access: &UnixSocketAccess, backlog: i32) -> Result<Lis
     }
 
     let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(io_err)?;
-    socket
-        .bind(&SockAddr::unix(path).map_err(io_err)?)
-        .map_err(io_err)?;
+    let address = SockAddr::unix(path).map_err(io_err)?;
+    let bound = if access.mode.is_some() {
+        // The file appears with no permissions at all, never with more
+        // than the configured mode grants (the umask is per process; this
+        // runs at start-up, before anything else creates files).
+        let previous = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o777));
+        let bound = socket.bind(&address);
+        nix::sys::stat::umask(previous);
+        bound
+    } else {
+        socket.bind(&address)
+    };
+    bound.map_err(io_err)?;
     // Until listen() below, connecting gets "connection refused": setting
     // mode and owner here leaves no window with the wrong permissions.
     let prepared = (|| {
-        if let Some(mode) = access.mode {
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-                .map_err(io_err)?;
-        }
         let uid = match &access.user {
             None => None,
             Some(name) => Some(
@@ -376,6 +382,11 @@ fn bind_unix(path: &Path, access: &UnixSocketAccess, backlog: i32) -> Result<Lis
         };
         if uid.is_some() || gid.is_some() {
             nix::unistd::chown(path, uid, gid).map_err(|e| io_err(e.into()))?;
+        }
+        // After chown: the mode never applies to the wrong group.
+        if let Some(mode) = access.mode {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .map_err(io_err)?;
         }
         socket.listen(backlog).map_err(io_err)?;
         socket.set_nonblocking(true).map_err(io_err)?;

@@ -17,6 +17,7 @@
 //! items are expected there.
 #![allow(dead_code)]
 
+pub mod conversation;
 pub mod daemon;
 pub mod keys;
 pub mod milter;

@@ -121,6 +121,45 @@ impl Logs {
     fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
+
+    /// Capture what is logged on the calling thread from now on.
+    ///
+    /// One process-wide subscriber routes each line to the capture of the
+    /// thread that logged it. (A per-thread `set_default` subscriber is not
+    /// enough: tracing caches per call site whether anyone listens, and a
+    /// call site first reached by another test's thread, with no subscriber,
+    /// could stay silent for this one.)
+    fn capture_this_thread(&self) {
+        static GLOBAL: std::sync::Once = std::sync::Once::new();
+        GLOBAL.call_once(|| {
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(|| ThreadCapture)
+                .with_ansi(false)
+                .with_max_level(tracing::Level::INFO)
+                .finish();
+            tracing::subscriber::set_global_default(subscriber).unwrap();
+        });
+        CAPTURE.with(|c| *c.borrow_mut() = Some(self.clone()));
+    }
+}
+
+thread_local! {
+    static CAPTURE: std::cell::RefCell<Option<Logs>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Writes to the capture of the current thread, if it has one.
+struct ThreadCapture;
+
+impl std::io::Write for ThreadCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        CAPTURE.with(|c| match c.borrow_mut().as_mut() {
+            Some(logs) => logs.write(buf),
+            None => Ok(buf.len()),
+        })
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 impl std::io::Write for Logs {
@@ -165,12 +204,7 @@ impl TestServer {
             let logs = logs.clone();
             let shutdown = shutdown.clone();
             move || {
-                let subscriber = tracing_subscriber::fmt()
-                    .with_writer(move || logs.clone())
-                    .with_ansi(false)
-                    .with_max_level(tracing::Level::INFO)
-                    .finish();
-                let _guard = tracing::subscriber::set_default(subscriber);
+                logs.capture_this_thread();
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -786,15 +820,7 @@ impl Drop for Panicky {
 fn a_panic_on_the_connection_task_answers_tempfail_is_logged_once_and_the_server_lives_on() {
     use dkim_sidecar::bench::{MilterClient, Outcome, TestMessage, client};
     let logs = Logs::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer({
-            let logs = logs.clone();
-            move || logs.clone()
-        })
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    logs.capture_this_thread();
     // One thread: the filter runs on the connection task itself.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -69,6 +69,11 @@ const RCPT_MACROS: &[&str] = &["i", "{rcpt_addr}", "{rcpt_host}", "{rcpt_mailer}
 /// with more is rejected at end of headers.
 pub const MAX_RECIPIENTS: usize = 10_000;
 
+/// Bytes of recipient addresses kept per message: with a frame of up to
+/// 1 MiB each, the count alone would not bound memory. 10,000 addresses of
+/// a hundred bytes fit.
+pub const MAX_RECIPIENT_BYTES: usize = 1024 * 1024;
+
 /// A message in progress.
 enum Message {
     /// No transaction open.
@@ -90,7 +95,10 @@ struct Collecting {
     headers: HeaderBlock,
     /// Header bytes beyond MaximumHeaders were dropped.
     overflowed: bool,
-    /// Recipients beyond [`MAX_RECIPIENTS`] were dropped.
+    /// Bytes of `recipients`.
+    recipient_bytes: usize,
+    /// Recipients beyond [`MAX_RECIPIENTS`] or [`MAX_RECIPIENT_BYTES`] were
+    /// dropped.
     too_many_recipients: bool,
 }
 
@@ -139,6 +147,7 @@ impl SigningFilter {
                 recipients: Vec::new(),
                 headers: HeaderBlock::new(),
                 overflowed: false,
+                recipient_bytes: 0,
                 too_many_recipients: false,
             });
         }
@@ -215,10 +224,13 @@ impl Filter for SigningFilter {
 
     fn rcpt(&mut self, recipient: &[u8], _args: &[Bytes], _macros: &Macros) -> Verdict {
         if let Some(c) = self.collecting() {
-            if c.recipients.len() >= MAX_RECIPIENTS {
+            if c.recipients.len() >= MAX_RECIPIENTS
+                || c.recipient_bytes + recipient.len() > MAX_RECIPIENT_BYTES
+            {
                 c.too_many_recipients = true;
                 return Verdict::Continue;
             }
+            c.recipient_bytes += recipient.len();
             let r = String::from_utf8_lossy(recipient);
             c.recipients
                 .push(r.trim_start_matches('<').trim_end_matches('>').to_string());
@@ -274,7 +286,9 @@ impl Filter for SigningFilter {
                 queue_id,
                 None,
                 Failure::TooManyRecipients,
-                &format_args!("more than {MAX_RECIPIENTS} recipients; rejected"),
+                &format_args!(
+                    "more than {MAX_RECIPIENTS} recipients or {MAX_RECIPIENT_BYTES} bytes of them; rejected"
+                ),
                 Action::Reject,
                 c.started.elapsed(),
             );

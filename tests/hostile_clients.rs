@@ -387,7 +387,42 @@ fn a_hundred_thousand_recipients_are_rejected_with_bounded_memory() {
         "{verdict:?}"
     );
     target.assert_memory_bounded("a hundred thousand recipients");
-    target.assert_logged_once("recipients; rejected");
+    target.assert_logged_once("bytes of them; rejected");
+}
+
+#[test]
+fn recipients_of_near_a_megabyte_each_are_rejected_with_bounded_memory() {
+    let target = Target::start(64);
+    let mut stream = target.connect();
+    open_transaction(&mut stream);
+    let mut writer = stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let long = format!("<{}@example.org>", "r".repeat(1_000_000));
+        for _ in 0..80 {
+            writer.write_all(&frame(&Command::Rcpt {
+                recipient: Bytes::from(long.clone()),
+                args: vec![],
+            }))?;
+        }
+        let mut end = frame(&Command::Header {
+            name: b("From"),
+            value: b("a@example.com"),
+        });
+        end.extend(frame(&Command::EndOfHeaders));
+        writer.write_all(&end)
+    });
+    target.well_behaved();
+    sender
+        .join()
+        .unwrap()
+        .expect("the daemon reads every recipient");
+    let verdict = read_until_verdict(&mut stream);
+    assert!(
+        matches!(&verdict, Reply::ReplyCode(r) if r.code == 552),
+        "{verdict:?}"
+    );
+    target.assert_memory_bounded("eighty 1 MB recipients");
+    target.assert_logged_once("bytes of them; rejected");
 }
 
 #[test]

@@ -95,6 +95,15 @@ impl Stage {
     }
 }
 
+/// The most bytes of names and values one `D` packet may carry. Postfix
+/// sends a few hundred; the cap bounds what a connection keeps per stage.
+pub const MAX_STAGE_BYTES: usize = 64 * 1024;
+
+/// How many bytes of names and values a `D` packet carries.
+pub fn stage_bytes(pairs: &[(Bytes, Bytes)]) -> usize {
+    pairs.iter().map(|(n, v)| n.len() + v.len()).sum()
+}
+
 /// Macros defined so far on a connection, per stage.
 #[derive(Debug, Clone, Default)]
 pub struct Macros {
@@ -109,24 +118,34 @@ impl Macros {
     /// Record a `D` packet: replace `stage`'s macros and forget later stages.
     /// `Unknown` is kept apart: an unknown command can come at any time and
     /// does not invalidate anything.
+    ///
+    /// The names and values are copied out of the frame, all of a stage's
+    /// into one allocation: a frame shares the connection's read buffer,
+    /// and a few bytes of macros kept from it would keep all of that buffer
+    /// (up to the largest frame a client sent) allocated, once per stage.
     pub fn define(&mut self, stage: Stage, pairs: impl IntoIterator<Item = (Bytes, Bytes)>) {
         if stage != Stage::Unknown {
             self.forget_from(stage);
         }
+        let pairs: Vec<(Bytes, Bytes)> = pairs.into_iter().collect();
+        let mut owned = bytes::BytesMut::with_capacity(stage_bytes(&pairs));
+        for (name, value) in &pairs {
+            owned.extend_from_slice(name);
+            owned.extend_from_slice(value);
+        }
+        let owned = owned.freeze();
         let slot = &mut self.stages[stage.slot()];
         slot.clear();
-        if matches!(stage, Stage::Connect | Stage::Helo | Stage::Unknown) {
-            // These live as long as the connection: copy them out of the
-            // frame, which shares the connection's read buffer and would
-            // keep all of it allocated.
-            slot.extend(pairs.into_iter().map(|(name, value)| {
-                (
-                    bare(Bytes::copy_from_slice(&name)),
-                    Bytes::copy_from_slice(&value),
-                )
-            }));
-        } else {
-            slot.extend(pairs.into_iter().map(|(name, value)| (bare(name), value)));
+        let mut at = 0;
+        for (name, value) in &pairs {
+            let name_at = at;
+            at += name.len();
+            let value_at = at;
+            at += value.len();
+            slot.push((
+                bare(owned.slice(name_at..value_at)),
+                owned.slice(value_at..at),
+            ));
         }
     }
 
@@ -238,6 +257,20 @@ mod tests {
         assert_eq!(m.get("i"), None);
         assert_eq!(m.get_str("tls_version"), Some("TLSv1.3"));
         assert_eq!(m.get_str("j"), Some("mx"));
+    }
+
+    #[test]
+    fn macros_do_not_keep_the_frame_they_came_in() {
+        let frame = Bytes::from(vec![b'x'; 1 << 20]);
+        let mut m = Macros::new();
+        m.define(Stage::Mail, [(frame.slice(0..3), frame.slice(3..10))]);
+        let value = m.get("xxx").unwrap();
+        let frame_range = frame.as_ptr_range();
+        assert!(
+            !frame_range.contains(&value.as_ptr()),
+            "value points into the frame"
+        );
+        assert_eq!(value, b"xxxxxxx");
     }
 
     #[test]

@@ -70,6 +70,8 @@ pub enum ProtocolError {
     },
     #[error("'{0}' command after QUIT")]
     AfterQuit(char),
+    #[error("{bytes} bytes of macros for one stage (at most {max})", max = super::macros::MAX_STAGE_BYTES)]
+    MacrosTooLarge { bytes: usize },
     #[error(transparent)]
     Negotiation(#[from] NegotiationError),
 }
@@ -166,7 +168,13 @@ impl<F: Filter> Session<F> {
 
         match command {
             Command::Negotiate(_) => return Err(ProtocolError::NegotiatedTwice),
-            Command::Macros { stage, pairs } => self.macros.define(stage, pairs),
+            Command::Macros { stage, pairs } => {
+                let bytes = super::macros::stage_bytes(&pairs);
+                if bytes > super::macros::MAX_STAGE_BYTES {
+                    return Err(ProtocolError::MacrosTooLarge { bytes });
+                }
+                self.macros.define(stage, pairs)
+            }
             Command::Connect { hostname, address } => {
                 self.end_transaction();
                 let client = Client { hostname, address };
@@ -506,6 +514,35 @@ mod tests {
             },
             Command::EndOfMessage(Bytes::new()),
         ]
+    }
+
+    #[test]
+    fn a_stage_with_more_macro_bytes_than_the_cap_is_a_protocol_violation() {
+        let mut s = Session::new(Recorder::default());
+        run(&mut s, vec![offer(6)]);
+        let value = Bytes::from(vec![b'v'; crate::milter::macros::MAX_STAGE_BYTES]);
+        let mut out = Vec::new();
+        let result = s.handle(
+            Command::Macros {
+                stage: Stage::Mail,
+                pairs: vec![(b("x"), value)],
+            },
+            &mut out,
+        );
+        assert!(
+            matches!(result, Err(ProtocolError::MacrosTooLarge { bytes }) if bytes == 64 * 1024 + 1),
+            "{result:?}"
+        );
+        // At the cap exactly is fine.
+        let value = Bytes::from(vec![b'v'; crate::milter::macros::MAX_STAGE_BYTES - 1]);
+        let fits = s.handle(
+            Command::Macros {
+                stage: Stage::Mail,
+                pairs: vec![(b("x"), value)],
+            },
+            &mut out,
+        );
+        assert!(fits.is_ok(), "{fits:?}");
     }
 
     #[test]

@@ -71,7 +71,12 @@ impl Recorder {
 }
 
 /// Copy both ways; keep what the MTA wrote.
-fn relay(mut client: TcpStream, mut server: TcpStream, sessions: Sessions, open: Arc<Mutex<usize>>) {
+fn relay(
+    mut client: TcpStream,
+    mut server: TcpStream,
+    sessions: Sessions,
+    open: Arc<Mutex<usize>>,
+) {
     let (mut client_r, mut server_w) = (client.try_clone().unwrap(), server.try_clone().unwrap());
     let back = thread::spawn(move || {
         let _ = std::io::copy(&mut server, &mut client);
@@ -143,7 +148,11 @@ fn record_postfix_milter_sessions() {
             .send(
                 "alice@example.com",
                 &["bob@example.org"],
-                &message("plain", "", "Hello Bob,\r\n.a line that starts with a dot\r\n"),
+                &message(
+                    "plain",
+                    "",
+                    "Hello Bob,\r\n.a line that starts with a dot\r\n",
+                ),
             )
             .expect_ok("plain");
         client.mail_from("alice@example.com").expect_ok("MAIL");
@@ -190,7 +199,11 @@ fn record_postfix_milter_sessions() {
     assert!(sessions.len() >= 4, "{} sessions recorded", sessions.len());
     for (i, session) in sessions.iter().enumerate() {
         // Every session starts with the MTA's option negotiation.
-        assert_eq!(session.get(4), Some(&b'O'), "session {i} starts with {session:?}");
+        assert_eq!(
+            session.get(4),
+            Some(&b'O'),
+            "session {i} starts with {session:?}"
+        );
         let path = out.join(format!("postfix-session-{i}"));
         std::fs::write(&path, session).unwrap();
         println!("{}: {} bytes", path.display(), session.len());

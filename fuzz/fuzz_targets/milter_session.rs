@@ -77,7 +77,10 @@ fn decode_all(
     let mut buf = BytesMut::new();
     let mut commands = Vec::new();
     let mut at = 0;
-    let mut sizes = sizes.iter().copied().chain(std::iter::repeat(*sizes.last().unwrap_or(&1)));
+    let mut sizes = sizes
+        .iter()
+        .copied()
+        .chain(std::iter::repeat(*sizes.last().unwrap_or(&1)));
     while at < data.len() {
         let n = sizes.next().unwrap_or(1).clamp(1, data.len() - at);
         buf.extend_from_slice(&data[at..at + n]);
@@ -91,7 +94,11 @@ fn decode_all(
         }
         // What is buffered is at most one frame's worth: the decoder takes
         // every whole frame off the front.
-        assert!(buf.len() < 4 + 1 + MAX_PAYLOAD, "{} bytes buffered", buf.len());
+        assert!(
+            buf.len() < 4 + 1 + MAX_PAYLOAD,
+            "{} bytes buffered",
+            buf.len()
+        );
     }
     (commands, None)
 }
@@ -99,16 +106,20 @@ fn decode_all(
 /// Read sizes between 1 and 600 bytes from a small generator seeded by the
 /// input, so that every input is also tried cut at other places.
 fn cut_sizes(data: &[u8]) -> Vec<usize> {
-    let mut seed = data
-        .iter()
-        .fold(0x9e37_79b9_7f4a_7c15u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let mut seed = data.iter().fold(0x9e37_79b9_7f4a_7c15u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
     (0..64)
         .map(|_| {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
             // Mostly tiny reads, sometimes large ones.
-            if seed % 4 == 0 { (seed >> 8) as usize % 600 + 1 } else { (seed >> 8) as usize % 9 + 1 }
+            if seed % 4 == 0 {
+                (seed >> 8) as usize % 600 + 1
+            } else {
+                (seed >> 8) as usize % 9 + 1
+            }
         })
         .collect()
 }

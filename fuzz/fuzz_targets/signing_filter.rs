@@ -43,13 +43,22 @@ struct Input {
 
 #[derive(Arbitrary, Debug)]
 enum Event {
-    Connect { host: Text, client: Client },
+    Connect {
+        host: Text,
+        client: Client,
+    },
     Helo(Text),
-    Macros { stage: MacroStage, pairs: Vec<(MacroName, Text)> },
+    Macros {
+        stage: MacroStage,
+        pairs: Vec<(MacroName, Text)>,
+    },
     Mail(Mailbox),
     Rcpt(Mailbox),
     Data,
-    Header { name: Name, value: Value },
+    Header {
+        name: Name,
+        value: Value,
+    },
     EndOfHeaders,
     Body(Body),
     EndOfMessage(Body),
@@ -254,7 +263,8 @@ fn plain_header(name: &[u8], value: &[u8]) -> bool {
         && name.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'-')
         && !name.eq_ignore_ascii_case(b"DKIM-Signature")
         && value.split(|&c| c == b'\n').enumerate().all(|(i, line)| {
-            line.iter().all(|&c| (b' '..=b'~').contains(&c) || c == b'\t')
+            line.iter()
+                .all(|&c| (b' '..=b'~').contains(&c) || c == b'\t')
                 && (i == 0 || (line.len() > 1 && line.iter().any(|&c| c != b' ' && c != b'\t')))
         })
 }
@@ -264,7 +274,8 @@ fn plain_body(body: &[u8]) -> bool {
         || (body.ends_with(b"\r\n")
             && body.split(|&c| c == b'\n').all(|line| {
                 let line = line.strip_suffix(b"\r").unwrap_or(line);
-                line.iter().all(|&c| (b' '..=b'~').contains(&c) || c == b'\t')
+                line.iter()
+                    .all(|&c| (b' '..=b'~').contains(&c) || c == b'\t')
             }))
 }
 
@@ -298,7 +309,10 @@ fuzz_target!(|input: Input| {
     let leading_space = session
         .negotiated()
         .is_some_and(|n| n.header_leading_space());
-    let mut message = Message { plain: true, ..Message::default() };
+    let mut message = Message {
+        plain: true,
+        ..Message::default()
+    };
 
     for event in input.events.iter().take(256) {
         let command = match event {
@@ -314,7 +328,9 @@ fuzz_target!(|input: Input| {
                     Client::Unknown(t) => ClientAddress::Unknown(Bytes::from(t.bytes())),
                 },
             },
-            Event::Helo(t) => Command::Helo { name: Bytes::from(t.bytes()) },
+            Event::Helo(t) => Command::Helo {
+                name: Bytes::from(t.bytes()),
+            },
             Event::Macros { stage, pairs } => Command::Macros {
                 stage: match stage {
                     MacroStage::Connect => Stage::Connect,
@@ -346,16 +362,28 @@ fuzz_target!(|input: Input| {
                     .collect(),
             },
             Event::Mail(m) => {
-                message = Message { plain: true, ..Message::default() };
-                Command::Mail { sender: Bytes::from(m.bytes()), args: vec![] }
+                message = Message {
+                    plain: true,
+                    ..Message::default()
+                };
+                Command::Mail {
+                    sender: Bytes::from(m.bytes()),
+                    args: vec![],
+                }
             }
-            Event::Rcpt(m) => Command::Rcpt { recipient: Bytes::from(m.bytes()), args: vec![] },
+            Event::Rcpt(m) => Command::Rcpt {
+                recipient: Bytes::from(m.bytes()),
+                args: vec![],
+            },
             Event::Data => Command::Data,
             Event::Header { name, value } => {
                 let (name, value) = (name.bytes(), value.bytes());
                 message.plain &= plain_header(&name, &value);
                 message.headers.push((name.clone(), value.clone()));
-                Command::Header { name: Bytes::from(name), value: Bytes::from(value) }
+                Command::Header {
+                    name: Bytes::from(name),
+                    value: Bytes::from(value),
+                }
             }
             Event::EndOfHeaders => Command::EndOfHeaders,
             Event::Body(b) => {
@@ -369,7 +397,9 @@ fuzz_target!(|input: Input| {
                 Command::EndOfMessage(Bytes::from(b))
             }
             Event::Abort => Command::Abort,
-            Event::Unknown(t) => Command::Unknown { line: Bytes::from(t.bytes()) },
+            Event::Unknown(t) => Command::Unknown {
+                line: Bytes::from(t.bytes()),
+            },
             Event::QuitNewConnection => Command::QuitNewConnection,
             Event::Quit => Command::Quit,
         };
@@ -397,7 +427,10 @@ fuzz_target!(|input: Input| {
             }
         }
         if ends_message {
-            message = Message { plain: true, ..Message::default() };
+            message = Message {
+                plain: true,
+                ..Message::default()
+            };
         }
         match flow {
             Ok(Flow::Continue) => {}

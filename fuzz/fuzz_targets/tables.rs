@@ -20,9 +20,7 @@
 use std::net::IpAddr;
 
 use dkim_sidecar::diagnostics::Location;
-use dkim_sidecar::tables::{
-    DataSet, DataSetKind, DataSetSpec, HostList, KeyTable, SigningTable,
-};
+use dkim_sidecar::tables::{DataSet, DataSetKind, DataSetSpec, HostList, KeyTable, SigningTable};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -257,7 +257,9 @@ impl Body {
 }
 
 /// Header names that are one token; values of printable characters, folded
-/// only before white space; no empty line after folding.
+/// only before white space (a line feed not followed by white space would
+/// start a new field on the wire, which Postfix never sends), and no
+/// continuation line of white space only.
 fn plain_header(name: &[u8], value: &[u8]) -> bool {
     !name.is_empty()
         && name.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'-')
@@ -265,7 +267,9 @@ fn plain_header(name: &[u8], value: &[u8]) -> bool {
         && value.split(|&c| c == b'\n').enumerate().all(|(i, line)| {
             line.iter()
                 .all(|&c| (b' '..=b'~').contains(&c) || c == b'\t')
-                && (i == 0 || (line.len() > 1 && line.iter().any(|&c| c != b' ' && c != b'\t')))
+                && (i == 0
+                    || (matches!(line.first(), Some(b' ' | b'\t'))
+                        && line.iter().any(|&c| c != b' ' && c != b'\t')))
         })
 }
 

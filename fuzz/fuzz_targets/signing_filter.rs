@@ -408,9 +408,14 @@ fuzz_target!(|input: Input| {
             Event::Quit => Command::Quit,
         };
         let is_eom = matches!(command, Command::EndOfMessage(_));
+        // Where the session ends the transaction (a new client ends it too).
         let ends_message = matches!(
             command,
-            Command::EndOfMessage(_) | Command::Abort | Command::QuitNewConnection
+            Command::EndOfMessage(_)
+                | Command::Abort
+                | Command::Connect { .. }
+                | Command::QuitNewConnection
+                | Command::Quit
         );
         out.clear();
         let flow = session.handle(command, &mut out);

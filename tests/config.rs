@@ -30,7 +30,7 @@ impl Setup {
     fn new(fixture: &str) -> Setup {
         // Not under /tmp: OpenDKIM refuses keys below a world-writable
         // directory, sticky bit or not.
-        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let dir = tempfile::tempdir_in(common::scratch_base()).unwrap();
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
         let from = Path::new(ROOT).join("tests/fixtures/config").join(fixture);
         for entry in fs::read_dir(&from).unwrap() {

@@ -7,7 +7,7 @@
 
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,48 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_dkim-sidecar");
+
+/// Where tests keep files that OpenDKIM and Postfix must accept: Cargo's
+/// `target/tmp`, unless a directory above it is writable by others (a
+/// checkout under /tmp, say: OpenDKIM refuses keys below such a directory,
+/// sticky bit or not) or closed to others (Postfix's daemons run as
+/// `postfix` and open files by absolute path). Then
+/// `/var/lib/dkim-sidecar-tests`, which the tests (root) create.
+pub fn scratch_base() -> PathBuf {
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    fs::create_dir_all(target).expect("create target/tmp");
+    if ancestors_are_safe(target) {
+        return target.to_path_buf();
+    }
+    let fallback = Path::new("/var/lib/dkim-sidecar-tests");
+    fs::create_dir_all(fallback).unwrap_or_else(|e| panic!("create {}: {e}", fallback.display()));
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(fallback, fs::Permissions::from_mode(0o755))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", fallback.display()));
+    assert!(
+        ancestors_are_safe(fallback),
+        "neither {} nor {} has only directories above it that others may \
+         search (o+x) and not write: set CARGO_TARGET_DIR to a directory that \
+         qualifies",
+        target.display(),
+        fallback.display()
+    );
+    fallback.to_path_buf()
+}
+
+/// Whether `dir` and every directory above it are searchable by others and
+/// not writable by them.
+fn ancestors_are_safe(dir: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    dir.ancestors().all(|ancestor| {
+        fs::metadata(ancestor)
+            .map(|m| {
+                let mode = m.permissions().mode();
+                mode & 0o001 != 0 && mode & 0o002 == 0
+            })
+            .unwrap_or(false)
+    })
+}
 
 /// Runs `program`, failing the test if it is not installed.
 pub fn run(program: &str, package: &str, args: &[&str], dir: &Path) -> Output {

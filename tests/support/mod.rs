@@ -17,6 +17,10 @@
 //! items are expected there.
 #![allow(dead_code)]
 
+// The helpers the tests without Postfix use; the scratch directories'
+// location is decided there.
+#[path = "../common/mod.rs"]
+pub mod common;
 pub mod conversation;
 pub mod daemon;
 pub mod keys;
@@ -70,7 +74,9 @@ pub fn free_local_addr() -> SocketAddr {
     }
 }
 
-/// A fresh temporary directory below Cargo's `target/tmp`, mode 0755.
+/// A fresh temporary directory, mode 0755, below Cargo's `target/tmp` or,
+/// when that is below a directory others may write (a checkout under
+/// /tmp), below `/var/lib/dkim-sidecar-tests` ([`common::scratch_base`]).
 ///
 /// Not below /tmp: OpenDKIM refuses private keys that have a
 /// world-writable directory (even a sticky one) on their path. Every
@@ -78,37 +84,12 @@ pub fn free_local_addr() -> SocketAddr {
 /// daemons run as `postfix` and open the milter socket, the SASL files and
 /// the log by absolute path.
 pub fn scratch_dir(purpose: &str) -> tempfile::TempDir {
-    let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    std::fs::create_dir_all(base).expect("create target/tmp");
-    check_ancestors(base);
     let dir = tempfile::Builder::new()
         .prefix(&format!("dkim-sidecar-{purpose}-"))
-        .tempdir_in(base)
+        .tempdir_in(common::scratch_base())
         .expect("create a temporary directory");
     set_mode(dir.path(), 0o755);
     dir
-}
-
-/// Panics with an explanation when `dir` or a parent is not searchable by
-/// others or is writable by others.
-fn check_ancestors(dir: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    for ancestor in dir.ancestors() {
-        let mode = std::fs::metadata(ancestor)
-            .unwrap_or_else(|e| panic!("stat {}: {e}", ancestor.display()))
-            .permissions()
-            .mode();
-        assert!(
-            mode & 0o001 != 0 && mode & 0o002 == 0,
-            "{} has mode {:o}: the Postfix harness needs every directory above its \
-             scratch directories ({}) to be searchable by `postfix` (o+x) and not \
-             writable by others (OpenDKIM rejects keys below such a directory); \
-             set CARGO_TARGET_DIR to a directory that qualifies",
-            ancestor.display(),
-            mode & 0o7777,
-            dir.display()
-        );
-    }
 }
 
 /// `chmod` that panics with the path on failure.

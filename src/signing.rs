@@ -18,6 +18,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 
 use crate::dkim::{HeaderBlock, MessageSigning, SIGNATURE_FIELD};
+use crate::milter::macros::postfix_defaults;
 use crate::milter::{
     Actions, Client, EndOfMessage, Event, EventSet, Filter, Macros, Modification, Needs, SmtpReply,
     Stage, Verdict,
@@ -48,20 +49,6 @@ impl MacroLookup for Macros {
         self.get_str(name)
     }
 }
-
-/// Macros Postfix sends by default, which we ask for explicitly: asking
-/// for any list replaces Postfix's defaults for every stage.
-const CONNECT_MACROS: &[&str] = &["j", "{daemon_name}", "{daemon_addr}", "v", "_"];
-const MAIL_MACROS: &[&str] = &[
-    "i",
-    "{auth_type}",
-    "{auth_authen}",
-    "{auth_author}",
-    "{mail_addr}",
-    "{mail_host}",
-    "{mail_mailer}",
-];
-const RCPT_MACROS: &[&str] = &["i", "{rcpt_addr}", "{rcpt_host}", "{rcpt_mailer}"];
 
 /// Recipients kept per message (for DontSignMailTo), ten times Postfix's
 /// `smtpd_recipient_limit` default: without a cap, a client sending RCPT
@@ -187,15 +174,27 @@ impl Filter for SigningFilter {
                 Event::Body,
             ]),
             replies: EventSet::of(&[Event::Connect, Event::EndOfHeaders]),
-            macros: vec![
-                (Stage::Connect, with_macro_list(CONNECT_MACROS)),
-                (Stage::Helo, with_macro_list(&[])),
-                (Stage::Mail, with_macro_list(MAIL_MACROS)),
-                (Stage::Rcpt, with_macro_list(RCPT_MACROS)),
-                (Stage::Data, with_macro_list(&["i"])),
-                (Stage::EndOfHeaders, with_macro_list(&["i"])),
-                (Stage::EndOfMessage, with_macro_list(&["i"])),
-            ],
+            // Postfix's defaults, asked for explicitly (asking for any list
+            // replaces its defaults for every stage), without HELO's TLS
+            // macros, which nothing here uses.
+            macros: [
+                Stage::Connect,
+                Stage::Helo,
+                Stage::Mail,
+                Stage::Rcpt,
+                Stage::Data,
+                Stage::EndOfHeaders,
+                Stage::EndOfMessage,
+            ]
+            .into_iter()
+            .map(|stage| {
+                let base = match stage {
+                    Stage::Helo => &[][..],
+                    _ => postfix_defaults(stage),
+                };
+                (stage, with_macro_list(base))
+            })
+            .collect(),
         }
     }
 

@@ -143,32 +143,6 @@ fn bare_name(name: &str) -> &str {
         .unwrap_or(name)
 }
 
-/// Postfix's default macro lists (`milter_*_macros`).
-fn postfix_default_macros(stage: Stage) -> &'static [&'static str] {
-    match stage {
-        Stage::Connect => &["j", "{daemon_name}", "{daemon_addr}", "v", "_"],
-        Stage::Helo => &[
-            "{tls_version}",
-            "{cipher}",
-            "{cipher_bits}",
-            "{cert_subject}",
-            "{cert_issuer}",
-        ],
-        Stage::Mail => &[
-            "i",
-            "{auth_type}",
-            "{auth_authen}",
-            "{auth_author}",
-            "{mail_addr}",
-            "{mail_host}",
-            "{mail_mailer}",
-        ],
-        Stage::Rcpt => &["i", "{rcpt_addr}", "{rcpt_host}", "{rcpt_mailer}"],
-        Stage::Data | Stage::EndOfHeaders | Stage::EndOfMessage => &["i"],
-        Stage::Header | Stage::Body | Stage::Unknown => &[],
-    }
-}
-
 /// One message in flight.
 struct Transaction<'a> {
     message: &'a TestMessage,
@@ -211,7 +185,7 @@ impl Agreement {
                 .filter(|(s, _)| *s == stage)
                 .flat_map(|(_, names)| names.iter().map(String::as_str))
                 .collect(),
-            None => postfix_default_macros(stage).to_vec(),
+            None => crate::milter::macros::postfix_defaults(stage).to_vec(),
         }
     }
 }

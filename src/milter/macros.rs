@@ -95,6 +95,33 @@ impl Stage {
     }
 }
 
+/// Postfix's default macro lists (`milter_*_macros`): what it sends a
+/// milter that asks for none.
+pub fn postfix_defaults(stage: Stage) -> &'static [&'static str] {
+    match stage {
+        Stage::Connect => &["j", "{daemon_name}", "{daemon_addr}", "v", "_"],
+        Stage::Helo => &[
+            "{tls_version}",
+            "{cipher}",
+            "{cipher_bits}",
+            "{cert_subject}",
+            "{cert_issuer}",
+        ],
+        Stage::Mail => &[
+            "i",
+            "{auth_type}",
+            "{auth_authen}",
+            "{auth_author}",
+            "{mail_addr}",
+            "{mail_host}",
+            "{mail_mailer}",
+        ],
+        Stage::Rcpt => &["i", "{rcpt_addr}", "{rcpt_host}", "{rcpt_mailer}"],
+        Stage::Data | Stage::EndOfHeaders | Stage::EndOfMessage => &["i"],
+        Stage::Header | Stage::Body | Stage::Unknown => &[],
+    }
+}
+
 /// The most bytes of names and values one `D` packet may carry. Postfix
 /// sends a few hundred; the cap bounds what a connection keeps per stage.
 pub const MAX_STAGE_BYTES: usize = 64 * 1024;

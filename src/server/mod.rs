@@ -239,9 +239,12 @@ where
                     peer = %info.peer,
                     "milter connection task panicked; answering tempfail and closing: {message}"
                 );
-                let tempfail = [0, 0, 0, 1, b't'];
-                let _ =
-                    tokio::time::timeout(limits.timeouts.write, stream.write_all(&tempfail)).await;
+                let mut tempfail = bytes::BytesMut::new();
+                if milter::Reply::Tempfail.encode(&mut tempfail).is_ok() {
+                    let _ =
+                        tokio::time::timeout(limits.timeouts.write, stream.write_all(&tempfail))
+                            .await;
+                }
             }
         }
     });

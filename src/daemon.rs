@@ -28,10 +28,10 @@ use crate::logging::LoggingError;
 use crate::metrics::{self, Metrics, MetricsBindError};
 use crate::policy::Policy;
 use crate::report::Reporter;
-use crate::server::{self, Listener};
 use crate::signing::{LivePolicy, SigningFilter};
 use crate::systemd;
 use crate::tables::KeySource;
+use milter::server::{self, Listener};
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +74,7 @@ pub type Reload = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
 pub fn main(config: Config, reload: Reload) -> Result<(), DaemonError> {
     let destination = crate::logging::init(&config.logging)?;
     // One log line per panic, to the configured destination (syslog too).
-    crate::panics::install_hook();
+    milter::panics::install_hook();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("dkim-sidecar")

@@ -8,10 +8,7 @@
 //!
 //! `main.rs` only parses the command line ([`cli`]) and calls into this
 //! library, so everything here can be tested without spawning the binary.
-//! [`bench`] is the other side of the wire: a load client that plays
-//! Postfix against any milter, for measuring ours against OpenDKIM.
 
-pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod daemon;
@@ -20,12 +17,9 @@ pub mod dkim;
 pub mod keys;
 pub mod logging;
 pub mod metrics;
-pub mod milter;
 pub mod offline;
-pub mod panics;
 pub mod policy;
 pub mod report;
-pub mod server;
 pub mod signing;
 pub mod systemd;
 pub mod tables;

@@ -125,7 +125,10 @@ pub fn init(logging: &Logging) -> Result<Destination, LoggingError> {
     if let Destination::Syslog(facility) = destination {
         // SAFETY: IDENT is a static C string that outlives every syslog()
         // call, as openlog requires; the flags and facility are plain ints.
-        unsafe { libc::openlog(IDENT.as_ptr(), libc::LOG_PID | libc::LOG_NDELAY, facility) };
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::openlog(IDENT.as_ptr(), libc::LOG_PID | libc::LOG_NDELAY, facility)
+        };
     }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let writer = Lines { destination };
@@ -231,7 +234,10 @@ impl Drop for Line {
                 let message = CString::new(text).expect("NUL bytes removed");
                 // SAFETY: both strings are NUL-terminated and live across the
                 // call; "%s" makes syslog treat the message as data.
-                unsafe { libc::syslog(priority, c"%s".as_ptr(), message.as_ptr()) };
+                #[allow(unsafe_code)]
+                unsafe {
+                    libc::syslog(priority, c"%s".as_ptr(), message.as_ptr())
+                };
             }
         }
     }

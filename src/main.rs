@@ -7,8 +7,8 @@ use clap::Parser;
 use std::io::{Read as _, Write as _};
 
 use dkim_sidecar::cli::{
-    BenchArgs, CheckConfigArgs, Cli, Command, ConfigSource, KeyAlgorithm, KeygenArgs, RunArgs,
-    SignArgs, TestkeyArgs,
+    CheckConfigArgs, Cli, Command, ConfigSource, KeyAlgorithm, KeygenArgs, RunArgs, SignArgs,
+    TestkeyArgs,
 };
 use dkim_sidecar::config::{self, Config, ConfigError, Format, Origin, Overrides};
 use dkim_sidecar::daemon;
@@ -29,7 +29,6 @@ fn main() -> ExitCode {
         Command::CheckConfig(args) => Ok(run_check_config(&args)),
         Command::Run(args) => run_daemon(&args),
         Command::Sign(args) => run_sign(&args),
-        Command::Bench(args) => run_bench(&args),
     };
     match result {
         Ok(code) => code,
@@ -221,38 +220,5 @@ fn run_testkey(args: &TestkeyArgs) -> Result<ExitCode, String> {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(TESTKEY_NOT_OK)
-    })
-}
-
-fn run_bench(args: &BenchArgs) -> Result<ExitCode, String> {
-    let options = dkim_sidecar::bench::options_from_args(args)?;
-    dkim_sidecar::bench::process::raise_open_files_limit();
-    let runtime = if args.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(args.threads)
-            .enable_all()
-            .build()
-    }
-    .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    let report = runtime
-        .block_on(dkim_sidecar::bench::run(options))
-        .map_err(|e| e.to_string())?;
-    let text = if args.json {
-        let mut json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
-        json.push('\n');
-        json
-    } else {
-        report.to_string()
-    };
-    // A closed pipe (`| head`) is not the bench's failure.
-    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
-    Ok(if report.is_clean() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
     })
 }

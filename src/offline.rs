@@ -15,10 +15,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::milter::options::{Actions, Offer, ProtocolFlags};
-use crate::milter::{ClientAddress, Command, Reply, Session, Stage};
 use crate::policy::Policy;
 use crate::signing::{LivePolicy, SigningFilter};
+use milter::options::{Actions, Offer, ProtocolFlags};
+use milter::{ClientAddress, Command, Reply, Session, Stage};
 
 /// The envelope the simulated MTA presents.
 #[derive(Debug, Clone)]
@@ -47,7 +47,7 @@ pub enum OfflineError {
     #[error("the message has no header/body separator and no header fields")]
     NotAMessage,
     #[error("milter protocol error while signing: {0}")]
-    Protocol(#[from] crate::milter::ProtocolError),
+    Protocol(#[from] milter::ProtocolError),
 }
 
 /// Run `message` through the milter session with `policy`.

@@ -18,13 +18,13 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 
 use crate::dkim::{HeaderBlock, MessageSigning, SIGNATURE_FIELD};
-use crate::milter::macros::postfix_defaults;
-use crate::milter::{
+use crate::policy::{Action, Decision, MacroLookup, MessageFacts, Policy, TrustedBy};
+use crate::report::{ConnectionReport, Failure};
+use milter::postfix::default_macros;
+use milter::{
     Actions, Client, EndOfMessage, Event, EventSet, Filter, Macros, Modification, Needs, SmtpReply,
     Stage, Verdict,
 };
-use crate::policy::{Action, Decision, MacroLookup, MessageFacts, Policy, TrustedBy};
-use crate::report::{ConnectionReport, Failure};
 
 /// The policy in force, replaced whole on reload.
 #[derive(Debug)]
@@ -190,7 +190,7 @@ impl Filter for SigningFilter {
             .map(|stage| {
                 let base = match stage {
                     Stage::Helo => &[][..],
-                    _ => postfix_defaults(stage),
+                    _ => default_macros(stage),
                 };
                 (stage, with_macro_list(base))
             })

@@ -4,16 +4,14 @@
 //! starting), and the two shipped examples, loaded and run through
 //! `check-config`.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use common::{run, run_ok, sidecar, stderr, stdout};
 use dkim_sidecar::config::{Config, Format};
 use dkim_sidecar::keys::KeyType;
-use dkim_sidecar::server::SocketSpec;
+use milter::server::SocketSpec;
+use testkit::command::{run, run_ok, sidecar, stderr, stdout};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -30,7 +28,7 @@ impl Setup {
     fn new(fixture: &str) -> Setup {
         // Not under /tmp: OpenDKIM refuses keys below a world-writable
         // directory, sticky bit or not.
-        let dir = tempfile::tempdir_in(common::scratch_base()).unwrap();
+        let dir = tempfile::tempdir_in(testkit::scratch_base()).unwrap();
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
         let from = Path::new(ROOT).join("tests/fixtures/config").join(fixture);
         for entry in fs::read_dir(&from).unwrap() {

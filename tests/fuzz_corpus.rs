@@ -13,8 +13,6 @@
 //! its output changes on every run (queue IDs, dates). `fuzz/record-corpus`
 //! runs it; `FUZZ_CORPUS_DIR` says where the files go.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -22,8 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use support::opendkim::SigningKey;
-use support::{MilterSocket, Postfix, Sidecar, SmtpSink, Submission};
+use testkit::opendkim::SigningKey;
+use testkit::{MilterSocket, Postfix, Sidecar, SmtpSink, Submission};
 
 const DELIVERY: Duration = Duration::from_secs(30);
 
@@ -62,7 +60,7 @@ impl Recorder {
 
     /// The sessions, once every connection has closed.
     fn finish(&self) -> Vec<Vec<u8>> {
-        let closed = support::poll(Duration::from_secs(30), || {
+        let closed = testkit::poll(Duration::from_secs(30), || {
             (*self.open.lock().unwrap() == 0).then_some(())
         });
         assert!(closed.is_some(), "milter connections still open");

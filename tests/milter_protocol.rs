@@ -11,11 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use dkim_sidecar::milter::{
+use milter::server::{self, Listener, Settings, SocketSpec, UnixSocketAccess};
+use milter::{
     Actions, Client, EndOfMessage, Event, EventSet, Filter, Macros, Modification, Needs, SmtpReply,
     Stage, Verdict,
 };
-use dkim_sidecar::server::{self, Listener, Settings, SocketSpec, UnixSocketAccess};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
@@ -680,8 +680,8 @@ async fn one_message(
     heavy: bool,
     panic: bool,
     idle: usize,
-) -> Result<dkim_sidecar::bench::Outcome, String> {
-    use dkim_sidecar::bench::{MilterClient, TestMessage, client};
+) -> Result<milter::client::Outcome, String> {
+    use milter::client::{self, MilterClient};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let shutdown = CancellationToken::new();
@@ -711,9 +711,9 @@ async fn one_message(
         Duration::from_secs(10),
     );
     mta.negotiate(6).await.unwrap();
-    let values = dkim_sidecar::bench::BenchOptions::new(target).macros;
+    let values = milter::client::MacroValues::default();
     assert_eq!(mta.open_session(&values, "client").await.unwrap(), None);
-    let message = TestMessage::generate("a@example.com", "b@example.org", 100);
+    let message = testkit::message::load_test("a@example.com", "b@example.org", 100);
     let outcome = mta
         .send_message(&message, "Q1", &values)
         .await
@@ -727,10 +727,10 @@ async fn one_message(
     outcome
 }
 
-fn inserted_thread(outcome: &dkim_sidecar::bench::Outcome) -> String {
+fn inserted_thread(outcome: &milter::client::Outcome) -> String {
     match outcome {
-        dkim_sidecar::bench::Outcome::Delivered { modifications } => match &modifications[..] {
-            [dkim_sidecar::milter::Reply::InsertHeader { value, .. }] => {
+        milter::client::Outcome::Delivered { modifications } => match &modifications[..] {
+            [milter::Reply::InsertHeader { value, .. }] => {
                 String::from_utf8_lossy(value).trim().to_string()
             }
             other => panic!("unexpected modifications {other:?}"),
@@ -762,9 +762,9 @@ async fn a_panic_on_the_work_threads_answers_tempfail() {
         assert!(
             matches!(
                 outcome,
-                dkim_sidecar::bench::Outcome::Refused {
+                milter::client::Outcome::Refused {
                     event: 'E',
-                    reply: dkim_sidecar::milter::Reply::Tempfail
+                    reply: milter::Reply::Tempfail
                 }
             ),
             "{outcome:?}"
@@ -818,7 +818,7 @@ impl Drop for Panicky {
 
 #[test]
 fn a_panic_on_the_connection_task_answers_tempfail_is_logged_once_and_the_server_lives_on() {
-    use dkim_sidecar::bench::{MilterClient, Outcome, TestMessage, client};
+    use milter::client::{self, MilterClient, Outcome};
     let logs = Logs::default();
     logs.capture_this_thread();
     // One thread: the filter runs on the connection task itself.
@@ -849,8 +849,8 @@ fn a_panic_on_the_connection_task_answers_tempfail_is_logged_once_and_the_server
             shutdown.clone(),
         ));
         let target: SocketSpec = format!("inet:{port}@127.0.0.1").parse().unwrap();
-        let values = dkim_sidecar::bench::BenchOptions::new(target.clone()).macros;
-        let message = TestMessage::generate("a@example.com", "b@example.org", 100);
+        let values = milter::client::MacroValues::default();
+        let message = testkit::message::load_test("a@example.com", "b@example.org", 100);
         for n in 1..=4 {
             let mut mta = MilterClient::new(
                 client::open(&target).await.unwrap(),
@@ -865,7 +865,7 @@ fn a_panic_on_the_connection_task_answers_tempfail_is_logged_once_and_the_server
                         outcome,
                         Outcome::Refused {
                             event: 'E',
-                            reply: dkim_sidecar::milter::Reply::Tempfail
+                            reply: milter::Reply::Tempfail
                         }
                     ),
                     "{outcome:?}"

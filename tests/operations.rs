@@ -6,11 +6,9 @@
 //! READY=1/RELOADING=1/STOPPING=1, and metrics that match what was sent.
 //!
 //! The daemon is `dkim-sidecar run -x` on the Sidecar's opendkim.conf (see
-//! `support::daemon`; `DKIM_SIDECAR_BIN` runs an installed binary instead).
+//! `testkit::daemon`; `DKIM_SIDECAR_BIN` runs an installed binary instead).
 //! Needs root and the packages `.ci/install-deps` installs. No test asserts
 //! a timing: instants are only compared to order events.
-
-mod support;
 
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::os::unix::net::UnixDatagram;
@@ -19,9 +17,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::daemon::{Daemon, replace_file, sample, scrape};
-use support::verify::assert_signed_by;
-use support::{
+use testkit::daemon::{Daemon, replace_file, sample, scrape};
+use testkit::verify::assert_signed_by;
+use testkit::{
     MilterProcess, MilterSocket, Postfix, ReceivedMessage, Sidecar, SmtpSink, Submission, Verifier,
     processes,
 };
@@ -92,7 +90,7 @@ impl Setup {
         let sink = SmtpSink::start();
         let sidecar = Sidecar::builder().write();
         let socket = MilterSocket::free_inet();
-        let metrics = support::free_local_addr();
+        let metrics = testkit::free_local_addr();
         let process = Daemon {
             metrics: Some(metrics),
             ..daemon
@@ -117,13 +115,13 @@ impl Setup {
         self.daemon.as_ref().expect("running")
     }
 
-    fn signal(&self, signal: libc::c_int) {
+    fn signal(&self, signal: processes::Signal) {
         processes::signal(self.daemon().pid() as i32, signal);
     }
 
     /// Waits until the daemon's log has `needle` at least `count` times.
     fn wait_for_log(&self, needle: &str, count: usize) -> String {
-        support::poll(PATIENCE, || {
+        testkit::poll(PATIENCE, || {
             let log = self.daemon().log();
             (log.matches(needle).count() >= count).then_some(log)
         })
@@ -153,7 +151,7 @@ struct Sent {
     subject: String,
     started: Instant,
     finished: Instant,
-    reply: support::Reply,
+    reply: testkit::Reply,
 }
 
 #[test]
@@ -206,7 +204,7 @@ fn reload_switches_the_key_under_load_with_no_message_lost_or_unsigned() {
         |f: &dyn Fn(&Sent) -> bool| sent.lock().unwrap().iter().filter(|s| f(s)).count();
 
     // Phase 1: RSA key.
-    support::poll(PATIENCE, || {
+    testkit::poll(PATIENCE, || {
         (count_where(&|_| true) >= PER_PHASE).then_some(())
     })
     .expect("messages flow before the reload");
@@ -218,12 +216,12 @@ fn reload_switches_the_key_under_load_with_no_message_lost_or_unsigned() {
         &key_table(&setup.sidecar, true),
     );
     let signalled = Instant::now();
-    setup.signal(libc::SIGHUP);
+    setup.signal(processes::Signal::SIGHUP);
     setup.wait_for_log("reload: configuration, tables and keys reloaded", 1);
     let reloaded = Instant::now();
 
     // Phase 2: Ed25519 key, enough messages started after the reload.
-    support::poll(PATIENCE, || {
+    testkit::poll(PATIENCE, || {
         (count_where(&|s| s.started > reloaded) >= PER_PHASE).then_some(())
     })
     .expect("messages flow after the reload");
@@ -336,7 +334,7 @@ fn a_broken_reload_keeps_the_old_configuration() {
         "KeyTable",
         &format!("default example.com:default:{}\n", missing.display()),
     );
-    setup.signal(libc::SIGUSR1);
+    setup.signal(processes::Signal::SIGUSR1);
     let log = setup.wait_for_log("reload failed, keeping the previous configuration", 1);
     assert!(
         log.contains(&missing.display().to_string()),
@@ -350,13 +348,13 @@ fn a_broken_reload_keeps_the_old_configuration() {
     // A key file that is not a key.
     let garbage = dir.join("garbage.private");
     std::fs::write(&garbage, "this is not a key\n").unwrap();
-    support::set_mode(&garbage, 0o600);
+    testkit::set_mode(&garbage, 0o600);
     replace_file(
         &dir,
         "KeyTable",
         &format!("default example.com:ed25519:{}\n", garbage.display()),
     );
-    setup.signal(libc::SIGHUP);
+    setup.signal(processes::Signal::SIGHUP);
     let log = setup.wait_for_log("reload failed, keeping the previous configuration", 2);
     assert!(
         log.contains(&garbage.display().to_string()),
@@ -370,7 +368,7 @@ fn a_broken_reload_keeps_the_old_configuration() {
     // A SigningTable naming a key the KeyTable does not have.
     replace_file(&dir, "KeyTable", &good_key_table);
     replace_file(&dir, "SigningTable", "*@example.com nosuchkey\n");
-    setup.signal(libc::SIGHUP);
+    setup.signal(processes::Signal::SIGHUP);
     let log = setup.wait_for_log("reload failed, keeping the previous configuration", 3);
     assert!(log.contains("nosuchkey"), "names the key:\n{log}");
     assert_eq!(
@@ -400,7 +398,7 @@ fn a_broken_reload_keeps_the_old_configuration() {
     // Fixed: the next reload takes the new key.
     replace_file(&dir, "SigningTable", "*@example.com default\n");
     replace_file(&dir, "KeyTable", &key_table(&setup.sidecar, true));
-    setup.signal(libc::SIGHUP);
+    setup.signal(processes::Signal::SIGHUP);
     setup.wait_for_log("reload: configuration, tables and keys reloaded", 1);
     assert_eq!(selector(&setup.send("fixed"), &setup.sidecar), "ed25519");
     let metrics = scrape(setup.metrics);
@@ -443,7 +441,7 @@ impl Drop for Running {
 
 #[test]
 fn sockets_from_systemd_socket_activate_are_used_as_they_are() {
-    support::require_program("/usr/bin/systemd-socket-activate", "systemd");
+    testkit::require_program("/usr/bin/systemd-socket-activate", "systemd");
     let sink = SmtpSink::start();
     let sidecar = Sidecar::builder().write();
     let unix = MilterSocket::unix_in(sidecar.dir());
@@ -480,7 +478,7 @@ fn sockets_from_systemd_socket_activate_are_used_as_they_are() {
             command
         },
     );
-    support::poll(PATIENCE, || {
+    testkit::poll(PATIENCE, || {
         milter.log().contains("dkim-sidecar started").then_some(())
     })
     .unwrap_or_else(|| panic!("the daemon did not start:\n{}", milter.log()));
@@ -491,7 +489,7 @@ fn sockets_from_systemd_socket_activate_are_used_as_they_are() {
         "as systemd-socket-activate made it, not chmod'ed to 0600"
     );
     // What SocketMode=0666 would have done: let Postfix's user connect.
-    support::set_mode(unix_path, 0o666);
+    testkit::set_mode(unix_path, 0o666);
     let identity = std::fs::metadata(unix_path).unwrap().ino();
     let postfix = Postfix::builder()
         .relay_to(sink.addr())
@@ -555,14 +553,14 @@ fn ready_reloading_and_stopping_are_notified_to_systemd() {
         "READY=1 comes once the socket listens"
     );
 
-    processes::signal(daemon.0.id() as i32, libc::SIGHUP);
+    processes::signal(daemon.0.id() as i32, processes::Signal::SIGHUP);
     let reloading = receive();
     assert!(reloading.lines().any(|l| l == "RELOADING=1"), "{reloading}");
     assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
     let ready = receive();
     assert!(ready.lines().any(|l| l == "READY=1"), "{ready}");
 
-    processes::signal(daemon.0.id() as i32, libc::SIGTERM);
+    processes::signal(daemon.0.id() as i32, processes::Signal::SIGTERM);
     let stopping = receive();
     assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping}");
     let status = daemon.0.wait().unwrap();
@@ -587,7 +585,7 @@ fn one_message_through(sidecar: &Sidecar, socket: &MilterSocket, subject: &str) 
 
 #[test]
 fn syslog_yes_writes_one_line_per_message_to_facility_mail() {
-    support::require_program("/usr/bin/unshare", "util-linux");
+    testkit::require_program("/usr/bin/unshare", "util-linux");
     let sidecar = Sidecar::builder()
         .config_line("Syslog yes")
         .config_line("SyslogFacility mail")
@@ -707,7 +705,7 @@ fn json_lines_and_log_why_no_keep_the_short_reason() {
         .send("alice@example.com", &["bob@example.org"], &message("json"))
         .expect_ok("send");
     sink.wait_for_messages(1, PATIENCE);
-    let log = support::poll(PATIENCE, || {
+    let log = testkit::poll(PATIENCE, || {
         let log = milter.log();
         log.contains("not_signed").then_some(log)
     })
@@ -743,7 +741,7 @@ fn under_journald_lines_carry_priorities_and_no_timestamp() {
         command
     });
     one_message_through(&sidecar, &socket, "journal");
-    let text = support::poll(PATIENCE, || {
+    let text = testkit::poll(PATIENCE, || {
         let text = daemon.log();
         text.contains("result=signed").then_some(text)
     })

@@ -6,13 +6,11 @@
 //!
 //! Needs root and the packages `.ci/install-deps` installs.
 
-mod support;
-
 use std::time::Duration;
 
-use support::opendkim::SigningKey;
-use support::verify::{assert_signed_by, assert_unsigned};
-use support::{
+use testkit::opendkim::SigningKey;
+use testkit::verify::{assert_signed_by, assert_unsigned};
+use testkit::{
     MilterProcess, MilterSocket, Postfix, PostfixBuilder, ReceivedMessage, Sidecar, SmtpSink,
     Submission, Verifier, processes,
 };

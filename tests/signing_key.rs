@@ -1,14 +1,13 @@
 //! A loaded `PrivateKey` signs through mail-auth (the path the signer will
 //! take), and dkimpy verifies the signature against the record keygen wrote.
 
-mod common;
-
 use std::fs;
 
-use common::*;
 use dkim_sidecar::keys::{LoadOptions, load_key_file};
 use mail_auth::common::headers::HeaderWriter as _;
 use mail_auth::dkim::DkimSigner;
+use testkit::command::*;
+use testkit::dnsmasq::*;
 
 const MESSAGE: &str = "From: a@example.com\r\nTo: b@example.org\r\nSubject: test\r\n\
                        Date: Mon, 1 Jan 2024 00:00:00 +0000\r\n\r\nHello.\r\n";

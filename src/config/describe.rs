@@ -89,7 +89,7 @@ fn service(out: &mut String, config: &Config) {
     let unix = service
         .sockets
         .iter()
-        .any(|s| matches!(s, crate::server::SocketSpec::Unix(_)));
+        .any(|s| matches!(s, milter::server::SocketSpec::Unix(_)));
     if unix || access.mode.is_some() || access.user.is_some() || access.group.is_some() {
         line(
             out,

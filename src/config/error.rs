@@ -16,8 +16,8 @@ use thiserror::Error;
 use crate::diagnostics::Location;
 use crate::keys::KeyError;
 use crate::policy::KeyStoreError;
-use crate::server::socket::SocketSpecError;
 use crate::tables::TableError;
+use milter::server::socket::SocketSpecError;
 
 /// Why a configuration cannot be used.
 #[derive(Debug, Error)]

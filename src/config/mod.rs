@@ -45,7 +45,7 @@ pub use error::ConfigError;
 
 use crate::diagnostics::Warning;
 use crate::policy::Policy;
-use crate::server::{self, SocketSpec, UnixSocketAccess};
+use milter::server::{self, SocketSpec, UnixSocketAccess};
 
 /// Which file format a configuration was read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -36,15 +36,15 @@ use crate::dkim::headers::{
     DEFAULT_SIGNED_HEADERS, HeaderNames, HeaderPolicy, OPENDKIM_OMITTED_HEADERS,
 };
 use crate::keys::{DEFAULT_MINIMUM_KEY_BITS, LoadOptions};
-use crate::milter::{Limits, Timeouts};
 use crate::policy::{
     Action, DomainSet, ErrorActions, Mode, Policy, SignatureSettings, Signing, Trust,
 };
-use crate::server::{self, SocketSpec, UnixSocketAccess};
 use crate::tables::{
     DataSet, HostList, KeyDomain, KeyEntry, KeySet, KeySource, KeyTable, PathTemplate, SigningRule,
     SigningTable,
 };
+use milter::server::{self, SocketSpec, UnixSocketAccess};
+use milter::{Limits, Timeouts};
 
 use super::opendkim::{
     DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADER_COUNT, macro_rule, parse_action,

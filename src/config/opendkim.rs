@@ -50,8 +50,8 @@ use crate::keys::{DEFAULT_MINIMUM_KEY_BITS, LoadOptions};
 use crate::policy::{
     Action, DomainSet, ErrorActions, MacroRule, Mode, Policy, SignatureSettings, Signing, Trust,
 };
-use crate::server::{self, SocketSpec, UnixSocketAccess};
 use crate::tables::{DataSet, DataSetKind, HostList, KeySet, KeyTable, SigningTable};
+use milter::server::{self, SocketSpec, UnixSocketAccess};
 
 use super::grammar::{self, Setting, Value};
 use super::options::{self, Support};

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use testkit::daemon::{Daemon, replace_file, sample, scrape};
+use testkit::message::alice_to_bob;
 use testkit::verify::assert_signed_by;
 use testkit::{
     MilterProcess, MilterSocket, Postfix, ReceivedMessage, Sidecar, SmtpSink, Submission, Verifier,
@@ -26,19 +27,6 @@ use testkit::{
 
 /// Generous: each of these normally takes well under a second.
 const PATIENCE: Duration = Duration::from_secs(30);
-
-fn message(subject: &str) -> Vec<u8> {
-    format!(
-        "From: Alice <alice@example.com>\r\n\
-         To: Bob <bob@example.org>\r\n\
-         Subject: {subject}\r\n\
-         Date: Sat, 22 Nov 2025 10:00:00 +0000\r\n\
-         Message-ID: <{subject}@example.com>\r\n\
-         \r\n\
-         Hello Bob, this is {subject}.\r\n"
-    )
-    .into_bytes()
-}
 
 /// A KeyTable whose entry `default` (the one the SigningTable names) uses
 /// the RSA key (`s=default`) or the Ed25519 key (`s=ed25519`).
@@ -137,7 +125,11 @@ impl Setup {
     fn send(&self, subject: &str) -> ReceivedMessage {
         let before = self.sink.messages().len();
         Submission::open(self.postfix.smtp_addr())
-            .send("alice@example.com", &["bob@example.org"], &message(subject))
+            .send(
+                "alice@example.com",
+                &["bob@example.org"],
+                &alice_to_bob(subject),
+            )
             .expect_ok(subject);
         self.sink
             .wait_for_messages(before + 1, PATIENCE)
@@ -182,7 +174,7 @@ fn reload_switches_the_key_under_load_with_no_message_lost_or_unsigned() {
                         let reply = client.send(
                             "alice@example.com",
                             &["bob@example.org"],
-                            &message(&subject),
+                            &alice_to_bob(&subject),
                         );
                         let finished = Instant::now();
                         sent.lock().unwrap().push(Sent {
@@ -501,12 +493,16 @@ fn sockets_from_systemd_socket_activate_are_used_as_they_are() {
     // smtpd reaches the daemon through the Unix socket, cleanup (for
     // sendmail) through the TCP one.
     Submission::open(postfix.smtp_addr())
-        .send("alice@example.com", &["bob@example.org"], &message("smtpd"))
+        .send(
+            "alice@example.com",
+            &["bob@example.org"],
+            &alice_to_bob("smtpd"),
+        )
         .expect_ok("send");
     postfix.sendmail(
         "alice@example.com",
         &["bob@example.org"],
-        &message("sendmail"),
+        &alice_to_bob("sendmail"),
     );
     let received = sink.wait_for_messages(2, PATIENCE);
     for m in &received {
@@ -577,7 +573,11 @@ fn one_message_through(sidecar: &Sidecar, socket: &MilterSocket, subject: &str) 
         .milter_default_action("tempfail")
         .start();
     Submission::open(postfix.smtp_addr())
-        .send("alice@example.com", &["bob@example.org"], &message(subject))
+        .send(
+            "alice@example.com",
+            &["bob@example.org"],
+            &alice_to_bob(subject),
+        )
         .expect_ok(subject);
     let received = sink.wait_for_messages(1, PATIENCE);
     assert_signed_by(&received[0].data, &sidecar.dns_records(), &sidecar.keys());
@@ -702,7 +702,11 @@ fn json_lines_and_log_why_no_keep_the_short_reason() {
         .milter(&socket)
         .start();
     Submission::open(postfix.smtp_addr())
-        .send("alice@example.com", &["bob@example.org"], &message("json"))
+        .send(
+            "alice@example.com",
+            &["bob@example.org"],
+            &alice_to_bob("json"),
+        )
         .expect_ok("send");
     sink.wait_for_messages(1, PATIENCE);
     let log = testkit::poll(PATIENCE, || {

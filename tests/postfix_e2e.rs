@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use testkit::message::alice_to_bob;
 use testkit::opendkim::SigningKey;
 use testkit::verify::{assert_signed_by, assert_unsigned};
 use testkit::{
@@ -17,21 +18,6 @@ use testkit::{
 
 /// Generous: delivery normally takes well under a second.
 const DELIVERY: Duration = Duration::from_secs(30);
-
-fn message(subject: &str) -> Vec<u8> {
-    format!(
-        "From: Alice <alice@example.com>\r\n\
-         To: Bob <bob@example.org>\r\n\
-         Subject: {subject}\r\n\
-         Date: Sat, 22 Nov 2025 10:00:00 +0000\r\n\
-         Message-ID: <{subject}@example.com>\r\n\
-         \r\n\
-         Hello Bob,\r\n\
-         .a line that starts with a dot\r\n\
-         \r\n"
-    )
-    .into_bytes()
-}
 
 /// A sink, dkim-sidecar on `socket`, and Postfix relaying to the sink
 /// through the milter.
@@ -97,7 +83,7 @@ fn smtpd_milter_over_tcp_protocol_6_dual_signs_rsa_and_ed25519() {
         MilterSocket::free_inet(),
         Postfix::builder().milter_protocol(6),
     );
-    let received = mail.send(&message("dual"));
+    let received = mail.send(&alice_to_bob("dual"));
     assert_eq!(received.header_values("DKIM-Signature").len(), 2);
     mail.assert_signed(&received);
     // The signatures sit above Postfix's own Received: field.
@@ -115,7 +101,7 @@ fn smtpd_milter_over_tcp_protocol_2() {
         MilterSocket::free_inet(),
         Postfix::builder().milter_protocol(2),
     );
-    mail.assert_signed(&mail.send(&message("v2")));
+    mail.assert_signed(&mail.send(&alice_to_bob("v2")));
 }
 
 #[test]
@@ -123,7 +109,7 @@ fn smtpd_milter_over_a_unix_socket() {
     let sidecar = Sidecar::builder().keys(&[SigningKey::Ed25519]).write();
     let socket = MilterSocket::unix_in(sidecar.dir());
     let mail = Mail::start(sidecar, socket, Postfix::builder().milter_protocol(6));
-    mail.assert_signed(&mail.send(&message("unix")));
+    mail.assert_signed(&mail.send(&alice_to_bob("unix")));
 }
 
 #[test]
@@ -141,7 +127,7 @@ fn non_smtpd_milter_signs_mail_from_sendmail() {
     postfix.sendmail(
         "alice@example.com",
         &["bob@example.org"],
-        &message("sendmail"),
+        &alice_to_bob("sendmail"),
     );
     let received = sink.wait_for_messages(1, DELIVERY);
     assert_signed_by(&received[0].data, &sidecar.dns_records(), &sidecar.keys());
@@ -157,7 +143,11 @@ fn several_messages_and_rset_on_one_smtp_connection() {
     let mut client = Submission::open(mail.postfix.smtp_addr());
     for subject in ["first", "second"] {
         client
-            .send("alice@example.com", &["bob@example.org"], &message(subject))
+            .send(
+                "alice@example.com",
+                &["bob@example.org"],
+                &alice_to_bob(subject),
+            )
             .expect_ok(subject);
     }
     client.mail_from("alice@example.com").expect_ok("MAIL");
@@ -167,7 +157,7 @@ fn several_messages_and_rset_on_one_smtp_connection() {
         .send(
             "alice@example.com",
             &["dave@example.org"],
-            &message("third"),
+            &alice_to_bob("third"),
         )
         .expect_ok("after RSET");
     client.quit();
@@ -207,7 +197,7 @@ fn internal_client_is_signed_external_is_not_authenticated_is() {
         .send(
             "alice@example.com",
             &["bob@example.org"],
-            &message("authenticated"),
+            &alice_to_bob("authenticated"),
         )
         .expect_ok("authenticated send");
     client.quit();
@@ -216,7 +206,7 @@ fn internal_client_is_signed_external_is_not_authenticated_is() {
         .send(
             "alice@example.com",
             &["bob@example.org"],
-            &message("anonymous"),
+            &alice_to_bob("anonymous"),
         )
         .expect_ok("unauthenticated send");
     let unsigned = sink.wait_for_messages(2, DELIVERY).remove(1);
@@ -240,7 +230,7 @@ fn internal_client_is_signed_without_authentication() {
         MilterSocket::free_inet(),
         Postfix::builder(),
     );
-    mail.assert_signed(&mail.send(&message("internal")));
+    mail.assert_signed(&mail.send(&alice_to_bob("internal")));
     assert!(mail.milter_log().contains("internal host"));
 }
 
@@ -427,7 +417,7 @@ fn milter_stopped_mid_run_mail_is_queued_then_delivered_signed() {
     postfix.sendmail(
         "alice@example.com",
         &["bob@example.org"],
-        &message("before"),
+        &alice_to_bob("before"),
     );
     let before = sink.wait_for_messages(1, DELIVERY).remove(0);
     assert_signed_by(&before.data, &sidecar.dns_records(), &sidecar.keys());
@@ -437,13 +427,13 @@ fn milter_stopped_mid_run_mail_is_queued_then_delivered_signed() {
     let reply = Submission::open(postfix.smtp_addr()).send(
         "alice@example.com",
         &["bob@example.org"],
-        &message("smtp-while-down"),
+        &alice_to_bob("smtp-while-down"),
     );
     assert!(reply.is_transient_failure(), "{reply:?}");
     postfix.sendmail(
         "alice@example.com",
         &["bob@example.org"],
-        &message("while-down"),
+        &alice_to_bob("while-down"),
     );
     postfix.wait_for_queued(1, DELIVERY);
     assert_eq!(sink.messages().len(), 1, "nothing left unsigned");
@@ -499,7 +489,7 @@ fn milter_killed_mid_transaction_loses_no_mail_and_restarts_on_its_stale_socket(
     postfix.sendmail(
         "alice@example.com",
         &["bob@example.org"],
-        &message("sent-while-crashed"),
+        &alice_to_bob("sent-while-crashed"),
     );
     postfix.wait_for_queued(1, DELIVERY);
     assert!(sink.messages().is_empty(), "nothing went out unsigned");
@@ -531,7 +521,7 @@ fn nothing_is_left_behind() {
         let sidecar = Sidecar::builder().write();
         let socket = MilterSocket::unix_in(sidecar.dir());
         let mail = Mail::start(sidecar, socket, Postfix::builder());
-        mail.assert_signed(&mail.send(&message("cleanup")));
+        mail.assert_signed(&mail.send(&alice_to_bob("cleanup")));
         roots = vec![
             mail.postfix.root().to_path_buf(),
             mail.sidecar.dir().to_path_buf(),
@@ -575,7 +565,7 @@ fn submission_service_named_by_mta_is_signed_without_being_internal() {
         .send(
             "alice@example.com",
             &["bob@example.org"],
-            &message("originating"),
+            &alice_to_bob("originating"),
         )
         .expect_ok("send to the ORIGINATING service");
     let signed = sink.wait_for_messages(1, DELIVERY).remove(0);
@@ -583,7 +573,7 @@ fn submission_service_named_by_mta_is_signed_without_being_internal() {
         .send(
             "alice@example.com",
             &["bob@example.org"],
-            &message("inbound"),
+            &alice_to_bob("inbound"),
         )
         .expect_ok("send to smtp");
     let unsigned = sink.wait_for_messages(2, DELIVERY).remove(1);
@@ -604,7 +594,7 @@ fn verifiers_catch_a_changed_body() {
         MilterSocket::free_inet(),
         Postfix::builder(),
     );
-    let received = mail.send(&message("tampered"));
+    let received = mail.send(&alice_to_bob("tampered"));
     mail.assert_signed(&received);
     let tampered = received.text().replace("Hello Bob", "Hello Eve");
     for verifier in Verifier::BOTH {
@@ -632,7 +622,7 @@ fn twenty_messages_on_one_connection_are_all_signed_with_protocol_2_and_6() {
                 .send(
                     "alice@example.com",
                     &["bob@example.org"],
-                    &message(&format!("pipelined-{n}")),
+                    &alice_to_bob(&format!("pipelined-{n}")),
                 )
                 .expect_ok("send");
         }

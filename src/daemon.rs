@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, Logging, RunAs};
+use crate::config::{Config, ConfigError, Logging, RunAs};
 use crate::logging::LoggingError;
 use crate::metrics::{self, Metrics, MetricsBindError};
 use crate::policy::Policy;
@@ -66,7 +66,29 @@ pub enum DaemonError {
 }
 
 /// How the daemon reads its configuration again on reload.
-pub type Reload = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
+pub type Reload = Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
+
+/// Why a reload kept the previous configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The configuration, a table or a key did not load: every problem,
+    /// each with its file and line.
+    #[error("{}", problems(.0))]
+    Config(#[from] ConfigError),
+    /// The loader itself panicked.
+    #[error("the configuration loader failed: {0}")]
+    LoaderFailed(String),
+}
+
+/// A configuration's problems on one line, separated by `; `.
+fn problems(error: &ConfigError) -> String {
+    error
+        .problems()
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
 
 /// The whole `run` subcommand once the configuration is loaded: logging,
 /// a multi-threaded runtime, [`run`]. Blocks until the daemon stops. An
@@ -252,8 +274,8 @@ async fn reload_config(
     systemd::reloading();
     let reload = Arc::clone(reload);
     let loaded = match tokio::task::spawn_blocking(move || reload()).await {
-        Ok(result) => result,
-        Err(panic) => Err(format!("the configuration loader failed: {panic}")),
+        Ok(result) => result.map_err(ReloadError::from),
+        Err(panic) => Err(ReloadError::LoaderFailed(panic.to_string())),
     };
     match loaded {
         Ok(config) => {

@@ -10,6 +10,7 @@
 //! library, so everything here can be tested without spawning the binary.
 
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod diagnostics;

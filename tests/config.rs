@@ -364,3 +364,23 @@ fn check_config_lists_every_problem_and_fails() {
     );
     assert!(!theirs.status.success());
 }
+
+/// `dkim-sidecar check-config -x FILE | head -1`: a reader that goes away
+/// is not an error, and certainly not a panic.
+#[test]
+fn check_config_into_a_closed_pipe_exits_cleanly() {
+    let setup = Setup::new("guide-tables");
+    let mut child = std::process::Command::new(testkit::binary())
+        .args(["check-config", "-x"])
+        .arg(setup.conf())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader leaves before a byte is written: every write fails EPIPE.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let errors = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {errors}", out.status);
+    assert!(!errors.contains("panicked"), "{errors}");
+}

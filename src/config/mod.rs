@@ -149,12 +149,35 @@ fn without_repeats(warnings: Vec<Warning>) -> Vec<Warning> {
     unique
 }
 
-/// What the command line overrides in a configuration file.
+/// What the command line overrides in a configuration file. Applied where
+/// the file is loaded, so a reload keeps them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Overrides {
     /// `run --socket`: listen here instead of the configured sockets (a
     /// configuration without a socket is then accepted).
     pub sockets: Option<Vec<SocketSpec>>,
+    /// `run --allow-root`: sign even as root with no UserID.
+    pub allow_root: bool,
+    /// `run --metrics-listen`: serve metrics here, whatever the file says.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `run --watch-interval`: watch the files this often.
+    pub watch_interval: Option<std::time::Duration>,
+}
+
+impl Overrides {
+    /// The service settings with the command line's say applied.
+    fn apply(&self, service: &mut Service) {
+        if let Some(sockets) = &self.sockets {
+            service.sockets = sockets.clone();
+        }
+        service.allow_root |= self.allow_root;
+        if self.metrics_listen.is_some() {
+            service.metrics_listen = self.metrics_listen;
+        }
+        if self.watch_interval.is_some() {
+            service.watch_interval = self.watch_interval;
+        }
+    }
 }
 
 impl Config {
@@ -170,6 +193,7 @@ impl Config {
             Format::OpenDkim => opendkim::load(&origin.path, overrides),
             Format::Toml => native::load(&origin.path, overrides),
         }?;
+        overrides.apply(&mut config.service);
         config.warnings = without_repeats(std::mem::take(&mut config.warnings));
         Ok(config)
     }

@@ -1107,6 +1107,7 @@ SigningTable refile:$DIR/SigningTable
         let path = dir.write("opendkim.conf", "Mode s\n");
         let overrides = Overrides {
             sockets: Some(vec!["inet:9999@127.0.0.1".parse().unwrap()]),
+            ..Overrides::default()
         };
         let origin = Origin {
             path,

@@ -38,26 +38,64 @@ pub enum Command {
     Negotiate(Offer),
     /// `D`: macros for the event that follows; may define nothing.
     Macros {
+        /// The event these macros precede: the packet's first byte is that
+        /// event's command character.
         stage: Stage,
+        /// Name and value pairs in the order sent. Names are as the MTA
+        /// wrote them, with or without braces (`{auth_type}`, `i`); values
+        /// may be empty. Each shares the frame's memory.
         pairs: Vec<(Bytes, Bytes)>,
     },
     /// `C`: a client connected.
     Connect {
+        /// The client's host name as the MTA found it. Postfix sends
+        /// `[address]` when the address has no verified name, and
+        /// `localhost` for mail from `sendmail(1)` (non_smtpd_milters).
         hostname: Bytes,
+        /// Where the client connected from: family `4` or `6` with port
+        /// and address, `L` with a socket path, or `U` with nothing.
         address: ClientAddress,
     },
     /// `H`: HELO or EHLO.
-    Helo { name: Bytes },
+    Helo {
+        /// The name the client gave, unchecked.
+        name: Bytes,
+    },
     /// `M`: MAIL FROM, with ESMTP arguments.
-    Mail { sender: Bytes, args: Vec<Bytes> },
+    Mail {
+        /// The sender address as the MTA passes it: in angle brackets from
+        /// Postfix's smtpd (`<a@example.org>`, `<>` for the null sender),
+        /// bare from non_smtpd_milters (empty for the null sender).
+        sender: Bytes,
+        /// ESMTP parameters after the address, one per string
+        /// (`BODY=8BITMIME`, `SIZE=1234`); empty when there are none.
+        args: Vec<Bytes>,
+    },
     /// `R`: RCPT TO, with ESMTP arguments.
-    Rcpt { recipient: Bytes, args: Vec<Bytes> },
+    Rcpt {
+        /// The recipient address, in the same form as the sender of
+        /// [`Command::Mail`].
+        recipient: Bytes,
+        /// ESMTP parameters after the address (`NOTIFY=NEVER`), one per
+        /// string; empty when there are none.
+        args: Vec<Bytes>,
+    },
     /// `T`: DATA (version 4 and later).
     Data,
     /// `U`: an SMTP command the MTA does not know (version 3 and later).
-    Unknown { line: Bytes },
+    Unknown {
+        /// The command line as the client sent it.
+        line: Bytes,
+    },
     /// `L`: one header. The value may be empty; folded values use bare LF.
-    Header { name: Bytes, value: Bytes },
+    Header {
+        /// The field name, without the colon; never empty.
+        name: Bytes,
+        /// The field body as the MTA sends it: after the colon, without
+        /// its first space unless `SMFIP_HDR_LEADSPC` was negotiated,
+        /// continuation lines joined with bare LF (`"a\n\tb"`).
+        value: Bytes,
+    },
     /// `N`: end of headers.
     EndOfHeaders,
     /// `B`: a piece of the body, split anywhere.
@@ -203,6 +241,8 @@ pub enum ClientAddress {
 }
 
 impl ClientAddress {
+    /// The client's IP address for [`ClientAddress::Ip`]; `None` for a
+    /// local or unknown client.
     pub fn ip(&self) -> Option<IpAddr> {
         match self {
             ClientAddress::Ip(addr) => Some(addr.ip()),
@@ -214,21 +254,47 @@ impl ClientAddress {
 /// Why a frame could not be read. Each of these ends the connection.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
+    /// The length prefix is 0. The length counts the command byte, so the
+    /// smallest frame has length 1.
     #[error("frame length 0 (a frame holds at least its command byte)")]
     ZeroLength,
+    /// The length prefix announces a payload over the decoder's limit.
+    /// Reported as soon as the four length bytes are in, before any of the
+    /// payload is buffered.
     #[error("frame payload of {length} bytes exceeds the limit of {limit} bytes")]
-    TooLong { length: u64, limit: usize },
+    TooLong {
+        /// Payload bytes announced: the length prefix minus the command
+        /// byte.
+        length: u64,
+        /// The decoder's limit on a payload, in bytes.
+        limit: usize,
+    },
+    /// The command byte is not one an MTA sends (`O D C H M R T U L N B E
+    /// A Q K`).
     #[error("unknown command byte 0x{0:02x}")]
     UnknownCommand(u8),
+    /// The payload does not fit its command: a missing NUL terminator, a
+    /// field missing or left over, an unknown macro stage or address
+    /// family, an empty header name, a payload on a command that has none.
     #[error("malformed '{command}' command: {problem}")]
     Malformed {
+        /// The command byte, as a character.
         command: char,
+        /// What is wrong with the payload, for logs.
         problem: &'static str,
     },
+    /// The reply byte is not one a milter sends ([`ReplyDecoder`] only).
     #[error("unknown reply byte 0x{0:02x}")]
     UnknownReply(u8),
+    /// The payload does not fit its reply, checked as strictly as Postfix
+    /// checks it ([`ReplyDecoder`] only).
     #[error("malformed '{reply}' reply: {problem}")]
-    MalformedReply { reply: char, problem: &'static str },
+    MalformedReply {
+        /// The reply byte, as a character.
+        reply: char,
+        /// What is wrong with the payload, for logs.
+        problem: &'static str,
+    },
 }
 
 /// Takes whole frames off the front of a read buffer.
@@ -244,6 +310,9 @@ impl Default for FrameDecoder {
 }
 
 impl FrameDecoder {
+    /// A decoder that refuses frames whose payload (the bytes after the
+    /// command byte) is longer than `max_payload` bytes; see
+    /// [`DEFAULT_MAX_PAYLOAD`] for a sensible value.
     pub fn new(max_payload: usize) -> Self {
         FrameDecoder { max_payload }
     }
@@ -468,15 +537,33 @@ pub struct SmtpReply {
 pub enum Reply {
     /// `O`: our side of the negotiation, with optional macro lists.
     Negotiate {
+        /// The protocol version the milter runs with; never higher than
+        /// the MTA offered.
         version: u32,
+        /// The modifications (`SMFIF_*`) the milter may request at end of
+        /// message, plus `SMFIF_SETSYMLIST` when it sends macro lists; a
+        /// subset of the offer.
         actions: Actions,
+        /// The protocol flags (`SMFIP_*`) the milter asks for: events not
+        /// to send, events not to wait for a reply to; a subset of the
+        /// offer.
         protocol: ProtocolFlags,
+        /// Macro lists to request, which needs `SMFIF_SETSYMLIST`: per
+        /// stage, the names separated by spaces (`"{auth_type} i"`). A
+        /// stage without a [`Stage::request_index`] is left out when
+        /// encoding.
         macros: Vec<(Stage, String)>,
     },
+    /// `c`: go on; the MTA sends the next event.
     Continue,
+    /// `a`: accept without further filtering: the message, or at CONNECT
+    /// and HELO every message of this SMTP client.
     Accept,
+    /// `r`: reject with the MTA's default 5xx reply.
     Reject,
+    /// `t`: fail temporarily with the MTA's default 4xx reply.
     Tempfail,
+    /// `d`: accept the message, then silently drop it.
     Discard,
     /// `p`: still working, restart the MTA's timer.
     Progress,
@@ -486,20 +573,34 @@ pub enum Reply {
     ReplyCode(SmtpReply),
     /// `h`: append a header.
     AddHeader {
+        /// The field name, without the colon.
         name: Bytes,
+        /// The field body, sent verbatim: with `SMFIP_HDR_LEADSPC` it is
+        /// everything after the colon (leading space included), otherwise
+        /// the MTA puts a space before it. Folded with bare LF, never CRLF.
         value: Bytes,
     },
     /// `i`: insert a header at a 0-based index.
     InsertHeader {
+        /// Position among the headers as delivered, from 0. Postfix counts
+        /// its own Received: header, which milters never see: 0 puts the
+        /// new field above it, 1 right below it.
         index: u32,
+        /// The field name, without the colon.
         name: Bytes,
+        /// The field body, as for [`Reply::AddHeader`].
         value: Bytes,
     },
     /// `m`: change (or, with an empty value, delete) the index-th instance
     /// (1-based) of a header.
     ChangeHeader {
+        /// Which field of that name to change, counting from 1 among the
+        /// fields of that name only.
         index: u32,
+        /// The name of the field to change.
         name: Bytes,
+        /// The new field body, as for [`Reply::AddHeader`]; empty deletes
+        /// the field.
         value: Bytes,
     },
     /// `b`: one chunk of a replacement body.
@@ -508,32 +609,53 @@ pub enum Reply {
     AddRecipient(Bytes),
     /// `2`: add a recipient with ESMTP arguments.
     AddRecipientWithArgs {
+        /// The recipient address to add.
         recipient: Bytes,
+        /// Its ESMTP parameters as one string (`NOTIFY=NEVER`); empty for
+        /// none. Needs `SMFIF_ADDRCPT_PAR`.
         args: Bytes,
     },
     /// `-`: delete a recipient.
     DeleteRecipient(Bytes),
     /// `e`: change the envelope sender.
     ChangeSender {
+        /// The new sender address.
         sender: Bytes,
+        /// ESMTP parameters for MAIL FROM as one string; `None` sends the
+        /// address alone.
         args: Option<Bytes>,
     },
     /// `q`: put the message on hold, with a reason.
     Quarantine(Bytes),
 }
 
+/// Why a reply or a command could not be framed. The buffer it was to be
+/// appended to is left as it was, so nothing half-written reaches the peer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EncodeError {
+    /// A reply's payload of this many bytes is over
+    /// [`MAX_REPLY_PAYLOAD`]; MTAs refuse bigger replies. A long
+    /// replacement body goes out as several [`Reply::ReplaceBody`] chunks.
     #[error("reply payload of {0} bytes exceeds {MAX_REPLY_PAYLOAD}")]
     TooLong(usize),
+    /// A string (named here: `"header value"`, `"recipient"`, ...) holds a
+    /// NUL byte, which would end it early on the wire.
     #[error("NUL byte inside the {0} of a reply")]
     EmbeddedNul(&'static str),
+    /// An [`SmtpReply`] code outside 400 to 599: a `y` reply only replaces
+    /// a failure.
     #[error("SMTP reply code {0} is not 4xx or 5xx")]
     BadReplyCode(u16),
+    /// An [`SmtpReply`] whose status or text holds CR or LF; only
+    /// one-line replies are supported.
     #[error("line break inside an SMTP reply")]
     MultiLineReply,
+    /// A command's payload of this many bytes does not fit the 32-bit
+    /// length prefix.
     #[error("command payload of {0} bytes does not fit a frame")]
     FrameTooLong(usize),
+    /// A header command with an empty name, which no MTA sends and
+    /// [`FrameDecoder`] refuses.
     #[error("empty header name")]
     EmptyHeaderName,
 }
@@ -684,6 +806,8 @@ impl Default for ReplyDecoder {
 }
 
 impl ReplyDecoder {
+    /// A decoder that refuses reply frames whose payload is longer than
+    /// `max_payload` bytes.
     pub fn new(max_payload: usize) -> Self {
         ReplyDecoder { max_payload }
     }

@@ -56,20 +56,33 @@ impl Default for Timeouts {
     }
 }
 
+/// Why reading or writing a connection failed. Each of these ends the
+/// connection.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectionError {
+    /// A frame does not decode: a bad length, an unknown command byte, a
+    /// malformed payload.
     #[error(transparent)]
     Frame(#[from] FrameError),
+    /// The MTA closed the socket in the middle of a frame, of which this
+    /// many bytes had arrived.
     #[error("connection closed in the middle of a frame ({0} bytes buffered)")]
     Truncated(usize),
+    /// No frame started within [`Timeouts::idle`] (this long).
     #[error("no frame for {0:?}; closing an idle connection")]
     IdleTimeout(Duration),
+    /// A frame started but was not complete within [`Timeouts::frame`]
+    /// (this long).
     #[error("a frame took longer than {0:?} to arrive")]
     FrameTimeout(Duration),
+    /// The MTA did not take our replies within [`Timeouts::write`] (this
+    /// long).
     #[error("the MTA did not take our reply within {0:?}")]
     WriteTimeout(Duration),
+    /// A reply could not be encoded; nothing of its batch was written.
     #[error("could not encode a reply: {0}")]
     Encode(#[from] EncodeError),
+    /// Reading from or writing to the socket failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -88,6 +101,9 @@ pub struct Connection<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    /// Frame `stream` with `decoder` (which sets the largest payload
+    /// accepted) under `timeouts`. The buffers start small (8 KiB to read,
+    /// 1 KiB to write) and grow to fit the frames.
     pub fn new(stream: S, decoder: FrameDecoder, timeouts: Timeouts) -> Self {
         Connection {
             stream,

@@ -51,26 +51,44 @@ impl From<Verdict> for Reply {
 pub enum Modification {
     /// Append a header after the existing ones.
     AddHeader {
+        /// The field name, without the colon (`X-Filtered`).
         name: Bytes,
+        /// The field body, starting with its space (`" yes"`).
         value: Bytes,
     },
     /// Insert a header at a 0-based position in the message as delivered
     /// (Postfix counts its own Received: header, which filters never see).
     InsertHeader {
+        /// Position from 0: 0 puts the field above Postfix's Received:,
+        /// 1 right below it.
         index: u32,
+        /// The field name, without the colon.
         name: Bytes,
+        /// The field body, starting with its space.
         value: Bytes,
     },
     /// Replace (or, with an empty value, delete) the `index`-th (1-based)
     /// instance of a header.
     ChangeHeader {
+        /// Which field named `name` to change, counting from 1 among the
+        /// fields of that name.
         index: u32,
+        /// The name of the field to change.
         name: Bytes,
+        /// The new field body, starting with its space; empty deletes the
+        /// field.
         value: Bytes,
     },
+    /// Add an envelope recipient (`+`; needs [`Actions::ADD_RECIPIENT`]).
     AddRecipient(Bytes),
+    /// Remove an envelope recipient (`-`; needs
+    /// [`Actions::DELETE_RECIPIENT`]), given as the MTA sent it in RCPT.
     DeleteRecipient(Bytes),
+    /// Replace the envelope sender (`e`, without ESMTP parameters; needs
+    /// [`Actions::CHANGE_SENDER`]).
     ChangeSender(Bytes),
+    /// Quarantine the message with this reason (`q`; needs
+    /// [`Actions::QUARANTINE`]). Postfix puts it in its hold queue.
     Quarantine(Bytes),
 }
 
@@ -129,11 +147,17 @@ impl Modification {
 /// The answer at end of message: changes to make, then the verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndOfMessage {
+    /// Changes to send, in this order, before the verdict. Each must be
+    /// among the actions the filter declared in [`Needs::actions`];
+    /// otherwise none is sent and the message is answered tempfail.
     pub modifications: Vec<Modification>,
+    /// The final answer for the message. [`Verdict::Continue`] lets it
+    /// through, as [`Verdict::Accept`] does.
     pub verdict: Verdict,
 }
 
 impl EndOfMessage {
+    /// This verdict, with no modifications.
     pub fn verdict(verdict: Verdict) -> Self {
         EndOfMessage {
             modifications: Vec::new(),
@@ -147,6 +171,8 @@ impl EndOfMessage {
 pub struct Client {
     /// The client's host name, or `[address]` when it has none.
     pub hostname: Bytes,
+    /// Where the client connected from (IP address and port, local socket,
+    /// or unknown).
     pub address: ClientAddress,
 }
 
@@ -162,9 +188,16 @@ pub trait Filter: Send {
     /// What to ask of the MTA when the connection opens.
     fn needs(&self) -> Needs;
 
+    /// `C`: an SMTP client connected (or, after `K`, the next client on
+    /// this milter connection); `macros` hold the connect stage's (`j`,
+    /// `{daemon_name}`, ...). Postfix fakes one for mail submitted with
+    /// `sendmail(1)`: `localhost`, 127.0.0.1. Accept, reject or tempfail
+    /// here decides for every message of this client.
     fn connect(&mut self, _client: &Client, _macros: &Macros) -> Verdict {
         Verdict::Continue
     }
+    /// `H`: the name the client gave in HELO or EHLO, unchecked. May come
+    /// again for the same client (EHLO after STARTTLS).
     fn helo(&mut self, _name: &[u8], _macros: &Macros) -> Verdict {
         Verdict::Continue
     }
@@ -172,24 +205,46 @@ pub trait Filter: Send {
     fn mail(&mut self, _sender: &[u8], _args: &[Bytes], _macros: &Macros) -> Verdict {
         Verdict::Continue
     }
+    /// `R`: one recipient, as the MTA passes it (see
+    /// [`Command::Rcpt`](crate::Command::Rcpt)), with its ESMTP
+    /// parameters. Called once per recipient; reject or tempfail refuses
+    /// this recipient only.
     fn rcpt(&mut self, _recipient: &[u8], _args: &[Bytes], _macros: &Macros) -> Verdict {
         Verdict::Continue
     }
+    /// `T`: the client sent DATA; the message content follows. Only with
+    /// protocol version 4 and later.
     fn data(&mut self, _macros: &Macros) -> Verdict {
         Verdict::Continue
     }
+    /// `U`: an SMTP command the MTA does not know, the line as the client
+    /// sent it (protocol version 3 and later). The MTA refuses the command
+    /// whatever the answer.
     fn unknown(&mut self, _line: &[u8], _macros: &Macros) -> Verdict {
         Verdict::Continue
     }
+    /// `L`: one header field, in message order: `name` without the colon,
+    /// `value` everything after the colon (see [`Filter`] on its leading
+    /// space), continuation lines joined with bare LF. `value` may be
+    /// empty.
     fn header(&mut self, _name: &[u8], _value: &[u8], _macros: &Macros) -> Verdict {
         Verdict::Continue
     }
+    /// `N`: the last header has been seen; the body follows.
     fn end_of_headers(&mut self, _macros: &Macros) -> Verdict {
         Verdict::Continue
     }
+    /// `B`: the next piece of the body, with CRLF line ends, split
+    /// anywhere (even between CR and LF); Postfix sends at most 64 KiB at
+    /// a time. A last piece that comes with end of message is passed here
+    /// too, just before [`Filter::end_of_message`], and its answer is
+    /// ignored.
     fn body(&mut self, _chunk: &[u8], _macros: &Macros) -> Verdict {
         Verdict::Continue
     }
+    /// `E`: the message is complete. The only answer that may carry
+    /// [`Modification`]s, and always answered, whatever was negotiated.
+    /// The end-of-message macros (`i`, the queue id) are in `macros`.
     fn end_of_message(&mut self, _macros: &Macros) -> EndOfMessage {
         EndOfMessage::verdict(Verdict::Continue)
     }

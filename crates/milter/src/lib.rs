@@ -40,6 +40,7 @@
 //!     }
 //! }
 //! ```
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod client;
@@ -71,6 +72,8 @@ pub struct Limits {
     /// Largest incoming payload accepted; a bigger frame closes the
     /// connection.
     pub max_payload: usize,
+    /// How long the MTA may stay silent between frames, take to send one
+    /// frame, and take to accept our replies.
     pub timeouts: Timeouts,
 }
 
@@ -98,12 +101,25 @@ pub enum Ending {
 /// peer.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// The socket failed: an I/O error, a time limit of [`Timeouts`], the
+    /// MTA closing in the middle of a frame, or a frame that does not
+    /// decode.
     #[error(transparent)]
     Connection(#[from] ConnectionError),
+    /// The MTA broke the protocol (a command out of order, before
+    /// negotiation or after QUIT, too many macros), or negotiation found
+    /// no common ground with the filter's [`Needs`].
     #[error("protocol violation: {0}")]
     Protocol(#[from] ProtocolError),
+    /// The MTA sent this many bytes after QUIT (`Q`), already buffered and
+    /// left unread. Everything before QUIT was served normally.
     #[error("{0} bytes sent after QUIT were not read")]
     DataAfterQuit(usize),
+    /// The filter panicked while handling the command with this command
+    /// byte (`'E'` for end of message), with the panic's message (and its
+    /// location, when [`panics::install_hook`] is in place), or the work
+    /// pool stopped under an offloaded end of message. The MTA was
+    /// answered tempfail if it was waiting for a reply.
     #[error("the filter panicked while handling a '{0}' command; answered tempfail: {1}")]
     FilterPanicked(char, String),
 }

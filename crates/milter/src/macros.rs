@@ -5,22 +5,40 @@
 //! later stage (a new MAIL forgets the last message's RCPT macros); an abort
 //! forgets everything from MAIL on. Lookups search the latest stage first,
 //! and accept names with or without braces (`auth_type` or `{auth_type}`).
-//! Values are bytes: the protocol never promises UTF-8.
+//! Values are bytes: the protocol never promises UTF-8. This module keeps
+//! and finds macros; it never interprets a value, which is the filter's
+//! business.
 
 use bytes::Bytes;
 
 /// The stage a macro packet belongs to: the event it precedes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Stage {
+    /// Before CONNECT (`C`): the MTA and the client (Postfix: `j`,
+    /// `{daemon_name}`, `{daemon_addr}`, `v`, `_`). `SMFIM_CONNECT` (0).
     Connect,
+    /// Before HELO (`H`): the TLS session, if any. `SMFIM_HELO` (1).
     Helo,
+    /// Before MAIL FROM (`M`): authentication and the sender
+    /// (`{auth_type}`, `{mail_addr}`, ...). `SMFIM_ENVFROM` (2).
     Mail,
+    /// Before each RCPT TO (`R`): the recipient (`{rcpt_addr}`, ...).
+    /// `SMFIM_ENVRCPT` (3).
     Rcpt,
+    /// Before DATA (`T`). `SMFIM_DATA` (4).
     Data,
+    /// Before each header (`L`); no macro list can be requested for it.
     Header,
+    /// Before end of headers (`N`). `SMFIM_EOH` (6).
     EndOfHeaders,
+    /// Before each body chunk (`B`); no macro list can be requested for
+    /// it.
     Body,
+    /// Before end of message (`E`): usually the queue id `i`.
+    /// `SMFIM_EOM` (5).
     EndOfMessage,
+    /// Before an unknown command (`U`); no macro list can be requested for
+    /// it. Kept apart from the others: later stages never forget it.
     Unknown,
 }
 
@@ -111,6 +129,7 @@ pub struct Macros {
 }
 
 impl Macros {
+    /// No macros, as at the start of a connection.
     pub fn new() -> Self {
         Macros::default()
     }

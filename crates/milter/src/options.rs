@@ -21,14 +21,26 @@ bitflags! {
     /// Modifications a filter may request at end of message (`SMFIF_*`).
     #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
     pub struct Actions: u32 {
+        /// `SMFIF_ADDHDRS`: add headers (`h`) and insert them (`i`).
         const ADD_HEADERS = 0x01;
+        /// `SMFIF_CHGBODY`: replace the body (`b`).
         const CHANGE_BODY = 0x02;
+        /// `SMFIF_ADDRCPT`: add recipients (`+`).
         const ADD_RECIPIENT = 0x04;
+        /// `SMFIF_DELRCPT`: remove recipients (`-`).
         const DELETE_RECIPIENT = 0x08;
+        /// `SMFIF_CHGHDRS`: change or delete headers (`m`).
         const CHANGE_HEADERS = 0x10;
+        /// `SMFIF_QUARANTINE`: quarantine the message (`q`).
         const QUARANTINE = 0x20;
+        /// `SMFIF_CHGFROM`: change the envelope sender (`e`).
         const CHANGE_SENDER = 0x40;
+        /// `SMFIF_ADDRCPT_PAR`: add recipients with ESMTP parameters
+        /// (`2`).
         const ADD_RECIPIENT_WITH_ARGS = 0x80;
+        /// `SMFIF_SETSYMLIST`: choose the macros the MTA sends at each
+        /// stage, in the `O` reply. [`negotiate`] asks for it exactly when
+        /// [`Needs::macros`] is not empty.
         const SET_MACRO_LIST = 0x100;
     }
 }
@@ -38,26 +50,50 @@ bitflags! {
     /// events the filter will not reply to (`NR_*`), and protocol details.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
     pub struct ProtocolFlags: u32 {
+        /// `SMFIP_NOCONNECT`: do not send CONNECT (`C`).
         const NO_CONNECT = 0x1;
+        /// `SMFIP_NOHELO`: do not send HELO (`H`).
         const NO_HELO = 0x2;
+        /// `SMFIP_NOMAIL`: do not send MAIL FROM (`M`).
         const NO_MAIL = 0x4;
+        /// `SMFIP_NORCPT`: do not send RCPT TO (`R`).
         const NO_RCPT = 0x8;
+        /// `SMFIP_NOBODY`: do not send body chunks (`B`).
         const NO_BODY = 0x10;
+        /// `SMFIP_NOHDRS`: do not send headers (`L`).
         const NO_HEADERS = 0x20;
+        /// `SMFIP_NOEOH`: do not send end of headers (`N`).
         const NO_END_OF_HEADERS = 0x40;
         /// `SMFIP_NOHREPL`: no reply to each header.
+        ///
+        /// Also spelled `SMFIP_NR_HDR`.
         const NR_HEADER = 0x80;
+        /// `SMFIP_NOUNKNOWN`: do not send unknown commands (`U`; version 3
+        /// and later).
         const NO_UNKNOWN = 0x100;
+        /// `SMFIP_NODATA`: do not send DATA (`T`; version 4 and later).
         const NO_DATA = 0x200;
+        /// `SMFIP_SKIP`: the MTA understands the skip reply (`s`), which
+        /// ends the body chunks early. [`negotiate`] never asks for it.
         const SKIP = 0x400;
+        /// `SMFIP_RCPT_REJ`: also send the recipients the MTA rejected.
+        /// [`negotiate`] never asks for it.
         const RCPT_REJECTED = 0x800;
+        /// `SMFIP_NR_CONN`: the milter does not reply to CONNECT.
         const NR_CONNECT = 0x1000;
+        /// `SMFIP_NR_HELO`: the milter does not reply to HELO.
         const NR_HELO = 0x2000;
+        /// `SMFIP_NR_MAIL`: the milter does not reply to MAIL FROM.
         const NR_MAIL = 0x4000;
+        /// `SMFIP_NR_RCPT`: the milter does not reply to RCPT TO.
         const NR_RCPT = 0x8000;
+        /// `SMFIP_NR_DATA`: the milter does not reply to DATA.
         const NR_DATA = 0x10000;
+        /// `SMFIP_NR_UNKN`: the milter does not reply to unknown commands.
         const NR_UNKNOWN = 0x20000;
+        /// `SMFIP_NR_EOH`: the milter does not reply to end of headers.
         const NR_END_OF_HEADERS = 0x40000;
+        /// `SMFIP_NR_BODY`: the milter does not reply to body chunks.
         const NR_BODY = 0x80000;
         /// `SMFIP_HDR_LEADSPC`: header values keep their leading space,
         /// both ways.
@@ -68,18 +104,28 @@ bitflags! {
 /// The events of an SMTP transaction that carry a reply, in protocol order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Event {
+    /// CONNECT (`C`): an SMTP client connected.
     Connect,
+    /// HELO or EHLO (`H`).
     Helo,
+    /// MAIL FROM (`M`): a transaction starts.
     Mail,
+    /// RCPT TO (`R`), once per recipient.
     Rcpt,
+    /// DATA (`T`); version 4 and later.
     Data,
+    /// An SMTP command the MTA does not know (`U`); version 3 and later.
     Unknown,
+    /// One header (`L`).
     Header,
+    /// End of headers (`N`).
     EndOfHeaders,
+    /// One body chunk (`B`).
     Body,
 }
 
 impl Event {
+    /// Every event, in protocol order.
     pub const ALL: [Event; 9] = [
         Event::Connect,
         Event::Helo,
@@ -132,13 +178,17 @@ impl Event {
 pub struct EventSet(u16);
 
 impl EventSet {
+    /// No event.
     pub const NONE: EventSet = EventSet(0);
+    /// Every event of [`Event::ALL`].
     pub const ALL: EventSet = EventSet(0x1ff);
 
+    /// The set of exactly these events (repeats are harmless).
     pub fn of(events: &[Event]) -> EventSet {
         EventSet(events.iter().fold(0, |bits, e| bits | e.bit()))
     }
 
+    /// Whether `event` is in the set.
     pub fn contains(self, event: Event) -> bool {
         self.0 & event.bit() != 0
     }
@@ -166,8 +216,15 @@ pub struct Needs {
 /// The options both sides run the connection with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Negotiated {
+    /// The protocol version both sides use, 2 to 6. [`negotiate`] takes
+    /// the MTA's offer, capped at [`MAX_VERSION`].
     pub version: u32,
+    /// The modifications the milter may request at end of message, plus
+    /// [`Actions::SET_MACRO_LIST`] when it chose its macros.
     pub actions: Actions,
+    /// The protocol flags in force: events the MTA does not send
+    /// (`NO_*`), events it does not wait for a reply to (`NR_*`), and
+    /// [`ProtocolFlags::HEADER_LEADING_SPACE`].
     pub protocol: ProtocolFlags,
 }
 
@@ -186,21 +243,35 @@ impl Negotiated {
 /// What the MTA offered in its `O` command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Offer {
+    /// The newest protocol version the MTA speaks (Postfix: its
+    /// `milter_protocol`, 6 by default).
     pub version: u32,
+    /// Every modification the MTA allows (Postfix: all of them, 0x1FF).
     pub actions: Actions,
+    /// Every protocol flag the MTA understands; Postfix's set grows with
+    /// the version, from 0x7F for 2 to 0x1FFFFF for 6.
     pub protocol: ProtocolFlags,
 }
 
+/// Why no options could be agreed. The connection closes without an
+/// answer, and the MTA applies its `milter_default_action`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NegotiationError {
+    /// The MTA offered this version, below [`MIN_VERSION`]. A version above
+    /// [`MAX_VERSION`] is fine: the answer is [`MAX_VERSION`].
     #[error(
         "MTA offered milter protocol version {0}; versions {MIN_VERSION} to {MAX_VERSION} are supported"
     )]
     UnsupportedVersion(u32),
+    /// The MTA does not allow a modification the filter declared in
+    /// [`Needs::actions`].
     #[error(
         "MTA does not allow the modifications this filter makes ({missing:?}); check the MTA's milter settings"
     )]
-    MissingActions { missing: Actions },
+    MissingActions {
+        /// The actions the filter needs and the offer lacks.
+        missing: Actions,
+    },
 }
 
 /// Agree on options: the highest common version, the filter's actions, and

@@ -6,9 +6,12 @@
 //! catches it logs again. [`install_hook`] replaces it: a panic that a
 //! [`catch`] on the same thread is waiting for is only recorded, and the
 //! catcher logs it once with what it knows (the connection, the peer); any
-//! other panic is logged as one line through `tracing`. A panic message is
-//! whatever the code that panicked wrote; no code here formats key material
-//! (`PrivateKey`'s `Debug` redacts the secret).
+//! other panic is logged as one line through `tracing`.
+//!
+//! This module never adds to a panic message anything but its location: a
+//! message is whatever the code that panicked wrote, so a filter that
+//! handles secrets must keep them out of its panic messages. It never
+//! stops a panic on its own: only a [`catch`] (or a [`CatchUnwind`]) does.
 
 use std::cell::{Cell, RefCell};
 use std::panic::{AssertUnwindSafe, PanicHookInfo};
@@ -72,6 +75,8 @@ pub struct CatchUnwind<F> {
 }
 
 impl<F: Future> CatchUnwind<F> {
+    /// Watch `inner` for panics. It is boxed, so that `CatchUnwind` is
+    /// `Unpin` whatever `F` is.
     pub fn new(inner: F) -> Self {
         CatchUnwind {
             inner: Box::pin(inner),

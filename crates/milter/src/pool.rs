@@ -8,6 +8,10 @@
 //! number of threads (one per processor: more would only take turns on the
 //! same processors) in arrival order and awaits its result, leaving the
 //! runtime free to answer everyone else.
+//!
+//! The pool knows nothing of milters: a job is any closure, and it never
+//! looks at what a job returns. It never runs a job on the caller's
+//! thread, nor more jobs at once than it has threads.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -21,6 +25,8 @@ pub enum PoolError {
     /// With the panic's message.
     #[error("the job panicked: {0}")]
     Panicked(String),
+    /// The job was not taken or gave no result because the pool's threads
+    /// have exited.
     #[error("the work pool has stopped")]
     Stopped,
 }
@@ -68,6 +74,7 @@ impl WorkPool {
         Ok(WorkPool { sender, threads })
     }
 
+    /// How many threads the pool runs (at least one).
     pub fn threads(&self) -> usize {
         self.threads
     }

@@ -5,7 +5,9 @@
 //! default macros when it wants nothing more; the MTA-side
 //! [`client`](crate::client) offers and sends exactly these, so a test or
 //! a load run sees what a real Postfix would send. Nothing here decides
-//! anything; it only describes Postfix 3.x.
+//! anything (answering an offer is
+//! [`negotiate`](crate::options::negotiate)'s job) or talks to a Postfix;
+//! it only describes Postfix 3.x.
 
 use crate::macros::Stage;
 use crate::options::{Actions, Offer, ProtocolFlags};

@@ -59,19 +59,33 @@ pub enum Flow {
 /// A violation of the protocol by the MTA. The connection cannot go on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtocolError {
+    /// The connection opened with this command instead of `O` (or `Q`).
     #[error("'{0}' command before option negotiation")]
     BeforeNegotiation(char),
+    /// A second `O` on one connection (`K` keeps the negotiated options;
+    /// it does not renegotiate).
     #[error("second option negotiation on one connection")]
     NegotiatedTwice,
+    /// A message event out of place: RCPT or DATA after the headers
+    /// started, a header after end of headers, a second end of headers.
     #[error("'{command}' command {context}")]
     OutOfOrder {
+        /// The command byte, as a character.
         command: char,
+        /// Where the command came, for logs ("after the end of headers").
         context: &'static str,
     },
+    /// This command came after `Q`.
     #[error("'{0}' command after QUIT")]
     AfterQuit(char),
+    /// One `D` packet carried more names and values than
+    /// [`MAX_STAGE_BYTES`](crate::macros::MAX_STAGE_BYTES).
     #[error("{bytes} bytes of macros for one stage (at most {max})", max = super::macros::MAX_STAGE_BYTES)]
-    MacrosTooLarge { bytes: usize },
+    MacrosTooLarge {
+        /// The size of the packet's names and values together, in bytes.
+        bytes: usize,
+    },
+    /// The MTA's offer cannot meet the filter's [`Needs`].
     #[error(transparent)]
     Negotiation(#[from] NegotiationError),
 }
@@ -84,6 +98,7 @@ pub struct Session<F> {
 }
 
 impl<F: Filter> Session<F> {
+    /// A session driving `filter`, waiting for the MTA's offer (`O`).
     pub fn new(filter: F) -> Self {
         Session {
             filter,
@@ -92,6 +107,7 @@ impl<F: Filter> Session<F> {
         }
     }
 
+    /// The filter this session drives, to look at what it has seen.
     pub fn filter(&self) -> &F {
         &self.filter
     }

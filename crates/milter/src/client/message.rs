@@ -1,6 +1,7 @@
 //! A message as the MTA hands it to a milter (envelope, header fields in
 //! the protocol's form, body), and as the MTA delivers it after applying
-//! the milter's header changes.
+//! the milter's header changes. It never parses or checks a message; it
+//! only lays out what it is given.
 
 use bytes::Bytes;
 
@@ -11,15 +12,22 @@ use crate::codec::Reply;
 #[derive(Debug, Clone)]
 pub struct Message {
     /// MAIL FROM and From: address.
+    ///
+    /// Without angle brackets: the client adds them in MAIL FROM.
     pub sender: String,
+    /// The one envelope recipient (RCPT TO), without angle brackets.
     pub recipient: String,
     /// Name and value as it stands after the colon (leading space
     /// included, folded with bare LF, as Postfix hands them over).
     pub headers: Vec<(Bytes, Bytes)>,
+    /// The body in wire form (CRLF line ends), sent in chunks of at most
+    /// [`BODY_CHUNK`](super::BODY_CHUNK) bytes.
     pub body: Bytes,
 }
 
 impl Message {
+    /// The recipient's domain: what follows its last `@`, empty when it
+    /// has none. Sent as `{rcpt_host}`.
     pub fn recipient_domain(&self) -> &str {
         domain_of(&self.recipient)
     }

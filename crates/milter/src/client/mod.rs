@@ -9,6 +9,11 @@
 //! asked for any. Every transaction ends with `A`, the connection with `Q`.
 //! Frames that need no reply are written together with the next frame that
 //! does, in one write.
+//!
+//! It is a stand-in for Postfix in tests and load runs, not a mail
+//! transport: it never delivers, queues or retries anything, and never
+//! applies what the milter asks for; it only checks that each reply is one
+//! Postfix would accept and hands it to the caller.
 
 mod message;
 
@@ -43,20 +48,40 @@ const NO_SEND_MASK: u32 = 0x37f;
 /// Why a connection failed. Each ends the connection.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// Reading from or writing to the milter failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The milter did not answer, or did not take our frames, within the
+    /// client's timeout (this long).
     #[error("no reply within {0:?}")]
     Timeout(Duration),
+    /// The milter closed the connection while a reply was awaited.
     #[error("the milter closed the connection")]
     Closed,
+    /// A reply frame does not decode, or is malformed by Postfix's rules.
     #[error("bad reply from the milter: {0}")]
     Frame(#[from] FrameError),
+    /// A command could not be framed (a NUL byte inside a string, an
+    /// empty header name).
     #[error("could not encode a command: {0}")]
     Encode(#[from] EncodeError),
+    /// The milter's `O` answer is one Postfix would refuse (no `O`, a
+    /// version above the offer or below 2, actions beyond the offer), the
+    /// version asked for is not one Postfix speaks, or a message was sent
+    /// before negotiating; the text says which.
     #[error("negotiation failed: {0}")]
     Negotiation(String),
+    /// A reply that has no place after this event: skip (`s`) outside the
+    /// body, a modification before end of message, `O` after negotiation.
     #[error("unexpected '{reply}' reply to '{event}'")]
-    Unexpected { reply: char, event: char },
+    Unexpected {
+        /// The reply byte, as a character.
+        reply: char,
+        /// The command byte of the event it answered, as a character.
+        event: char,
+    },
+    /// At end of message, a modification (its reply byte) whose action
+    /// was not negotiated; Postfix would fail the message for it.
     #[error("'{0}' modification without the matching negotiated action")]
     NotNegotiated(char),
 }
@@ -66,11 +91,26 @@ pub enum ClientError {
 pub enum Outcome {
     /// End of message answered continue or accept, after these
     /// modification requests.
-    Delivered { modifications: Vec<Reply> },
+    Delivered {
+        /// The modification replies (`h`, `i`, `m`, `+`, ...) in the order
+        /// received, each within the negotiated actions.
+        modifications: Vec<Reply>,
+    },
     /// Accepted before end of message (at `event`): nothing to change.
-    AcceptedEarly { event: char },
+    AcceptedEarly {
+        /// The command byte of the event answered accept (`'M'`, `'R'`,
+        /// `'T'`, `'L'`, `'N'` or `'B'`).
+        event: char,
+    },
     /// Rejected, tempfailed or discarded at `event`.
-    Refused { event: char, reply: Reply },
+    Refused {
+        /// The command byte of the event refused (`'M'`, `'R'`, `'T'`,
+        /// `'L'`, `'N'`, `'B'` or `'E'`).
+        event: char,
+        /// The milter's answer: reject, tempfail, discard, or an SMTP
+        /// reply (`y`).
+        reply: Reply,
+    },
 }
 
 /// The values Postfix would have for its macros on one connection.
@@ -80,7 +120,11 @@ pub struct MacroValues {
     pub hostname: String,
     /// `{daemon_name}`; Postfix's default is `$myhostname`.
     pub daemon_name: String,
+    /// The SMTP client's address: in CONNECT (port 54321), `{client_addr}`
+    /// and `_`.
     pub client_ip: IpAddr,
+    /// The SMTP client's host name: in CONNECT, `{client_name}`,
+    /// `{client_ptr}` and `_`.
     pub client_name: String,
     /// `{auth_type}` (and `{auth_authen}`): the client authenticated.
     pub auth_type: Option<String>,
@@ -154,6 +198,8 @@ struct Transaction<'a> {
 /// What was agreed with the milter.
 #[derive(Debug, Clone)]
 pub struct Agreement {
+    /// What the milter answered, with its protocol flags cut to those
+    /// offered (Postfix ignores the others).
     pub negotiated: Negotiated,
     /// Flags of the events the offered version cannot carry (Postfix's
     /// `np_mask`): never sent.
@@ -224,6 +270,8 @@ pub struct MilterClient {
 }
 
 impl MilterClient {
+    /// A client over `io` (see [`open`]) that waits at most `timeout` for
+    /// each write and each reply. Call [`MilterClient::negotiate`] first.
     pub fn new(io: Box<dyn Io>, timeout: Duration) -> Self {
         MilterClient {
             io,
@@ -235,6 +283,8 @@ impl MilterClient {
         }
     }
 
+    /// What [`MilterClient::negotiate`] agreed; `None` before it
+    /// succeeded.
     pub fn agreement(&self) -> Option<&Agreement> {
         self.agreement.as_ref()
     }

@@ -7,7 +7,8 @@
 //! Unix socket files it created. Connections beyond the limit are closed at
 //! once (the MTA applies its `milter_default_action`) and logged at most
 //! once every few seconds, never once per connection. This module knows
-//! nothing about what the filter does.
+//! nothing about what the filter does, and never reads or writes a frame
+//! itself: that is [`serve`](crate::serve)'s job.
 
 mod quickack;
 pub mod socket;
@@ -30,6 +31,7 @@ pub use socket::{BindError, Listener, SocketSpec, UnixSocketAccess, bind};
 /// How the server treats connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settings {
+    /// Payload and time limits for each connection.
     pub limits: Limits,
     /// Connections served at once; more are closed on arrival.
     pub max_connections: usize,
@@ -56,7 +58,10 @@ impl Default for Settings {
 /// Who is on the other end of a milter connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Peer {
+    /// A TCP peer, at this address and port.
     Tcp(SocketAddr),
+    /// A peer on a Unix-domain socket, which has no address worth
+    /// reporting.
     Unix,
 }
 
@@ -74,6 +79,7 @@ impl fmt::Display for Peer {
 pub struct ConnectionInfo {
     /// Counts up from 1 for the life of the process.
     pub id: u64,
+    /// Who connected.
     pub peer: Peer,
 }
 

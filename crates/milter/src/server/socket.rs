@@ -23,14 +23,20 @@ pub enum SocketSpec {
     /// A TCP port; `host` is a name or address to resolve, `None` for all
     /// interfaces of the family.
     Inet {
+        /// Which addresses `host` may stand for: `inet:` any, `inet6:`
+        /// IPv6 only.
         family: InetFamily,
+        /// The host as written, without brackets; `None` when the
+        /// specification gives none or `*`.
         host: Option<String>,
+        /// The TCP port, 1 to 65535.
         port: u16,
     },
     /// A Unix-domain socket at this path.
     Unix(PathBuf),
 }
 
+/// The address family an `inet` socket specification asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InetFamily {
     /// `inet:`: IPv4, or whatever the host name resolves to.
@@ -39,12 +45,15 @@ pub enum InetFamily {
     V6,
 }
 
+/// A socket specification that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "invalid socket \"{spec}\": {problem}; use inet:PORT@HOST, inet:HOST:PORT, inet6:PORT@[HOST], local:/path or unix:/path"
 )]
 pub struct SocketSpecError {
+    /// The specification as given.
     pub spec: String,
+    /// What is wrong with it ("unknown socket type", ...).
     pub problem: &'static str,
 }
 
@@ -127,45 +136,99 @@ impl fmt::Display for SocketSpec {
 /// umask and identity give.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UnixSocketAccess {
+    /// Permission bits of the socket file (`0o660`), in force before it
+    /// listens; `None` keeps what the umask gives.
     pub mode: Option<u32>,
+    /// The user name to own the socket file; `None` keeps the process's
+    /// user.
     pub user: Option<String>,
+    /// The group name to own the socket file; `None` keeps the process's
+    /// group.
     pub group: Option<String>,
 }
 
+/// Why a listening socket could not be opened. Specifications appear as
+/// [`SocketSpec`] displays them.
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
+    /// The host of a TCP specification did not resolve.
     #[error("cannot resolve the host of {spec}: {source}")]
-    Resolve { spec: String, source: io::Error },
+    Resolve {
+        /// The specification.
+        spec: String,
+        /// The resolver's error.
+        source: io::Error,
+    },
+    /// The host resolved, but to no address of the family asked for (an
+    /// `inet6:` specification naming an IPv4-only host).
     #[error("{spec} resolves to no address of the requested family")]
-    NoAddress { spec: String },
+    NoAddress {
+        /// The specification.
+        spec: String,
+    },
+    /// A TCP address is already in use.
     #[error(
         "cannot listen on {spec}: address already in use (is another milter still running on it?)"
     )]
-    InUse { spec: String },
+    InUse {
+        /// The specification.
+        spec: String,
+    },
+    /// Creating, binding, preparing or listening on a socket failed
+    /// otherwise.
     #[error("cannot listen on {spec}: {source}")]
-    Io { spec: String, source: io::Error },
+    Io {
+        /// The specification (`local:/path` for a Unix socket).
+        spec: String,
+        /// The system's error.
+        source: io::Error,
+    },
+    /// Another process is listening on the Unix socket path.
     #[error(
         "cannot listen on {path}: another process is listening on it; stop it or choose another path"
     )]
-    UnixInUse { path: PathBuf },
+    UnixInUse {
+        /// The socket path.
+        path: PathBuf,
+    },
+    /// The path exists and is not a socket; it is left alone.
     #[error(
         "cannot listen on {path}: it exists and is not a socket; remove it or choose another path"
     )]
-    NotASocket { path: PathBuf },
+    NotASocket {
+        /// The path.
+        path: PathBuf,
+    },
+    /// The directory the Unix socket should go in does not exist.
     #[error(
         "cannot create socket {path}: directory {dir} does not exist; create it (mkdir -p {dir})"
     )]
-    NoDirectory { path: PathBuf, dir: String },
+    NoDirectory {
+        /// The socket path.
+        path: PathBuf,
+        /// The missing directory, as text.
+        dir: String,
+    },
+    /// A socket systemd passed (socket activation) cannot be used: it is
+    /// not a stream socket, not listening, or neither TCP nor Unix.
     #[error("socket {name} (fd {fd}) passed by systemd cannot be used: {problem}")]
     Inherited {
+        /// Its file descriptor.
         fd: i32,
+        /// Its `FileDescriptorName=`.
         name: String,
+        /// What is wrong with it, and what to change in the `.socket`
+        /// unit.
         problem: String,
     },
+    /// The user or group named in [`UnixSocketAccess`] does not exist.
     #[error("cannot set owner of {path}: no such {what} \"{name}\"")]
     NoSuchOwner {
+        /// The socket path.
         path: PathBuf,
+        /// `"user"` or `"group"`.
         what: &'static str,
+        /// The name looked up.
         name: String,
     },
 }
@@ -173,9 +236,14 @@ pub enum BindError {
 /// An open, listening socket.
 #[derive(Debug)]
 pub enum Listener {
+    /// A TCP socket.
     Tcp(tokio::net::TcpListener),
+    /// A Unix-domain socket.
     Unix {
+        /// The socket.
         listener: tokio::net::UnixListener,
+        /// Its path; for an unnamed socket passed by systemd, a
+        /// description instead.
         path: PathBuf,
         /// Device and inode of the socket file we created, so shutdown
         /// removes it only if it is still ours; `None` for a socket

@@ -163,39 +163,28 @@ impl Filter for SigningFilter {
             }
             names
         };
-        Needs {
-            actions: Actions::ADD_HEADERS,
-            events: EventSet::of(&[
-                Event::Connect,
-                Event::Mail,
-                Event::Rcpt,
-                Event::Header,
-                Event::EndOfHeaders,
-                Event::Body,
-            ]),
-            replies: EventSet::of(&[Event::Connect, Event::EndOfHeaders]),
-            // Postfix's defaults, asked for explicitly (asking for any list
-            // replaces its defaults for every stage), without HELO's TLS
-            // macros, which nothing here uses.
-            macros: [
-                Stage::Connect,
-                Stage::Helo,
-                Stage::Mail,
-                Stage::Rcpt,
-                Stage::Data,
-                Stage::EndOfHeaders,
-                Stage::EndOfMessage,
-            ]
-            .into_iter()
-            .map(|stage| {
-                let base = match stage {
-                    Stage::Helo => &[][..],
-                    _ => default_macros(stage),
-                };
-                (stage, with_macro_list(base))
-            })
-            .collect(),
-        }
+        let needs = Needs::seeing(EventSet::of(&[
+            Event::Connect,
+            Event::Mail,
+            Event::Rcpt,
+            Event::Header,
+            Event::EndOfHeaders,
+            Event::Body,
+        ]))
+        .answering(EventSet::of(&[Event::Connect, Event::EndOfHeaders]))
+        .modifying(Actions::ADD_HEADERS);
+        // Postfix's defaults, asked for explicitly (asking for any list
+        // replaces its defaults for every stage), without HELO's TLS
+        // macros, which nothing here uses.
+        Stage::REQUESTABLE.into_iter().fold(needs, |needs, stage| {
+            let base = match stage {
+                Stage::Helo => &[][..],
+                _ => default_macros(stage),
+            };
+            let names = with_macro_list(base);
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            needs.with_macros(stage, &names)
+        })
     }
 
     fn connect(&mut self, client: &Client, _macros: &Macros) -> Verdict {

@@ -32,22 +32,18 @@ struct StampFilter {
 
 impl Filter for StampFilter {
     fn needs(&self) -> Needs {
-        Needs {
-            actions: Actions::ADD_HEADERS,
-            events: EventSet::of(&[
-                Event::Connect,
-                Event::Mail,
-                Event::Rcpt,
-                Event::Header,
-                Event::Body,
-            ]),
-            replies: EventSet::of(&[Event::Rcpt]),
-            macros: vec![
-                (Stage::Connect, vec!["j".into(), "{daemon_name}".into()]),
-                (Stage::Mail, vec!["{auth_type}".into(), "i".into()]),
-                (Stage::EndOfMessage, vec!["i".into()]),
-            ],
-        }
+        Needs::seeing(EventSet::of(&[
+            Event::Connect,
+            Event::Mail,
+            Event::Rcpt,
+            Event::Header,
+            Event::Body,
+        ]))
+        .answering(EventSet::of(&[Event::Rcpt]))
+        .modifying(Actions::ADD_HEADERS)
+        .with_macros(Stage::Connect, &["j", "{daemon_name}"])
+        .with_macros(Stage::Mail, &["{auth_type}", "i"])
+        .with_macros(Stage::EndOfMessage, &["i"])
     }
 
     fn connect(&mut self, _client: &Client, _macros: &Macros) -> Verdict {
@@ -642,12 +638,7 @@ struct ThreadReporter {
 
 impl Filter for ThreadReporter {
     fn needs(&self) -> Needs {
-        Needs {
-            actions: Actions::ADD_HEADERS,
-            events: EventSet::NONE,
-            replies: EventSet::NONE,
-            macros: vec![],
-        }
+        Needs::seeing(EventSet::NONE).modifying(Actions::ADD_HEADERS)
     }
 
     fn end_of_message(&mut self, _macros: &Macros) -> EndOfMessage {

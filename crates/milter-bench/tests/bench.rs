@@ -113,12 +113,9 @@ struct Scripted {
 
 impl Filter for Scripted {
     fn needs(&self) -> Needs {
-        Needs {
-            actions: Actions::ADD_HEADERS,
-            events: EventSet::of(&[Event::Mail, Event::EndOfHeaders]),
-            replies: EventSet::of(&[Event::EndOfHeaders]),
-            macros: vec![],
-        }
+        Needs::seeing(EventSet::of(&[Event::Mail, Event::EndOfHeaders]))
+            .answering(EventSet::of(&[Event::EndOfHeaders]))
+            .modifying(Actions::ADD_HEADERS)
     }
     fn mail(&mut self, _: &[u8], _: &[Bytes], _: &Macros) -> Verdict {
         self.current = self.counter.fetch_add(1, Ordering::SeqCst);

@@ -1526,15 +1526,7 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn arb_reply() -> impl Strategy<Value = Reply> {
-        let requestable = proptest::sample::select(vec![
-            Stage::Connect,
-            Stage::Helo,
-            Stage::Mail,
-            Stage::Rcpt,
-            Stage::Data,
-            Stage::EndOfHeaders,
-            Stage::EndOfMessage,
-        ]);
+        let requestable = proptest::sample::select(Stage::REQUESTABLE.to_vec());
         prop_oneof![
             (
                 any::<u32>(),

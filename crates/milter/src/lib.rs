@@ -25,10 +25,7 @@
 //!
 //! impl Filter for NoSpam {
 //!     fn needs(&self) -> Needs {
-//!         Needs {
-//!             events: EventSet::of(&[Event::Header]),
-//!             ..Needs::default()
-//!         }
+//!         Needs::seeing(EventSet::of(&[Event::Header])).answering(EventSet::of(&[Event::Header]))
 //!     }
 //!
 //!     fn header(&mut self, name: &[u8], value: &[u8], _macros: &Macros) -> Verdict {

@@ -43,6 +43,18 @@ pub enum Stage {
 }
 
 impl Stage {
+    /// The stages a filter can request a macro list for (`SMFIM_*`), in
+    /// the order of a transaction.
+    pub const REQUESTABLE: [Stage; 7] = [
+        Stage::Connect,
+        Stage::Helo,
+        Stage::Mail,
+        Stage::Rcpt,
+        Stage::Data,
+        Stage::EndOfHeaders,
+        Stage::EndOfMessage,
+    ];
+
     const COUNT: usize = 10;
 
     /// The stage of a `D` packet, from the command character it names.

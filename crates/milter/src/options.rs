@@ -213,6 +213,39 @@ pub struct Needs {
     pub macros: Vec<(Stage, Vec<String>)>,
 }
 
+impl Needs {
+    /// A filter that sees `events`, answers each with "continue" (so the
+    /// MTA need not wait), requests no modification and takes the MTA's
+    /// default macros. The methods below add to that.
+    pub fn seeing(events: EventSet) -> Needs {
+        Needs {
+            events,
+            ..Needs::default()
+        }
+    }
+
+    /// The filter may answer `events` with something other than
+    /// "continue"; the MTA waits for those replies.
+    pub fn answering(mut self, events: EventSet) -> Needs {
+        self.replies = events;
+        self
+    }
+
+    /// The filter may request these modifications at end of message.
+    pub fn modifying(mut self, actions: Actions) -> Needs {
+        self.actions = actions;
+        self
+    }
+
+    /// The filter asks for these macros at `stage` (see [`Needs::macros`]:
+    /// asking for any list replaces the MTA's defaults at every stage).
+    pub fn with_macros(mut self, stage: Stage, names: &[&str]) -> Needs {
+        self.macros
+            .push((stage, names.iter().map(|n| n.to_string()).collect()));
+        self
+    }
+}
+
 /// The options both sides run the connection with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Negotiated {
@@ -319,19 +352,11 @@ mod tests {
     use super::*;
 
     fn dkim_like_needs() -> Needs {
-        Needs {
-            actions: Actions::ADD_HEADERS,
-            events: EventSet::of(&[
-                Event::Connect,
-                Event::Mail,
-                Event::Rcpt,
-                Event::Header,
-                Event::EndOfHeaders,
-                Event::Body,
-            ]),
-            replies: EventSet::of(&[Event::Connect, Event::EndOfHeaders]),
-            macros: Vec::new(),
-        }
+        use Event::*;
+        let all_but_helo_data_and_unknown = [Connect, Mail, Rcpt, Header, EndOfHeaders, Body];
+        Needs::seeing(EventSet::of(&all_but_helo_data_and_unknown))
+            .answering(EventSet::of(&[Connect, EndOfHeaders]))
+            .modifying(Actions::ADD_HEADERS)
     }
 
     /// Postfix's offer for `milter_protocol`; for a version Postfix does

@@ -407,12 +407,10 @@ mod tests {
 
     impl Filter for Recorder {
         fn needs(&self) -> Needs {
-            Needs {
-                actions: Actions::ADD_HEADERS,
-                events: EventSet::ALL,
-                replies: EventSet::of(&self.needs_replies),
-                macros: vec![(Stage::Mail, vec!["{auth_type}".into(), "i".into()])],
-            }
+            Needs::seeing(EventSet::ALL)
+                .answering(EventSet::of(&self.needs_replies))
+                .modifying(Actions::ADD_HEADERS)
+                .with_macros(Stage::Mail, &["{auth_type}", "i"])
         }
         fn connect(&mut self, client: &Client, macros: &Macros) -> Verdict {
             self.calls.push(format!(
@@ -811,12 +809,7 @@ mod tests {
     struct Overreaching;
     impl Filter for Overreaching {
         fn needs(&self) -> Needs {
-            Needs {
-                actions: Actions::ADD_HEADERS,
-                events: EventSet::ALL,
-                replies: EventSet::NONE,
-                macros: vec![],
-            }
+            Needs::seeing(EventSet::ALL).modifying(Actions::ADD_HEADERS)
         }
         fn end_of_message(&mut self, _: &Macros) -> EndOfMessage {
             EndOfMessage {

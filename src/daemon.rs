@@ -25,9 +25,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError, Logging, RunAs};
 use crate::logging::LoggingError;
+use crate::message_log::Reporter;
 use crate::metrics::{self, Metrics, MetricsBindError};
 use crate::policy::Policy;
-use crate::report::Reporter;
 use crate::signing::{LivePolicy, SigningFilter};
 use crate::systemd;
 use crate::tables::KeySource;
@@ -162,7 +162,7 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
     let mut hangup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
     let mut user1 = signal(SignalKind::user_defined1()).map_err(DaemonError::Signals)?;
 
-    let sockets: Vec<String> = listeners.iter().map(Listener::describe).collect();
+    let sockets: Vec<String> = listeners.iter().map(Listener::spec).collect();
     let sockets = sockets.join(", ");
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),

@@ -18,8 +18,8 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 
 use crate::dkim::{HeaderBlock, MessageSigning, SIGNATURE_FIELD};
+use crate::message_log::{ConnectionReport, Failure};
 use crate::policy::{Action, Decision, MacroLookup, MessageFacts, Policy, TrustedBy};
-use crate::report::{ConnectionReport, Failure};
 use milter::postfix::default_macros;
 use milter::{
     Actions, Client, EndOfMessage, Event, EventSet, Filter, Macros, Modification, Needs, SmtpReply,

@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use super::{Stdout, origin, report};
+use super::{Stdout, origin, print_problems};
 use crate::cli::CheckConfigArgs;
 use crate::config::{self, Config};
 
@@ -15,6 +15,6 @@ pub fn execute(args: &CheckConfigArgs) -> Result<ExitCode, String> {
             Stdout::write(config::describe(&config).as_bytes())?;
             Ok(ExitCode::SUCCESS)
         }
-        Err(error) => Ok(report(&error)),
+        Err(error) => Ok(print_problems(&error)),
     }
 }

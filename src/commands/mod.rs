@@ -58,7 +58,7 @@ pub fn origin(source: &ConfigSource) -> Origin {
 }
 
 /// Every problem of a configuration that does not load, one line each.
-pub fn report(error: &ConfigError) -> ExitCode {
+pub fn print_problems(error: &ConfigError) -> ExitCode {
     for problem in error.problems() {
         say(problem);
     }

@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use super::{origin, report};
+use super::{origin, print_problems};
 use crate::cli::RunArgs;
 use crate::config::{Config, Overrides};
 use crate::daemon;
@@ -23,7 +23,7 @@ pub fn execute(args: &RunArgs) -> Result<ExitCode, String> {
     };
     let config = match Config::load_with(&origin, &overrides) {
         Ok(config) => config,
-        Err(error) => return Ok(report(&error)),
+        Err(error) => return Ok(print_problems(&error)),
     };
     let reload: daemon::Reload = Box::new(move || Config::load_with(&origin, &overrides));
     // Logging (stderr, the journal or syslog, as configured), the runtime,

@@ -5,7 +5,7 @@
 use std::io::Read as _;
 use std::process::ExitCode;
 
-use super::{Stdout, origin, report};
+use super::{Stdout, origin, print_problems};
 use crate::cli::SignArgs;
 use crate::config::{Config, Overrides};
 use crate::offline::{self, Envelope, Outcome};
@@ -18,7 +18,7 @@ pub fn execute(args: &SignArgs) -> Result<ExitCode, String> {
     };
     let config = match Config::load_with(&origin(&args.config), &overrides) {
         Ok(config) => config,
-        Err(error) => return Ok(report(&error)),
+        Err(error) => return Ok(print_problems(&error)),
     };
     init_logging();
     for warning in &config.warnings {

@@ -172,7 +172,7 @@ pub enum ConfigError {
     #[error("{at}: {message}")]
     Native { at: Location, message: String },
 
-    #[error("{}", Lines(.0))]
+    #[error("{}", OnePerLine(.0))]
     Several(Vec<ConfigError>),
 }
 
@@ -216,9 +216,9 @@ impl fmt::Display for Suggestion<'_> {
     }
 }
 
-struct Lines<'a>(&'a [ConfigError]);
+struct OnePerLine<'a>(&'a [ConfigError]);
 
-impl fmt::Display for Lines<'_> {
+impl fmt::Display for OnePerLine<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, e) in self.0.iter().enumerate() {
             if i > 0 {

@@ -11,7 +11,7 @@
 //! renders a loaded configuration for `check-config`.
 //!
 //! - `opendkim.rs` gives `opendkim.conf` OpenDKIM's meaning; its line
-//!   grammar is `grammar.rs` and the names it knows are `options.rs`;
+//!   grammar is `grammar.rs` and the names it knows are `opendkim_names.rs`;
 //! - `native.rs` reads the TOML format;
 //! - both share `data_sets.rs` (relative names made absolute),
 //!   `header_lists.rs` (OpenDKIM's `*`/`+`/`-` header lists),
@@ -35,7 +35,7 @@ mod grammar;
 mod header_lists;
 mod native;
 mod opendkim;
-mod options;
+mod opendkim_names;
 mod signing_keys;
 
 use std::path::{Path, PathBuf};

@@ -217,7 +217,7 @@ pub(crate) fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigE
     })?;
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     let base = data_sets::resolve(&cwd, path.parent().unwrap_or(Path::new("")));
-    Reading {
+    TomlFile {
         path: path.to_path_buf(),
         file,
         text,
@@ -252,7 +252,7 @@ fn line_and_column(text: &str, offset: usize) -> (u32, usize) {
     (u32::try_from(line).unwrap_or(u32::MAX), column)
 }
 
-struct Reading {
+struct TomlFile {
     path: PathBuf,
     file: Location,
     text: String,
@@ -261,7 +261,7 @@ struct Reading {
     warnings: Vec<Warning>,
 }
 
-impl Reading {
+impl TomlFile {
     /// Where a spanned value was written.
     fn at<T>(&self, value: &Spanned<T>) -> Location {
         self.file

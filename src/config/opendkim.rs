@@ -54,7 +54,7 @@ use crate::tables::{DataSet, DataSetKind, HostList, KeySet, KeyTable, SigningTab
 use milter::server::{self, SocketSpec, UnixSocketAccess};
 
 use super::grammar::{self, Setting, Value};
-use super::options::{self, Support};
+use super::opendkim_names::{self, Support};
 use super::{
     Config, ConfigError, Format, Logging, Origin, Overrides, Service, accounts, data_sets,
     header_lists, signing_keys,
@@ -71,12 +71,12 @@ pub(crate) const DEFAULT_MAX_HEADER_COUNT: usize = 1000;
 /// Reads `path` (and what it includes) into a validated configuration.
 pub(crate) fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
     let settings = grammar::read(path)?;
-    Reading::new(path, settings).config(overrides)
+    ConfFile::new(path, settings).config(overrides)
 }
 
 /// The settings of one file, last repetition winning, and what has been
 /// found wrong so far.
-struct Reading {
+struct ConfFile {
     path: PathBuf,
     file: Location,
     all: Vec<Setting>,
@@ -86,11 +86,11 @@ struct Reading {
     warnings: Vec<Warning>,
 }
 
-impl Reading {
-    fn new(path: &Path, all: Vec<Setting>) -> Reading {
+impl ConfFile {
+    fn new(path: &Path, all: Vec<Setting>) -> ConfFile {
         let last = all.iter().enumerate().map(|(i, s)| (s.name, i)).collect();
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-        let mut reading = Reading {
+        let mut reading = ConfFile {
             path: path.to_path_buf(),
             file: Location::file(path),
             all,
@@ -219,7 +219,7 @@ impl Reading {
     fn note_unimplemented(&mut self) {
         let mut notes = Vec::new();
         for s in &self.all {
-            match options::support(s.name) {
+            match opendkim_names::support(s.name) {
                 Support::Implemented => {}
                 Support::Quiet => {
                     if s.name == "AutoRestart" && s.value == Value::Bool(true) {

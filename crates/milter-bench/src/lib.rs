@@ -136,7 +136,7 @@ impl TaskStats {
     }
 }
 
-struct Shared {
+struct RunState {
     options: BenchOptions,
     message: Message,
     verifier: Option<Verifier>,
@@ -152,7 +152,7 @@ struct Shared {
     release: CancellationToken,
 }
 
-impl Shared {
+impl RunState {
     /// The next message index, or `None` when the run is over.
     fn claim(&self) -> Option<u64> {
         if self.deadline.is_some_and(|d| Instant::now() >= d) {
@@ -196,7 +196,7 @@ pub async fn run(options: BenchOptions) -> Result<Report, BenchError> {
     };
     let client_cpu_before = process::own_cpu_seconds();
     let started = Instant::now();
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(RunState {
         deadline: options.duration.map(|d| started + d),
         options,
         message,
@@ -328,7 +328,7 @@ fn merge(all: &mut TaskStats, mut s: TaskStats) {
 }
 
 /// Open a milter connection, negotiate, and present the SMTP client.
-async fn open(shared: &Shared, stats: &mut TaskStats) -> Result<MilterClient, String> {
+async fn open(shared: &RunState, stats: &mut TaskStats) -> Result<MilterClient, String> {
     let options = &shared.options;
     let io = client::open(&options.target)
         .await
@@ -349,7 +349,7 @@ async fn open(shared: &Shared, stats: &mut TaskStats) -> Result<MilterClient, St
     }
 }
 
-async fn connection_task(id: usize, shared: &Shared) -> TaskStats {
+async fn connection_task(id: usize, shared: &RunState) -> TaskStats {
     let mut stats = TaskStats::default();
     let mut failures = 0;
     let mut next = shared.claim();
@@ -422,7 +422,7 @@ async fn connection_task(id: usize, shared: &Shared) -> TaskStats {
 }
 
 /// Wait, idle, until the run lets the connections go.
-async fn hold(shared: &Shared) {
+async fn hold(shared: &RunState) {
     if shared.options.hold.is_none() {
         return;
     }
@@ -432,7 +432,7 @@ async fn hold(shared: &Shared) {
 }
 
 async fn record(
-    shared: &Shared,
+    shared: &RunState,
     stats: &mut TaskStats,
     leading_space: bool,
     outcome: Outcome,
@@ -452,7 +452,7 @@ async fn record(
                 if stats.refused == 1 && stats.error_samples.len() < SAMPLES_KEPT {
                     stats
                         .error_samples
-                        .push(format!("refused at '{event}': {}", describe(&reply)));
+                        .push(format!("refused at '{event}': {}", reply_text(&reply)));
                 }
             }
             return;
@@ -498,7 +498,7 @@ async fn record(
     }
 }
 
-fn describe(reply: &Reply) -> String {
+fn reply_text(reply: &Reply) -> String {
     match reply {
         Reply::ReplyCode(r) => format!(
             "{} {} {}",

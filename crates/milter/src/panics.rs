@@ -26,7 +26,7 @@ thread_local! {
 /// Replace the default panic hook (see the module documentation).
 pub fn install_hook() {
     std::panic::set_hook(Box::new(|info| {
-        let text = describe(info);
+        let text = hook_message(info);
         if CATCHING.with(Cell::get) > 0 {
             CAUGHT.with(|c| *c.borrow_mut() = Some(text));
         } else {
@@ -49,7 +49,7 @@ pub fn catch<R>(f: impl FnOnce() -> R) -> Result<R, String> {
     })
 }
 
-fn describe(info: &PanicHookInfo<'_>) -> String {
+fn hook_message(info: &PanicHookInfo<'_>) -> String {
     let message = payload_text(info.payload());
     match info.location() {
         Some(at) => format!("{message} (at {}:{})", at.file(), at.line()),

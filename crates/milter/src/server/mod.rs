@@ -108,7 +108,7 @@ pub async fn run<F, M>(
             }
         },
     };
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(ServerState {
         make_filter,
         settings,
         offload,
@@ -152,7 +152,7 @@ pub async fn run<F, M>(
     }
 }
 
-struct Shared<M> {
+struct ServerState<M> {
     make_filter: M,
     settings: Settings,
     offload: Option<Offload>,
@@ -163,7 +163,7 @@ struct Shared<M> {
     shutdown: CancellationToken,
 }
 
-async fn accept_loop<F, M>(listener: &Listener, shared: &Arc<Shared<M>>)
+async fn accept_loop<F, M>(listener: &Listener, shared: &Arc<ServerState<M>>)
 where
     F: Filter + 'static,
     M: Fn(&ConnectionInfo) -> F + Send + Sync + 'static,
@@ -183,7 +183,7 @@ where
             Ok(Accepted::Unix(stream)) => start(stream, Peer::Unix, shared).await,
             Err(e) => {
                 // Out of file descriptors and the like: do not spin.
-                tracing::error!(listener = %listener.describe(), "accept failed: {e}");
+                tracing::error!(listener = %listener.spec(), "accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -202,7 +202,7 @@ async fn accept(listener: &Listener) -> std::io::Result<Accepted> {
     }
 }
 
-async fn start<S, F, M>(mut stream: S, peer: Peer, shared: &Arc<Shared<M>>)
+async fn start<S, F, M>(mut stream: S, peer: Peer, shared: &Arc<ServerState<M>>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: Filter + 'static,

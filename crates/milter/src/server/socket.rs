@@ -253,8 +253,9 @@ pub enum Listener {
 }
 
 impl Listener {
-    /// Where this listener listens, for logs.
-    pub fn describe(&self) -> String {
+    /// Where this listener listens, in socket-spec form (`inet:PORT@IP`,
+    /// `unix:/path`), for logs.
+    pub fn spec(&self) -> String {
         match self {
             Listener::Tcp(l) => match l.local_addr() {
                 Ok(SocketAddr::V6(a)) => format!("inet6:{}@[{}]", a.port(), a.ip()),

@@ -127,7 +127,7 @@ pub fn init(logging: &Logging) -> Result<Destination, LoggingError> {
         // call, as openlog requires; the flags and facility are plain ints.
         #[allow(unsafe_code)]
         unsafe {
-            libc::openlog(IDENT.as_ptr(), libc::LOG_PID | libc::LOG_NDELAY, facility)
+            libc::openlog(IDENT.as_ptr(), libc::LOG_PID | libc::LOG_NDELAY, facility);
         };
     }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -236,7 +236,7 @@ impl Drop for Line {
                 // call; "%s" makes syslog treat the message as data.
                 #[allow(unsafe_code)]
                 unsafe {
-                    libc::syslog(priority, c"%s".as_ptr(), message.as_ptr())
+                    libc::syslog(priority, c"%s".as_ptr(), message.as_ptr());
                 };
             }
         }

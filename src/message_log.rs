@@ -317,7 +317,7 @@ mod tests {
                 &TrustedBy::InternalHost,
                 &[signature("example.com", "default")],
                 Duration::from_micros(1234),
-            )
+            );
         });
         assert_eq!(out.lines().count(), 1, "{out}");
         for part in [
@@ -347,7 +347,7 @@ mod tests {
                 &TrustedBy::InternalHost,
                 &[signature("example.com", "default")],
                 Duration::ZERO,
-            )
+            );
         };
         assert_eq!(logged(false, "info", sign), "");
         assert!(logged(false, "debug", sign).contains("DEBUG"));
@@ -357,7 +357,7 @@ mod tests {
     fn log_why_adds_the_detail_the_short_reason_is_always_there() {
         let why = ConnectionReport::default();
         let out = logged(false, "info", || {
-            why.not_signed("Q1", &untrusted(), Duration::ZERO)
+            why.not_signed("Q1", &untrusted(), Duration::ZERO);
         });
         assert!(out.contains("reason=untrusted_origin"), "{out}");
         assert!(out.contains("is not internal"), "{out}");
@@ -368,7 +368,7 @@ mod tests {
         };
         let terse = Arc::new(Reporter::new(&logging, None)).connection();
         let out = logged(false, "info", || {
-            terse.not_signed("Q1", &untrusted(), Duration::ZERO)
+            terse.not_signed("Q1", &untrusted(), Duration::ZERO);
         });
         assert!(out.contains("reason=untrusted_origin"), "{out}");
         assert!(out.contains("queue_id=Q1"), "{out}");
@@ -388,7 +388,7 @@ mod tests {
                     signature("example.com", "ed"),
                 ],
                 Duration::from_millis(2),
-            )
+            );
         });
         let line: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
         assert_eq!(line["queue_id"], "4Bx1");

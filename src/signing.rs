@@ -149,7 +149,7 @@ impl Filter for SigningFilter {
     fn needs(&self) -> Needs {
         let policy = self.live.current();
         let with_macro_list = |base: &[&str]| {
-            let mut names: Vec<String> = base.iter().map(|s| s.to_string()).collect();
+            let mut names: Vec<String> = base.iter().map(ToString::to_string).collect();
             for rule in &policy.trust.macros {
                 let braced = format!("{{{}}}", rule.name);
                 let name = if rule.name.len() == 1 {

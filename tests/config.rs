@@ -75,7 +75,7 @@ impl Setup {
 }
 
 fn warnings(config: &Config) -> Vec<String> {
-    config.warnings.iter().map(|w| w.to_string()).collect()
+    config.warnings.iter().map(ToString::to_string).collect()
 }
 
 fn signing_keys(config: &Config, user: &str, domain: &str) -> Vec<String> {

@@ -702,7 +702,7 @@ async fn one_message(
         Duration::from_secs(10),
     );
     mta.negotiate(6).await.unwrap();
-    let values = milter::client::MacroValues::default();
+    let values = client::MacroValues::default();
     assert_eq!(mta.open_session(&values, "client").await.unwrap(), None);
     let message = testkit::message::load_test("a@example.com", "b@example.org", 100);
     let outcome = mta
@@ -840,7 +840,7 @@ fn a_panic_on_the_connection_task_answers_tempfail_is_logged_once_and_the_server
             shutdown.clone(),
         ));
         let target: SocketSpec = format!("inet:{port}@127.0.0.1").parse().unwrap();
-        let values = milter::client::MacroValues::default();
+        let values = client::MacroValues::default();
         let message = testkit::message::load_test("a@example.com", "b@example.org", 100);
         for n in 1..=4 {
             let mut mta = MilterClient::new(

@@ -68,7 +68,10 @@ impl Mail {
     }
 
     fn milter_log(&self) -> String {
-        self.milter.as_ref().map(|m| m.log()).unwrap_or_default()
+        self.milter
+            .as_ref()
+            .map(MilterProcess::log)
+            .unwrap_or_default()
     }
 }
 
@@ -315,7 +318,7 @@ fn awkward_messages_verify_after_postfix_delivers_them() {
         for verifier in Verifier::BOTH {
             let verdicts = verifier.verify(&received.data, &mail.sidecar.dns_records());
             assert!(
-                verdicts.len() == 2 && verdicts.iter().all(|v| v.passed()),
+                verdicts.len() == 2 && verdicts.iter().all(testkit::Verdict::passed),
                 "{what}: {verifier:?} says {verdicts:#?}\n{}",
                 received.text()
             );

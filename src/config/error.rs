@@ -247,7 +247,7 @@ mod tests {
                 ConfigError::KeyTableWithoutSigningTable { at: at(3) },
             ]),
         ]);
-        let lines: Vec<String> = e.problems().iter().map(|p| p.to_string()).collect();
+        let lines: Vec<String> = e.problems().iter().map(ToString::to_string).collect();
         assert_eq!(lines.len(), 3);
         assert!(lines[0].starts_with("/etc/opendkim.conf:1: "));
         assert!(lines[2].starts_with("/etc/opendkim.conf:3: "));

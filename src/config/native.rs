@@ -688,7 +688,7 @@ impl TomlFile {
             }
             None => DEFAULT_SIGNED_HEADERS
                 .iter()
-                .map(|s| s.to_string())
+                .map(ToString::to_string)
                 .collect(),
         };
         let omit = match &section.omit_headers {
@@ -701,7 +701,7 @@ impl TomlFile {
             }
             None => OPENDKIM_OMITTED_HEADERS
                 .iter()
-                .map(|s| s.to_string())
+                .map(ToString::to_string)
                 .collect(),
         };
         let oversign = match &section.oversign_headers {

@@ -322,7 +322,7 @@ impl ConfFile {
                 None => {
                     self.invalid(
                         "SyslogFacility",
-                        facility.to_string(),
+                        facility.clone(),
                         at,
                         "use a syslog facility such as mail, daemon or local0 to local7",
                     );
@@ -370,7 +370,7 @@ impl ConfFile {
                         _ => {
                             self.invalid(
                                 "Mode",
-                                value.to_string(),
+                                value.clone(),
                                 at.clone(),
                                 "Mode is made of s (sign) and v (verify), e.g. `Mode sv`",
                             );
@@ -402,7 +402,7 @@ impl ConfFile {
 
     fn data_set(&mut self, name: &str) -> Option<DataSet> {
         let (spec, at) = self.string(name)?;
-        let spec = spec.to_string();
+        let spec = spec.clone();
         match data_sets::open(&spec, &at, &self.base) {
             Ok((set, warnings)) => {
                 self.warnings.extend(warnings);
@@ -546,8 +546,8 @@ impl ConfFile {
                 (None, Some((selector, at))) => {
                     self.errors.push(ConfigError::SelectorWithoutKeyFile {
                         at: at.clone(),
-                        selector: selector.to_string(),
-                    })
+                        selector: selector.clone(),
+                    });
                 }
                 _ => {}
             }
@@ -557,7 +557,7 @@ impl ConfFile {
             }
         }
         let ((file, file_at), (selector, _)) = (key_file?, selector?);
-        let (file, selector) = (data_sets::resolve(&self.base, file), selector.to_string());
+        let (file, selector) = (data_sets::resolve(&self.base, file), selector.clone());
         let domains = match domain {
             Some(_) => self.domain_set("Domain").unwrap_or_default(),
             None => {
@@ -608,7 +608,7 @@ impl ConfFile {
             let (value, at) = self.string("MacroList").expect("MacroList is set");
             self.invalid(
                 "MacroList",
-                value.to_string(),
+                value.clone(),
                 at,
                 "MacroList must be a `file:` or `csl:` data set, as in OpenDKIM",
             );
@@ -658,7 +658,7 @@ impl ConfFile {
             Some((value, at)) => match parse_canonicalization(&value) {
                 Ok(pair) => pair,
                 Err(expected) => {
-                    self.invalid("Canonicalization", value.to_string(), at, &expected);
+                    self.invalid("Canonicalization", value.clone(), at, &expected);
                     (Canonicalization::Simple, Canonicalization::Simple)
                 }
             },
@@ -677,7 +677,7 @@ impl ConfFile {
                 ),
                 _ => self.invalid(
                     "SignatureAlgorithm",
-                    value.to_string(),
+                    value.clone(),
                     at,
                     "use rsa-sha256 (the default) or ed25519-sha256",
                 ),
@@ -692,7 +692,7 @@ impl ConfFile {
             }
             None => DEFAULT_SIGNED_HEADERS
                 .iter()
-                .map(|s| s.to_string())
+                .map(ToString::to_string)
                 .collect(),
         };
         let omit = match self.header_entries("OmitHeaders") {
@@ -704,7 +704,7 @@ impl ConfFile {
             }
             None => OPENDKIM_OMITTED_HEADERS
                 .iter()
-                .map(|s| s.to_string())
+                .map(ToString::to_string)
                 .collect(),
         };
         let oversign = match self.header_entries("OverSignHeaders") {
@@ -739,7 +739,7 @@ impl ConfFile {
             None => {
                 self.invalid(
                     name,
-                    value.to_string(),
+                    value.clone(),
                     at,
                     "use accept, discard, quarantine, reject or tempfail",
                 );
@@ -863,7 +863,7 @@ mod tests {
     }
 
     fn warnings(config: &Config) -> Vec<String> {
-        config.warnings.iter().map(|w| w.to_string()).collect()
+        config.warnings.iter().map(ToString::to_string).collect()
     }
 
     const TABLES: &str = "\

@@ -331,9 +331,9 @@ mod tests {
 
     #[test]
     fn names_are_found_without_regard_to_case() {
-        assert_eq!(lookup("keytable"), Some(("KeyTable", ValueType::Str)));
-        assert_eq!(lookup("UMASK"), Some(("UMask", ValueType::Int)));
-        assert_eq!(lookup("Userid"), Some(("UserID", ValueType::Str)));
+        assert_eq!(lookup("keytable"), Some(("KeyTable", Str)));
+        assert_eq!(lookup("UMASK"), Some(("UMask", Int)));
+        assert_eq!(lookup("Userid"), Some(("UserID", Str)));
         assert_eq!(lookup("TrustedHosts"), None);
     }
 

@@ -565,7 +565,7 @@ fn permission_denied_names_the_user_and_the_fix() {
 fn unreadable_key_file_reports_the_system_error() {
     let err = KeyError::Unreadable {
         path: PathBuf::from("/k"),
-        source: std::io::Error::from_raw_os_error(nix::libc::EIO),
+        source: io::Error::from_raw_os_error(libc::EIO),
     };
     assert!(
         err.to_string()

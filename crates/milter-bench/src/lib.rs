@@ -403,7 +403,9 @@ async fn connection_task(id: usize, shared: &RunState) -> TaskStats {
                         stats.latencies_ns.push((done - start).as_nanos() as u64);
                         stats.last_done = Some(done);
                     }
-                    let leading_space = client.agreement().is_some_and(|a| a.leading_space());
+                    let leading_space = client
+                        .agreement()
+                        .is_some_and(client::Agreement::leading_space);
                     record(shared, &mut stats, leading_space, outcome, counted).await;
                 }
                 Err(e) => {

@@ -96,10 +96,10 @@ impl Filter for Forger {
         eom
     }
     fn abort(&mut self) {
-        self.0.abort()
+        self.0.abort();
     }
     fn close(&mut self) {
-        self.0.close()
+        self.0.close();
     }
 }
 

@@ -85,7 +85,7 @@ fn decode(c: &mut Criterion) {
                 n += 1;
             }
             assert_eq!(n, count);
-        })
+        });
     });
     group.throughput(Throughput::Elements(1));
     let replies = [
@@ -108,7 +108,7 @@ fn decode(c: &mut Criterion) {
                 r.encode(&mut out).unwrap();
             }
             black_box(&out);
-        })
+        });
     });
     group.bench_function("encode_one_4k_message_as_the_mta", |bench| {
         let mut out = BytesMut::with_capacity(8192);
@@ -124,7 +124,7 @@ fn decode(c: &mut Criterion) {
                 c.encode(&mut out).unwrap();
             }
             black_box(&out);
-        })
+        });
     });
     group.finish();
 }

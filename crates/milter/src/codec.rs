@@ -1477,12 +1477,12 @@ pub(crate) mod tests {
                 proptest::collection::vec((arb_cstring(12), arb_cstring(12)), 0..4)
             )
                 .prop_map(|(stage, pairs)| Command::Macros { stage, pairs }),
-            (arb_cstring(20), any::<std::net::IpAddr>(), any::<u16>()).prop_map(
-                |(hostname, ip, port)| Command::Connect {
+            (arb_cstring(20), any::<IpAddr>(), any::<u16>()).prop_map(|(hostname, ip, port)| {
+                Command::Connect {
                     hostname,
                     address: ClientAddress::Ip(SocketAddr::new(ip, port)),
                 }
-            ),
+            }),
             (arb_cstring(20), arb_cstring(20)).prop_map(|(hostname, path)| Command::Connect {
                 hostname,
                 address: ClientAddress::Local(path),

@@ -285,7 +285,7 @@ mod tests {
         mta.write_all(&frame(b'B', &[b'y'; 65535])[..40_000])
             .await
             .unwrap();
-        let read = tokio::time::timeout(Duration::from_millis(20), conn.read_command()).await;
+        let read = timeout(Duration::from_millis(20), conn.read_command()).await;
         assert!(read.is_err(), "the frame is not complete yet");
         conn.release_idle_buffers();
         assert!(conn.has_partial_frame());

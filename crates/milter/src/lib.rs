@@ -202,7 +202,7 @@ where
                 }
             }
         } else {
-            match crate::panics::catch(|| session.handle(command, &mut replies)) {
+            match panics::catch(|| session.handle(command, &mut replies)) {
                 Ok(flow) => flow?,
                 Err(message) => {
                     if expects_reply {

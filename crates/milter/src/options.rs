@@ -241,7 +241,7 @@ impl Needs {
     /// asking for any list replaces the MTA's defaults at every stage).
     pub fn with_macros(mut self, stage: Stage, names: &[&str]) -> Needs {
         self.macros
-            .push((stage, names.iter().map(|n| n.to_string()).collect()));
+            .push((stage, names.iter().map(ToString::to_string).collect()));
         self
     }
 }

@@ -142,7 +142,7 @@ impl Drop for OpenConnection {
 
 /// One thread per processor the process may use.
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
+    std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
 }
 
 #[cfg(test)]

@@ -189,7 +189,7 @@ impl<F: Filter> Session<F> {
                 if bytes > super::macros::MAX_STAGE_BYTES {
                     return Err(ProtocolError::MacrosTooLarge { bytes });
                 }
-                self.macros.define(stage, pairs)
+                self.macros.define(stage, pairs);
             }
             Command::Connect { hostname, address } => {
                 self.end_transaction();
@@ -224,7 +224,7 @@ impl<F: Filter> Session<F> {
                     return Err(out_of_order("after the message content started"));
                 }
                 self.set_message(Some(Part::Envelope));
-                let verdict = self.call(wanted, Event::Data, |f, m| f.data(m));
+                let verdict = self.call(wanted, Event::Data, Filter::data);
                 answer(options, Event::Data, verdict, out);
             }
             Command::Unknown { line } => {
@@ -249,7 +249,7 @@ impl<F: Filter> Session<F> {
                     return Err(out_of_order("twice in one message"));
                 }
                 self.set_message(Some(Part::Body));
-                let verdict = self.call(wanted, Event::EndOfHeaders, |f, m| f.end_of_headers(m));
+                let verdict = self.call(wanted, Event::EndOfHeaders, Filter::end_of_headers);
                 answer(options, Event::EndOfHeaders, verdict, out);
             }
             Command::Body(chunk) => {
@@ -800,7 +800,7 @@ mod tests {
         let replies = run(&mut s, vec![offer(6)]);
         match &replies[0][0] {
             Reply::Negotiate { macros, .. } => {
-                assert_eq!(macros, &vec![(Stage::Mail, "{auth_type} i".to_string())])
+                assert_eq!(macros, &vec![(Stage::Mail, "{auth_type} i".to_string())]);
             }
             other => panic!("unexpected {other:?}"),
         }

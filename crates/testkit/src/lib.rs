@@ -142,7 +142,9 @@ fn ancestors_are_safe(dir: &Path) -> bool {
 /// The one port picker: servers that listen on TCP and UDP (DNS) use it too.
 pub fn free_local_addr() -> SocketAddr {
     static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
-    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let mut handed_out = HANDED_OUT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let handed_out = handed_out.get_or_insert_with(HashSet::new);
     loop {
         let probe = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind udp 127.0.0.1:0");
@@ -174,7 +176,7 @@ pub fn scratch_dir(purpose: &str) -> tempfile::TempDir {
 /// `chmod` that panics with the path on failure.
 pub fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
         .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", path.display()));
 }
 

@@ -42,7 +42,7 @@ impl OpenDkimSignerBuilder {
     /// OpenDKIM's). A list without 127.0.0.1 makes local test clients
     /// external: they get signed only when authenticated.
     pub fn internal_hosts(mut self, hosts: &[&str]) -> Self {
-        self.internal_hosts = hosts.iter().map(|host| host.to_string()).collect();
+        self.internal_hosts = hosts.iter().map(ToString::to_string).collect();
         self
     }
 

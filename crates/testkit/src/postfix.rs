@@ -279,7 +279,7 @@ impl PostfixBuilder {
             }
             lines.push(line);
         }
-        lines.extend(INTERNAL_SERVICES.iter().map(|line| line.to_string()));
+        lines.extend(INTERNAL_SERVICES.iter().map(ToString::to_string));
         lines.extend(self.master_cf.iter().cloned());
         lines
     }

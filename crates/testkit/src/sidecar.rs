@@ -35,7 +35,7 @@ impl SidecarBuilder {
 
     /// Replaces the InternalHosts list (default 127.0.0.1).
     pub fn internal_hosts(mut self, hosts: &[&str]) -> Self {
-        self.internal_hosts = hosts.iter().map(|h| h.to_string()).collect();
+        self.internal_hosts = hosts.iter().map(ToString::to_string).collect();
         self
     }
 

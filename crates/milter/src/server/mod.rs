@@ -338,7 +338,10 @@ impl Throttle {
     /// Count one event of `kind`; `Some(count)` when a line is due, with
     /// the events since the previous line, this one included.
     fn due(&self, kind: Kind) -> Option<u64> {
-        let mut kinds = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
+        let mut kinds = self
+            .kinds
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let seen = &mut kinds[kind as usize];
         seen.since_last_log += 1;
         let due = seen

@@ -356,7 +356,7 @@ impl Filter for SigningFilter {
                     .map(|sig| Modification::InsertHeader {
                         index: 0,
                         name: Bytes::from_static(SIGNATURE_FIELD.as_bytes()),
-                        value: Bytes::from(sig.value),
+                        value: milter_folding(&sig.value),
                     })
                     .collect();
                 if s.policy.software_header {
@@ -433,4 +433,10 @@ fn verdict_for(action: Action, what: &str) -> Verdict {
             text: format!("DKIM {what}, try again later"),
         }),
     }
+}
+
+/// A field value folded as the milter protocol wants it: Postfix takes
+/// folded values with bare LF and would turn a CRLF into `\r\r\n`.
+fn milter_folding(value: &str) -> Bytes {
+    Bytes::from(value.replace("\r\n", "\n"))
 }

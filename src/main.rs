@@ -95,6 +95,7 @@ fn run_daemon(args: &RunArgs) -> Result<ExitCode, String> {
             Some(spec) => Some(vec![spec.parse().map_err(|e| format!("--socket: {e}"))?]),
             None => None,
         },
+        ..Overrides::default()
     };
     let allow_root = args.allow_root;
     let metrics_listen = args.metrics_listen;
@@ -137,6 +138,7 @@ fn run_daemon(args: &RunArgs) -> Result<ExitCode, String> {
 fn run_sign(args: &SignArgs) -> Result<ExitCode, String> {
     let overrides = Overrides {
         sockets: Some(Vec::new()),
+        ..Overrides::default()
     };
     let config = match Config::load_with(&origin(&args.config), &overrides) {
         Ok(config) => config,

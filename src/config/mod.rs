@@ -155,6 +155,10 @@ pub struct Overrides {
     /// `run --socket`: listen here instead of the configured sockets (a
     /// configuration without a socket is then accepted).
     pub sockets: Option<Vec<SocketSpec>>,
+    /// The uid key files must belong to when the configuration names no
+    /// user (`rotate --signer-user`: the daemon runs as systemd's User=
+    /// while rotate runs as root). The configuration's own user wins.
+    pub signer_uid: Option<u32>,
 }
 
 impl Config {

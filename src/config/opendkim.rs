@@ -164,7 +164,12 @@ impl Reading {
                 .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
                 .unwrap_or(DEFAULT_MINIMUM_KEY_BITS),
             require_safe_keys: self.boolean("RequireSafeKeys").unwrap_or(true),
-            signer_uid: Some(service.1.unwrap_or_else(|| nix::unistd::geteuid().as_raw())),
+            signer_uid: Some(
+                service
+                    .1
+                    .or(overrides.signer_uid)
+                    .unwrap_or_else(|| nix::unistd::geteuid().as_raw()),
+            ),
         };
         let signing = self.signing(mode, &options);
         let trust = self.trust();
@@ -1107,6 +1112,7 @@ SigningTable refile:$DIR/SigningTable
         let path = dir.write("opendkim.conf", "Mode s\n");
         let overrides = Overrides {
             sockets: Some(vec!["inet:9999@127.0.0.1".parse().unwrap()]),
+            ..Overrides::default()
         };
         let origin = Origin {
             path,

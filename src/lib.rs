@@ -25,6 +25,7 @@ pub mod offline;
 pub mod panics;
 pub mod policy;
 pub mod report;
+pub mod rotate;
 pub mod server;
 pub mod signing;
 pub mod systemd;

@@ -30,6 +30,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run_daemon(&args),
         Command::Sign(args) => run_sign(&args),
         Command::Bench(args) => run_bench(&args),
+        Command::Rotate(args) => dkim_sidecar::rotate::main(&args),
     };
     match result {
         Ok(code) => code,

@@ -95,6 +95,11 @@ pub struct RotateArgs {
     #[arg(long, value_enum, default_value_t = ReloadChoice::Auto)]
     pub reload: ReloadChoice,
 
+    /// The daemon's metrics address (`run --metrics-listen`), to confirm
+    /// that its reload worked (default: the configuration's metrics_listen).
+    #[arg(long, value_name = "IP:PORT")]
+    pub daemon_metrics: Option<SocketAddr>,
+
     /// The unit `--reload systemd` reloads.
     #[arg(long, value_name = "UNIT", default_value = "dkim-sidecar.service")]
     pub systemd_unit: String,

@@ -140,6 +140,7 @@ fn options(args: &RotateArgs) -> Result<steps::Options, String> {
         update,
         nameserver: args.nameserver,
         reload: args.reload,
+        daemon_metrics: args.daemon_metrics,
         systemd_unit: args.systemd_unit.clone(),
         retire_record: args.retire_record,
         accept_edits: args.accept_edits,

@@ -55,6 +55,8 @@ pub struct Options {
     pub update: Option<DnsUpdate>,
     pub nameserver: Option<SocketAddr>,
     pub reload: ReloadChoice,
+    /// Where the daemon's metrics say whether its reload worked.
+    pub daemon_metrics: Option<SocketAddr>,
     pub systemd_unit: String,
     pub retire_record: RetireRecord,
     pub accept_edits: bool,
@@ -663,7 +665,7 @@ impl Run<'_> {
 
     /// Every authoritative server's answer for the new record; `Ok(lines)`
     /// when all serve a record that matches the key, `Err(lines)` saying
-    /// which do not and why.
+    /// which do not and why (then which do).
     fn record_served(&self, rotation: &Rotation) -> Result<Vec<String>, Vec<String>> {
         let name = record::record_name(&rotation.new.selector, &self.domain);
         let public = match load_key_file(
@@ -713,7 +715,11 @@ impl Run<'_> {
                 Err(why) => bad.push(format!("{server} {why}")),
             }
         }
-        if bad.is_empty() { Ok(good) } else { Err(bad) }
+        if bad.is_empty() {
+            return Ok(good);
+        }
+        bad.extend(good);
+        Err(bad)
     }
 
     fn check_hand_edits(&self, rotation: &Rotation, since: &str) -> Result<(), RotateError> {
@@ -721,12 +727,8 @@ impl Run<'_> {
             return Ok(());
         }
         for (path, expected) in &rotation.files {
-            let now = TextFile::read(Path::new(path)).map_err(|source| RotateError::Edit {
-                domain: self.domain.clone(),
-                step: "check",
-                source: Box::new(source),
-            })?;
-            if now.fingerprint() != *expected {
+            let now = TextFile::read(Path::new(path)).map(|f| f.fingerprint());
+            if !matches!(&now, Ok(fingerprint) if fingerprint == expected) {
                 return Err(RotateError::HandEdited {
                     domain: self.domain.clone(),
                     path: PathBuf::from(path),
@@ -895,7 +897,11 @@ impl Run<'_> {
                 ),
             ));
         }
-        match reload::reload(&method, self.config.service.metrics_listen) {
+        let metrics = self
+            .options
+            .daemon_metrics
+            .or(self.config.service.metrics_listen);
+        match reload::reload(&method, metrics) {
             Ok(reloaded) => Ok(reloaded),
             Err(source) => {
                 let undone = undo_all(replaced);
@@ -929,7 +935,16 @@ impl Run<'_> {
         } else {
             "retire"
         };
-        let mut after = rotation.files.clone();
+        // Every file rotate watches as it is now (hand edits were refused
+        // or accepted just before), the edited ones as they will be.
+        let mut after: BTreeMap<String, String> = rotation
+            .files
+            .keys()
+            .filter_map(|path| {
+                let file = TextFile::read(Path::new(path)).ok()?;
+                Some((path.clone(), file.fingerprint()))
+            })
+            .collect();
         for e in &edits {
             after.insert(
                 e.original.path.display().to_string(),

@@ -19,11 +19,14 @@
 
 // The helpers the tests without Postfix use; the scratch directories'
 // location is decided there.
+pub mod bind;
 #[path = "../common/mod.rs"]
 pub mod common;
 pub mod conversation;
 pub mod daemon;
 pub mod keys;
+pub mod knot;
+pub mod load;
 pub mod milter;
 pub mod opendkim;
 pub mod postfix;

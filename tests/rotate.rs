@@ -971,3 +971,158 @@ fn a_full_disk_leaves_the_tables_intact() {
     let out = site.rotate(&["--reload", "none"]);
     assert_exit(&out, 0, "activate: example.com now signs");
 }
+
+fn packaging(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
+    fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn the_timer_and_service_are_valid_units_installed_but_not_enabled() {
+    assert!(
+        Path::new("/usr/bin/systemd-analyze").exists(),
+        "systemd-analyze is missing: install the Debian package systemd"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let service = packaging("packaging/rotate/dkim-sidecar-rotate.service");
+    let timer = packaging("packaging/rotate/dkim-sidecar-rotate.timer");
+    // As installed, except that ExecStart names the binary this run built.
+    fs::write(
+        dir.path().join("dkim-sidecar-rotate.service"),
+        service.replace("/usr/bin/dkim-sidecar", BIN),
+    )
+    .unwrap();
+    fs::write(dir.path().join("dkim-sidecar-rotate.timer"), &timer).unwrap();
+    let out = Command::new("/usr/bin/systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(dir.path().join("dkim-sidecar-rotate.service"))
+        .arg(dir.path().join("dkim-sidecar-rotate.timer"))
+        .output()
+        .unwrap();
+    let said = common::stderr(&out) + &common::stdout(&out);
+    assert!(out.status.success() && said.trim().is_empty(), "{said}");
+
+    // The service runs rotate for every domain, as the packaged daemon's
+    // user, reloading the packaged service; the timer runs it daily.
+    let exec = service
+        .lines()
+        .find(|l| l.starts_with("ExecStart="))
+        .unwrap();
+    for part in [
+        "/usr/bin/dkim-sidecar rotate",
+        "--all",
+        "--signer-user dkim-sidecar",
+        "--reload systemd",
+        "$DKIM_SIDECAR_ROTATE_OPTIONS",
+    ] {
+        assert!(exec.contains(part), "{exec}");
+    }
+    assert!(service.contains("\nType=oneshot\n"));
+    assert!(service.contains("\nEnvironmentFile=-/etc/default/dkim-sidecar-rotate\n"));
+    assert!(
+        !service.contains("[Install]"),
+        "the service is started by the timer only"
+    );
+    assert!(timer.contains("\nOnCalendar=daily\n") && timer.contains("\nPersistent=true\n"));
+    // The command line the service runs is one rotate accepts.
+    let default_config = "-c /etc/dkim-sidecar/dkim-sidecar.toml";
+    assert!(service.contains(&format!("DKIM_SIDECAR_CONFIG={default_config}")));
+    let mut args: Vec<&str> = exec["ExecStart=/usr/bin/dkim-sidecar ".len()..]
+        .split_whitespace()
+        .filter(|w| !w.starts_with('$'))
+        .collect();
+    args.splice(1..1, default_config.split_whitespace());
+    args.push("--help");
+    let out = common::sidecar(&args, Path::new("/"));
+    assert!(out.status.success(), "{args:?}: {}", common::stderr(&out));
+
+    // Installed by the package as plain files (not enabled), with the
+    // example settings.
+    let manifest = packaging("Cargo.toml");
+    assert!(manifest.contains(
+        "[\"packaging/rotate/dkim-sidecar-rotate.*\", \"usr/lib/systemd/system/\", \"644\"]"
+    ));
+    assert!(
+        manifest.contains("[\"packaging/examples/*\", \"usr/share/doc/dkim-sidecar/examples/\"")
+    );
+    let example = packaging("packaging/examples/dkim-sidecar-rotate.default");
+    assert!(example.contains("DKIM_SIDECAR_ROTATE_OPTIONS="));
+}
+
+#[test]
+fn the_timer_command_changes_nothing_when_nothing_is_due_and_prepares_what_is() {
+    let site = Site::new(Layout::Tables);
+    let tables = site.snapshot(&site.tables());
+    let all = |extra: &[&str]| {
+        let mut args = vec!["rotate", "-x", site.config.to_str().unwrap(), "--all"];
+        args.extend_from_slice(&["--reload", "none"]);
+        args.extend_from_slice(extra);
+        common::sidecar(&args, site.root())
+    };
+    for _ in 0..2 {
+        let out = all(&[]);
+        assert_exit(&out, 0, "example.com: nothing due: key default (rsa)");
+        assert_eq!(site.snapshot(&site.tables()), tables);
+        assert!(!site.keys.join("example.com.rotation").exists());
+    }
+    // A key older than --max-age is due.
+    let out = all(&["--max-age", "0s"]);
+    assert_exit(&out, 0, "example.com: prepare: wrote");
+    assert_eq!(site.stage(), "prepared");
+    assert_eq!(
+        site.snapshot(&site.tables()),
+        tables,
+        "prepare edits no table"
+    );
+}
+
+#[test]
+fn a_daemon_that_cannot_be_reloaded_gets_its_old_tables_back() {
+    let site = published_site();
+    let tables = site.snapshot(&site.tables());
+    // The PidFile names no running daemon.
+    let out = site.rotate(&["--reload", "pidfile"]);
+    assert_exit(&out, 1, "cannot read the daemon's PID file");
+    assert_exit(&out, 1, "the previous tables were put back");
+    assert_eq!(site.snapshot(&site.tables()), tables);
+    assert_eq!(site.stage(), "published");
+    // A PID file left by something else is not signalled.
+    fs::write(
+        site.root().join("dkim-sidecar.pid"),
+        format!("{}\n", std::process::id()),
+    )
+    .unwrap();
+    let out = site.rotate(&["--reload", "pidfile"]);
+    assert_exit(&out, 1, "not dkim-sidecar (a stale PID file?)");
+    assert_eq!(site.snapshot(&site.tables()), tables);
+    let _daemon = site.start_daemon();
+    let metrics = site.metrics.to_string();
+    let out = site.rotate(&["--reload", "pidfile", "--daemon-metrics", &metrics]);
+    assert_exit(&out, 0, "its metrics confirm the reload");
+}
+
+#[test]
+fn new_keys_belong_to_the_signing_user() {
+    // The daemon runs as `nobody` (systemd's User=, not in the
+    // configuration); rotate runs as root.
+    let site = Site::new(Layout::Tables);
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    for path in [site.keys.clone(), site.keys.join("default.private")] {
+        std::os::unix::fs::chown(&path, Some(nobody.uid.as_raw()), Some(nobody.gid.as_raw()))
+            .unwrap();
+    }
+    // Checked as root, nobody's key is refused, as the daemon would refuse
+    // it if it ran as root.
+    let out = site.rotate(&["--now", "--reload", "none"]);
+    assert_exit(&out, 1, "does not load, so rotate changes nothing");
+    let out = site.rotate(&["--now", "--reload", "none", "--signer-user", "nobody"]);
+    assert_exit(&out, 0, "prepare: wrote");
+    use std::os::unix::fs::MetadataExt as _;
+    let new = site.keys.join(format!("{}.private", site.new_selector()));
+    let meta = fs::metadata(&new).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (nobody.uid.as_raw(), nobody.gid.as_raw())
+    );
+    assert_eq!(meta.mode() & 0o777, 0o600);
+}

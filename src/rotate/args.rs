@@ -16,7 +16,8 @@ pub enum ReloadChoice {
     Auto,
     /// SIGHUP to the process in the configuration's PidFile.
     Pidfile,
-    /// `systemctl reload` (see --systemd-unit).
+    /// `systemctl try-reload-or-restart` (see --systemd-unit): a reload
+    /// when the service runs, nothing when it does not.
     Systemd,
     /// Do not reload; say so (the daemon keeps the old key until reloaded).
     None,

@@ -1,5 +1,7 @@
 //! Making the running daemon read the switched tables: SIGHUP to the
-//! process its PidFile names, or `systemctl reload`.
+//! process its PidFile names, or systemd's reload (`try-reload-or-restart`,
+//! which leaves a stopped service stopped; the unit reloads, never
+//! restarts).
 //!
 //! When the configuration serves metrics, the daemon's own reload
 //! counters say whether the reload worked, and a reload that failed is
@@ -22,7 +24,8 @@ const CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
 pub enum ReloadMethod {
     /// SIGHUP to the PID in this file (OpenDKIM's PidFile).
     PidFile(PathBuf),
-    /// `systemctl reload UNIT`.
+    /// `systemctl try-reload-or-restart UNIT`: a reload when the daemon
+    /// runs, nothing when it does not (it reads the tables when it starts).
     Systemd(String),
     /// The administrator reloads (or `run --watch-interval` notices).
     None,
@@ -60,7 +63,7 @@ pub enum ReloadError {
     },
     #[error("cannot signal pid {pid}: {detail}")]
     Signal { pid: i32, detail: String },
-    #[error("`systemctl reload {unit}` failed: {detail}")]
+    #[error("`systemctl try-reload-or-restart {unit}` failed: {detail}")]
     Systemctl { unit: String, detail: String },
     #[error(
         "the daemon says its reload failed (metrics at {addr}): it keeps signing with the \
@@ -92,7 +95,7 @@ pub fn reload(method: &ReloadMethod, metrics: Option<SocketAddr>) -> Result<Relo
         }
         ReloadMethod::Systemd(unit) => {
             let out = std::process::Command::new("systemctl")
-                .args(["reload", unit])
+                .args(["try-reload-or-restart", unit])
                 .output()
                 .map_err(|e| ReloadError::Systemctl {
                     unit: unit.clone(),
@@ -104,7 +107,7 @@ pub fn reload(method: &ReloadMethod, metrics: Option<SocketAddr>) -> Result<Relo
                     detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
                 });
             }
-            format!("ran `systemctl reload {unit}`")
+            format!("ran `systemctl try-reload-or-restart {unit}`")
         }
     };
     let (Some(addr), Some((ok_before, failed_before))) = (metrics, before) else {

@@ -1126,3 +1126,58 @@ fn new_keys_belong_to_the_signing_user() {
     );
     assert_eq!(meta.mode() & 0o777, 0o600);
 }
+
+#[test]
+fn a_key_the_signing_table_reaches_through_percent_is_switched_in_place() {
+    let site = Site::new(Layout::Tables);
+    let key_table = site.tables().join("KeyTable");
+    let signing_table = site.tables().join("SigningTable");
+    fs::write(
+        &key_table,
+        format!(
+            "# named after the domain, for the % below
+             example.com\texample.com:default:{}/default.private
+",
+            site.keys.display()
+        ),
+    )
+    .unwrap();
+    fs::write(&signing_table, "*@example.com %\n").unwrap();
+    let key = site.bind.update_key();
+    let none = ["--reload", "none", "--overlap", "0s"];
+    assert_exit(
+        &site.rotate_dns(&key, &["--now", "--reload", "none"]),
+        0,
+        "prepare",
+    );
+    assert_eq!(site.state()["switch"].as_str(), Some("in-place"));
+    assert_exit(&site.rotate_dns(&key, &none), 0, "publish: added");
+    let out = site.rotate_dns(&key, &none);
+    assert_exit(&out, 0, "activate: example.com now signs");
+    let new = site.new_selector();
+    assert_eq!(
+        fs::read_to_string(&key_table).unwrap(),
+        format!(
+            "# named after the domain, for the % below
+             example.com\texample.com:{new}:{}/{new}.private
+",
+            site.keys.display()
+        )
+    );
+    assert_eq!(
+        fs::read_to_string(&signing_table).unwrap(),
+        "*@example.com %\n"
+    );
+    let out = site.rotate_dns(&key, &none);
+    assert_exit(
+        &out,
+        0,
+        "retire: revoked (empty p=) default._domainkey.example.com",
+    );
+    assert!(
+        !common::stdout(&out).contains("removed"),
+        "no KeyTable line to remove: {}",
+        common::stdout(&out)
+    );
+    assert!(site.keys.join("archive/default.private").exists());
+}

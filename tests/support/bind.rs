@@ -1,8 +1,10 @@
 //! A private BIND 9 (`named`, Debian package bind9) on loopback, primary
-//! for one test zone, with a TSIG key allowed to update it (RFC 2136). Its
-//! secondaries, when a test wants them, are Knot DNS ([`super::knot`]):
-//! named only listens on addresses configured on an interface, and the
-//! tests must not add any, while knotd binds any loopback address.
+//! for one test zone, with a TSIG key allowed to update the TXT records
+//! under `_domainkey` (RFC 2136; the `update-policy` grant that
+//! docs/operations.md shows). Its secondaries, when a test wants them, are
+//! Knot DNS ([`super::knot`]): named only listens on addresses configured
+//! on an interface, and the tests must not add any, while knotd binds any
+//! loopback address.
 //!
 //! ```text
 //! let bind = Bind::primary("example.com").record("default._domainkey IN TXT \"v=DKIM1; ...\"").start();
@@ -25,7 +27,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-/// The name of the key the zone accepts updates from.
+/// The name of the key the zone accepts updates of `_domainkey` TXT from.
 pub const UPDATE_KEY: &str = "rotate-key";
 /// A key the server knows but does not let update the zone.
 pub const OTHER_KEY: &str = "other-key";
@@ -149,7 +151,8 @@ impl BindBuilder {
         std::fs::write(path.join("zone.db"), zone_file).unwrap();
         let zone_clause = format!(
             "zone \"{zone}\" {{\n  type primary;\n  file \"{}/zone.db\";\n  \
-             allow-update {{ key \"{UPDATE_KEY}\"; }};\n  allow-transfer {{ any; }};\n  \
+             update-policy {{ grant {UPDATE_KEY} subdomain _domainkey.{zone}. TXT; }};\n  \
+             allow-transfer {{ any; }};\n  \
              notify no;\n}};\n",
             path.display(),
         );

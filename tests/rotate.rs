@@ -1181,3 +1181,42 @@ fn a_key_the_signing_table_reaches_through_percent_is_switched_in_place() {
     );
     assert!(site.keys.join("archive/default.private").exists());
 }
+
+#[test]
+fn retire_never_revokes_a_record_the_tables_sign_with_again() {
+    let site = Site::new(Layout::Tables);
+    let key = site.bind.update_key();
+    let none = ["--reload", "none", "--overlap", "0s"];
+    assert_exit(
+        &site.rotate_dns(&key, &["--now", "--reload", "none"]),
+        0,
+        "prepare",
+    );
+    assert_exit(&site.rotate_dns(&key, &none), 0, "publish: added");
+    assert_exit(
+        &site.rotate_dns(&key, &none),
+        0,
+        "activate: example.com now signs",
+    );
+    let published = site.bind.txt("default._domainkey.example.com").unwrap();
+    // The administrator goes back to the old key during the overlap.
+    let signing_table = site.tables().join("SigningTable");
+    fs::write(
+        &signing_table,
+        "# Who signs with which key\n*@example.com  default._domainkey.example.com\n",
+    )
+    .unwrap();
+    let tables = site.snapshot(&site.tables());
+    let out = site.rotate_dns(&key, &none);
+    assert_exit(&out, 1, "changed since rotate's last step");
+    let out = site.rotate_dns(&key, &[&none[..], &["--accept-edits"]].concat());
+    assert_exit(&out, 1, "signs with selector default again");
+    assert_eq!(
+        site.bind.txt("default._domainkey.example.com").as_deref(),
+        Some(published.as_str()),
+        "the old record is untouched"
+    );
+    assert_eq!(site.snapshot(&site.tables()), tables);
+    assert!(site.keys.join("default.private").exists());
+    assert_eq!(site.stage(), "active");
+}

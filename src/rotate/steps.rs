@@ -29,7 +29,7 @@ use crate::config::{Config, ConfigError, Origin, Overrides};
 use crate::keys::generate::{KeygenError, KeygenRequest, keygen};
 use crate::keys::record::{self, RecordOptions};
 use crate::keys::testkey::{Verdict, judge};
-use crate::keys::{KeyType, LoadOptions, load_key_file};
+use crate::keys::{KeyType, LoadOptions, PrivateKey, load_key_file};
 
 use super::args::{ReloadChoice, RetireRecord};
 use super::clock::{Span, Timestamp};
@@ -170,6 +170,19 @@ pub fn rotate_domain(options: &Options, domain: &str) -> Result<Report, RotateEr
     let (keys, refused) = keys_of(&config, &domain);
     let state_file = state_file_for(&config, &domain, &keys, &refused)?;
     let _lock = state_file.lock()?;
+    // Read again under the lock: a rotation that held it may have switched
+    // the tables since.
+    let config = load_config(options)?;
+    let (keys, refused) = keys_of(&config, &domain);
+    if state_file_for(&config, &domain, &keys, &refused)? != state_file {
+        return Err(RotateError::Refused {
+            domain,
+            step: "lock",
+            detail: "the domain's keys moved to another directory while rotate waited; run \
+                     rotate again"
+                .to_string(),
+        });
+    }
     let run = Run {
         options,
         config,
@@ -589,7 +602,8 @@ impl Run<'_> {
                 ),
             ));
         }
-        let text = record_text_of(&txt);
+        let public = self.new_public_key(&rotation, "publish")?;
+        let text = record_text_for(&txt, &public);
         let name = record::record_name(&rotation.new.selector, &self.domain);
         let mut lines = Vec::new();
         let via = match &self.options.update {
@@ -666,19 +680,12 @@ impl Run<'_> {
     /// Every authoritative server's answer for the new record; `Ok(lines)`
     /// when all serve a record that matches the key, `Err(lines)` saying
     /// which do not and why (then which do).
-    fn record_served(&self, rotation: &Rotation) -> Result<Vec<String>, Vec<String>> {
+    fn record_served(
+        &self,
+        rotation: &Rotation,
+        public: &PrivateKey,
+    ) -> Result<Vec<String>, Vec<String>> {
         let name = record::record_name(&rotation.new.selector, &self.domain);
-        let public = match load_key_file(
-            &rotation.new.key_file,
-            &LoadOptions {
-                require_safe_keys: false,
-                signer_uid: None,
-                ..LoadOptions::default()
-            },
-        ) {
-            Ok(loaded) => loaded.key,
-            Err(e) => return Err(vec![format!("the new key cannot be read: {e}")]),
-        };
         let resolver = match self.options.nameserver {
             Some(ns) => ns,
             None => dns::system_resolver().map_err(|e| vec![e])?,
@@ -720,6 +727,30 @@ impl Run<'_> {
         }
         bad.extend(good);
         Err(bad)
+    }
+
+    /// The new key, read only for its public half.
+    fn new_public_key(
+        &self,
+        rotation: &Rotation,
+        step: &'static str,
+    ) -> Result<std::sync::Arc<PrivateKey>, RotateError> {
+        let options = LoadOptions {
+            require_safe_keys: false,
+            signer_uid: None,
+            ..LoadOptions::default()
+        };
+        load_key_file(&rotation.new.key_file, &options)
+            .map(|loaded| loaded.key)
+            .map_err(|e| {
+                self.refused(
+                    step,
+                    format!(
+                        "the new key cannot be read ({e}); move {} away to start over",
+                        self.state_file.path.display()
+                    ),
+                )
+            })
     }
 
     fn check_hand_edits(&self, rotation: &Rotation, since: &str) -> Result<(), RotateError> {
@@ -765,7 +796,8 @@ impl Run<'_> {
         let served = if resumed {
             Vec::new()
         } else {
-            match self.record_served(&rotation) {
+            let public = self.new_public_key(&rotation, "activate")?;
+            match self.record_served(&rotation, &public) {
                 Ok(lines) => lines,
                 Err(why) => {
                     let mut lines = vec![format!(
@@ -1063,6 +1095,38 @@ impl Run<'_> {
         if !resumed {
             self.check_hand_edits(&rotation, &since)?;
         }
+        // Never revoke a record the configuration signs with.
+        if let Some(user) = self
+            .keys
+            .iter()
+            .find(|k| k.selector == rotation.old.selector)
+        {
+            return Err(self.refused(
+                "retire",
+                format!(
+                    "the configuration signs with selector {} again (key {}); rotate does not \
+                     revoke a record in use: point the signing at {} (or start a new rotation \
+                     after moving {} away)",
+                    rotation.old.selector,
+                    user.key_name,
+                    rotation.new.key_name,
+                    self.state_file.path.display()
+                ),
+            ));
+        }
+        // The old KeyTable line, now unused: planned (and checked) before
+        // anything changes.
+        let table_edit = if rotation.switch == Switch::NewEntry && !resumed {
+            home::plan_retirement(&self.config, &rotation.old, &self.domain).map_err(|source| {
+                RotateError::Plan {
+                    domain: self.domain.clone(),
+                    step: "retire",
+                    source: Box::new(source),
+                }
+            })?
+        } else {
+            None
+        };
         let mut lines = Vec::new();
         // DNS first: if the server refuses, nothing has changed.
         let via = match &self.options.update {
@@ -1094,21 +1158,11 @@ impl Run<'_> {
                 "by hand".to_string()
             }
         };
-        // The old KeyTable line, now unused.
-        if rotation.switch == Switch::NewEntry && !resumed {
-            let edit = home::plan_retirement(&self.config, &rotation.old, &self.domain).map_err(
-                |source| RotateError::Plan {
-                    domain: self.domain.clone(),
-                    step: "retire",
-                    source: Box::new(source),
-                },
-            )?;
-            if let Some(edit) = edit {
-                let (files, reloaded) =
-                    self.switch(&mut rotation, vec![edit], Stage::Retired, &mut lines)?;
-                rotation.files = files;
-                lines.push(describe_reload(&reloaded));
-            }
+        if let Some(edit) = table_edit {
+            let (files, reloaded) =
+                self.switch(&mut rotation, vec![edit], Stage::Retired, &mut lines)?;
+            rotation.files = files;
+            lines.push(describe_reload(&reloaded));
         }
         lines.extend(self.archive(&rotation)?);
         rotation.stage = Stage::Retired;
@@ -1229,6 +1283,22 @@ fn record_text_of(txt: &Path) -> String {
     std::fs::read_to_string(txt)
         .map(|t| record::text_from_file_contents(&t))
         .unwrap_or_default()
+}
+
+/// The record to publish for `key`: its `.txt` when that holds a record
+/// that matches the key, else one made from the key (`h=sha256`).
+fn record_text_for(txt: &Path, key: &PrivateKey) -> String {
+    let text = record_text_of(txt);
+    let fits = record::parse_record(&text)
+        .is_ok_and(|r| judge(&r, key.key_type(), key.public_key()) == Verdict::KeyOk);
+    if fits {
+        return text;
+    }
+    let options = RecordOptions {
+        hash_algorithms: Some("sha256".to_string()),
+        ..RecordOptions::default()
+    };
+    record::record_text(key.key_type(), &key.public_key_base64(), &options)
 }
 
 /// The new record's tags like the old one's (`t=s`, `t=y`, `s=email`), with

@@ -1220,3 +1220,48 @@ fn retire_never_revokes_a_record_the_tables_sign_with_again() {
     assert!(site.keys.join("default.private").exists());
     assert_eq!(site.stage(), "active");
 }
+
+#[test]
+fn keys_rotate_cannot_switch_safely_are_refused_with_what_to_change() {
+    let site = Site::new(Layout::Tables);
+    let key_table = site.tables().join("KeyTable");
+    let signing_table = site.tables().join("SigningTable");
+    // One entry for every sender's domain.
+    fs::write(
+        &key_table,
+        format!("any %:default:{}/default.private\n", site.keys.display()),
+    )
+    .unwrap();
+    fs::write(&signing_table, "*@example.com any\n").unwrap();
+    let out = site.rotate(&["--now", "--reload", "none"]);
+    assert_exit(&out, 1, "signs for every sender's domain (%)");
+    assert_exit(&out, 1, "give that domain an entry of its own");
+    // A domain nothing signs for.
+    fs::write(
+        &key_table,
+        format!(
+            "k example.com:default:{}/default.private\n",
+            site.keys.display()
+        ),
+    )
+    .unwrap();
+    fs::write(&signing_table, "*@example.com k\n").unwrap();
+    let out = common::sidecar(
+        &[
+            "rotate",
+            "-x",
+            site.config.to_str().unwrap(),
+            "--domain",
+            "example.net",
+        ],
+        site.root(),
+    );
+    assert_exit(&out, 1, "example.net: no key signs for it in");
+    assert_exit(&out, 1, "(domains with keys: example.com)");
+    assert!(!site.keys.join("example.com.rotation").exists());
+    assert_eq!(
+        fs::read_dir(&site.keys).unwrap().count(),
+        1,
+        "nothing written"
+    );
+}

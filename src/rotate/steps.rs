@@ -229,7 +229,11 @@ fn keys_of(config: &Config, domain: &str) -> (Vec<ConfiguredKey>, Vec<Unrotatabl
         keys.into_iter()
             .filter(|k| k.domain == domain && in_use(k))
             .collect(),
-        refused.into_iter().filter(|r| r.domain == domain).collect(),
+        // `%` entries sign for every domain: they concern this one too.
+        refused
+            .into_iter()
+            .filter(|r| r.domain == domain || r.domain == "%")
+            .collect(),
     )
 }
 

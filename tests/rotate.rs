@@ -1265,3 +1265,40 @@ fn keys_rotate_cannot_switch_safely_are_refused_with_what_to_change() {
         "nothing written"
     );
 }
+
+#[test]
+fn a_switch_whose_record_was_lost_is_recognised_not_taken_for_a_hand_edit() {
+    // A run that switched the tables and then died before recording it
+    // leaves the state at "published" with the switch pending: the state
+    // as it was is rebuilt here from a real activation.
+    let site = published_site();
+    let state_path = site.keys.join("example.com.rotation");
+    let published_state = fs::read_to_string(&state_path).unwrap();
+    let out = site.rotate(&["--reload", "none"]);
+    assert_exit(&out, 0, "activate: example.com now signs");
+    let active: toml::Table = toml::from_str(&fs::read_to_string(&state_path).unwrap()).unwrap();
+    let mut crashed: toml::Table = toml::from_str(&published_state).unwrap();
+    let mut pending = toml::Table::new();
+    pending.insert("to".into(), "active".into());
+    pending.insert("files".into(), active["files"].clone());
+    crashed.insert("pending".into(), toml::Value::Table(pending));
+    fs::write(&state_path, toml::to_string(&crashed).unwrap()).unwrap();
+    let tables = site.snapshot(&site.tables());
+
+    let out = site.rotate(&["--reload", "none"]);
+    assert_exit(
+        &out,
+        0,
+        "activate: the tables were switched by an earlier run",
+    );
+    assert_eq!(site.stage(), "active");
+    assert!(site.state().get("pending").is_none());
+    assert_eq!(
+        site.snapshot(&site.tables()),
+        tables,
+        "switched once, not twice"
+    );
+    // From there the rotation goes on as usual.
+    let out = site.rotate(&["--reload", "none"]);
+    assert_exit(&out, 0, "nothing due");
+}

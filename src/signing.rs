@@ -18,13 +18,13 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 
 use crate::dkim::{HeaderBlock, MessageSigning, SIGNATURE_FIELD};
-use crate::milter::macros::postfix_defaults;
-use crate::milter::{
+use crate::message_log::{ConnectionReport, Failure};
+use crate::policy::{Action, Decision, MacroLookup, MessageFacts, Policy, TrustedBy};
+use milter::postfix::default_macros;
+use milter::{
     Actions, Client, EndOfMessage, Event, EventSet, Filter, Macros, Modification, Needs, SmtpReply,
     Stage, Verdict,
 };
-use crate::policy::{Action, Decision, MacroLookup, MessageFacts, Policy, TrustedBy};
-use crate::report::{ConnectionReport, Failure};
 
 /// The policy in force, replaced whole on reload.
 #[derive(Debug)]
@@ -149,7 +149,7 @@ impl Filter for SigningFilter {
     fn needs(&self) -> Needs {
         let policy = self.live.current();
         let with_macro_list = |base: &[&str]| {
-            let mut names: Vec<String> = base.iter().map(|s| s.to_string()).collect();
+            let mut names: Vec<String> = base.iter().map(ToString::to_string).collect();
             for rule in &policy.trust.macros {
                 let braced = format!("{{{}}}", rule.name);
                 let name = if rule.name.len() == 1 {
@@ -163,39 +163,28 @@ impl Filter for SigningFilter {
             }
             names
         };
-        Needs {
-            actions: Actions::ADD_HEADERS,
-            events: EventSet::of(&[
-                Event::Connect,
-                Event::Mail,
-                Event::Rcpt,
-                Event::Header,
-                Event::EndOfHeaders,
-                Event::Body,
-            ]),
-            replies: EventSet::of(&[Event::Connect, Event::EndOfHeaders]),
-            // Postfix's defaults, asked for explicitly (asking for any list
-            // replaces its defaults for every stage), without HELO's TLS
-            // macros, which nothing here uses.
-            macros: [
-                Stage::Connect,
-                Stage::Helo,
-                Stage::Mail,
-                Stage::Rcpt,
-                Stage::Data,
-                Stage::EndOfHeaders,
-                Stage::EndOfMessage,
-            ]
-            .into_iter()
-            .map(|stage| {
-                let base = match stage {
-                    Stage::Helo => &[][..],
-                    _ => postfix_defaults(stage),
-                };
-                (stage, with_macro_list(base))
-            })
-            .collect(),
-        }
+        let needs = Needs::seeing(EventSet::of(&[
+            Event::Connect,
+            Event::Mail,
+            Event::Rcpt,
+            Event::Header,
+            Event::EndOfHeaders,
+            Event::Body,
+        ]))
+        .answering(EventSet::of(&[Event::Connect, Event::EndOfHeaders]))
+        .modifying(Actions::ADD_HEADERS);
+        // Postfix's defaults, asked for explicitly (asking for any list
+        // replaces its defaults for every stage), without HELO's TLS
+        // macros, which nothing here uses.
+        Stage::REQUESTABLE.into_iter().fold(needs, |needs, stage| {
+            let base = match stage {
+                Stage::Helo => &[][..],
+                _ => default_macros(stage),
+            };
+            let names = with_macro_list(base);
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            needs.with_macros(stage, &names)
+        })
     }
 
     fn connect(&mut self, client: &Client, _macros: &Macros) -> Verdict {

@@ -13,19 +13,18 @@
 //! Needs root (named, mounts) and the packages `.ci/install-deps`
 //! installs. No test asserts a timing: instants only order events.
 
-mod support;
-
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use support::bind::{Bind, BindBuilder};
-use support::common::{self, BIN};
-use support::knot::Knot;
-use support::load::{LiveVerifier, Load, sign_one};
-use support::{MilterProcess, MilterSocket, set_mode};
+use testkit::bind::{Bind, BindBuilder};
+use testkit::command as common;
+use testkit::knot::Knot;
+use testkit::load::{LiveVerifier, Load, sign_one};
+use testkit::openssl::{openssl_ed25519_p, openssl_rsa_p};
+use testkit::{MilterProcess, MilterSocket, set_mode};
 
 const DOMAIN: &str = "example.com";
 /// Exit status of `rotate` when activation waits for DNS.
@@ -78,8 +77,8 @@ impl Site {
 
     /// A site whose BIND is built by `bind` from the primary's builder.
     fn with_bind(layout: Layout, bind: impl FnOnce(BindBuilder) -> BindBuilder) -> Site {
-        support::require_root();
-        let dir = support::scratch_dir("rotate");
+        testkit::require_root();
+        let dir = testkit::scratch_dir("rotate");
         let root = dir.path().to_path_buf();
         let keys = root.join("keys");
         fs::create_dir(&keys).unwrap();
@@ -89,23 +88,16 @@ impl Site {
             &rsa,
             &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
         );
-        let mut builder = Bind::primary(DOMAIN).record(&zone_record(
-            "default",
-            "rsa",
-            &common::openssl_rsa_p(&rsa),
-        ));
+        let mut builder =
+            Bind::primary(DOMAIN).record(&zone_record("default", "rsa", &openssl_rsa_p(&rsa)));
         if layout == Layout::Toml {
             let ed = keys.join("ed.private");
             openssl_key(&ed, &["-algorithm", "ED25519"]);
-            builder = builder.record(&zone_record(
-                "ed",
-                "ed25519",
-                &common::openssl_ed25519_p(&ed),
-            ));
+            builder = builder.record(&zone_record("ed", "ed25519", &openssl_ed25519_p(&ed)));
         }
         let bind = bind(builder).start();
-        let milter = support::free_local_addr();
-        let metrics = support::free_local_addr();
+        let milter = testkit::free_local_addr();
+        let metrics = testkit::free_local_addr();
         let pid_file = root.join("dkim-sidecar.pid");
         let config = match layout {
             Layout::Tables => {
@@ -203,7 +195,7 @@ impl Site {
         ];
         args.extend_from_slice(extra);
         let out = common::sidecar(&args, self.root());
-        if support::show_logs() || std::env::var_os("HARNESS_LOGS").is_some() {
+        if testkit::show_logs() || std::env::var_os("HARNESS_LOGS").is_some() {
             eprintln!(
                 "$ dkim-sidecar {}\n{}{}[exit {:?}]",
                 args.join(" "),
@@ -273,7 +265,7 @@ impl Site {
             &socket,
             &self.root().join("daemon.log"),
             |socket| {
-                let mut command = Command::new(BIN);
+                let mut command = Command::new(testkit::binary());
                 command
                     .arg("run")
                     .arg(flag)
@@ -586,7 +578,7 @@ fn an_update_the_server_refuses_changes_nothing_and_says_why() {
     let keygen = common::run_ok(
         "/usr/sbin/tsig-keygen",
         "bind9",
-        &["-a", "hmac-sha256", support::bind::UPDATE_KEY],
+        &["-a", "hmac-sha256", testkit::bind::UPDATE_KEY],
         Path::new("/"),
     );
     fs::write(&wrong_secret, &keygen.stdout).unwrap();
@@ -670,7 +662,7 @@ fn activation_waits_for_a_record_that_never_appears_and_says_why() {
         &other,
         &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
     );
-    let p = common::openssl_rsa_p(&other);
+    let p = openssl_rsa_p(&other);
     let chunks: Vec<String> = format!("v=DKIM1; k=rsa; p={p}")
         .as_bytes()
         .chunks(200)
@@ -790,7 +782,7 @@ fn two_rotations_of_one_domain_cannot_run_at_once() {
     // activation check (holding the lock) for a while.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let silent_addr = silent.local_addr().unwrap().to_string();
-    let first = Command::new(BIN)
+    let first = Command::new(testkit::binary())
         .args([
             "rotate",
             "-x",
@@ -805,7 +797,7 @@ fn two_rotations_of_one_domain_cannot_run_at_once() {
         .unwrap();
     let lock = site.keys.join(".example.com.rotation.lock");
     let holder = first.id().to_string();
-    let held = support::poll(Duration::from_secs(10), || {
+    let held = testkit::poll(Duration::from_secs(10), || {
         (fs::read_to_string(&lock).ok()?.trim() == holder).then_some(())
     });
     assert!(held.is_some(), "the first rotation did not take the lock");
@@ -989,7 +981,10 @@ fn the_timer_and_service_are_valid_units_installed_but_not_enabled() {
     // As installed, except that ExecStart names the binary this run built.
     fs::write(
         dir.path().join("dkim-sidecar-rotate.service"),
-        service.replace("/usr/bin/dkim-sidecar", BIN),
+        service.replace(
+            "/usr/bin/dkim-sidecar",
+            &testkit::binary().display().to_string(),
+        ),
     )
     .unwrap();
     fs::write(dir.path().join("dkim-sidecar-rotate.timer"), &timer).unwrap();

@@ -11,7 +11,7 @@
 //! renders a loaded configuration for `check-config`.
 //!
 //! - `opendkim.rs` gives `opendkim.conf` OpenDKIM's meaning; its line
-//!   grammar is `grammar.rs` and the names it knows are `options.rs`;
+//!   grammar is `grammar.rs` and the names it knows are `opendkim_names.rs`;
 //! - `native.rs` reads the TOML format;
 //! - both share `data_sets.rs` (relative names made absolute),
 //!   `header_lists.rs` (OpenDKIM's `*`/`+`/`-` header lists),
@@ -35,7 +35,7 @@ mod grammar;
 mod header_lists;
 mod native;
 mod opendkim;
-mod options;
+mod opendkim_names;
 mod signing_keys;
 
 use std::path::{Path, PathBuf};
@@ -45,7 +45,7 @@ pub use error::ConfigError;
 
 use crate::diagnostics::Warning;
 use crate::policy::Policy;
-use crate::server::{self, SocketSpec, UnixSocketAccess};
+use milter::server::{self, SocketSpec, UnixSocketAccess};
 
 /// Which file format a configuration was read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,16 +149,39 @@ fn without_repeats(warnings: Vec<Warning>) -> Vec<Warning> {
     unique
 }
 
-/// What the command line overrides in a configuration file.
+/// What the command line overrides in a configuration file. Applied where
+/// the file is loaded, so a reload keeps them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Overrides {
     /// `run --socket`: listen here instead of the configured sockets (a
     /// configuration without a socket is then accepted).
     pub sockets: Option<Vec<SocketSpec>>,
+    /// `run --allow-root`: sign even as root with no UserID.
+    pub allow_root: bool,
+    /// `run --metrics-listen`: serve metrics here, whatever the file says.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `run --watch-interval`: watch the files this often.
+    pub watch_interval: Option<std::time::Duration>,
     /// The uid key files must belong to when the configuration names no
     /// user (`rotate --signer-user`: the daemon runs as systemd's User=
     /// while rotate runs as root). The configuration's own user wins.
     pub signer_uid: Option<u32>,
+}
+
+impl Overrides {
+    /// The service settings with the command line's say applied.
+    fn apply(&self, service: &mut Service) {
+        if let Some(sockets) = &self.sockets {
+            service.sockets = sockets.clone();
+        }
+        service.allow_root |= self.allow_root;
+        if self.metrics_listen.is_some() {
+            service.metrics_listen = self.metrics_listen;
+        }
+        if self.watch_interval.is_some() {
+            service.watch_interval = self.watch_interval;
+        }
+    }
 }
 
 impl Config {
@@ -174,6 +197,7 @@ impl Config {
             Format::OpenDkim => opendkim::load(&origin.path, overrides),
             Format::Toml => native::load(&origin.path, overrides),
         }?;
+        overrides.apply(&mut config.service);
         config.warnings = without_repeats(std::mem::take(&mut config.warnings));
         Ok(config)
     }

@@ -36,15 +36,15 @@ use crate::dkim::headers::{
     DEFAULT_SIGNED_HEADERS, HeaderNames, HeaderPolicy, OPENDKIM_OMITTED_HEADERS,
 };
 use crate::keys::{DEFAULT_MINIMUM_KEY_BITS, LoadOptions};
-use crate::milter::{Limits, Timeouts};
 use crate::policy::{
     Action, DomainSet, ErrorActions, Mode, Policy, SignatureSettings, Signing, Trust,
 };
-use crate::server::{self, SocketSpec, UnixSocketAccess};
 use crate::tables::{
     DataSet, HostList, KeyDomain, KeyEntry, KeySet, KeySource, KeyTable, PathTemplate, SigningRule,
     SigningTable,
 };
+use milter::server::{self, SocketSpec, UnixSocketAccess};
+use milter::{Limits, Timeouts};
 
 use super::opendkim::{
     DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADER_COUNT, macro_rule, parse_action,
@@ -217,7 +217,7 @@ pub(crate) fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigE
     })?;
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     let base = data_sets::resolve(&cwd, path.parent().unwrap_or(Path::new("")));
-    Reading {
+    TomlFile {
         path: path.to_path_buf(),
         file,
         text,
@@ -252,7 +252,7 @@ fn line_and_column(text: &str, offset: usize) -> (u32, usize) {
     (u32::try_from(line).unwrap_or(u32::MAX), column)
 }
 
-struct Reading {
+struct TomlFile {
     path: PathBuf,
     file: Location,
     text: String,
@@ -261,7 +261,7 @@ struct Reading {
     warnings: Vec<Warning>,
 }
 
-impl Reading {
+impl TomlFile {
     /// Where a spanned value was written.
     fn at<T>(&self, value: &Spanned<T>) -> Location {
         self.file
@@ -691,7 +691,7 @@ impl Reading {
             }
             None => DEFAULT_SIGNED_HEADERS
                 .iter()
-                .map(|s| s.to_string())
+                .map(ToString::to_string)
                 .collect(),
         };
         let omit = match &section.omit_headers {
@@ -704,7 +704,7 @@ impl Reading {
             }
             None => OPENDKIM_OMITTED_HEADERS
                 .iter()
-                .map(|s| s.to_string())
+                .map(ToString::to_string)
                 .collect(),
         };
         let oversign = match &section.oversign_headers {

@@ -50,11 +50,11 @@ use crate::keys::{DEFAULT_MINIMUM_KEY_BITS, LoadOptions};
 use crate::policy::{
     Action, DomainSet, ErrorActions, MacroRule, Mode, Policy, SignatureSettings, Signing, Trust,
 };
-use crate::server::{self, SocketSpec, UnixSocketAccess};
 use crate::tables::{DataSet, DataSetKind, HostList, KeySet, KeyTable, SigningTable};
+use milter::server::{self, SocketSpec, UnixSocketAccess};
 
 use super::grammar::{self, Setting, Value};
-use super::options::{self, Support};
+use super::opendkim_names::{self, Support};
 use super::{
     Config, ConfigError, Format, Logging, Origin, Overrides, Service, accounts, data_sets,
     header_lists, signing_keys,
@@ -71,12 +71,12 @@ pub(crate) const DEFAULT_MAX_HEADER_COUNT: usize = 1000;
 /// Reads `path` (and what it includes) into a validated configuration.
 pub(crate) fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
     let settings = grammar::read(path)?;
-    Reading::new(path, settings).config(overrides)
+    ConfFile::new(path, settings).config(overrides)
 }
 
 /// The settings of one file, last repetition winning, and what has been
 /// found wrong so far.
-struct Reading {
+struct ConfFile {
     path: PathBuf,
     file: Location,
     all: Vec<Setting>,
@@ -86,11 +86,11 @@ struct Reading {
     warnings: Vec<Warning>,
 }
 
-impl Reading {
-    fn new(path: &Path, all: Vec<Setting>) -> Reading {
+impl ConfFile {
+    fn new(path: &Path, all: Vec<Setting>) -> ConfFile {
         let last = all.iter().enumerate().map(|(i, s)| (s.name, i)).collect();
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-        let mut reading = Reading {
+        let mut reading = ConfFile {
             path: path.to_path_buf(),
             file: Location::file(path),
             all,
@@ -224,7 +224,7 @@ impl Reading {
     fn note_unimplemented(&mut self) {
         let mut notes = Vec::new();
         for s in &self.all {
-            match options::support(s.name) {
+            match opendkim_names::support(s.name) {
                 Support::Implemented => {}
                 Support::Quiet => {
                     if s.name == "AutoRestart" && s.value == Value::Bool(true) {
@@ -327,7 +327,7 @@ impl Reading {
                 None => {
                     self.invalid(
                         "SyslogFacility",
-                        facility.to_string(),
+                        facility.clone(),
                         at,
                         "use a syslog facility such as mail, daemon or local0 to local7",
                     );
@@ -375,7 +375,7 @@ impl Reading {
                         _ => {
                             self.invalid(
                                 "Mode",
-                                value.to_string(),
+                                value.clone(),
                                 at.clone(),
                                 "Mode is made of s (sign) and v (verify), e.g. `Mode sv`",
                             );
@@ -407,7 +407,7 @@ impl Reading {
 
     fn data_set(&mut self, name: &str) -> Option<DataSet> {
         let (spec, at) = self.string(name)?;
-        let spec = spec.to_string();
+        let spec = spec.clone();
         match data_sets::open(&spec, &at, &self.base) {
             Ok((set, warnings)) => {
                 self.warnings.extend(warnings);
@@ -551,8 +551,8 @@ impl Reading {
                 (None, Some((selector, at))) => {
                     self.errors.push(ConfigError::SelectorWithoutKeyFile {
                         at: at.clone(),
-                        selector: selector.to_string(),
-                    })
+                        selector: selector.clone(),
+                    });
                 }
                 _ => {}
             }
@@ -562,7 +562,7 @@ impl Reading {
             }
         }
         let ((file, file_at), (selector, _)) = (key_file?, selector?);
-        let (file, selector) = (data_sets::resolve(&self.base, file), selector.to_string());
+        let (file, selector) = (data_sets::resolve(&self.base, file), selector.clone());
         let domains = match domain {
             Some(_) => self.domain_set("Domain").unwrap_or_default(),
             None => {
@@ -613,7 +613,7 @@ impl Reading {
             let (value, at) = self.string("MacroList").expect("MacroList is set");
             self.invalid(
                 "MacroList",
-                value.to_string(),
+                value.clone(),
                 at,
                 "MacroList must be a `file:` or `csl:` data set, as in OpenDKIM",
             );
@@ -663,7 +663,7 @@ impl Reading {
             Some((value, at)) => match parse_canonicalization(&value) {
                 Ok(pair) => pair,
                 Err(expected) => {
-                    self.invalid("Canonicalization", value.to_string(), at, &expected);
+                    self.invalid("Canonicalization", value.clone(), at, &expected);
                     (Canonicalization::Simple, Canonicalization::Simple)
                 }
             },
@@ -682,7 +682,7 @@ impl Reading {
                 ),
                 _ => self.invalid(
                     "SignatureAlgorithm",
-                    value.to_string(),
+                    value.clone(),
                     at,
                     "use rsa-sha256 (the default) or ed25519-sha256",
                 ),
@@ -697,7 +697,7 @@ impl Reading {
             }
             None => DEFAULT_SIGNED_HEADERS
                 .iter()
-                .map(|s| s.to_string())
+                .map(ToString::to_string)
                 .collect(),
         };
         let omit = match self.header_entries("OmitHeaders") {
@@ -709,7 +709,7 @@ impl Reading {
             }
             None => OPENDKIM_OMITTED_HEADERS
                 .iter()
-                .map(|s| s.to_string())
+                .map(ToString::to_string)
                 .collect(),
         };
         let oversign = match self.header_entries("OverSignHeaders") {
@@ -744,7 +744,7 @@ impl Reading {
             None => {
                 self.invalid(
                     name,
-                    value.to_string(),
+                    value.clone(),
                     at,
                     "use accept, discard, quarantine, reject or tempfail",
                 );
@@ -868,7 +868,7 @@ mod tests {
     }
 
     fn warnings(config: &Config) -> Vec<String> {
-        config.warnings.iter().map(|w| w.to_string()).collect()
+        config.warnings.iter().map(ToString::to_string).collect()
     }
 
     const TABLES: &str = "\

@@ -4,7 +4,8 @@
 //! key, publish its record, activate it once DNS serves it, retire the old
 //! one after an overlap), says what it did and what comes next and when,
 //! and changes nothing when nothing is due, so a daily timer can run it.
-//! `rotate --status` shows where every domain's key stands.
+//! `rotate --status` shows where every domain's key stands. The command
+//! itself (`commands::rotate`) prints what this module returns.
 //!
 //! - `steps`: the four steps and the rule that picks the one due;
 //! - `state`: the state file beside the keys, and the per-domain lock;
@@ -31,57 +32,18 @@ mod state;
 mod steps;
 mod tsig;
 
-use std::process::ExitCode;
-
-use crate::cli::{ConfigSource, KeyAlgorithm};
-use crate::config::{Format, Origin};
+use crate::cli::KeyAlgorithm;
+use crate::config::Origin;
 use crate::keys::KeyType;
 
 pub use args::RotateArgs;
 pub use clock::{Span, Timestamp};
-pub use steps::{Outcome, Report, RotateError};
+pub use status::{domains, table as status_table};
+pub use steps::{Options, Outcome, Report, RotateError, load_config, rotate_domain};
 
 /// Exit status when activation waits for DNS (sysexits' EX_TEMPFAIL):
 /// nothing is wrong yet, but the step could not be taken.
 pub const EXIT_WAITING: u8 = 75;
-
-/// Runs `rotate` as the command line asks; prints the reports and errors.
-pub fn main(args: &RotateArgs) -> Result<ExitCode, String> {
-    let options = options(args)?;
-    if args.status {
-        let config = steps::load_config(&options).map_err(|e| e.to_string())?;
-        print!("{}", status::table(&config, &options, Timestamp::now()));
-        return Ok(ExitCode::SUCCESS);
-    }
-    let domains = match &args.domain {
-        Some(domain) => vec![domain.clone()],
-        None => {
-            let config = steps::load_config(&options).map_err(|e| e.to_string())?;
-            status::domains(&config)
-        }
-    };
-    let mut worst: Option<Outcome> = None;
-    let mut failed = false;
-    for domain in &domains {
-        match steps::rotate_domain(&options, domain) {
-            Ok(report) => {
-                print!("{}", render(&report));
-                worst = worst.max(Some(report.outcome));
-            }
-            Err(e) => {
-                eprintln!("dkim-sidecar: rotate: {e}");
-                failed = true;
-            }
-        }
-    }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else if worst == Some(Outcome::Waiting) {
-        ExitCode::from(EXIT_WAITING)
-    } else {
-        ExitCode::SUCCESS
-    })
-}
 
 /// The report as printed: `DOMAIN: ...` lines, details indented, then
 /// `DOMAIN: next: ...`.
@@ -98,8 +60,9 @@ pub fn render(report: &Report) -> String {
     out
 }
 
-fn options(args: &RotateArgs) -> Result<steps::Options, String> {
-    let origin = origin(&args.config);
+/// The run's options from the command line; `origin` is the
+/// configuration file it names.
+pub fn options(args: &RotateArgs, origin: Origin) -> Result<Options, String> {
     let signer_uid = match &args.signer_user {
         None => None,
         Some(name) => Some(
@@ -125,7 +88,7 @@ fn options(args: &RotateArgs) -> Result<steps::Options, String> {
             ));
         }
     }
-    Ok(steps::Options {
+    Ok(Options {
         origin,
         signer_uid,
         algorithm: args.algorithm.map(|a| match a {
@@ -147,21 +110,7 @@ fn options(args: &RotateArgs) -> Result<steps::Options, String> {
     })
 }
 
-fn origin(source: &ConfigSource) -> Origin {
-    match (&source.toml, &source.opendkim) {
-        (Some(path), _) => Origin {
-            path: path.clone(),
-            format: Format::Toml,
-        },
-        (_, Some(path)) => Origin {
-            path: path.clone(),
-            format: Format::OpenDkim,
-        },
-        (None, None) => unreachable!("clap requires -c or -x"),
-    }
-}
-
-mod status {
+pub mod status {
     //! `rotate --status`: one line per key, read-only (no lock taken).
 
     use std::path::Path;

@@ -207,6 +207,7 @@ pub fn load_config(options: &Options) -> Result<Config, RotateError> {
     let overrides = Overrides {
         sockets: Some(Vec::new()),
         signer_uid: options.signer_uid,
+        ..Overrides::default()
     };
     Config::load_with(&options.origin, &overrides).map_err(|e| config_error(&options.origin, &e))
 }

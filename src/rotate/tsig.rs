@@ -212,10 +212,10 @@ fn parse(text: &str, path: &Path) -> Result<TsigKey, TsigKeyError> {
     while i < tokens.len() {
         match &tokens[i] {
             Token::Word(w) if w.eq_ignore_ascii_case("key") => {
-                let name = match tokens.get(i + 1) {
-                    Some(Token::Quoted(n) | Token::Word(n)) => n.clone(),
-                    _ => return Err(syntax("`key` is not followed by the key's name")),
+                let Some(Token::Quoted(name) | Token::Word(name)) = tokens.get(i + 1) else {
+                    return Err(syntax("`key` is not followed by the key's name"));
                 };
+                let name = name.clone();
                 if tokens.get(i + 2) != Some(&Token::Open) {
                     return Err(syntax("the key's name is not followed by `{`"));
                 }
@@ -229,9 +229,9 @@ fn parse(text: &str, path: &Path) -> Result<TsigKey, TsigKeyError> {
                             break;
                         }
                         Some(Token::Word(option)) => {
-                            let value = match tokens.get(i + 1) {
-                                Some(Token::Word(v) | Token::Quoted(v)) => v,
-                                _ => return Err(syntax(&format!("`{option}` has no value"))),
+                            let Some(Token::Word(value) | Token::Quoted(value)) = tokens.get(i + 1)
+                            else {
+                                return Err(syntax(&format!("`{option}` has no value")));
                             };
                             match option.to_ascii_lowercase().as_str() {
                                 "algorithm" => algorithm = Some(value.clone()),

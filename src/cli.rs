@@ -63,6 +63,23 @@ pub enum Command {
     #[command(after_help = "Example:\n  \
         dkim-sidecar sign -x /etc/opendkim.conf --client-ip 127.0.0.1 < message.eml")]
     Sign(SignArgs),
+
+    /// Rotate a domain's key without downtime: prepare, publish, activate, retire.
+    #[command(long_about = "Rotate a domain's signing key without downtime.\n\n\
+        Each run takes the step that is due, says what it did and what comes next \
+        and when, and changes nothing when nothing is due (a daily timer runs it): \
+        prepare (a new key and .txt beside the old one), publish (an RFC 2136 update \
+        signed with TSIG, or what to add by hand), activate (once every authoritative \
+        server serves the record: switch the tables atomically, keep a backup, reload \
+        the daemon), retire (after --overlap: revoke the old record, archive the old key).\n\n\
+        Exit status: 0 a step was taken or none was due; 75 activation waits for DNS; \
+        1 refused (with the reason).")]
+    #[command(after_help = "Examples:\n  \
+        dkim-sidecar rotate -x /etc/opendkim.conf --domain example.com --now\n  \
+        dkim-sidecar rotate -c /etc/dkim-sidecar/dkim-sidecar.toml --domain example.com \
+        --update-dns 192.0.2.53:53 --tsig-key /etc/dkim-sidecar/rotate.key\n  \
+        dkim-sidecar rotate -x /etc/opendkim.conf --status")]
+    Rotate(crate::rotate::RotateArgs),
 }
 
 /// Which configuration file to read, and in which format.

@@ -21,6 +21,7 @@ pub mod message_log;
 pub mod metrics;
 pub mod offline;
 pub mod policy;
+pub mod rotate;
 pub mod signing;
 pub mod systemd;
 pub mod tables;

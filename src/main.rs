@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use dkim_sidecar::cli::{Cli, Command};
-use dkim_sidecar::commands::{self, check_config, keygen, run, sign, testkey};
+use dkim_sidecar::commands::{self, check_config, keygen, rotate, run, sign, testkey};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         Command::Sign(args) => sign::execute(&args),
         Command::Keygen(args) => keygen::execute(&args),
         Command::Testkey(args) => testkey::execute(&args),
+        Command::Rotate(args) => rotate::execute(&args),
     };
     result.unwrap_or_else(|message| {
         commands::say(message);

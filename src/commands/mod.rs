@@ -1,5 +1,5 @@
 //! The subcommands, together: `run` (the daemon) and the offline commands
-//! beside it (`check-config`, `sign`, `keygen`, `testkey`).
+//! beside it (`check-config`, `sign`, `keygen`, `testkey`, `rotate`).
 //!
 //! Each takes its parsed arguments ([`crate::cli`]) and returns the exit
 //! status, or one line for the user. Output goes through [`Stdout`], which
@@ -10,6 +10,7 @@
 
 pub mod check_config;
 pub mod keygen;
+pub mod rotate;
 pub mod run;
 pub mod sign;
 pub mod testkey;

@@ -20,6 +20,7 @@ pub fn execute(args: &RunArgs) -> Result<ExitCode, String> {
         allow_root: args.allow_root,
         metrics_listen: args.metrics_listen,
         watch_interval: args.watch_interval.map(std::time::Duration::from_secs),
+        ..Overrides::default()
     };
     let config = match Config::load_with(&origin, &overrides) {
         Ok(config) => config,

@@ -162,6 +162,10 @@ pub struct Overrides {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// `run --watch-interval`: watch the files this often.
     pub watch_interval: Option<std::time::Duration>,
+    /// The uid key files must belong to when the configuration names no
+    /// user (`rotate --signer-user`: the daemon runs as systemd's User=
+    /// while rotate runs as root). The configuration's own user wins.
+    pub signer_uid: Option<u32>,
 }
 
 impl Overrides {

@@ -297,7 +297,10 @@ impl TomlFile {
                 .minimum_key_bits
                 .unwrap_or(DEFAULT_MINIMUM_KEY_BITS),
             require_safe_keys: signing_section.require_safe_keys.unwrap_or(true),
-            signer_uid: Some(uid.unwrap_or_else(|| nix::unistd::geteuid().as_raw())),
+            signer_uid: Some(
+                uid.or(overrides.signer_uid)
+                    .unwrap_or_else(|| nix::unistd::geteuid().as_raw()),
+            ),
         };
         let mut signing = Signing {
             domain_key: None,

@@ -164,7 +164,12 @@ impl ConfFile {
                 .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
                 .unwrap_or(DEFAULT_MINIMUM_KEY_BITS),
             require_safe_keys: self.boolean("RequireSafeKeys").unwrap_or(true),
-            signer_uid: Some(service.1.unwrap_or_else(|| nix::unistd::geteuid().as_raw())),
+            signer_uid: Some(
+                service
+                    .1
+                    .or(overrides.signer_uid)
+                    .unwrap_or_else(|| nix::unistd::geteuid().as_raw()),
+            ),
         };
         let signing = self.signing(mode, &options);
         let trust = self.trust();

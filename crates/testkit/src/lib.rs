@@ -5,8 +5,10 @@
 //! - Real peers on loopback: a private Postfix ([`postfix`]), an SMTP sink
 //!   that records what Postfix relays ([`sink`]), an SMTP client
 //!   ([`submission`]), OpenDKIM as a signer ([`opendkim`]), dnsmasq
-//!   ([`dnsmasq`]), and the milter under test as a process
-//!   ([`milter_process`], [`sidecar`], [`daemon`]).
+//!   ([`dnsmasq`]), a zone's BIND 9 primary taking dynamic updates and a
+//!   Knot secondary ([`bind`], [`knot`]), and the milter under test as a
+//!   process ([`milter_process`], [`sidecar`], [`daemon`]) with mail under
+//!   load through it ([`load`]).
 //! - Independent verifiers: dkimpy and OpenDKIM ([`verify`]); OpenSSL's
 //!   view of a key ([`openssl`]).
 //! - Fixtures: the example keys ([`keys`]), messages ([`message`]), the
@@ -27,11 +29,14 @@
 //! parallel. See `crates/testkit/README.md` for packages and timings.
 #![forbid(unsafe_code)]
 
+pub mod bind;
 pub mod command;
 pub mod conversation;
 pub mod daemon;
 pub mod dnsmasq;
 pub mod keys;
+pub mod knot;
+pub mod load;
 pub mod message;
 pub mod milter_process;
 pub mod opendkim;

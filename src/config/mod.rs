@@ -13,6 +13,10 @@
 //! - `opendkim.rs` gives `opendkim.conf` OpenDKIM's meaning; its line
 //!   grammar is `grammar.rs` and the names it knows are `opendkim_names.rs`;
 //! - `native.rs` reads the TOML format;
+//! - both lower what they read into the located settings form of
+//!   `settings.rs` (every value as written, with its option's name and
+//!   line), where each rule that turns settings into the [`Service`] and
+//!   the signature settings is applied once, for both formats;
 //! - both share `data_sets.rs` (relative names made absolute),
 //!   `header_lists.rs` (OpenDKIM's `*`/`+`/`-` header lists),
 //!   `accounts.rs` (run-as user and group) and `signing_keys.rs` (tables
@@ -36,6 +40,7 @@ mod header_lists;
 mod native;
 mod opendkim;
 mod opendkim_names;
+mod settings;
 mod signing_keys;
 
 use std::path::{Path, PathBuf};

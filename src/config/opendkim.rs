@@ -38,26 +38,22 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use mail_auth::dkim::Canonicalization;
 
 use crate::diagnostics::{Location, Warning};
-use crate::dkim::headers::{
-    DEFAULT_SIGNED_HEADERS, HeaderNames, HeaderPolicy, OPENDKIM_OMITTED_HEADERS,
-};
 use crate::keys::{DEFAULT_MINIMUM_KEY_BITS, LoadOptions};
 use crate::policy::{
     Action, DomainSet, ErrorActions, MacroRule, Mode, Policy, SignatureSettings, Signing, Trust,
 };
 use crate::tables::{DataSet, DataSetKind, HostList, KeySet, KeyTable, SigningTable};
-use milter::server::{self, SocketSpec, UnixSocketAccess};
 
 use super::grammar::{self, Setting, Value};
 use super::opendkim_names::{self, Support};
+use super::settings::{Problems, ServiceSettings, SignatureRules, Written};
 use super::{
     Config, ConfigError, Format, Logging, Origin, Overrides, Service, accounts, data_sets,
-    header_lists, signing_keys,
+    signing_keys,
 };
 
 /// OpenDKIM's MaximumHeaders default.
@@ -249,74 +245,29 @@ impl ConfFile {
 
     /// The service settings and the uid of UserID, when set.
     fn service(&mut self, overrides: &Overrides) -> (Service, Option<u32>) {
-        let sockets = match &overrides.sockets {
-            Some(sockets) => sockets.clone(),
-            None => match self.string("Socket") {
-                Some((spec, at)) => match spec.parse::<SocketSpec>() {
-                    Ok(socket) => vec![socket],
-                    Err(source) => {
-                        self.errors.push(ConfigError::Socket { at, source });
-                        Vec::new()
-                    }
-                },
-                None => {
-                    self.errors.push(ConfigError::NoSocket {
-                        at: self.file.clone(),
-                        fix: "add `Socket inet:8891@localhost` (or `Socket local:/path`), as \
-                              OpenDKIM needs one too, or pass --socket",
-                    });
-                    Vec::new()
-                }
-            },
-        };
-        let pid_file = self
+        let mut settings = ServiceSettings::new(
+            Format::OpenDkim,
+            self.file.clone(),
+            "add `Socket inet:8891@localhost` (or `Socket local:/path`), as OpenDKIM needs one \
+             too, or pass --socket",
+        );
+        if let Some((spec, at)) = self.string("Socket") {
+            settings.sockets.push(Written::new("Socket", spec, at));
+        }
+        settings.pid_file = self
             .string("PidFile")
             .map(|(p, _)| data_sets::resolve(&self.base, p));
-        let mut uid = None;
-        let run_as = match self.string("UserID") {
-            Some((value, at)) => {
-                let (user, group) = accounts::split_user_group(&value);
-                match accounts::resolve(user, group, &at) {
-                    Ok(account) => {
-                        uid = Some(account.uid);
-                        Some(account.run_as)
-                    }
-                    Err(errors) => {
-                        self.errors.extend(errors);
-                        None
-                    }
-                }
-            }
-            None => None,
-        };
-        let umask = match self.integer("UMask") {
-            Some((n, at)) => match u32::try_from(n) {
-                Ok(mask) if mask <= 0o777 => Some(mask),
-                _ => {
-                    self.invalid(
-                        "UMask",
-                        n.to_string(),
-                        at,
-                        "a umask is 0 to 0777 (write it with a leading 0, e.g. `UMask 007`)",
-                    );
-                    None
-                }
-            },
-            None => None,
-        };
-        let service = Service {
-            sockets,
-            socket_access: UnixSocketAccess::default(),
-            pid_file,
-            run_as,
-            umask,
-            allow_root: false,
-            server: server::Settings::default(),
-            // Not read from the file yet: run --metrics-listen, --watch-interval.
-            metrics_listen: None,
-            watch_interval: None,
-        };
-        (service, uid)
+        if let Some((value, at)) = self.string("UserID") {
+            let (user, group) = accounts::split_user_group(&value);
+            settings.group = group.map(|g| Written::new("UserID", g.to_string(), at.clone()));
+            settings.user = Some(Written::new("UserID", user.to_string(), at));
+        }
+        settings.umask = self
+            .integer("UMask")
+            .map(|(n, at)| Written::new("UMask", n, at));
+        Problems::gather(&mut self.errors, &mut self.warnings, |problems| {
+            settings.resolve(overrides, problems)
+        })
     }
 
     fn logging(&mut self) -> Logging {
@@ -652,23 +603,19 @@ impl ConfFile {
         }
     }
 
-    fn header_entries(&mut self, name: &str) -> Option<Vec<(String, Location)>> {
+    /// A header list option's entries, each with its own location.
+    fn header_list(&mut self, name: &'static str) -> Option<Written<Vec<(String, Location)>>> {
+        let at = self.get(name)?.at.clone();
         let set = self.data_set(name)?;
-        Some(set.entries.into_iter().map(|e| (e.key, e.at)).collect())
+        let entries = set.entries.into_iter().map(|e| (e.key, e.at)).collect();
+        Some(Written::new(name, entries, at))
     }
 
     fn signature(&mut self) -> SignatureSettings {
-        let (header_canonicalization, body_canonicalization) = match self.string("Canonicalization")
-        {
-            Some((value, at)) => match parse_canonicalization(&value) {
-                Ok(pair) => pair,
-                Err(expected) => {
-                    self.invalid("Canonicalization", value.clone(), at, &expected);
-                    (Canonicalization::Simple, Canonicalization::Simple)
-                }
-            },
-            None => (Canonicalization::Simple, Canonicalization::Simple),
-        };
+        let mut rules = SignatureRules::new((Canonicalization::Simple, Canonicalization::Simple));
+        rules.canonicalization = self
+            .string("Canonicalization")
+            .map(|(value, at)| Written::new("Canonicalization", value, at));
         if let Some((value, at)) = self.string("SignatureAlgorithm") {
             match value.to_ascii_lowercase().as_str() {
                 "rsa-sha256" => {}
@@ -688,53 +635,13 @@ impl ConfFile {
                 ),
             }
         }
-        let sign = match self.header_entries("SignHeaders") {
-            Some(entries) => {
-                let (names, warnings) =
-                    header_lists::with_default("SignHeaders", &entries, DEFAULT_SIGNED_HEADERS);
-                self.warnings.extend(warnings);
-                names
-            }
-            None => DEFAULT_SIGNED_HEADERS
-                .iter()
-                .map(ToString::to_string)
-                .collect(),
-        };
-        let omit = match self.header_entries("OmitHeaders") {
-            Some(entries) => {
-                let (names, warnings) =
-                    header_lists::with_default("OmitHeaders", &entries, OPENDKIM_OMITTED_HEADERS);
-                self.warnings.extend(warnings);
-                names
-            }
-            None => OPENDKIM_OMITTED_HEADERS
-                .iter()
-                .map(ToString::to_string)
-                .collect(),
-        };
-        let oversign = match self.header_entries("OverSignHeaders") {
-            Some(entries) => {
-                let (names, warnings) = header_lists::plain("OverSignHeaders", &entries);
-                self.warnings.extend(warnings);
-                names
-            }
-            None => Vec::new(),
-        };
-        let headers = HeaderPolicy::with_names(
-            HeaderNames::new(sign.iter().map(String::as_str)),
-            HeaderNames::new(omit.iter().map(String::as_str)),
-            oversign.iter().map(String::as_str),
-        );
-        let expiry = match self.count("SignatureTTL") {
-            Some(0) | None => None,
-            Some(seconds) => Some(Duration::from_secs(seconds)),
-        };
-        SignatureSettings {
-            header_canonicalization,
-            body_canonicalization,
-            headers: std::sync::Arc::new(headers),
-            expiry,
-        }
+        rules.sign_headers = self.header_list("SignHeaders");
+        rules.omit_headers = self.header_list("OmitHeaders");
+        rules.oversign_headers = self.header_list("OverSignHeaders");
+        rules.signature_ttl_seconds = self.count("SignatureTTL");
+        Problems::gather(&mut self.errors, &mut self.warnings, |problems| {
+            rules.resolve(problems)
+        })
     }
 
     fn action(&mut self, name: &str) -> Option<Action> {
@@ -858,6 +765,8 @@ pub(crate) fn syslog_facility(name: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use std::fs;
+
+    use milter::server::SocketSpec;
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;

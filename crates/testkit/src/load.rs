@@ -295,7 +295,9 @@ async fn connection_loop(
             );
             return;
         }
-        let leading_space = mta.agreement().is_some_and(client::Agreement::leading_space);
+        let leading_space = mta
+            .agreement()
+            .is_some_and(client::Agreement::leading_space);
         if let Err(e) = mta.open_session(&values, "client.example.com").await {
             record(
                 &sent,
@@ -402,7 +404,9 @@ pub fn sign_one(milter: SocketAddr, sender: &str) -> Result<Vec<u8>, String> {
             Duration::from_secs(30),
         );
         mta.negotiate(6).await.map_err(fail)?;
-        let leading_space = mta.agreement().is_some_and(client::Agreement::leading_space);
+        let leading_space = mta
+            .agreement()
+            .is_some_and(client::Agreement::leading_space);
         mta.open_session(&values, "client.example.com")
             .await
             .map_err(fail)?;

@@ -129,6 +129,13 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
     if let Some(mask) = config.service.umask {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask as _));
     }
+    // Before anything is bound or written: once the socket accepts or the
+    // PID file exists, a service manager or an admin may signal us, and a
+    // SIGTERM must then be a clean stop, not the default action's kill.
+    let mut terminate = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    let mut hangup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+    let mut user1 = signal(SignalKind::user_defined1()).map_err(DaemonError::Signals)?;
 
     let mut listeners = systemd::listeners()?;
     let activated = !listeners.is_empty();
@@ -156,11 +163,6 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
         None => None,
     };
     drop_privileges(config.service.run_as.as_ref(), config.service.allow_root)?;
-
-    let mut terminate = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
-    let mut hangup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
-    let mut user1 = signal(SignalKind::user_defined1()).map_err(DaemonError::Signals)?;
 
     let sockets: Vec<String> = listeners.iter().map(Listener::spec).collect();
     let sockets = sockets.join(", ");

@@ -202,7 +202,8 @@ fn the_pid_file_replaces_a_planted_symlink_without_following_it() {
         .filter(|n| n.contains(".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
-    assert!(milter.stop().success());
+    let (status, log) = milter.stop_with_log();
+    assert!(status.success(), "{status:?} on SIGTERM:\n{log}");
     assert!(!pid_path.exists(), "removed on a clean stop");
 }
 

@@ -127,6 +127,16 @@ impl MilterProcess {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// [`Self::stop`], then the milter's whole output, shutdown included.
+    pub fn stop_with_log(self) -> (std::process::ExitStatus, String) {
+        let log_path = self.log_path.clone();
+        let status = self.stop();
+        (
+            status,
+            std::fs::read_to_string(log_path).unwrap_or_default(),
+        )
+    }
+
     /// Graceful stop: SIGTERM, then SIGKILL if it has not exited after
     /// 5 s. Returns how the process ended. (`Drop` kills at once.)
     pub fn stop(mut self) -> std::process::ExitStatus {

@@ -23,6 +23,7 @@
 pub mod common;
 pub mod conversation;
 pub mod daemon;
+pub mod dns;
 pub mod keys;
 pub mod milter;
 pub mod opendkim;

@@ -30,3 +30,4 @@ pub mod server;
 pub mod signing;
 pub mod systemd;
 pub mod tables;
+pub mod verify;

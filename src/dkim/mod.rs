@@ -17,7 +17,7 @@
 //! This module knows nothing of the milter protocol or of policy: it is
 //! told what to sign with which key and does it.
 
-mod body;
+pub(crate) mod body;
 pub mod headers;
 
 use std::sync::Arc;

@@ -11,6 +11,7 @@
 //! [`bench`] is the other side of the wire: a load client that plays
 //! Postfix against any milter, for measuring ours against OpenDKIM.
 
+pub mod auth_results;
 pub mod bench;
 pub mod cli;
 pub mod config;

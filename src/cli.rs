@@ -64,6 +64,20 @@ pub enum Command {
         dkim-sidecar sign -x /etc/opendkim.conf --client-ip 127.0.0.1 < message.eml")]
     Sign(SignArgs),
 
+    /// Verify a message read from stdin through the milter's own code path;
+    /// print its Authentication-Results field.
+    #[command(
+        long_about = "Verify a message read from stdin through the milter's own code \
+        path (the configuration's DNS settings, trust anchor, test records and limits) and \
+        print the Authentication-Results field the milter would insert. Nothing is signed, \
+        the field is always printed (dkim=none when unsigned) and no On-* action applies. \
+        Exit status 0 when a signature passed, 1 otherwise."
+    )]
+    #[command(after_help = "Examples:\n  \
+        dkim-sidecar verify -x /etc/opendkim.conf < message.eml\n  \
+        dkim-sidecar verify -c /etc/dkim-sidecar/dkim-sidecar.toml < message.eml")]
+    Verify(VerifyArgs),
+
     /// Load-test a milter (ours or OpenDKIM) the way Postfix talks to it.
     #[command(after_help = "Examples:\n  \
         dkim-sidecar bench --socket inet:8891@127.0.0.1 -c 128 -n 20000 --key-txt default.txt\n  \
@@ -134,6 +148,12 @@ pub struct SignArgs {
     /// Treat the message as submitted with SMTP AUTH.
     #[arg(long)]
     pub auth: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub config: ConfigSource,
 }
 
 /// Options mirror redis-benchmark's where they can (`-c`, `-n`).

@@ -8,7 +8,7 @@ use std::io::{Read as _, Write as _};
 
 use dkim_sidecar::cli::{
     BenchArgs, CheckConfigArgs, Cli, Command, ConfigSource, KeyAlgorithm, KeygenArgs, RunArgs,
-    SignArgs, TestkeyArgs,
+    SignArgs, TestkeyArgs, VerifyArgs,
 };
 use dkim_sidecar::config::{self, Config, ConfigError, Format, Origin, Overrides};
 use dkim_sidecar::daemon;
@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         Command::CheckConfig(args) => Ok(run_check_config(&args)),
         Command::Run(args) => run_daemon(&args),
         Command::Sign(args) => run_sign(&args),
+        Command::Verify(args) => run_verify(&args),
         Command::Bench(args) => run_bench(&args),
     };
     match result {
@@ -168,6 +169,48 @@ fn run_sign(args: &SignArgs) -> Result<ExitCode, String> {
         .and_then(|_| stdout.flush())
         .map_err(|e| format!("cannot write the message: {e}"))?;
     Ok(code)
+}
+
+/// Verify stdin through the milter's own code path; print the
+/// Authentication-Results field; exit 0 on a pass.
+fn run_verify(args: &VerifyArgs) -> Result<ExitCode, String> {
+    let overrides = Overrides {
+        sockets: Some(Vec::new()),
+    };
+    let config = match Config::load_with(&origin(&args.config), &overrides) {
+        Ok(config) => config,
+        Err(error) => return Ok(report(&error)),
+    };
+    if config.policy.verification.is_none() {
+        return Err(
+            "the configuration does not verify (Mode s): give Mode v or sv, or no Mode".into(),
+        );
+    }
+    init_logging();
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    let mut message = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut message)
+        .map_err(|e| format!("cannot read the message from stdin: {e}"))?;
+    let envelope = Envelope {
+        client_ip: std::net::Ipv4Addr::new(192, 0, 2, 1).into(),
+        sender: None,
+        recipients: Vec::new(),
+        authenticated: false,
+    };
+    let verified = dkim_sidecar::offline_verify::verify(config.policy, &message, &envelope)
+        .map_err(|e| e.to_string())?;
+    let field = verified
+        .field
+        .ok_or("the message was not verified (see the log line above)")?;
+    println!("{field}");
+    Ok(if verified.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn run_keygen(args: &KeygenArgs) -> Result<ExitCode, String> {

@@ -24,7 +24,8 @@ use crate::milter::{
     Stage, Verdict,
 };
 use crate::policy::{Action, Decision, MacroLookup, MessageFacts, Policy, TrustedBy};
-use crate::report::{ConnectionReport, Failure};
+use crate::report::{ConnectionReport, Failure, not_signed_label};
+use crate::verifying::{Start, VerifyingMessage};
 
 /// The policy in force, replaced whole on reload.
 #[derive(Debug)]
@@ -69,6 +70,9 @@ enum Message {
     Collecting(Collecting),
     /// Signing: the body is being hashed.
     Signing(Signing),
+    /// Not signed, verified instead (Mode has v): the body is being hashed
+    /// and the key lookups are running.
+    Verifying(Box<VerifyingMessage>),
     /// Answered already (accepted unsigned, or failed); ignore the rest.
     Done,
 }
@@ -163,8 +167,15 @@ impl Filter for SigningFilter {
             }
             names
         };
+        // Verification removes forged Authentication-Results fields and may
+        // quarantine (On-* quarantine).
+        let actions = if policy.mode.verify && policy.verification.is_some() {
+            Actions::ADD_HEADERS | Actions::CHANGE_HEADERS | Actions::QUARANTINE
+        } else {
+            Actions::ADD_HEADERS
+        };
         Needs {
-            actions: Actions::ADD_HEADERS,
+            actions,
             events: EventSet::of(&[
                 Event::Connect,
                 Event::Mail,
@@ -262,23 +273,37 @@ impl Filter for SigningFilter {
         };
         let queue_id = macros.get_str("i").unwrap_or("-");
         if c.overflowed {
+            // OpenDKIM's On-Security when verifying; a plain reject otherwise.
+            let action = match &c.policy.verification {
+                Some(v) if c.policy.mode.verify => v.actions.security.unwrap_or(Action::Reject),
+                _ => Action::Reject,
+            };
             self.report.failed(
                 queue_id,
                 None,
                 Failure::HeadersTooLarge,
                 &format_args!(
                     "the header block is larger than MaximumHeaders ({} bytes) or has more than \
-                     {} fields; rejected",
+                     {} fields",
                     c.policy.max_header_bytes, c.policy.max_header_count
                 ),
-                Action::Reject,
+                action,
                 c.started.elapsed(),
             );
-            return Verdict::Smtp(SmtpReply {
-                code: 552,
-                status: Some("5.3.4".into()),
-                text: "Message header block too large".into(),
-            });
+            return match action {
+                Action::Reject => Verdict::Smtp(SmtpReply {
+                    code: 552,
+                    status: Some("5.3.4".into()),
+                    text: "Message header block too large".into(),
+                }),
+                Action::Tempfail | Action::Quarantine => Verdict::Smtp(SmtpReply {
+                    code: 452,
+                    status: Some("4.3.4".into()),
+                    text: "Message header block too large, try again later".into(),
+                }),
+                Action::Accept => Verdict::Accept,
+                Action::Discard => Verdict::Discard,
+            };
         }
         if c.too_many_recipients {
             self.report.failed(
@@ -321,6 +346,20 @@ impl Filter for SigningFilter {
                 Verdict::Continue
             }
             Decision::NotSigned(reason) => {
+                // Mode v: verify what we do not sign (exempt domains are
+                // left alone, as OpenDKIM leaves them).
+                if let Some(verification) = &c.policy.verification
+                    && c.policy.mode.verify
+                    && !matches!(reason, crate::policy::NotSigned::ExemptDomain { .. })
+                {
+                    let label = not_signed_label(&reason);
+                    if let Start::Verify(v) =
+                        VerifyingMessage::start(verification, c.headers, macros, label, c.started)
+                    {
+                        self.message = Message::Verifying(v);
+                        return Verdict::Continue;
+                    }
+                }
                 self.report
                     .not_signed(queue_id, &reason, c.started.elapsed());
                 Verdict::Accept
@@ -341,8 +380,10 @@ impl Filter for SigningFilter {
     }
 
     fn body(&mut self, chunk: &[u8], _macros: &Macros) -> Verdict {
-        if let Message::Signing(s) = &mut self.message {
-            s.signing.body(chunk);
+        match &mut self.message {
+            Message::Signing(s) => s.signing.body(chunk),
+            Message::Verifying(v) if v.wants_body() => v.body(chunk),
+            _ => {}
         }
         Verdict::Continue
     }
@@ -350,8 +391,10 @@ impl Filter for SigningFilter {
     fn end_of_message(&mut self, macros: &Macros) -> EndOfMessage {
         let queue_id = macros.get_str("i").unwrap_or("-");
         let message = std::mem::replace(&mut self.message, Message::Idle);
-        let Message::Signing(s) = message else {
-            return EndOfMessage::verdict(Verdict::Continue);
+        let s = match message {
+            Message::Signing(s) => s,
+            Message::Verifying(v) => return v.finish(macros),
+            _ => return EndOfMessage::verdict(Verdict::Continue),
         };
         match s.signing.finish(&s.headers, unix_time()) {
             Ok(signatures) => {
@@ -406,6 +449,16 @@ impl Filter for SigningFilter {
     /// than the signing itself.
     fn offload_end_of_message(&self) -> bool {
         matches!(&self.message, Message::Signing(s) if s.signing.is_heavy())
+    }
+
+    /// Verification waits for its key lookups; signing never waits.
+    fn end_of_message_ready(
+        &self,
+    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> {
+        match &self.message {
+            Message::Verifying(v) => v.keys_ready(),
+            _ => None,
+        }
     }
 
     fn abort(&mut self) {

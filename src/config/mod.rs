@@ -37,6 +37,7 @@ mod native;
 mod opendkim;
 mod options;
 mod signing_keys;
+mod verification;
 
 use std::path::{Path, PathBuf};
 

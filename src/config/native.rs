@@ -37,9 +37,7 @@ use crate::dkim::headers::{
 };
 use crate::keys::{DEFAULT_MINIMUM_KEY_BITS, LoadOptions};
 use crate::milter::{Limits, Timeouts};
-use crate::policy::{
-    Action, DomainSet, ErrorActions, Mode, Policy, SignatureSettings, Signing, Trust,
-};
+use crate::policy::{Action, DomainSet, ErrorActions, Policy, SignatureSettings, Signing, Trust};
 use crate::server::{self, SocketSpec, UnixSocketAccess};
 use crate::tables::{
     DataSet, HostList, KeyDomain, KeyEntry, KeySet, KeySource, KeyTable, PathTemplate, SigningRule,
@@ -55,10 +53,15 @@ use super::{
     header_lists, signing_keys,
 };
 
+#[path = "native_verify.rs"]
+mod verify;
+
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
+    /// OpenDKIM's Mode: `s`, `v` or `sv` (default).
+    mode: Option<Spanned<String>>,
     #[serde(default)]
     server: ServerSection,
     #[serde(default)]
@@ -75,6 +78,8 @@ struct File {
     key: Vec<Spanned<KeySection>>,
     #[serde(default)]
     rule: Vec<Spanned<RuleSection>>,
+    #[serde(default)]
+    verify: verify::VerifySection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -350,6 +355,8 @@ impl Reading {
         };
         let software_header = signing_section.software_header;
         let signature = self.signature(&signing_section);
+        let mode = self.mode(file.mode);
+        let verification = self.verification(mode, options.minimum_key_bits, file.verify);
         if !self.errors.is_empty() {
             return Err(ConfigError::from_problems(self.errors));
         }
@@ -368,10 +375,7 @@ impl Reading {
             service,
             logging,
             policy: Policy {
-                mode: Mode {
-                    sign: true,
-                    verify: false,
-                },
+                mode,
                 signing,
                 trust,
                 sender_headers,
@@ -382,6 +386,7 @@ impl Reading {
                 max_header_bytes,
                 max_header_count,
                 software_header,
+                verification,
             },
             warnings: self.warnings,
         })
@@ -995,7 +1000,8 @@ keys = ["rsa", "ed"]
         );
         assert_eq!(policy.errors, ErrorActions::default());
         assert_eq!(policy.trust.internal_hosts.entries(), ["127.0.0.1", "::1"]);
-        assert!(policy.mode.sign && !policy.mode.verify);
+        assert!(policy.mode.sign && policy.mode.verify, "sv, as OpenDKIM");
+        assert!(policy.verification.is_some());
     }
 
     #[test]

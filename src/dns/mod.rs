@@ -309,6 +309,27 @@ impl Resolver {
         })
     }
 
+    /// The resolver for `settings`, shared with every configuration (a
+    /// reload, say) that has the same settings while any of them is alive,
+    /// so the cache survives a reload and a resolver is built once (hickory
+    /// reads the system's TLS roots when it builds one, a few milliseconds).
+    pub fn shared(settings: &DnsSettings) -> Result<Arc<Resolver>, DnsSetupError> {
+        type Shared = Vec<(DnsSettings, std::sync::Weak<Resolver>)>;
+        static SHARED: Mutex<Shared> = Mutex::new(Vec::new());
+        let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        shared.retain(|(_, weak)| weak.strong_count() > 0);
+        if let Some(resolver) = shared
+            .iter()
+            .find(|(s, _)| s == settings)
+            .and_then(|(_, weak)| weak.upgrade())
+        {
+            return Ok(resolver);
+        }
+        let resolver = Arc::new(Resolver::new(settings)?);
+        shared.push((settings.clone(), Arc::downgrade(&resolver)));
+        Ok(resolver)
+    }
+
     /// Whether answers carry a DNSSEC status.
     pub fn validates(&self) -> bool {
         matches!(
@@ -644,6 +665,24 @@ mod tests {
         if path.exists() {
             read_trust_anchors(path).unwrap();
         }
+    }
+
+    #[test]
+    fn equal_settings_share_one_resolver_while_it_lives() {
+        let settings = DnsSettings {
+            nameservers: vec!["127.0.0.1:9".parse().unwrap()],
+            timeout: Duration::from_millis(1234),
+            ..DnsSettings::default()
+        };
+        let a = Resolver::shared(&settings).unwrap();
+        let b = Resolver::shared(&settings).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        let other = Resolver::shared(&DnsSettings {
+            timeout: Duration::from_millis(999),
+            ..settings.clone()
+        })
+        .unwrap();
+        assert!(!Arc::ptr_eq(&a, &other));
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod daemon;
 pub mod dns;
 pub mod keys;
 pub mod milter;
+pub mod mta;
 pub mod opendkim;
 pub mod postfix;
 pub mod processes;

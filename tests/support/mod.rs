@@ -32,6 +32,7 @@ pub mod postfix;
 pub mod processes;
 pub mod sasl;
 pub mod sidecar;
+pub mod signers;
 pub mod sink;
 pub mod submission;
 pub mod verify;

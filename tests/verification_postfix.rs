@@ -182,3 +182,138 @@ fn mode_sv_signs_outbound_verifies_inbound_and_removes_forged_results() {
         "{log}"
     );
 }
+
+/// OpenDMARC (Debian's opendmarc) as a milter after us, reading our field.
+/// Its resolver is the libc one, which only knows port 53: it runs with a
+/// private /etc/resolv.conf naming the Knot server's port-53 address.
+fn opendmarc(dir: &std::path::Path, dns: &DnsServer) -> support::MilterProcess {
+    support::require_program("/usr/sbin/opendmarc", "opendmarc");
+    // The test clients connect from 127.0.0.1, which OpenDMARC ignores by
+    // default: ignore another address instead.
+    std::fs::write(dir.join("ignore"), "192.0.2.1\n").unwrap();
+    let conf = dir.join("opendmarc.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "AuthservID {MX}\nTrustedAuthservIDs {MX}\nIgnoreHosts {}\nSyslog false\n\
+             RejectFailures false\nSPFSelfValidate false\nSPFIgnoreResults true\n\
+             RequiredHeaders false\n",
+            dir.join("ignore").display()
+        ),
+    )
+    .unwrap();
+    let resolv_conf = dns.resolv_conf();
+    support::MilterProcess::start(
+        "opendmarc",
+        &MilterSocket::free_inet(),
+        &dir.join("opendmarc.log"),
+        |socket| {
+            let mut command = std::process::Command::new("/usr/sbin/opendmarc");
+            command
+                .arg("-f")
+                .arg("-c")
+                .arg(&conf)
+                .arg("-p")
+                .arg(socket.opendkim_spec());
+            support::dns::private_resolv_conf(&resolv_conf, &command)
+        },
+    )
+}
+
+#[test]
+fn opendmarc_after_us_passes_aligned_mail_and_fails_a_spoofed_from() {
+    let sink = SmtpSink::start();
+    let sidecar = Sidecar::builder()
+        .internal_hosts(&["192.0.2.1"])
+        .config_line("Mode sv")
+        .write();
+    let keys = sidecar.test_keys();
+    let dns = DnsServer::builder()
+        .also_on_port_53()
+        .zone("mail.example.")
+        .txt("default._domainkey.mail.example.", &keys.rsa.txt)
+        .txt("_dmarc.mail.example.", "v=DMARC1; p=reject")
+        .zone("bank.example.")
+        .txt("_dmarc.bank.example.", "v=DMARC1; p=reject")
+        .start();
+    let conf = std::fs::read_to_string(sidecar.config()).unwrap();
+    std::fs::write(
+        sidecar.config(),
+        format!("{conf}Nameservers {}\n", dns.nameserver()),
+    )
+    .unwrap();
+    let ours = MilterSocket::free_inet();
+    let _milter = sidecar.start(&ours);
+    let dmarc = opendmarc(sidecar.dir(), &dns);
+    let postfix = Postfix::builder()
+        .relay_to(sink.addr())
+        .milters(&[&ours, dmarc.socket()])
+        .start();
+
+    let sign = |raw: &[u8]| sign_ours(raw, "mail.example", "default", &keys.rsa.private_key, "");
+    let aligned = sign(&inbound("aligned", ""));
+    // Signed by mail.example (with dkimpy: our signer signs only its own
+    // domains), claiming to be from bank.example.
+    let pem = std::fs::read_to_string(&keys.rsa.private_key).unwrap();
+    let spoofed = support::signers::Dkimpy {
+        key: &pem,
+        domain: "mail.example",
+        selector: "default",
+        algorithm: "rsa-sha256",
+        canonicalization: "relaxed/simple",
+        length: false,
+        identity: None,
+    }
+    .sign(
+        &String::from_utf8_lossy(&inbound("spoofed", ""))
+            .replace(
+                "From: Sender <sender@mail.example>",
+                "From: CEO <ceo@bank.example>",
+            )
+            .into_bytes(),
+    );
+    let mut client = Submission::open(postfix.smtp_addr());
+    client
+        .send("sender@mail.example", &["alice@example.com"], &aligned)
+        .expect_ok("aligned");
+    client
+        .send("ceo@bank.example", &["alice@example.com"], &spoofed)
+        .expect_ok("spoofed");
+    client.quit();
+    let received = sink.wait_for_messages(2, DELIVERY);
+    let results = |subject: &str| -> Vec<String> {
+        received
+            .iter()
+            .find(|m| m.header_values("Subject") == [subject])
+            .unwrap_or_else(|| panic!("no message {subject}"))
+            .header_values("Authentication-Results")
+    };
+    let aligned = results("aligned");
+    assert!(
+        aligned
+            .iter()
+            .any(|v| v.contains("dkim=pass") && v.contains("header.d=mail.example")),
+        "{aligned:?}"
+    );
+    assert!(
+        aligned
+            .iter()
+            .any(|v| v.contains("dmarc=pass") && v.contains("header.from=mail.example")),
+        "OpenDMARC read our dkim=pass: {aligned:?}\n{}",
+        dmarc.log()
+    );
+    let spoofed = results("spoofed");
+    assert!(
+        spoofed
+            .iter()
+            .any(|v| v.contains("dkim=pass") && v.contains("header.d=mail.example")),
+        "{spoofed:?}"
+    );
+    assert!(
+        spoofed
+            .iter()
+            .any(|v| v.contains("dmarc=fail") && v.contains("header.from=bank.example")),
+        "{spoofed:?}\n{}",
+        dmarc.log()
+    );
+}

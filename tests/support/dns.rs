@@ -38,6 +38,7 @@ struct Zone {
 #[derive(Default)]
 pub struct DnsServerBuilder {
     zones: Vec<Zone>,
+    port_53: bool,
 }
 
 impl DnsServerBuilder {
@@ -60,6 +61,14 @@ impl DnsServerBuilder {
             records: Vec::new(),
             tampered: Vec::new(),
         });
+        self
+    }
+
+    /// Also listen on port 53 of a loopback address of its own
+    /// (`127.53.x.y`, from the random port), for programs whose resolver
+    /// takes no port (the libc resolver, through [`DnsServer::resolv_conf`]).
+    pub fn also_on_port_53(mut self) -> Self {
+        self.port_53 = true;
         self
     }
 
@@ -157,16 +166,21 @@ impl DnsServerBuilder {
             ));
         }
         let anchor_file = (!anchors.is_empty()).then(|| write(&path.join("anchors.key"), &anchors));
+        let port_53 = self
+            .port_53
+            .then(|| std::net::Ipv4Addr::new(127, 53, (addr.port() >> 8) as u8, addr.port() as u8));
+        let listen = match port_53 {
+            Some(ip) => format!("[ {}@{}, {ip}@53 ]", addr.ip(), addr.port()),
+            None => format!("{}@{}", addr.ip(), addr.port()),
+        };
         let config = format!(
-            "server:\n    listen: {ip}@{port}\n    rundir: \"{dir}\"\n    pidfile: \"{dir}/knot.pid\"\n\
+            "server:\n    listen: {listen}\n    rundir: \"{dir}\"\n    pidfile: \"{dir}/knot.pid\"\n\
              database:\n    storage: \"{dir}/db\"\n\
              control:\n    listen: \"{dir}/knot.sock\"\n\
              log:\n  - target: stderr\n    any: notice\n\
              template:\n  - id: default\n    storage: \"{dir}\"\n    zonefile-sync: -1\n    \
              zonefile-load: whole\n    journal-content: none\n    semantic-checks: off\n\
              zone:\n{zone_config}",
-            ip = addr.ip(),
-            port = addr.port(),
             dir = path.display(),
         );
         let config_path = write(&path.join("knot.conf"), &config);
@@ -184,6 +198,7 @@ impl DnsServerBuilder {
             child,
             addr,
             anchor_file,
+            port_53,
         };
         let up = super::poll(Duration::from_secs(10), || {
             if let Ok(Some(status)) = server.child.try_wait() {
@@ -202,6 +217,7 @@ pub struct DnsServer {
     child: Child,
     addr: SocketAddr,
     anchor_file: Option<PathBuf>,
+    port_53: Option<std::net::Ipv4Addr>,
 }
 
 impl DnsServer {
@@ -228,6 +244,17 @@ impl DnsServer {
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// A resolv.conf naming this server on port 53 (built with
+    /// [`DnsServerBuilder::also_on_port_53`]), for a process given its own
+    /// `/etc/resolv.conf` in a mount namespace ([`private_resolv_conf`]).
+    pub fn resolv_conf(&self) -> PathBuf {
+        let ip = self.port_53.expect("built with also_on_port_53()");
+        write(
+            &self.dir.path().join("resolv.conf"),
+            &format!("nameserver {ip}\noptions timeout:2 attempts:2\n"),
+        )
     }
 
     pub fn log(&self) -> String {
@@ -341,4 +368,21 @@ fn run(command: &mut Command) -> std::process::Output {
 fn write(path: &Path, contents: &str) -> PathBuf {
     std::fs::write(path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     path.to_path_buf()
+}
+
+/// `command` run in a mount namespace of its own where `/etc/resolv.conf`
+/// is `resolv_conf` (`unshare -m`, a bind mount; the system's file is not
+/// touched). Needs root.
+pub fn private_resolv_conf(resolv_conf: &Path, command: &Command) -> Command {
+    let mut line = format!(
+        "mount --bind '{}' /etc/resolv.conf && exec '{}'",
+        resolv_conf.display(),
+        command.get_program().to_string_lossy()
+    );
+    for arg in command.get_args() {
+        line.push_str(&format!(" '{}'", arg.to_string_lossy()));
+    }
+    let mut wrapped = Command::new("unshare");
+    wrapped.args(["-m", "--propagation", "private", "sh", "-c", &line]);
+    wrapped
 }

@@ -83,7 +83,7 @@ pub enum Command {
         dkim-sidecar bench --socket inet:8891@127.0.0.1 -c 128 -n 20000 --key-txt default.txt\n  \
         dkim-sidecar bench --socket unix:/run/opendkim/opendkim.sock -P 2 --auth PLAIN --json\n  \
         dkim-sidecar bench --socket inet:8891@127.0.0.1 -c 1000 -n 0 --hold 5 --server-pid 1234")]
-    Bench(BenchArgs),
+    Bench(Box<BenchArgs>),
 }
 
 /// Which configuration file to read, and in which format.
@@ -253,6 +253,12 @@ pub struct BenchArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+
+    /// Send this message (a file, LF or CRLF line ends) instead of a
+    /// generated one, e.g. mail signed elsewhere for a verifier
+    /// (--body-size and --from are then unused).
+    #[arg(long, value_name = "FILE")]
+    pub message: Option<PathBuf>,
 }
 
 /// Key algorithm for keygen.

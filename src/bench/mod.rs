@@ -77,6 +77,8 @@ pub struct BenchOptions {
     pub hold: Option<Duration>,
     /// The milter's PID, to read its CPU time and memory.
     pub server_pid: Option<u32>,
+    /// Send this message instead of a generated one (`--message`).
+    pub message: Option<TestMessage>,
 }
 
 impl BenchOptions {
@@ -108,6 +110,7 @@ impl BenchOptions {
             timeout: Duration::from_secs(30),
             hold: None,
             server_pid: None,
+            message: None,
         }
     }
 }
@@ -195,7 +198,10 @@ pub async fn run(options: BenchOptions) -> Result<Report, BenchError> {
         (None, Some(_)) => u64::MAX,
         (None, None) => options.warmup.saturating_add(1000),
     };
-    let message = TestMessage::generate(&options.sender, &options.recipient, options.body_bytes);
+    let message = match &options.message {
+        Some(message) => message.clone(),
+        None => TestMessage::generate(&options.sender, &options.recipient, options.body_bytes),
+    };
     let server_before = match options.server_pid {
         Some(pid) => {
             process::reset_peak(pid);
@@ -568,6 +574,13 @@ pub fn options_from_args(args: &crate::cli::BenchArgs) -> Result<BenchOptions, S
     options.timeout = seconds("--timeout", args.timeout)?;
     options.hold = args.hold.map(|h| seconds("--hold", h)).transpose()?;
     options.server_pid = args.server_pid;
+    if let Some(path) = &args.message {
+        let raw = std::fs::read(path).map_err(|e| format!("--message {}: {e}", path.display()))?;
+        options.message = Some(
+            TestMessage::from_raw(&raw, &args.to)
+                .map_err(|e| format!("--message {}: {e}", path.display()))?,
+        );
+    }
     Ok(options)
 }
 

@@ -310,23 +310,25 @@ impl Resolver {
     }
 
     /// The resolver for `settings`, shared with every configuration (a
-    /// reload, say) that has the same settings while any of them is alive,
-    /// so the cache survives a reload and a resolver is built once (hickory
-    /// reads the system's TLS roots when it builds one, a few milliseconds).
+    /// reload, say) that has the same settings, so the cache survives a
+    /// reload and a resolver is built once (hickory reads the system's TLS
+    /// roots when it builds one, some milliseconds). The last few settings
+    /// used keep their resolver even when no configuration holds it.
     pub fn shared(settings: &DnsSettings) -> Result<Arc<Resolver>, DnsSetupError> {
-        type Shared = Vec<(DnsSettings, std::sync::Weak<Resolver>)>;
-        static SHARED: Mutex<Shared> = Mutex::new(Vec::new());
+        const KEPT: usize = 4;
+        static SHARED: Mutex<Vec<(DnsSettings, Arc<Resolver>)>> = Mutex::new(Vec::new());
         let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
-        shared.retain(|(_, weak)| weak.strong_count() > 0);
-        if let Some(resolver) = shared
-            .iter()
-            .find(|(s, _)| s == settings)
-            .and_then(|(_, weak)| weak.upgrade())
-        {
+        if let Some(i) = shared.iter().position(|(s, _)| s == settings) {
+            let entry = shared.remove(i);
+            let resolver = Arc::clone(&entry.1);
+            shared.push(entry);
             return Ok(resolver);
         }
         let resolver = Arc::new(Resolver::new(settings)?);
-        shared.push((settings.clone(), Arc::downgrade(&resolver)));
+        if shared.len() >= KEPT {
+            shared.remove(0);
+        }
+        shared.push((settings.clone(), Arc::clone(&resolver)));
         Ok(resolver)
     }
 

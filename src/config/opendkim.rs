@@ -1275,6 +1275,15 @@ SigningTable refile:$DIR/SigningTable
                 ".example.net".to_string()
             ])
         );
+        dir.write(
+            "dnsdata",
+            "a._domainkey.example.com v=DKIM1; p=\nb._domainkey.example.com v=DKIM1; k=ed25519; p=x\n",
+        );
+        let config = dir
+            .load("Socket inet:8891@localhost\nTestDNSData file:$DIR/dnsdata\n")
+            .unwrap();
+        let records = config.policy.verification.unwrap().dns.test_records.clone();
+        assert_eq!(records.unwrap().len(), 2);
         let defaults = dir.load("Socket inet:8891@localhost\n").unwrap().policy;
         let v = defaults.verification.unwrap();
         assert_eq!(v.actions, crate::verifying::VerifyActions::default());

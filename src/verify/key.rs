@@ -4,11 +4,14 @@
 //! The tags are read by [`crate::keys::record::parse_record`] (strict: a
 //! repeated tag, `v=` not first or not `DKIM1`, bad base64 are errors);
 //! the public key itself becomes mail-auth's verifying key, and its size
-//! is read from the DER here. This module never looks anything up and
-//! never verifies a signature.
+//! is read from the DER here; a record read once is kept (by its text) for
+//! the next message. This module never looks anything up and never
+//! verifies a signature.
 
-use mail_auth::common::crypto::Algorithm;
-use mail_auth::common::crypto::VerifyingKey;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use mail_auth::common::crypto::{Algorithm, VerifyingKey};
 use mail_auth::common::parse::TxtRecordParser as _;
 use mail_auth::common::verify::DomainKey;
 
@@ -17,11 +20,69 @@ use crate::keys::record::{KeyRecord, parse_record};
 
 /// A usable public key for one signature.
 pub struct Key {
-    pub verifying: Box<dyn VerifyingKey + Send + Sync>,
+    pub verifying: Arc<dyn VerifyingKey + Send + Sync>,
     /// RSA modulus size; `None` for Ed25519.
     pub bits: Option<u32>,
     /// `t=y`: the domain is testing DKIM.
     pub testing: bool,
+}
+
+/// A key record read once: its tags and, unless revoked, its key.
+struct ParsedRecord {
+    record: KeyRecord,
+    key: Result<(Arc<dyn VerifyingKey + Send + Sync>, Option<u32>), Problem>,
+}
+
+/// Records read lately, by their text: a busy verifier sees the same few
+/// keys over and over, and reading one (two base64 decodings, the DER)
+/// costs more than the rest of a verification but the RSA operation.
+/// Bounded; when full it starts over.
+const PARSED_KEPT: usize = 1024;
+
+fn parsed(txt: &[u8]) -> Result<Arc<ParsedRecord>, Problem> {
+    static PARSED: Mutex<Option<HashMap<Vec<u8>, Arc<ParsedRecord>>>> = Mutex::new(None);
+    if let Some(hit) = PARSED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .and_then(|m| m.get(txt).cloned())
+    {
+        return Ok(hit);
+    }
+    let text = std::str::from_utf8(txt).map_err(|_| Problem::KeySyntax)?;
+    let record = parse_record(text).map_err(|e| {
+        if e.tag == "v" {
+            Problem::KeyVersion
+        } else {
+            Problem::KeySyntax
+        }
+    })?;
+    let key = if record.is_revoked() {
+        Err(Problem::Revoked)
+    } else {
+        match record.key_type.as_str() {
+            "rsa" => rsa_bits(&record)
+                .ok_or(Problem::KeyDecode)
+                .and_then(|bits| {
+                    DomainKey::parse(txt)
+                        .map(|k| (Arc::from(k.p), Some(bits)))
+                        .map_err(|_| Problem::KeyDecode)
+                }),
+            "ed25519" if record.public_key.len() == 32 => DomainKey::parse(txt)
+                .map(|k| (Arc::from(k.p), None))
+                .map_err(|_| Problem::KeyDecode),
+            "ed25519" => Err(Problem::KeyDecode),
+            _ => Err(Problem::KeyTypeUnknown),
+        }
+    };
+    let parsed = Arc::new(ParsedRecord { record, key });
+    let mut cache = PARSED.lock().unwrap_or_else(|e| e.into_inner());
+    let map = cache.get_or_insert_with(HashMap::new);
+    if map.len() >= PARSED_KEPT {
+        map.clear();
+    }
+    map.insert(txt.to_vec(), Arc::clone(&parsed));
+    Ok(parsed)
 }
 
 /// Reads `txt` (one TXT record, its strings joined) as the key for a
@@ -34,14 +95,8 @@ pub fn key_for(
     domain: &str,
     auid_domain: &str,
 ) -> Result<Key, Problem> {
-    let text = std::str::from_utf8(txt).map_err(|_| Problem::KeySyntax)?;
-    let record = parse_record(text).map_err(|e| {
-        if e.tag == "v" {
-            Problem::KeyVersion
-        } else {
-            Problem::KeySyntax
-        }
-    })?;
+    let parsed = parsed(txt)?;
+    let record = &parsed.record;
     let wants = match algorithm {
         Algorithm::Ed25519Sha256 => "ed25519",
         Algorithm::RsaSha256 | Algorithm::RsaSha1 => "rsa",
@@ -65,21 +120,9 @@ pub fn key_for(
     if record.flags.iter().any(|f| f == "s") && !auid_domain.eq_ignore_ascii_case(domain) {
         return Err(Problem::Subdomain);
     }
-    if record.is_revoked() {
-        return Err(Problem::Revoked);
-    }
-    let bits = match wants {
-        "rsa" => Some(rsa_bits(&record).ok_or(Problem::KeyDecode)?),
-        _ => {
-            if record.public_key.len() != 32 {
-                return Err(Problem::KeyDecode);
-            }
-            None
-        }
-    };
-    let key = DomainKey::parse(txt).map_err(|_| Problem::KeyDecode)?;
+    let (verifying, bits) = parsed.key.clone()?;
     Ok(Key {
-        verifying: key.p,
+        verifying,
         bits,
         testing: record.flags.iter().any(|f| f == "y"),
     })

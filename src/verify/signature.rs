@@ -83,7 +83,12 @@ fn is_fws(c: char) -> bool {
 }
 
 fn without_fws(value: &str) -> String {
-    value.chars().filter(|c| !is_fws(*c)).collect()
+    let bytes: Vec<u8> = value
+        .bytes()
+        .filter(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        .collect();
+    // Only ASCII bytes were taken out of valid UTF-8.
+    String::from_utf8(bytes).unwrap_or_default()
 }
 
 /// A domain or selector: dot-separated labels of letters, digits, `-`

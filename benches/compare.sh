@@ -3,7 +3,7 @@
 #
 # Both milters sign with the same key through the same KeyTable, SigningTable
 # (refile:) and InternalHosts, and get the same load from
-# `dkim-sidecar bench`, which behaves like Postfix and verifies a sample of
+# `milter-bench` (crates/milter-bench), which behaves like Postfix and verifies a sample of
 # the signatures it gets back. Each measurement alternates between the two
 # milters (ours, OpenDKIM, ours, ...) ROUNDS times and reports the median.
 # The physical limit is measured in the same run: processors x
@@ -37,6 +37,7 @@ fi
 REPORT=${1:-}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET_DIR/release/dkim-sidecar
+BENCH=$TARGET_DIR/release/milter-bench
 OURS_CMD=${OURS_CMD:-"$BIN run -x {conf} --allow-root"}
 
 say() { printf '%s\n' "$*" >&2; }
@@ -53,7 +54,7 @@ else
     OPENDKIM=$(command -v opendkim)
 
     say "building (release)"
-    cargo build --release --bin dkim-sidecar >&2
+    cargo build --release --bin dkim-sidecar --bin milter-bench >&2
 
     DIR=$(mktemp -d /tmp/dkim-compare.XXXXXX)
     PIDS=()
@@ -136,7 +137,7 @@ EOF
         start_milter "$name" "$key"
         local record=$ROOT/keys-example/default.txt
         if [ "$key" = ed ]; then record=$ROOT/keys-example/ed25519.txt; fi
-        "$BIN" bench --socket "inet:$PORT@127.0.0.1" --key-txt "$record" \
+        "$BENCH" --socket "inet:$PORT@127.0.0.1" --key-txt "$record" \
             --server-pid "$PID" --json "$@" >"$DIR/results/$scenario.$name.$round.json" || true
         stop_milter "$PID"
         say "  $scenario $name round $round done"
@@ -176,7 +177,7 @@ EOF
         say "criterion: body hash and signing"
         cargo bench --bench dkim -- --warm-up-time 1 --measurement-time 3 body_hash >&2
         say "criterion: codec"
-        cargo bench --bench codec -- --warm-up-time 1 --measurement-time 3 >&2
+        cargo bench -p milter --bench codec -- --warm-up-time 1 --measurement-time 3 >&2
         say "criterion: SigningTable of 100,000 refile entries"
         cargo bench --bench tables -- --warm-up-time 1 --measurement-time 3 >&2
     fi

@@ -118,7 +118,7 @@ fn body_hash(c: &mut Criterion) {
                         m.body(black_box(chunk));
                     }
                     black_box(m)
-                })
+                });
             });
         }
     }
@@ -140,7 +140,7 @@ fn end_of_message(c: &mut Criterion) {
                     MessageSigning::new(vec![request(Arc::clone(&key), Canonicalization::Simple)]);
                 m.body(&data);
                 black_box(m.finish(&block, 1_700_000_000).unwrap())
-            })
+            });
         });
     }
     group.finish();
@@ -167,14 +167,14 @@ fn rsa_engines(c: &mut Criterion) {
             )
             .unwrap();
             black_box(&signature);
-        })
+        });
     });
     group.bench_function("openssl", |b| {
         b.iter(|| {
             let mut signer =
                 openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &ossl).unwrap();
             black_box(signer.sign_oneshot_to_vec(black_box(&input)).unwrap())
-        })
+        });
     });
     group.finish();
 }

@@ -54,7 +54,7 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("signing_table_100k_load");
     group.sample_size(10);
     group.bench_function("open_refile_from_disk", |b| {
-        b.iter(|| black_box(SigningTable::open(&spec, &at).unwrap()))
+        b.iter(|| black_box(SigningTable::open(&spec, &at).unwrap()));
     });
     group.finish();
 
@@ -69,11 +69,11 @@ fn bench(c: &mut Criterion) {
     ];
     for (name, user, domain) in cases {
         group.bench_function(format!("find_first/{name}"), |b| {
-            b.iter(|| black_box(table.find_first(black_box(user), black_box(domain))))
+            b.iter(|| black_box(table.find_first(black_box(user), black_box(domain))));
         });
     }
     group.bench_function("find_all/exact_user_late_in_file", |b| {
-        b.iter(|| black_box(table.find_all(black_box("user99996"), black_box("d99990.example"))))
+        b.iter(|| black_box(table.find_all(black_box("user99996"), black_box("d99990.example"))));
     });
     group.finish();
 }

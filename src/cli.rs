@@ -78,12 +78,22 @@ pub enum Command {
         dkim-sidecar verify -c /etc/dkim-sidecar/dkim-sidecar.toml < message.eml")]
     Verify(VerifyArgs),
 
-    /// Load-test a milter (ours or OpenDKIM) the way Postfix talks to it.
+    /// Rotate a domain's key without downtime: prepare, publish, activate, retire.
+    #[command(long_about = "Rotate a domain's signing key without downtime.\n\n\
+        Each run takes the step that is due, says what it did and what comes next \
+        and when, and changes nothing when nothing is due (a daily timer runs it): \
+        prepare (a new key and .txt beside the old one), publish (an RFC 2136 update \
+        signed with TSIG, or what to add by hand), activate (once every authoritative \
+        server serves the record: switch the tables atomically, keep a backup, reload \
+        the daemon), retire (after --overlap: revoke the old record, archive the old key).\n\n\
+        Exit status: 0 a step was taken or none was due; 75 activation waits for DNS; \
+        1 refused (with the reason).")]
     #[command(after_help = "Examples:\n  \
-        dkim-sidecar bench --socket inet:8891@127.0.0.1 -c 128 -n 20000 --key-txt default.txt\n  \
-        dkim-sidecar bench --socket unix:/run/opendkim/opendkim.sock -P 2 --auth PLAIN --json\n  \
-        dkim-sidecar bench --socket inet:8891@127.0.0.1 -c 1000 -n 0 --hold 5 --server-pid 1234")]
-    Bench(Box<BenchArgs>),
+        dkim-sidecar rotate -x /etc/opendkim.conf --domain example.com --now\n  \
+        dkim-sidecar rotate -c /etc/dkim-sidecar/dkim-sidecar.toml --domain example.com \
+        --update-dns 192.0.2.53:53 --tsig-key /etc/dkim-sidecar/rotate.key\n  \
+        dkim-sidecar rotate -x /etc/opendkim.conf --status")]
+    Rotate(crate::rotate::RotateArgs),
 }
 
 /// Which configuration file to read, and in which format.
@@ -154,111 +164,6 @@ pub struct SignArgs {
 pub struct VerifyArgs {
     #[command(flatten)]
     pub config: ConfigSource,
-}
-
-/// Options mirror redis-benchmark's where they can (`-c`, `-n`).
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// The milter's socket (inet:PORT@HOST, inet6:PORT@[HOST], inet:HOST:PORT,
-    /// local:/path, unix:/path).
-    #[arg(long, value_name = "SPEC")]
-    pub socket: String,
-
-    /// Milter connections kept busy at once.
-    #[arg(short = 'c', long, default_value_t = 1)]
-    pub connections: usize,
-
-    /// Messages to count (after the warm-up); default 1000 unless --duration.
-    #[arg(short = 'n', long)]
-    pub messages: Option<u64>,
-
-    /// Start messages for this many seconds (with -n: whichever ends first).
-    #[arg(short = 'd', long, value_name = "SECONDS")]
-    pub duration: Option<f64>,
-
-    /// Messages sent first and not counted.
-    #[arg(short = 'w', long, default_value_t = 0)]
-    pub warmup: u64,
-
-    /// Messages per milter connection, then QUIT and a new connection
-    /// (default: one connection per -c for the whole run).
-    #[arg(short = 'm', long, value_name = "N")]
-    pub per_connection: Option<u64>,
-
-    /// Milter protocol version to offer, as Postfix's milter_protocol (2, 3, 4, 6).
-    #[arg(short = 'P', long, default_value_t = 6)]
-    pub protocol: u32,
-
-    /// Body size in bytes.
-    #[arg(short = 'b', long, default_value_t = 4096)]
-    pub body_size: usize,
-
-    /// Sender (MAIL FROM and From:); its domain is the one signed.
-    #[arg(long, default_value = "sender@example.com")]
-    pub from: String,
-
-    /// Recipient (RCPT TO and To:).
-    #[arg(long, default_value = "recipient@example.org")]
-    pub to: String,
-
-    /// The SMTP client's address, given to the milter at connect.
-    #[arg(long, default_value = "127.0.0.1")]
-    pub client_ip: IpAddr,
-
-    /// The SMTP client's host name.
-    #[arg(long, default_value = "localhost")]
-    pub client_name: String,
-
-    /// Present every message as sent with SMTP AUTH using this mechanism
-    /// ({auth_type}, {auth_authen}).
-    #[arg(long, value_name = "MECHANISM")]
-    pub auth: Option<String>,
-
-    /// The {daemon_name} macro (Postfix's milter_macro_daemon_name), e.g. ORIGINATING.
-    #[arg(long, value_name = "NAME")]
-    pub daemon_name: Option<String>,
-
-    /// An extra macro, sent at its stage: STAGE:NAME=VALUE
-    /// (stages connect, helo, mail, rcpt, data, eoh, eom). Repeatable.
-    #[arg(long = "macro", value_name = "STAGE:NAME=VALUE")]
-    pub macros: Vec<String>,
-
-    /// A public key record to verify signatures with: keygen's or
-    /// opendkim-genkey's SELECTOR.txt (a relative name gets the --from domain).
-    /// Repeatable.
-    #[arg(long = "key-txt", value_name = "FILE")]
-    pub key_txt: Vec<PathBuf>,
-
-    /// Verify every N-th signed message (1: all, 0: none).
-    #[arg(long, value_name = "N", default_value_t = 100)]
-    pub verify_every: u64,
-
-    /// Seconds to wait for any reply.
-    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
-    pub timeout: f64,
-
-    /// Keep every connection open and idle this many seconds after the
-    /// messages (with --server-pid: measures what idle connections cost).
-    #[arg(long, value_name = "SECONDS")]
-    pub hold: Option<f64>,
-
-    /// The milter's process id: report its CPU time and memory from /proc.
-    #[arg(long, value_name = "PID")]
-    pub server_pid: Option<u32>,
-
-    /// Threads for the bench itself (it shares the machine with the milter).
-    #[arg(long, default_value_t = 1)]
-    pub threads: usize,
-
-    /// Print the report as JSON.
-    #[arg(long)]
-    pub json: bool,
-
-    /// Send this message (a file, LF or CRLF line ends) instead of a
-    /// generated one, e.g. mail signed elsewhere for a verifier
-    /// (--body-size and --from are then unused).
-    #[arg(long, value_name = "FILE")]
-    pub message: Option<PathBuf>,
 }
 
 /// Key algorithm for keygen.

@@ -23,15 +23,15 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, Logging, RunAs};
+use crate::config::{Config, ConfigError, Logging, RunAs};
 use crate::logging::LoggingError;
+use crate::message_log::Reporter;
 use crate::metrics::{self, Metrics, MetricsBindError};
 use crate::policy::Policy;
-use crate::report::Reporter;
-use crate::server::{self, Listener};
 use crate::signing::{LivePolicy, SigningFilter};
 use crate::systemd;
 use crate::tables::KeySource;
+use milter::server::{self, Listener};
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +66,29 @@ pub enum DaemonError {
 }
 
 /// How the daemon reads its configuration again on reload.
-pub type Reload = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
+pub type Reload = Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
+
+/// Why a reload kept the previous configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The configuration, a table or a key did not load: every problem,
+    /// each with its file and line.
+    #[error("{}", problems(.0))]
+    Config(#[from] ConfigError),
+    /// The loader itself panicked.
+    #[error("the configuration loader failed: {0}")]
+    LoaderFailed(String),
+}
+
+/// A configuration's problems on one line, separated by `; `.
+fn problems(error: &ConfigError) -> String {
+    error
+        .problems()
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
 
 /// The whole `run` subcommand once the configuration is loaded: logging,
 /// a multi-threaded runtime, [`run`]. Blocks until the daemon stops. An
@@ -74,7 +96,7 @@ pub type Reload = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
 pub fn main(config: Config, reload: Reload) -> Result<(), DaemonError> {
     let destination = crate::logging::init(&config.logging)?;
     // One log line per panic, to the configured destination (syslog too).
-    crate::panics::install_hook();
+    milter::panics::install_hook();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("dkim-sidecar")
@@ -140,7 +162,7 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
     let mut hangup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
     let mut user1 = signal(SignalKind::user_defined1()).map_err(DaemonError::Signals)?;
 
-    let sockets: Vec<String> = listeners.iter().map(Listener::describe).collect();
+    let sockets: Vec<String> = listeners.iter().map(Listener::spec).collect();
     let sockets = sockets.join(", ");
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -252,8 +274,8 @@ async fn reload_config(
     systemd::reloading();
     let reload = Arc::clone(reload);
     let loaded = match tokio::task::spawn_blocking(move || reload()).await {
-        Ok(result) => result,
-        Err(panic) => Err(format!("the configuration loader failed: {panic}")),
+        Ok(result) => result.map_err(ReloadError::from),
+        Err(panic) => Err(ReloadError::LoaderFailed(panic.to_string())),
     };
     match loaded {
         Ok(config) => {

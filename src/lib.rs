@@ -8,12 +8,10 @@
 //!
 //! `main.rs` only parses the command line ([`cli`]) and calls into this
 //! library, so everything here can be tested without spawning the binary.
-//! [`bench`] is the other side of the wire: a load client that plays
-//! Postfix against any milter, for measuring ours against OpenDKIM.
 
 pub mod auth_results;
-pub mod bench;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod diagnostics;
@@ -21,14 +19,12 @@ pub mod dkim;
 pub mod dns;
 pub mod keys;
 pub mod logging;
+pub mod message_log;
 pub mod metrics;
-pub mod milter;
 pub mod offline;
 pub mod offline_verify;
-pub mod panics;
 pub mod policy;
-pub mod report;
-pub mod server;
+pub mod rotate;
 pub mod signing;
 pub mod systemd;
 pub mod tables;

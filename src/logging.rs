@@ -20,7 +20,7 @@
 //! The level filter comes from `RUST_LOG` (default `info`), e.g.
 //! `RUST_LOG=debug` to see signed messages with `SyslogSuccess no`.
 //! This module only sets up the subscriber; what a message's line says is
-//! [`crate::report`]'s business.
+//! [`crate::message_log`]'s business.
 
 use std::ffi::CString;
 use std::io::Write as _;
@@ -125,10 +125,13 @@ pub fn init(logging: &Logging) -> Result<Destination, LoggingError> {
     if let Destination::Syslog(facility) = destination {
         // SAFETY: IDENT is a static C string that outlives every syslog()
         // call, as openlog requires; the flags and facility are plain ints.
-        unsafe { libc::openlog(IDENT.as_ptr(), libc::LOG_PID | libc::LOG_NDELAY, facility) };
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::openlog(IDENT.as_ptr(), libc::LOG_PID | libc::LOG_NDELAY, facility);
+        };
     }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let writer = Lines { destination };
+    let writer = LineWriters { destination };
     // The journal and syslog stamp the time and carry the level as the
     // line's priority: only a plain stderr line shows them.
     let with_time = destination == Destination::Stderr;
@@ -162,11 +165,11 @@ const IDENT: &std::ffi::CStr = c"dkim-sidecar";
 
 /// Makes one [`Line`] per event.
 #[derive(Debug, Clone, Copy)]
-struct Lines {
+struct LineWriters {
     destination: Destination,
 }
 
-impl<'a> MakeWriter<'a> for Lines {
+impl<'a> MakeWriter<'a> for LineWriters {
     type Writer = Line;
 
     fn make_writer(&'a self) -> Line {
@@ -231,7 +234,10 @@ impl Drop for Line {
                 let message = CString::new(text).expect("NUL bytes removed");
                 // SAFETY: both strings are NUL-terminated and live across the
                 // call; "%s" makes syslog treat the message as data.
-                unsafe { libc::syslog(priority, c"%s".as_ptr(), message.as_ptr()) };
+                #[allow(unsafe_code)]
+                unsafe {
+                    libc::syslog(priority, c"%s".as_ptr(), message.as_ptr());
+                };
             }
         }
     }

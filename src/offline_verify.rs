@@ -5,7 +5,7 @@
 //! Postfix would send and fed to a [`Session`] driving a [`SigningFilter`];
 //! the key lookups run on a runtime of this command's own, and the end of
 //! message waits for them exactly as the server does
-//! ([`crate::milter::Filter::end_of_message_ready`]). Only the policy is
+//! ([`milter::Filter::end_of_message_ready`]). Only the policy is
 //! adjusted, for a command whose job is to report: nothing is signed
 //! (Mode v), the Authentication-Results field is always written
 //! (`dkim=none` for an unsigned message) and every On-* action is accept,
@@ -17,12 +17,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::milter::options::{Actions, Offer, ProtocolFlags};
-use crate::milter::{ClientAddress, Command, Reply, Session, Stage};
 use crate::offline::{Envelope, OfflineError, Parsed};
 use crate::policy::{Action, Policy};
 use crate::signing::{LivePolicy, SigningFilter};
 use crate::verifying::VerifyActions;
+use milter::options::{Actions, Offer, ProtocolFlags};
+use milter::{ClientAddress, Command, Reply, Session, Stage};
 
 /// What verification said.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,7 +108,7 @@ pub fn verify(
     events.push(Command::EndOfMessage(Bytes::new()));
     for event in events {
         if matches!(event, Command::EndOfMessage(_))
-            && let Some(ready) = crate::milter::Filter::end_of_message_ready(session.filter())
+            && let Some(ready) = milter::Filter::end_of_message_ready(session.filter())
         {
             runtime.block_on(ready);
         }

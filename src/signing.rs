@@ -18,14 +18,14 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 
 use crate::dkim::{HeaderBlock, MessageSigning, SIGNATURE_FIELD};
-use crate::milter::macros::postfix_defaults;
-use crate::milter::{
+use crate::message_log::{ConnectionReport, Failure, not_signed_label};
+use crate::policy::{Action, Decision, MacroLookup, MessageFacts, Policy, TrustedBy};
+use crate::verifying::{Start, VerifyingMessage};
+use milter::postfix::default_macros;
+use milter::{
     Actions, Client, EndOfMessage, Event, EventSet, Filter, Macros, Modification, Needs, SmtpReply,
     Stage, Verdict,
 };
-use crate::policy::{Action, Decision, MacroLookup, MessageFacts, Policy, TrustedBy};
-use crate::report::{ConnectionReport, Failure, not_signed_label};
-use crate::verifying::{Start, VerifyingMessage};
 
 /// The policy in force, replaced whole on reload.
 #[derive(Debug)]
@@ -153,7 +153,7 @@ impl Filter for SigningFilter {
     fn needs(&self) -> Needs {
         let policy = self.live.current();
         let with_macro_list = |base: &[&str]| {
-            let mut names: Vec<String> = base.iter().map(|s| s.to_string()).collect();
+            let mut names: Vec<String> = base.iter().map(ToString::to_string).collect();
             for rule in &policy.trust.macros {
                 let braced = format!("{{{}}}", rule.name);
                 let name = if rule.name.len() == 1 {
@@ -174,39 +174,28 @@ impl Filter for SigningFilter {
         } else {
             Actions::ADD_HEADERS
         };
-        Needs {
-            actions,
-            events: EventSet::of(&[
-                Event::Connect,
-                Event::Mail,
-                Event::Rcpt,
-                Event::Header,
-                Event::EndOfHeaders,
-                Event::Body,
-            ]),
-            replies: EventSet::of(&[Event::Connect, Event::EndOfHeaders]),
-            // Postfix's defaults, asked for explicitly (asking for any list
-            // replaces its defaults for every stage), without HELO's TLS
-            // macros, which nothing here uses.
-            macros: [
-                Stage::Connect,
-                Stage::Helo,
-                Stage::Mail,
-                Stage::Rcpt,
-                Stage::Data,
-                Stage::EndOfHeaders,
-                Stage::EndOfMessage,
-            ]
-            .into_iter()
-            .map(|stage| {
-                let base = match stage {
-                    Stage::Helo => &[][..],
-                    _ => postfix_defaults(stage),
-                };
-                (stage, with_macro_list(base))
-            })
-            .collect(),
-        }
+        let needs = Needs::seeing(EventSet::of(&[
+            Event::Connect,
+            Event::Mail,
+            Event::Rcpt,
+            Event::Header,
+            Event::EndOfHeaders,
+            Event::Body,
+        ]))
+        .answering(EventSet::of(&[Event::Connect, Event::EndOfHeaders]))
+        .modifying(actions);
+        // Postfix's defaults, asked for explicitly (asking for any list
+        // replaces its defaults for every stage), without HELO's TLS
+        // macros, which nothing here uses.
+        Stage::REQUESTABLE.into_iter().fold(needs, |needs, stage| {
+            let base = match stage {
+                Stage::Helo => &[][..],
+                _ => default_macros(stage),
+            };
+            let names = with_macro_list(base);
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            needs.with_macros(stage, &names)
+        })
     }
 
     fn connect(&mut self, client: &Client, _macros: &Macros) -> Verdict {
@@ -410,7 +399,7 @@ impl Filter for SigningFilter {
                     .map(|sig| Modification::InsertHeader {
                         index: 0,
                         name: Bytes::from_static(SIGNATURE_FIELD.as_bytes()),
-                        value: Bytes::from(sig.value),
+                        value: milter_folding(&sig.value),
                     })
                     .collect();
                 if s.policy.software_header {
@@ -452,9 +441,7 @@ impl Filter for SigningFilter {
     }
 
     /// Verification waits for its key lookups; signing never waits.
-    fn end_of_message_ready(
-        &self,
-    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> {
+    fn end_of_message_ready(&self) -> Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>> {
         match &self.message {
             Message::Verifying(v) => v.keys_ready(),
             _ => None,
@@ -497,4 +484,10 @@ fn verdict_for(action: Action, what: &str) -> Verdict {
             text: format!("DKIM {what}, try again later"),
         }),
     }
+}
+
+/// A field value folded as the milter protocol wants it: Postfix takes
+/// folded values with bare LF and would turn a CRLF into `\r\r\n`.
+fn milter_folding(value: &str) -> Bytes {
+    Bytes::from(value.replace("\r\n", "\n"))
 }

@@ -19,7 +19,7 @@ use std::os::fd::{FromRawFd as _, OwnedFd};
 
 use sd_notify::NotifyState;
 
-use crate::server::{BindError, Listener};
+use milter::server::{BindError, Listener};
 
 /// The listening sockets systemd passed to this process, in order; empty
 /// when not socket-activated. Must be called once, inside a tokio runtime.
@@ -34,6 +34,7 @@ pub fn listeners() -> Result<Vec<Listener>, BindError> {
         // SAFETY: sd_listen_fds semantics: systemd passed these descriptors
         // to this process (LISTEN_PID matched) for it to own; nothing else in
         // the process uses them, and this function runs once.
+        #[allow(unsafe_code)]
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
         listeners.push(Listener::from_inherited(owned, &name)?);
     }

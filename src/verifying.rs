@@ -13,7 +13,7 @@
 //! one log line naming `d=`, `s=`, result and reason of every signature.
 //!
 //! It never looks at bytes on the wire and never signs; the waiting for DNS
-//! is the server's ([`crate::milter::Filter::end_of_message_ready`]).
+//! is the server's ([`milter::Filter::end_of_message_ready`]).
 
 use std::fmt::Write as _;
 use std::future::Future;
@@ -26,12 +26,12 @@ use bytes::Bytes;
 use crate::auth_results::{self, Removal};
 use crate::dkim::HeaderBlock;
 use crate::dns::{DnsSettings, Resolver};
-use crate::milter::{EndOfMessage, Macros, Modification, SmtpReply, Verdict};
 use crate::policy::Action;
 use crate::verify::{
     DkimResult, MessageVerification, SignatureVerdict, VerifySettings, decisive,
     metrics as verify_metrics,
 };
+use milter::{EndOfMessage, Macros, Modification, SmtpReply, Verdict};
 
 /// Who we are in Authentication-Results fields (OpenDKIM's AuthservID).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,7 +145,7 @@ pub fn describe(policy: &VerificationPolicy) -> Vec<String> {
                     .dns
                     .nameservers
                     .iter()
-                    .map(|a| a.to_string())
+                    .map(ToString::to_string)
                     .collect::<Vec<_>>()
                     .join(", ")
             },
@@ -363,7 +363,7 @@ fn action_for(deciding: Option<&SignatureVerdict>, actions: &VerifyActions) -> (
     let problem = v
         .problem
         .as_ref()
-        .map(|p| p.to_string())
+        .map(ToString::to_string)
         .unwrap_or_default();
     match v.result {
         DkimResult::Pass => (Action::Accept, String::new()),

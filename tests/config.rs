@@ -4,16 +4,14 @@
 //! starting), and the two shipped examples, loaded and run through
 //! `check-config`.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use common::{run, run_ok, sidecar, stderr, stdout};
 use dkim_sidecar::config::{Config, Format};
 use dkim_sidecar::keys::KeyType;
-use dkim_sidecar::server::SocketSpec;
+use milter::server::SocketSpec;
+use testkit::command::{run, run_ok, sidecar, stderr, stdout};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -30,7 +28,7 @@ impl Setup {
     fn new(fixture: &str) -> Setup {
         // Not under /tmp: OpenDKIM refuses keys below a world-writable
         // directory, sticky bit or not.
-        let dir = tempfile::tempdir_in(common::scratch_base()).unwrap();
+        let dir = tempfile::tempdir_in(testkit::scratch_base()).unwrap();
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
         let from = Path::new(ROOT).join("tests/fixtures/config").join(fixture);
         for entry in fs::read_dir(&from).unwrap() {
@@ -77,7 +75,7 @@ impl Setup {
 }
 
 fn warnings(config: &Config) -> Vec<String> {
-    config.warnings.iter().map(|w| w.to_string()).collect()
+    config.warnings.iter().map(ToString::to_string).collect()
 }
 
 fn signing_keys(config: &Config, user: &str, domain: &str) -> Vec<String> {
@@ -371,4 +369,24 @@ fn check_config_lists_every_problem_and_fails() {
         dir.path(),
     );
     assert!(!theirs.status.success());
+}
+
+/// `dkim-sidecar check-config -x FILE | head -1`: a reader that goes away
+/// is not an error, and certainly not a panic.
+#[test]
+fn check_config_into_a_closed_pipe_exits_cleanly() {
+    let setup = Setup::new("guide-tables");
+    let mut child = std::process::Command::new(testkit::binary())
+        .args(["check-config", "-x"])
+        .arg(setup.conf())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader leaves before a byte is written: every write fails EPIPE.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let errors = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {errors}", out.status);
+    assert!(!errors.contains("panicked"), "{errors}");
 }

@@ -13,8 +13,6 @@
 //! its output changes on every run (queue IDs, dates). `fuzz/record-corpus`
 //! runs it; `FUZZ_CORPUS_DIR` says where the files go.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -22,8 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use support::opendkim::SigningKey;
-use support::{MilterSocket, Postfix, Sidecar, SmtpSink, Submission};
+use testkit::message::alice_to_bob_with;
+use testkit::opendkim::SigningKey;
+use testkit::{MilterSocket, Postfix, Sidecar, SmtpSink, Submission};
 
 const DELIVERY: Duration = Duration::from_secs(30);
 
@@ -62,7 +61,7 @@ impl Recorder {
 
     /// The sessions, once every connection has closed.
     fn finish(&self) -> Vec<Vec<u8>> {
-        let closed = support::poll(Duration::from_secs(30), || {
+        let closed = testkit::poll(Duration::from_secs(30), || {
             (*self.open.lock().unwrap() == 0).then_some(())
         });
         assert!(closed.is_some(), "milter connections still open");
@@ -101,20 +100,6 @@ fn relay(
     *open.lock().unwrap() -= 1;
 }
 
-fn message(subject: &str, extra_headers: &str, body: &str) -> Vec<u8> {
-    format!(
-        "From: Alice <alice@example.com>\r\n\
-         To: Bob <bob@example.org>\r\n\
-         Subject: {subject}\r\n\
-         Date: Sat, 22 Nov 2025 10:00:00 +0000\r\n\
-         Message-ID: <{subject}@example.com>\r\n\
-         {extra_headers}\
-         \r\n\
-         {body}"
-    )
-    .into_bytes()
-}
-
 #[test]
 #[ignore = "needs root and Postfix; writes the fuzz corpus (fuzz/record-corpus)"]
 fn record_postfix_milter_sessions() {
@@ -148,7 +133,7 @@ fn record_postfix_milter_sessions() {
             .send(
                 "alice@example.com",
                 &["bob@example.org"],
-                &message(
+                &alice_to_bob_with(
                     "plain",
                     "",
                     "Hello Bob,\r\n.a line that starts with a dot\r\n",
@@ -162,7 +147,7 @@ fn record_postfix_milter_sessions() {
             .send(
                 "alice@example.com",
                 &["bob@example.org", "carol@example.org"],
-                &message(
+                &alice_to_bob_with(
                     "folded",
                     "X-Folded: one\r\n\ttwo\r\n   three\r\nX-Empty:\r\nX-Eight-Bit: caf\u{e9}\r\n",
                     "  leading space\r\ntrailing space  \r\n\r\n\r\n",
@@ -173,14 +158,14 @@ fn record_postfix_milter_sessions() {
             .send(
                 "alice@example.com",
                 &["bob@example.org"],
-                &message("no-final-newline", "", "no CRLF at the end"),
+                &alice_to_bob_with("no-final-newline", "", "no CRLF at the end"),
             )
             .expect_ok("no final newline");
         client.quit();
         postfix.sendmail(
             "alice@example.com",
             &["bob@example.org"],
-            message("sendmail", "", "From sendmail(1)\n").as_slice(),
+            alice_to_bob_with("sendmail", "", "From sendmail(1)\n").as_slice(),
         );
         sent += 4;
         let received = sink.wait_for_messages(sent, DELIVERY);

@@ -13,17 +13,15 @@
 //!
 //! No test asserts a timing beyond "answers within so many seconds".
 
-mod support;
-
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use dkim_sidecar::bench::client::postfix_offer;
-use dkim_sidecar::milter::{ClientAddress, Command, Reply, ReplyDecoder};
-use support::daemon::Daemon;
-use support::{MilterProcess, MilterSocket, Sidecar};
+use milter::postfix;
+use milter::{ClientAddress, Command, Reply, ReplyDecoder};
+use testkit::daemon::Daemon;
+use testkit::{MilterProcess, MilterSocket, Sidecar};
 
 /// How long a well-behaved conversation may take while a hostile client
 /// is active. Generous: the machine is shared; this is liveness, not speed.
@@ -90,7 +88,7 @@ impl Target {
     /// signed within [`LIVELY`].
     fn well_behaved(&self) {
         let started = Instant::now();
-        if let Err(e) = support::conversation::signed_message(self.addr, LIVELY) {
+        if let Err(e) = testkit::conversation::signed_message(self.addr, LIVELY) {
             panic!(
                 "well-behaved conversation while a hostile client is active: {e}\n{}",
                 self.log()
@@ -106,7 +104,7 @@ impl Target {
         let started = Instant::now();
         let deadline = started + LIVELY;
         loop {
-            match support::conversation::signed_message(self.addr, LIVELY) {
+            match testkit::conversation::signed_message(self.addr, LIVELY) {
                 Ok(()) => {
                     eprintln!("well-behaved message signed after {:?}", started.elapsed());
                     return;
@@ -148,7 +146,7 @@ impl Target {
     /// Waits until the log has a line containing `needle`, lets any
     /// repeats arrive, and asserts it is there exactly once.
     fn assert_logged_once(&self, needle: &str) {
-        support::poll(LIVELY, || self.log().contains(needle).then_some(()))
+        testkit::poll(LIVELY, || self.log().contains(needle).then_some(()))
             .unwrap_or_else(|| panic!("nothing logged about {needle:?}:\n{}", self.log()));
         // Repeats, if any, would follow within the time limits.
         std::thread::sleep(Duration::from_secs(IDLE_SECONDS + 1));
@@ -234,7 +232,7 @@ fn read_reply(stream: &mut TcpStream) -> Reply {
 /// a transaction from 127.0.0.1.
 fn open_transaction(stream: &mut TcpStream) {
     stream
-        .write_all(&frame(&Command::Negotiate(postfix_offer(6).unwrap())))
+        .write_all(&frame(&Command::Negotiate(postfix::offer(6).unwrap())))
         .unwrap();
     assert!(matches!(read_reply(stream), Reply::Negotiate { .. }));
     let mut opening = frame(&Command::Connect {
@@ -257,7 +255,7 @@ fn slowloris_is_cut_by_the_frame_timeout() {
     let target = Target::start(64);
     // Ten clients, each trickling a valid negotiation one byte at a time:
     // none may hold its connection past the frame timeout.
-    let offer = frame(&Command::Negotiate(postfix_offer(6).unwrap()));
+    let offer = frame(&Command::Negotiate(postfix::offer(6).unwrap()));
     let trickle = Duration::from_millis(300);
     assert!(trickle * offer.len() as u32 > Duration::from_secs(FRAME_SECONDS * 2));
     let clients: Vec<_> = (0..10)
@@ -433,7 +431,7 @@ fn garbage_after_quit_is_not_read() {
     let target = Target::start(64);
     let mut stream = target.connect();
     stream
-        .write_all(&frame(&Command::Negotiate(postfix_offer(6).unwrap())))
+        .write_all(&frame(&Command::Negotiate(postfix::offer(6).unwrap())))
         .unwrap();
     assert!(matches!(read_reply(&mut stream), Reply::Negotiate { .. }));
     let mut bytes = frame(&Command::Quit);
@@ -448,7 +446,7 @@ fn garbage_after_quit_is_not_read() {
 #[test]
 fn thousands_of_connections_beyond_the_limit_are_refused_and_logged_once() {
     const LIMIT: usize = 50;
-    raise_open_files_limit(4096);
+    milter_bench::process::raise_open_files_limit();
     let target = Target::start(LIMIT);
     // Two thousand connections at once, held open, never speaking.
     let flood: Vec<TcpStream> = (0..2000)
@@ -470,19 +468,4 @@ fn thousands_of_connections_beyond_the_limit_are_refused_and_logged_once() {
         target.log()
     );
     drop(flood);
-}
-
-fn raise_open_files_limit(wanted: u64) {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
-        if limit.rlim_cur < wanted {
-            limit.rlim_cur = wanted.min(limit.rlim_max);
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
 }

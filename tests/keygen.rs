@@ -2,16 +2,17 @@
 //! that must accept its keys: opendkim-genkey (layout), OpenSSL (key
 //! format), opendkim-testkey over real DNS, OpenDKIM and dkimpy (signatures).
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
 use dkim_sidecar::keys::KeyType;
 use dkim_sidecar::keys::record::{RecordOptions, zone_file};
+use testkit::command::*;
+use testkit::dnsmasq::*;
+use testkit::openssl::*;
+use testkit::verify::dkimpy_sign_and_verify;
 
 /// Flag combinations of opendkim-genkey that change the `.txt`.
 const FLAG_SETS: &[&[&str]] = &[
@@ -210,7 +211,8 @@ fn keygen_writes_pkcs8_private_key_mode_0600_even_with_umask_000() {
         .args([
             "-c",
             &format!(
-                "umask 000; exec {BIN} keygen -d example.com -s sel -D {}",
+                "umask 000; exec {} keygen -d example.com -s sel -D {}",
+                testkit::binary().display(),
                 dir.path().display()
             ),
         ])

@@ -11,11 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use dkim_sidecar::milter::{
+use milter::server::{self, Listener, Settings, SocketSpec, UnixSocketAccess};
+use milter::{
     Actions, Client, EndOfMessage, Event, EventSet, Filter, Macros, Modification, Needs, SmtpReply,
     Stage, Verdict,
 };
-use dkim_sidecar::server::{self, Listener, Settings, SocketSpec, UnixSocketAccess};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
@@ -32,22 +32,18 @@ struct StampFilter {
 
 impl Filter for StampFilter {
     fn needs(&self) -> Needs {
-        Needs {
-            actions: Actions::ADD_HEADERS,
-            events: EventSet::of(&[
-                Event::Connect,
-                Event::Mail,
-                Event::Rcpt,
-                Event::Header,
-                Event::Body,
-            ]),
-            replies: EventSet::of(&[Event::Rcpt]),
-            macros: vec![
-                (Stage::Connect, vec!["j".into(), "{daemon_name}".into()]),
-                (Stage::Mail, vec!["{auth_type}".into(), "i".into()]),
-                (Stage::EndOfMessage, vec!["i".into()]),
-            ],
-        }
+        Needs::seeing(EventSet::of(&[
+            Event::Connect,
+            Event::Mail,
+            Event::Rcpt,
+            Event::Header,
+            Event::Body,
+        ]))
+        .answering(EventSet::of(&[Event::Rcpt]))
+        .modifying(Actions::ADD_HEADERS)
+        .with_macros(Stage::Connect, &["j", "{daemon_name}"])
+        .with_macros(Stage::Mail, &["{auth_type}", "i"])
+        .with_macros(Stage::EndOfMessage, &["i"])
     }
 
     fn connect(&mut self, _client: &Client, _macros: &Macros) -> Verdict {
@@ -642,12 +638,7 @@ struct ThreadReporter {
 
 impl Filter for ThreadReporter {
     fn needs(&self) -> Needs {
-        Needs {
-            actions: Actions::ADD_HEADERS,
-            events: EventSet::NONE,
-            replies: EventSet::NONE,
-            macros: vec![],
-        }
+        Needs::seeing(EventSet::NONE).modifying(Actions::ADD_HEADERS)
     }
 
     fn end_of_message(&mut self, _macros: &Macros) -> EndOfMessage {
@@ -680,8 +671,8 @@ async fn one_message(
     heavy: bool,
     panic: bool,
     idle: usize,
-) -> Result<dkim_sidecar::bench::Outcome, String> {
-    use dkim_sidecar::bench::{MilterClient, TestMessage, client};
+) -> Result<milter::client::Outcome, String> {
+    use milter::client::{self, MilterClient};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let shutdown = CancellationToken::new();
@@ -711,9 +702,9 @@ async fn one_message(
         Duration::from_secs(10),
     );
     mta.negotiate(6).await.unwrap();
-    let values = dkim_sidecar::bench::BenchOptions::new(target).macros;
+    let values = client::MacroValues::default();
     assert_eq!(mta.open_session(&values, "client").await.unwrap(), None);
-    let message = TestMessage::generate("a@example.com", "b@example.org", 100);
+    let message = testkit::message::load_test("a@example.com", "b@example.org", 100);
     let outcome = mta
         .send_message(&message, "Q1", &values)
         .await
@@ -727,10 +718,10 @@ async fn one_message(
     outcome
 }
 
-fn inserted_thread(outcome: &dkim_sidecar::bench::Outcome) -> String {
+fn inserted_thread(outcome: &milter::client::Outcome) -> String {
     match outcome {
-        dkim_sidecar::bench::Outcome::Delivered { modifications } => match &modifications[..] {
-            [dkim_sidecar::milter::Reply::InsertHeader { value, .. }] => {
+        milter::client::Outcome::Delivered { modifications } => match &modifications[..] {
+            [milter::Reply::InsertHeader { value, .. }] => {
                 String::from_utf8_lossy(value).trim().to_string()
             }
             other => panic!("unexpected modifications {other:?}"),
@@ -762,9 +753,9 @@ async fn a_panic_on_the_work_threads_answers_tempfail() {
         assert!(
             matches!(
                 outcome,
-                dkim_sidecar::bench::Outcome::Refused {
+                milter::client::Outcome::Refused {
                     event: 'E',
-                    reply: dkim_sidecar::milter::Reply::Tempfail
+                    reply: milter::Reply::Tempfail
                 }
             ),
             "{outcome:?}"
@@ -818,7 +809,7 @@ impl Drop for Panicky {
 
 #[test]
 fn a_panic_on_the_connection_task_answers_tempfail_is_logged_once_and_the_server_lives_on() {
-    use dkim_sidecar::bench::{MilterClient, Outcome, TestMessage, client};
+    use milter::client::{self, MilterClient, Outcome};
     let logs = Logs::default();
     logs.capture_this_thread();
     // One thread: the filter runs on the connection task itself.
@@ -849,8 +840,8 @@ fn a_panic_on_the_connection_task_answers_tempfail_is_logged_once_and_the_server
             shutdown.clone(),
         ));
         let target: SocketSpec = format!("inet:{port}@127.0.0.1").parse().unwrap();
-        let values = dkim_sidecar::bench::BenchOptions::new(target.clone()).macros;
-        let message = TestMessage::generate("a@example.com", "b@example.org", 100);
+        let values = client::MacroValues::default();
+        let message = testkit::message::load_test("a@example.com", "b@example.org", 100);
         for n in 1..=4 {
             let mut mta = MilterClient::new(
                 client::open(&target).await.unwrap(),
@@ -865,7 +856,7 @@ fn a_panic_on_the_connection_task_answers_tempfail_is_logged_once_and_the_server
                         outcome,
                         Outcome::Refused {
                             event: 'E',
-                            reply: dkim_sidecar::milter::Reply::Tempfail
+                            reply: milter::Reply::Tempfail
                         }
                     ),
                     "{outcome:?}"

@@ -23,14 +23,12 @@
 //! both milters run at once and the cases are split over [`SCRIPTS`]
 //! miltertest processes per milter.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::{MilterProcess, MilterSocket};
+use testkit::{MilterProcess, MilterSocket};
 
 // ---------------------------------------------------------------------------
 // The configurations: one test each, so they run in parallel.
@@ -547,7 +545,7 @@ struct Configuration {
 impl Configuration {
     fn prepare(name: &str) -> Configuration {
         let source = fixtures().join(name);
-        let dir = support::scratch_dir(&format!("parity-{name}"));
+        let dir = testkit::scratch_dir(&format!("parity-{name}"));
         let root = dir.path().display().to_string();
         let mut cases = None;
         for entry in std::fs::read_dir(&source).expect("read the fixture directory") {
@@ -580,7 +578,7 @@ impl Configuration {
             for target in targets {
                 std::fs::create_dir_all(target.parent().unwrap()).unwrap();
                 std::fs::copy(keys.join(key), &target).unwrap();
-                support::set_mode(&target, 0o600);
+                testkit::set_mode(&target, 0o600);
             }
         }
         Configuration {
@@ -595,7 +593,7 @@ impl Configuration {
     }
 
     fn start_opendkim(&self) -> MilterProcess {
-        support::require_program("/usr/sbin/opendkim", "opendkim");
+        testkit::require_program("/usr/sbin/opendkim", "opendkim");
         let conf = self.conf();
         MilterProcess::start(
             "opendkim",
@@ -662,7 +660,7 @@ impl Configuration {
     }
 
     fn run_script(&self, milter: &MilterProcess, script: &Path) -> BTreeMap<String, Outcome> {
-        support::require_program("/usr/bin/miltertest", "miltertest");
+        testkit::require_program("/usr/bin/miltertest", "miltertest");
         let MilterSocket::Inet(addr) = milter.socket() else {
             unreachable!("both milters listen on TCP")
         };

@@ -6,11 +6,9 @@
 //! READY=1/RELOADING=1/STOPPING=1, and metrics that match what was sent.
 //!
 //! The daemon is `dkim-sidecar run -x` on the Sidecar's opendkim.conf (see
-//! `support::daemon`; `DKIM_SIDECAR_BIN` runs an installed binary instead).
+//! `testkit::daemon`; `DKIM_SIDECAR_BIN` runs an installed binary instead).
 //! Needs root and the packages `.ci/install-deps` installs. No test asserts
 //! a timing: instants are only compared to order events.
-
-mod support;
 
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::os::unix::net::UnixDatagram;
@@ -19,28 +17,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::daemon::{Daemon, replace_file, sample, scrape};
-use support::verify::assert_signed_by;
-use support::{
+use testkit::daemon::{Daemon, replace_file, sample, scrape};
+use testkit::message::alice_to_bob;
+use testkit::verify::assert_signed_by;
+use testkit::{
     MilterProcess, MilterSocket, Postfix, ReceivedMessage, Sidecar, SmtpSink, Submission, Verifier,
     processes,
 };
 
 /// Generous: each of these normally takes well under a second.
 const PATIENCE: Duration = Duration::from_secs(30);
-
-fn message(subject: &str) -> Vec<u8> {
-    format!(
-        "From: Alice <alice@example.com>\r\n\
-         To: Bob <bob@example.org>\r\n\
-         Subject: {subject}\r\n\
-         Date: Sat, 22 Nov 2025 10:00:00 +0000\r\n\
-         Message-ID: <{subject}@example.com>\r\n\
-         \r\n\
-         Hello Bob, this is {subject}.\r\n"
-    )
-    .into_bytes()
-}
 
 /// A KeyTable whose entry `default` (the one the SigningTable names) uses
 /// the RSA key (`s=default`) or the Ed25519 key (`s=ed25519`).
@@ -92,7 +78,7 @@ impl Setup {
         let sink = SmtpSink::start();
         let sidecar = Sidecar::builder().write();
         let socket = MilterSocket::free_inet();
-        let metrics = support::free_local_addr();
+        let metrics = testkit::free_local_addr();
         let process = Daemon {
             metrics: Some(metrics),
             ..daemon
@@ -117,13 +103,13 @@ impl Setup {
         self.daemon.as_ref().expect("running")
     }
 
-    fn signal(&self, signal: libc::c_int) {
+    fn signal(&self, signal: processes::Signal) {
         processes::signal(self.daemon().pid() as i32, signal);
     }
 
     /// Waits until the daemon's log has `needle` at least `count` times.
     fn wait_for_log(&self, needle: &str, count: usize) -> String {
-        support::poll(PATIENCE, || {
+        testkit::poll(PATIENCE, || {
             let log = self.daemon().log();
             (log.matches(needle).count() >= count).then_some(log)
         })
@@ -139,7 +125,11 @@ impl Setup {
     fn send(&self, subject: &str) -> ReceivedMessage {
         let before = self.sink.messages().len();
         Submission::open(self.postfix.smtp_addr())
-            .send("alice@example.com", &["bob@example.org"], &message(subject))
+            .send(
+                "alice@example.com",
+                &["bob@example.org"],
+                &alice_to_bob(subject),
+            )
             .expect_ok(subject);
         self.sink
             .wait_for_messages(before + 1, PATIENCE)
@@ -153,7 +143,7 @@ struct Sent {
     subject: String,
     started: Instant,
     finished: Instant,
-    reply: support::Reply,
+    reply: testkit::Reply,
 }
 
 #[test]
@@ -184,7 +174,7 @@ fn reload_switches_the_key_under_load_with_no_message_lost_or_unsigned() {
                         let reply = client.send(
                             "alice@example.com",
                             &["bob@example.org"],
-                            &message(&subject),
+                            &alice_to_bob(&subject),
                         );
                         let finished = Instant::now();
                         sent.lock().unwrap().push(Sent {
@@ -206,7 +196,7 @@ fn reload_switches_the_key_under_load_with_no_message_lost_or_unsigned() {
         |f: &dyn Fn(&Sent) -> bool| sent.lock().unwrap().iter().filter(|s| f(s)).count();
 
     // Phase 1: RSA key.
-    support::poll(PATIENCE, || {
+    testkit::poll(PATIENCE, || {
         (count_where(&|_| true) >= PER_PHASE).then_some(())
     })
     .expect("messages flow before the reload");
@@ -218,12 +208,12 @@ fn reload_switches_the_key_under_load_with_no_message_lost_or_unsigned() {
         &key_table(&setup.sidecar, true),
     );
     let signalled = Instant::now();
-    setup.signal(libc::SIGHUP);
+    setup.signal(processes::Signal::SIGHUP);
     setup.wait_for_log("reload: configuration, tables and keys reloaded", 1);
     let reloaded = Instant::now();
 
     // Phase 2: Ed25519 key, enough messages started after the reload.
-    support::poll(PATIENCE, || {
+    testkit::poll(PATIENCE, || {
         (count_where(&|s| s.started > reloaded) >= PER_PHASE).then_some(())
     })
     .expect("messages flow after the reload");
@@ -336,7 +326,7 @@ fn a_broken_reload_keeps_the_old_configuration() {
         "KeyTable",
         &format!("default example.com:default:{}\n", missing.display()),
     );
-    setup.signal(libc::SIGUSR1);
+    setup.signal(processes::Signal::SIGUSR1);
     let log = setup.wait_for_log("reload failed, keeping the previous configuration", 1);
     assert!(
         log.contains(&missing.display().to_string()),
@@ -350,13 +340,13 @@ fn a_broken_reload_keeps_the_old_configuration() {
     // A key file that is not a key.
     let garbage = dir.join("garbage.private");
     std::fs::write(&garbage, "this is not a key\n").unwrap();
-    support::set_mode(&garbage, 0o600);
+    testkit::set_mode(&garbage, 0o600);
     replace_file(
         &dir,
         "KeyTable",
         &format!("default example.com:ed25519:{}\n", garbage.display()),
     );
-    setup.signal(libc::SIGHUP);
+    setup.signal(processes::Signal::SIGHUP);
     let log = setup.wait_for_log("reload failed, keeping the previous configuration", 2);
     assert!(
         log.contains(&garbage.display().to_string()),
@@ -370,7 +360,7 @@ fn a_broken_reload_keeps_the_old_configuration() {
     // A SigningTable naming a key the KeyTable does not have.
     replace_file(&dir, "KeyTable", &good_key_table);
     replace_file(&dir, "SigningTable", "*@example.com nosuchkey\n");
-    setup.signal(libc::SIGHUP);
+    setup.signal(processes::Signal::SIGHUP);
     let log = setup.wait_for_log("reload failed, keeping the previous configuration", 3);
     assert!(log.contains("nosuchkey"), "names the key:\n{log}");
     assert_eq!(
@@ -400,7 +390,7 @@ fn a_broken_reload_keeps_the_old_configuration() {
     // Fixed: the next reload takes the new key.
     replace_file(&dir, "SigningTable", "*@example.com default\n");
     replace_file(&dir, "KeyTable", &key_table(&setup.sidecar, true));
-    setup.signal(libc::SIGHUP);
+    setup.signal(processes::Signal::SIGHUP);
     setup.wait_for_log("reload: configuration, tables and keys reloaded", 1);
     assert_eq!(selector(&setup.send("fixed"), &setup.sidecar), "ed25519");
     let metrics = scrape(setup.metrics);
@@ -443,7 +433,7 @@ impl Drop for Running {
 
 #[test]
 fn sockets_from_systemd_socket_activate_are_used_as_they_are() {
-    support::require_program("/usr/bin/systemd-socket-activate", "systemd");
+    testkit::require_program("/usr/bin/systemd-socket-activate", "systemd");
     let sink = SmtpSink::start();
     let sidecar = Sidecar::builder().write();
     let unix = MilterSocket::unix_in(sidecar.dir());
@@ -480,7 +470,7 @@ fn sockets_from_systemd_socket_activate_are_used_as_they_are() {
             command
         },
     );
-    support::poll(PATIENCE, || {
+    testkit::poll(PATIENCE, || {
         milter.log().contains("dkim-sidecar started").then_some(())
     })
     .unwrap_or_else(|| panic!("the daemon did not start:\n{}", milter.log()));
@@ -491,7 +481,7 @@ fn sockets_from_systemd_socket_activate_are_used_as_they_are() {
         "as systemd-socket-activate made it, not chmod'ed to 0600"
     );
     // What SocketMode=0666 would have done: let Postfix's user connect.
-    support::set_mode(unix_path, 0o666);
+    testkit::set_mode(unix_path, 0o666);
     let identity = std::fs::metadata(unix_path).unwrap().ino();
     let postfix = Postfix::builder()
         .relay_to(sink.addr())
@@ -503,12 +493,16 @@ fn sockets_from_systemd_socket_activate_are_used_as_they_are() {
     // smtpd reaches the daemon through the Unix socket, cleanup (for
     // sendmail) through the TCP one.
     Submission::open(postfix.smtp_addr())
-        .send("alice@example.com", &["bob@example.org"], &message("smtpd"))
+        .send(
+            "alice@example.com",
+            &["bob@example.org"],
+            &alice_to_bob("smtpd"),
+        )
         .expect_ok("send");
     postfix.sendmail(
         "alice@example.com",
         &["bob@example.org"],
-        &message("sendmail"),
+        &alice_to_bob("sendmail"),
     );
     let received = sink.wait_for_messages(2, PATIENCE);
     for m in &received {
@@ -555,14 +549,14 @@ fn ready_reloading_and_stopping_are_notified_to_systemd() {
         "READY=1 comes once the socket listens"
     );
 
-    processes::signal(daemon.0.id() as i32, libc::SIGHUP);
+    processes::signal(daemon.0.id() as i32, processes::Signal::SIGHUP);
     let reloading = receive();
     assert!(reloading.lines().any(|l| l == "RELOADING=1"), "{reloading}");
     assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
     let ready = receive();
     assert!(ready.lines().any(|l| l == "READY=1"), "{ready}");
 
-    processes::signal(daemon.0.id() as i32, libc::SIGTERM);
+    processes::signal(daemon.0.id() as i32, processes::Signal::SIGTERM);
     let stopping = receive();
     assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping}");
     let status = daemon.0.wait().unwrap();
@@ -579,7 +573,11 @@ fn one_message_through(sidecar: &Sidecar, socket: &MilterSocket, subject: &str) 
         .milter_default_action("tempfail")
         .start();
     Submission::open(postfix.smtp_addr())
-        .send("alice@example.com", &["bob@example.org"], &message(subject))
+        .send(
+            "alice@example.com",
+            &["bob@example.org"],
+            &alice_to_bob(subject),
+        )
         .expect_ok(subject);
     let received = sink.wait_for_messages(1, PATIENCE);
     assert_signed_by(&received[0].data, &sidecar.dns_records(), &sidecar.keys());
@@ -587,7 +585,7 @@ fn one_message_through(sidecar: &Sidecar, socket: &MilterSocket, subject: &str) 
 
 #[test]
 fn syslog_yes_writes_one_line_per_message_to_facility_mail() {
-    support::require_program("/usr/bin/unshare", "util-linux");
+    testkit::require_program("/usr/bin/unshare", "util-linux");
     let sidecar = Sidecar::builder()
         .config_line("Syslog yes")
         .config_line("SyslogFacility mail")
@@ -704,10 +702,14 @@ fn json_lines_and_log_why_no_keep_the_short_reason() {
         .milter(&socket)
         .start();
     Submission::open(postfix.smtp_addr())
-        .send("alice@example.com", &["bob@example.org"], &message("json"))
+        .send(
+            "alice@example.com",
+            &["bob@example.org"],
+            &alice_to_bob("json"),
+        )
         .expect_ok("send");
     sink.wait_for_messages(1, PATIENCE);
-    let log = support::poll(PATIENCE, || {
+    let log = testkit::poll(PATIENCE, || {
         let log = milter.log();
         log.contains("not_signed").then_some(log)
     })
@@ -743,7 +745,7 @@ fn under_journald_lines_carry_priorities_and_no_timestamp() {
         command
     });
     one_message_through(&sidecar, &socket, "journal");
-    let text = support::poll(PATIENCE, || {
+    let text = testkit::poll(PATIENCE, || {
         let text = daemon.log();
         text.contains("result=signed").then_some(text)
     })

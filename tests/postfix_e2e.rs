@@ -6,34 +6,18 @@
 //!
 //! Needs root and the packages `.ci/install-deps` installs.
 
-mod support;
-
 use std::time::Duration;
 
-use support::opendkim::SigningKey;
-use support::verify::{assert_signed_by, assert_unsigned};
-use support::{
+use testkit::message::alice_to_bob;
+use testkit::opendkim::SigningKey;
+use testkit::verify::{assert_signed_by, assert_unsigned};
+use testkit::{
     MilterProcess, MilterSocket, Postfix, PostfixBuilder, ReceivedMessage, Sidecar, SmtpSink,
     Submission, Verifier, processes,
 };
 
 /// Generous: delivery normally takes well under a second.
 const DELIVERY: Duration = Duration::from_secs(30);
-
-fn message(subject: &str) -> Vec<u8> {
-    format!(
-        "From: Alice <alice@example.com>\r\n\
-         To: Bob <bob@example.org>\r\n\
-         Subject: {subject}\r\n\
-         Date: Sat, 22 Nov 2025 10:00:00 +0000\r\n\
-         Message-ID: <{subject}@example.com>\r\n\
-         \r\n\
-         Hello Bob,\r\n\
-         .a line that starts with a dot\r\n\
-         \r\n"
-    )
-    .into_bytes()
-}
 
 /// A sink, dkim-sidecar on `socket`, and Postfix relaying to the sink
 /// through the milter.
@@ -84,7 +68,10 @@ impl Mail {
     }
 
     fn milter_log(&self) -> String {
-        self.milter.as_ref().map(|m| m.log()).unwrap_or_default()
+        self.milter
+            .as_ref()
+            .map(MilterProcess::log)
+            .unwrap_or_default()
     }
 }
 
@@ -99,7 +86,7 @@ fn smtpd_milter_over_tcp_protocol_6_dual_signs_rsa_and_ed25519() {
         MilterSocket::free_inet(),
         Postfix::builder().milter_protocol(6),
     );
-    let received = mail.send(&message("dual"));
+    let received = mail.send(&alice_to_bob("dual"));
     assert_eq!(received.header_values("DKIM-Signature").len(), 2);
     mail.assert_signed(&received);
     // The signatures sit above Postfix's own Received: field.
@@ -117,7 +104,7 @@ fn smtpd_milter_over_tcp_protocol_2() {
         MilterSocket::free_inet(),
         Postfix::builder().milter_protocol(2),
     );
-    mail.assert_signed(&mail.send(&message("v2")));
+    mail.assert_signed(&mail.send(&alice_to_bob("v2")));
 }
 
 #[test]
@@ -125,7 +112,7 @@ fn smtpd_milter_over_a_unix_socket() {
     let sidecar = Sidecar::builder().keys(&[SigningKey::Ed25519]).write();
     let socket = MilterSocket::unix_in(sidecar.dir());
     let mail = Mail::start(sidecar, socket, Postfix::builder().milter_protocol(6));
-    mail.assert_signed(&mail.send(&message("unix")));
+    mail.assert_signed(&mail.send(&alice_to_bob("unix")));
 }
 
 #[test]
@@ -143,7 +130,7 @@ fn non_smtpd_milter_signs_mail_from_sendmail() {
     postfix.sendmail(
         "alice@example.com",
         &["bob@example.org"],
-        &message("sendmail"),
+        &alice_to_bob("sendmail"),
     );
     let received = sink.wait_for_messages(1, DELIVERY);
     assert_signed_by(&received[0].data, &sidecar.dns_records(), &sidecar.keys());
@@ -159,7 +146,11 @@ fn several_messages_and_rset_on_one_smtp_connection() {
     let mut client = Submission::open(mail.postfix.smtp_addr());
     for subject in ["first", "second"] {
         client
-            .send("alice@example.com", &["bob@example.org"], &message(subject))
+            .send(
+                "alice@example.com",
+                &["bob@example.org"],
+                &alice_to_bob(subject),
+            )
             .expect_ok(subject);
     }
     client.mail_from("alice@example.com").expect_ok("MAIL");
@@ -169,7 +160,7 @@ fn several_messages_and_rset_on_one_smtp_connection() {
         .send(
             "alice@example.com",
             &["dave@example.org"],
-            &message("third"),
+            &alice_to_bob("third"),
         )
         .expect_ok("after RSET");
     client.quit();
@@ -209,7 +200,7 @@ fn internal_client_is_signed_external_is_not_authenticated_is() {
         .send(
             "alice@example.com",
             &["bob@example.org"],
-            &message("authenticated"),
+            &alice_to_bob("authenticated"),
         )
         .expect_ok("authenticated send");
     client.quit();
@@ -218,7 +209,7 @@ fn internal_client_is_signed_external_is_not_authenticated_is() {
         .send(
             "alice@example.com",
             &["bob@example.org"],
-            &message("anonymous"),
+            &alice_to_bob("anonymous"),
         )
         .expect_ok("unauthenticated send");
     let unsigned = sink.wait_for_messages(2, DELIVERY).remove(1);
@@ -242,7 +233,7 @@ fn internal_client_is_signed_without_authentication() {
         MilterSocket::free_inet(),
         Postfix::builder(),
     );
-    mail.assert_signed(&mail.send(&message("internal")));
+    mail.assert_signed(&mail.send(&alice_to_bob("internal")));
     assert!(mail.milter_log().contains("internal host"));
 }
 
@@ -327,7 +318,7 @@ fn awkward_messages_verify_after_postfix_delivers_them() {
         for verifier in Verifier::BOTH {
             let verdicts = verifier.verify(&received.data, &mail.sidecar.dns_records());
             assert!(
-                verdicts.len() == 2 && verdicts.iter().all(|v| v.passed()),
+                verdicts.len() == 2 && verdicts.iter().all(testkit::Verdict::passed),
                 "{what}: {verifier:?} says {verdicts:#?}\n{}",
                 received.text()
             );
@@ -429,7 +420,7 @@ fn milter_stopped_mid_run_mail_is_queued_then_delivered_signed() {
     postfix.sendmail(
         "alice@example.com",
         &["bob@example.org"],
-        &message("before"),
+        &alice_to_bob("before"),
     );
     let before = sink.wait_for_messages(1, DELIVERY).remove(0);
     assert_signed_by(&before.data, &sidecar.dns_records(), &sidecar.keys());
@@ -439,13 +430,13 @@ fn milter_stopped_mid_run_mail_is_queued_then_delivered_signed() {
     let reply = Submission::open(postfix.smtp_addr()).send(
         "alice@example.com",
         &["bob@example.org"],
-        &message("smtp-while-down"),
+        &alice_to_bob("smtp-while-down"),
     );
     assert!(reply.is_transient_failure(), "{reply:?}");
     postfix.sendmail(
         "alice@example.com",
         &["bob@example.org"],
-        &message("while-down"),
+        &alice_to_bob("while-down"),
     );
     postfix.wait_for_queued(1, DELIVERY);
     assert_eq!(sink.messages().len(), 1, "nothing left unsigned");
@@ -501,7 +492,7 @@ fn milter_killed_mid_transaction_loses_no_mail_and_restarts_on_its_stale_socket(
     postfix.sendmail(
         "alice@example.com",
         &["bob@example.org"],
-        &message("sent-while-crashed"),
+        &alice_to_bob("sent-while-crashed"),
     );
     postfix.wait_for_queued(1, DELIVERY);
     assert!(sink.messages().is_empty(), "nothing went out unsigned");
@@ -533,7 +524,7 @@ fn nothing_is_left_behind() {
         let sidecar = Sidecar::builder().write();
         let socket = MilterSocket::unix_in(sidecar.dir());
         let mail = Mail::start(sidecar, socket, Postfix::builder());
-        mail.assert_signed(&mail.send(&message("cleanup")));
+        mail.assert_signed(&mail.send(&alice_to_bob("cleanup")));
         roots = vec![
             mail.postfix.root().to_path_buf(),
             mail.sidecar.dir().to_path_buf(),
@@ -577,7 +568,7 @@ fn submission_service_named_by_mta_is_signed_without_being_internal() {
         .send(
             "alice@example.com",
             &["bob@example.org"],
-            &message("originating"),
+            &alice_to_bob("originating"),
         )
         .expect_ok("send to the ORIGINATING service");
     let signed = sink.wait_for_messages(1, DELIVERY).remove(0);
@@ -585,7 +576,7 @@ fn submission_service_named_by_mta_is_signed_without_being_internal() {
         .send(
             "alice@example.com",
             &["bob@example.org"],
-            &message("inbound"),
+            &alice_to_bob("inbound"),
         )
         .expect_ok("send to smtp");
     let unsigned = sink.wait_for_messages(2, DELIVERY).remove(1);
@@ -606,7 +597,7 @@ fn verifiers_catch_a_changed_body() {
         MilterSocket::free_inet(),
         Postfix::builder(),
     );
-    let received = mail.send(&message("tampered"));
+    let received = mail.send(&alice_to_bob("tampered"));
     mail.assert_signed(&received);
     let tampered = received.text().replace("Hello Bob", "Hello Eve");
     for verifier in Verifier::BOTH {
@@ -634,7 +625,7 @@ fn twenty_messages_on_one_connection_are_all_signed_with_protocol_2_and_6() {
                 .send(
                     "alice@example.com",
                     &["bob@example.org"],
-                    &message(&format!("pipelined-{n}")),
+                    &alice_to_bob(&format!("pipelined-{n}")),
                 )
                 .expect_ok("send");
         }

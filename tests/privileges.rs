@@ -2,8 +2,6 @@
 //! the real daemon. These tests run as root (as CI does): they switch to
 //! `nobody` / `nogroup`, which Debian always has.
 
-mod support;
-
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -11,9 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use support::daemon::Daemon;
-use support::sidecar::binary;
-use support::{MilterSocket, Sidecar};
+use testkit::binary;
+use testkit::daemon::Daemon;
+use testkit::{MilterSocket, Sidecar};
 
 const LIVELY: Duration = Duration::from_secs(15);
 
@@ -50,7 +48,7 @@ fn addr(socket: &MilterSocket) -> std::net::SocketAddr {
 
 #[test]
 fn user_id_drops_to_the_user_and_group_after_reading_keys() {
-    support::require_root();
+    testkit::require_root();
     let nobody = id_of("passwd", "nobody");
     let nogroup = id_of("group", "nogroup");
     // Keys stay root's, mode 0600: readable only before the switch.
@@ -60,7 +58,7 @@ fn user_id_drops_to_the_user_and_group_after_reading_keys() {
     let socket = MilterSocket::free_inet();
     let milter = sidecar.start(&socket);
     let pid = milter.pid();
-    support::poll(LIVELY, || {
+    testkit::poll(LIVELY, || {
         milter.log().contains("dropped privileges").then_some(())
     })
     .unwrap_or_else(|| panic!("no privilege drop logged:\n{}", milter.log()));
@@ -76,13 +74,13 @@ fn user_id_drops_to_the_user_and_group_after_reading_keys() {
         "supplementary groups left: {groups:?}"
     );
     // It still signs: the key was read before the switch.
-    support::conversation::signed_message(addr(&socket), LIVELY)
+    testkit::conversation::signed_message(addr(&socket), LIVELY)
         .unwrap_or_else(|e| panic!("{e}\n{}", milter.log()));
 }
 
 #[test]
 fn running_as_root_without_user_id_or_allow_root_is_refused() {
-    support::require_root();
+    testkit::require_root();
     let sidecar = Sidecar::builder().write();
     let socket = MilterSocket::unix_in(sidecar.dir());
     let pid_path = sidecar.dir().join("refused.pid");
@@ -113,7 +111,7 @@ fn running_as_root_without_user_id_or_allow_root_is_refused() {
 
 #[test]
 fn the_unix_socket_never_exists_with_more_than_its_configured_mode_and_group() {
-    support::require_root();
+    testkit::require_root();
     let nogroup = id_of("group", "nogroup");
     let sidecar = Sidecar::builder().write();
     let dir = sidecar.dir();
@@ -175,7 +173,7 @@ fn the_unix_socket_never_exists_with_more_than_its_configured_mode_and_group() {
 
 #[test]
 fn the_pid_file_replaces_a_planted_symlink_without_following_it() {
-    support::require_root();
+    testkit::require_root();
     let sidecar = Sidecar::builder().write();
     let dir = sidecar.dir();
     let victim = dir.join("victim");
@@ -186,7 +184,7 @@ fn the_pid_file_replaces_a_planted_symlink_without_following_it() {
     let socket = MilterSocket::free_inet();
     let milter = sidecar.start(&socket);
     // Written just after the sockets are bound: wait for it.
-    let meta = support::poll(LIVELY, || {
+    let meta = testkit::poll(LIVELY, || {
         std::fs::symlink_metadata(&pid_path)
             .ok()
             .filter(|m| m.file_type().is_file())
@@ -295,7 +293,7 @@ fn key_bytes_never_appear_in_errors_about_an_unsafe_key() {
     let sidecar = sidecar_with_socket();
     let key = &sidecar.keys()[0].private_key;
     let pieces = key_pieces(key);
-    support::set_mode(key, 0o644);
+    testkit::set_mode(key, 0o644);
     assert_errors_name_the_key_and_not_its_bytes(&sidecar, key, &pieces);
 }
 
@@ -317,7 +315,7 @@ fn key_bytes_never_appear_in_the_log_of_a_signing_daemon() {
     let pieces = key_pieces(&sidecar.keys()[0].private_key);
     let socket = MilterSocket::free_inet();
     let milter = sidecar.start(&socket);
-    support::conversation::signed_message(addr(&socket), LIVELY)
+    testkit::conversation::signed_message(addr(&socket), LIVELY)
         .unwrap_or_else(|e| panic!("{e}\n{}", milter.log()));
     let check = Command::new(binary())
         .args(["check-config", "-x"])

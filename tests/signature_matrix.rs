@@ -12,14 +12,12 @@
 //! `dkim-sidecar sign -x` (the milter's own code path) puts four
 //! signatures on a message and each verifier checks all four at once.
 
-mod support;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use support::verify::{Expected, Verdict, Verifier};
-use support::{DnsRecords, TestKey};
+use testkit::verify::{Expected, Verdict, Verifier};
+use testkit::{DnsRecords, TestKey};
 
 /// The messages, LF line ends unless the name says otherwise.
 const MESSAGES: &[(&str, &[u8])] = &[
@@ -83,7 +81,7 @@ struct Keys {
 }
 
 fn make_keys() -> Keys {
-    let dir = support::scratch_dir("signature-matrix-keys");
+    let dir = testkit::scratch_dir("signature-matrix-keys");
     let specs: [(&str, &str, &[&str]); 4] = [
         ("rsa1024", "rsa-sha256", &["-b", "1024"]),
         ("rsa2048", "rsa-sha256", &["-b", "2048"]),
@@ -266,7 +264,7 @@ fn check(keys: &Keys, canonicalization: &str) {
 
 #[test]
 fn every_canonicalization_and_key_verifies_with_dkimpy_and_opendkim() {
-    support::require_program("/usr/sbin/opendkim", "opendkim");
+    testkit::require_program("/usr/sbin/opendkim", "opendkim");
     let keys = make_keys();
     std::thread::scope(|s| {
         let runs: Vec<_> = [

@@ -1,38 +1,28 @@
 //! A loaded `PrivateKey` signs through mail-auth (the path the signer will
 //! take), and dkimpy verifies the signature against the record keygen wrote.
 
-mod common;
-
 use std::fs;
 
-use common::*;
+use base64::Engine as _;
+
 use dkim_sidecar::keys::{LoadOptions, load_key_file};
 use mail_auth::common::headers::HeaderWriter as _;
 use mail_auth::dkim::DkimSigner;
+use testkit::command::sidecar;
+use testkit::dnsmasq::zone_strings;
+use testkit::{DnsRecords, Verifier};
 
 const MESSAGE: &str = "From: a@example.com\r\nTo: b@example.org\r\nSubject: test\r\n\
                        Date: Mon, 1 Jan 2024 00:00:00 +0000\r\n\r\nHello.\r\n";
 
-fn dkimpy_verifies(message: &[u8], record: &str) -> bool {
-    let script = r#"
-import sys, dkim
-record = sys.argv[1].encode()
-print("PASS" if dkim.verify(sys.stdin.buffer.read(), dnsfunc=lambda name, timeout=5: record) else "FAIL")
-"#;
-    let mut child = std::process::Command::new("/usr/bin/python3")
-        .args(["-c", script, record])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("/usr/bin/python3 with dkimpy must be installed (Debian package python3-dkim)");
-    use std::io::Write as _;
-    child.stdin.take().unwrap().write_all(message).unwrap();
-    let out = child.wait_with_output().unwrap();
-    match String::from_utf8_lossy(&out.stdout).trim() {
-        "PASS" => true,
-        "FAIL" => false,
-        other => panic!("unexpected dkimpy output: {other}"),
-    }
+/// dkimpy's verdict on the message's one signature, with `record`
+/// published for `selector` at example.com.
+fn dkimpy_verifies(message: &[u8], selector: &str, record: &str) -> bool {
+    let mut records = DnsRecords::default();
+    records.insert(&format!("{selector}._domainkey.example.com"), record);
+    let verdicts = Verifier::DkimPy.verify(message, &records);
+    assert_eq!(verdicts.len(), 1, "{verdicts:?}");
+    verdicts[0].passed()
 }
 
 #[test]
@@ -74,11 +64,42 @@ fn loaded_keys_sign_through_mail_auth_and_dkimpy_verifies() {
             .unwrap();
         let signed = format!("{}{MESSAGE}", signature.to_header());
         let record = zone_strings(&fs::read_to_string(d.join(format!("{selector}.txt"))).unwrap());
-        assert!(dkimpy_verifies(signed.as_bytes(), &record), "{selector}");
+        assert!(
+            dkimpy_verifies(signed.as_bytes(), selector, &record),
+            "{selector}"
+        );
         // Control: a tampered body must fail.
         assert!(!dkimpy_verifies(
             signed.replace("Hello.", "Hello!").as_bytes(),
+            selector,
             &record
         ));
     }
+}
+
+/// dkimpy writes an Ed25519 key as the base64 of its 32-byte seed.
+#[test]
+fn loads_dkimpy_raw_base64_ed25519_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let status = std::process::Command::new("dknewkey")
+        .args(["--ktype", "ed25519", "dkimpy"])
+        .current_dir(dir.path())
+        .output()
+        .expect("dknewkey must be installed (Debian package python3-dkim)");
+    assert!(status.status.success());
+    let seed = fs::read_to_string(path("dkimpy.key")).unwrap();
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(seed.trim())
+            .unwrap()
+            .len(),
+        32
+    );
+    let dns = fs::read_to_string(path("dkimpy.dns")).unwrap();
+    let expected = dns.split("p=").nth(1).unwrap().trim();
+    let key = load_key_file(&path("dkimpy.key"), &LoadOptions::default())
+        .unwrap()
+        .key;
+    assert_eq!(key.public_key_base64(), expected);
 }

@@ -2,12 +2,12 @@
 //! and dkimpy, with the record read from a file or served by dnsmasq.
 //! Expected records are built from OpenSSL's view of the key.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 
-use common::*;
+use testkit::command::*;
+use testkit::dnsmasq::*;
+use testkit::openssl::*;
 
 fn keygen(dir: &Path, selector: &str, extra: &[&str]) {
     let args = [

@@ -13,20 +13,18 @@
 //!   signed) go through: signing never waits on DNS.
 //! - The metrics: verifications by result, DNS queries and cache hits.
 
-mod support;
-
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use dkim_sidecar::bench::Outcome;
-use dkim_sidecar::milter::Reply;
-use support::daemon::{sample, scrape};
-use support::dns::DnsServer;
-use support::mta::{self, DkimEntry};
-use support::signers::{message, sign_ours};
-use support::{MilterProcess, MilterSocket, TestKeys};
+use milter::Reply;
+use milter::client::Outcome;
+use testkit::daemon::{sample, scrape};
+use testkit::dns::DnsServer;
+use testkit::mta::{self, DkimEntry};
+use testkit::signers::{message, sign_ours};
+use testkit::{MilterProcess, MilterSocket, TestKeys};
 
 const DOMAIN: &str = "mail.example";
 const AUTHSERV: &str = "mx.bad.example";
@@ -43,7 +41,7 @@ struct Setup {
 
 impl Setup {
     fn new() -> Setup {
-        let dir = support::scratch_dir("verify-bad");
+        let dir = testkit::scratch_dir("verify-bad");
         let keys = TestKeys::copy_into(dir.path());
         Setup { dir, keys }
     }
@@ -77,7 +75,7 @@ impl Setup {
             &MilterSocket::free_inet(),
             &self.dir.path().join("daemon.log"),
             |socket| {
-                let mut c = std::process::Command::new(support::sidecar::binary());
+                let mut c = std::process::Command::new(testkit::binary());
                 c.arg("run");
                 if conf.extension().is_some_and(|e| e == "toml") {
                     c.arg("-c");
@@ -170,7 +168,7 @@ fn log_lines(milter: &MilterProcess, needle: &str) -> usize {
 fn malformed_signatures_each_get_a_clear_result_and_one_log_line() {
     let setup = Setup::new();
     let dns = setup.dns();
-    let metrics = support::free_local_addr();
+    let metrics = testkit::free_local_addr();
     let conf = setup.conf(
         "opendkim.conf",
         &format!(
@@ -272,7 +270,7 @@ fn malformed_signatures_each_get_a_clear_result_and_one_log_line() {
         assert_eq!(got[0].result, *result, "{name}: {got:?}");
         assert!(got[0].reason.contains(reason), "{name}: {got:?}");
     }
-    let lines = support::poll(Duration::from_secs(10), || {
+    let lines = testkit::poll(Duration::from_secs(10), || {
         let n = log_lines(&milter, " verified ") - before;
         (n >= cases.len()).then_some(n)
     });
@@ -450,7 +448,7 @@ fn a_dns_server_that_never_answers_delays_only_its_own_messages() {
         outcome
     });
     // Wait until the daemon has the message (its lookup is running)...
-    support::poll(Duration::from_secs(10), || {
+    testkit::poll(Duration::from_secs(10), || {
         (silent.peek_from(&mut [0u8; 512]).is_ok()).then_some(())
     })
     .expect("the daemon asks the silent server");

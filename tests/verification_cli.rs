@@ -3,18 +3,16 @@
 //! with `TestPublicKeys`: the same Authentication-Results results, and an
 //! exit status that says whether a signature passed.
 
-mod support;
-
 use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use support::TestKeys;
-use support::mta;
-use support::signers::{message, sign_ours};
+use testkit::TestKeys;
+use testkit::mta;
+use testkit::signers::{message, sign_ours};
 
 fn ours(conf: &Path, raw: &[u8]) -> (bool, String) {
-    let mut child = Command::new(support::sidecar::binary())
+    let mut child = Command::new(testkit::binary())
         .args(["verify", "-x"])
         .arg(conf)
         .stdin(Stdio::piped())
@@ -64,7 +62,7 @@ fn results(field: &str) -> Vec<String> {
 
 #[test]
 fn verify_prints_opendkims_results_and_exits_0_only_on_a_pass() {
-    let dir = support::scratch_dir("verify-cli");
+    let dir = testkit::scratch_dir("verify-cli");
     let keys = TestKeys::copy_into(dir.path());
     std::fs::write(
         dir.path().join("keys"),

@@ -2,14 +2,12 @@
 //! with a DNSSEC-signed zone and an unsigned one), and against servers
 //! that misbehave: one that never answers, one that answers garbage.
 
-mod support;
-
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dkim_sidecar::dns::{DnsFailure, DnsSettings, Resolver, Security, TxtOutcome};
-use support::dns::DnsServer;
+use testkit::dns::DnsServer;
 
 fn resolver(settings: DnsSettings) -> Arc<Resolver> {
     Arc::new(Resolver::new(&settings).expect("resolver"))

@@ -24,18 +24,16 @@
 //! (The test domains are not under `.test`: libunbound, OpenDKIM's
 //! resolver, answers every `.test` name NXDOMAIN itself, RFC 6761.)
 
-mod support;
-
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::common::{openssl_ed25519_seed, openssl_rsa_p};
-use support::dns::DnsServer;
-use support::mta::{self, DkimEntry};
-use support::signers::{Dkimpy, message, sign_ours};
-use support::{MilterProcess, MilterSocket, TestKeys};
+use testkit::dns::DnsServer;
+use testkit::mta::{self, DkimEntry};
+use testkit::openssl::{openssl_ed25519_seed, openssl_rsa_p};
+use testkit::signers::{Dkimpy, message, sign_ours};
+use testkit::{MilterProcess, MilterSocket, TestKeys};
 
 const ZONE: &str = "dkim.example";
 const SECURE: &str = "secure.dkim.example";
@@ -53,7 +51,7 @@ struct Keys {
 
 impl Keys {
     fn make() -> Keys {
-        let dir = support::scratch_dir("parity-keys");
+        let dir = testkit::scratch_dir("parity-keys");
         let example = TestKeys::copy_into(dir.path());
         for bits in [512, 1024, 4096] {
             genrsa(&dir.path().join(format!("rsa{bits}.pem")), bits);
@@ -88,7 +86,7 @@ fn genrsa(path: &Path, bits: u32) {
         .output()
         .expect("openssl");
     assert!(out.status.success(), "openssl genrsa {bits}");
-    support::set_mode(path, 0o600);
+    testkit::set_mode(path, 0o600);
 }
 
 fn dns(keys: &Keys) -> DnsServer {
@@ -187,7 +185,7 @@ impl Verifiers {
             &MilterSocket::free_inet(),
             &dir.join("sidecar.log"),
             |socket| {
-                let mut c = Command::new(support::sidecar::binary());
+                let mut c = Command::new(testkit::binary());
                 c.arg("run")
                     .arg("-x")
                     .arg(conf)
@@ -246,14 +244,14 @@ struct OpenDkimSigner {
 
 impl OpenDkimSigner {
     fn start(keys: &[(&str, &str, &Path)]) -> OpenDkimSigner {
-        let dir = support::scratch_dir("parity-odsign");
+        let dir = testkit::scratch_dir("parity-odsign");
         let path = dir.path();
         let mut key_table = String::new();
         let mut signing_table = String::new();
         for (n, (domain, selector, key)) in keys.iter().enumerate() {
             let copy = path.join(format!("key{n}.pem"));
             std::fs::copy(key, &copy).unwrap();
-            support::set_mode(&copy, 0o600);
+            testkit::set_mode(&copy, 0o600);
             key_table.push_str(&format!("k{n} {domain}:{selector}:{}\n", copy.display()));
             signing_table.push_str(&format!("{selector}@{domain} k{n}\n"));
         }
@@ -428,7 +426,7 @@ fn check(verifiers: &Verifiers, cases: &[Case]) {
 fn setup(extra: &str) -> (Keys, DnsServer, tempfile::TempDir, Verifiers) {
     let keys = Keys::make();
     let dns = dns(&keys);
-    let dir = support::scratch_dir("parity-verify");
+    let dir = testkit::scratch_dir("parity-verify");
     let conf = verifier_conf(dir.path(), &dns, extra);
     let verifiers = Verifiers::start(dir.path(), &conf);
     (keys, dns, dir, verifiers)

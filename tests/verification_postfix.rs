@@ -5,14 +5,12 @@
 //! fields of other hosts stay. The keys come from a Knot server on
 //! loopback.
 
-mod support;
-
 use std::time::Duration;
 
-use support::dns::DnsServer;
-use support::mta;
-use support::signers::sign_ours;
-use support::{MilterSocket, Postfix, Sidecar, SmtpSink, Submission};
+use testkit::dns::DnsServer;
+use testkit::mta;
+use testkit::signers::sign_ours;
+use testkit::{MilterSocket, Postfix, Sidecar, SmtpSink, Submission};
 
 const DELIVERY: Duration = Duration::from_secs(30);
 /// Postfix's myhostname in the harness: the `j` macro, our authserv-id.
@@ -186,8 +184,8 @@ fn mode_sv_signs_outbound_verifies_inbound_and_removes_forged_results() {
 /// OpenDMARC (Debian's opendmarc) as a milter after us, reading our field.
 /// Its resolver is the libc one, which only knows port 53: it runs with a
 /// private /etc/resolv.conf naming the Knot server's port-53 address.
-fn opendmarc(dir: &std::path::Path, dns: &DnsServer) -> support::MilterProcess {
-    support::require_program("/usr/sbin/opendmarc", "opendmarc");
+fn opendmarc(dir: &std::path::Path, dns: &DnsServer) -> testkit::MilterProcess {
+    testkit::require_program("/usr/sbin/opendmarc", "opendmarc");
     // The test clients connect from 127.0.0.1, which OpenDMARC ignores by
     // default: ignore another address instead.
     std::fs::write(dir.join("ignore"), "192.0.2.1\n").unwrap();
@@ -203,7 +201,7 @@ fn opendmarc(dir: &std::path::Path, dns: &DnsServer) -> support::MilterProcess {
     )
     .unwrap();
     let resolv_conf = dns.resolv_conf();
-    support::MilterProcess::start(
+    testkit::MilterProcess::start(
         "opendmarc",
         &MilterSocket::free_inet(),
         &dir.join("opendmarc.log"),
@@ -215,7 +213,7 @@ fn opendmarc(dir: &std::path::Path, dns: &DnsServer) -> support::MilterProcess {
                 .arg(&conf)
                 .arg("-p")
                 .arg(socket.opendkim_spec());
-            support::dns::private_resolv_conf(&resolv_conf, &command)
+            testkit::dns::private_resolv_conf(&resolv_conf, &command)
         },
     )
 }
@@ -255,7 +253,7 @@ fn opendmarc_after_us_passes_aligned_mail_and_fails_a_spoofed_from() {
     // Signed by mail.example (with dkimpy: our signer signs only its own
     // domains), claiming to be from bank.example.
     let pem = std::fs::read_to_string(&keys.rsa.private_key).unwrap();
-    let spoofed = support::signers::Dkimpy {
+    let spoofed = testkit::signers::Dkimpy {
         key: &pem,
         domain: "mail.example",
         selector: "default",

@@ -18,8 +18,8 @@
 #![no_main]
 
 use bytes::BytesMut;
-use dkim_sidecar::milter::codec::{Command, FrameDecoder, FrameError};
-use dkim_sidecar::milter::{Flow, Session};
+use milter::codec::{Command, FrameDecoder, FrameError};
+use milter::{Flow, Session};
 use dkim_sidecar::signing::SigningFilter;
 use dkim_sidecar_fuzz::{assert_signatures_parse, live_policy, signature_fields};
 use libfuzzer_sys::fuzz_target;

@@ -26,8 +26,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use arbitrary::Arbitrary;
 use bytes::Bytes;
-use dkim_sidecar::milter::options::{Actions, Offer, ProtocolFlags};
-use dkim_sidecar::milter::{ClientAddress, Command, Flow, Session, Stage};
+use milter::options::{Actions, Offer, ProtocolFlags};
+use milter::{ClientAddress, Command, Flow, Session, Stage};
 use dkim_sidecar::signing::SigningFilter;
 use dkim_sidecar_fuzz::{
     assert_signatures_parse, crlf_folding, live_policy, signature_fields, verify,

@@ -9,18 +9,17 @@
 //! parsing and state code. Everything around the key operation is the same
 //! code for both algorithms.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use dkim_sidecar::bench::verify::{KeyRecords, Verifier};
-use dkim_sidecar::config::Config;
-use dkim_sidecar::milter::Reply;
+use milter_bench::verify::{KeyRecords, Verifier};
+use milter::Reply;
 use dkim_sidecar::signing::LivePolicy;
 
 /// The repository's `keys-example/` directory.
 pub fn example_keys() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../keys-example")
+    testkit::repo_root().join("keys-example")
 }
 
 /// The `opendkim.conf` the signing targets run with: internal hosts sign,
@@ -49,12 +48,7 @@ pub fn example_conf() -> String {
 pub fn live_policy() -> Arc<LivePolicy> {
     static LIVE: OnceLock<Arc<LivePolicy>> = OnceLock::new();
     Arc::clone(LIVE.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let conf = dir.path().join("opendkim.conf");
-        std::fs::write(&conf, example_conf()).expect("write opendkim.conf");
-        let config = Config::from_opendkim_file(&conf)
-            .unwrap_or_else(|e| panic!("the fuzz policy does not load: {e}"));
-        Arc::new(LivePolicy::new(config.policy))
+        Arc::new(LivePolicy::new(testkit::policy::load(&example_conf())))
     }))
 }
 

@@ -89,13 +89,13 @@ fn list(items: &[String]) -> String {
 fn service(out: &mut String, config: &Config) {
     let service = &config.service;
     heading(out, "Service:");
-    let sockets: Vec<String> = service.sockets.iter().map(|s| s.to_string()).collect();
+    let sockets: Vec<String> = service.sockets.iter().map(ToString::to_string).collect();
     line(out, 1, format!("listen on: {}", list(&sockets)));
     let access = &service.socket_access;
     let unix = service
         .sockets
         .iter()
-        .any(|s| matches!(s, crate::server::SocketSpec::Unix(_)));
+        .any(|s| matches!(s, milter::server::SocketSpec::Unix(_)));
     if unix || access.mode.is_some() || access.user.is_some() || access.group.is_some() {
         line(
             out,

@@ -16,8 +16,8 @@ use thiserror::Error;
 use crate::diagnostics::Location;
 use crate::keys::KeyError;
 use crate::policy::KeyStoreError;
-use crate::server::socket::SocketSpecError;
 use crate::tables::TableError;
+use milter::server::socket::SocketSpecError;
 
 /// Why a configuration cannot be used.
 #[derive(Debug, Error)]
@@ -172,7 +172,7 @@ pub enum ConfigError {
     #[error("{at}: {message}")]
     Native { at: Location, message: String },
 
-    #[error("{}", Lines(.0))]
+    #[error("{}", OnePerLine(.0))]
     Several(Vec<ConfigError>),
 }
 
@@ -216,9 +216,9 @@ impl fmt::Display for Suggestion<'_> {
     }
 }
 
-struct Lines<'a>(&'a [ConfigError]);
+struct OnePerLine<'a>(&'a [ConfigError]);
 
-impl fmt::Display for Lines<'_> {
+impl fmt::Display for OnePerLine<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, e) in self.0.iter().enumerate() {
             if i > 0 {
@@ -247,7 +247,7 @@ mod tests {
                 ConfigError::KeyTableWithoutSigningTable { at: at(3) },
             ]),
         ]);
-        let lines: Vec<String> = e.problems().iter().map(|p| p.to_string()).collect();
+        let lines: Vec<String> = e.problems().iter().map(ToString::to_string).collect();
         assert_eq!(lines.len(), 3);
         assert!(lines[0].starts_with("/etc/opendkim.conf:1: "));
         assert!(lines[2].starts_with("/etc/opendkim.conf:3: "));

@@ -55,7 +55,7 @@ impl Dir {
         let err = self
             .load(text)
             .expect_err("the configuration must be refused");
-        err.problems().iter().map(|p| p.to_string()).collect()
+        err.problems().iter().map(ToString::to_string).collect()
     }
 
     /// `file:line: `, the start of a problem reported at `line` of the

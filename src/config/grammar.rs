@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use crate::diagnostics::Location;
 
 use super::ConfigError;
-use super::options::{self, ValueType};
+use super::opendkim_names::{self, ValueType};
 
 /// OpenDKIM's `MAXLEVEL`: the main file is level 0.
 pub(crate) const MAX_INCLUDE_DEPTH: usize = 5;
@@ -105,11 +105,11 @@ impl Reader {
             Some(end) => (&content[..end], &content[end..]),
             None => (content, ""),
         };
-        let Some((canonical, kind)) = options::lookup(name) else {
+        let Some((canonical, kind)) = opendkim_names::lookup(name) else {
             self.errors.push(ConfigError::UnknownOption {
                 at,
                 name: name.to_string(),
-                suggestion: options::suggestion(name),
+                suggestion: opendkim_names::suggestion(name),
             });
             return;
         };

@@ -11,8 +11,12 @@
 //! renders a loaded configuration for `check-config`.
 //!
 //! - `opendkim.rs` gives `opendkim.conf` OpenDKIM's meaning; its line
-//!   grammar is `grammar.rs` and the names it knows are `options.rs`;
+//!   grammar is `grammar.rs` and the names it knows are `opendkim_names.rs`;
 //! - `native.rs` reads the TOML format;
+//! - both lower what they read into the located settings form of
+//!   `settings.rs` (every value as written, with its option's name and
+//!   line), where each rule that turns settings into the [`Service`] and
+//!   the signature settings is applied once, for both formats;
 //! - both share `data_sets.rs` (relative names made absolute),
 //!   `header_lists.rs` (OpenDKIM's `*`/`+`/`-` header lists),
 //!   `accounts.rs` (run-as user and group) and `signing_keys.rs` (tables
@@ -35,7 +39,8 @@ mod grammar;
 mod header_lists;
 mod native;
 mod opendkim;
-mod options;
+mod opendkim_names;
+mod settings;
 mod signing_keys;
 mod verification;
 
@@ -46,7 +51,7 @@ pub use error::ConfigError;
 
 use crate::diagnostics::Warning;
 use crate::policy::Policy;
-use crate::server::{self, SocketSpec, UnixSocketAccess};
+use milter::server::{self, SocketSpec, UnixSocketAccess};
 
 /// Which file format a configuration was read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,12 +155,39 @@ fn without_repeats(warnings: Vec<Warning>) -> Vec<Warning> {
     unique
 }
 
-/// What the command line overrides in a configuration file.
+/// What the command line overrides in a configuration file. Applied where
+/// the file is loaded, so a reload keeps them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Overrides {
     /// `run --socket`: listen here instead of the configured sockets (a
     /// configuration without a socket is then accepted).
     pub sockets: Option<Vec<SocketSpec>>,
+    /// `run --allow-root`: sign even as root with no UserID.
+    pub allow_root: bool,
+    /// `run --metrics-listen`: serve metrics here, whatever the file says.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `run --watch-interval`: watch the files this often.
+    pub watch_interval: Option<std::time::Duration>,
+    /// The uid key files must belong to when the configuration names no
+    /// user (`rotate --signer-user`: the daemon runs as systemd's User=
+    /// while rotate runs as root). The configuration's own user wins.
+    pub signer_uid: Option<u32>,
+}
+
+impl Overrides {
+    /// The service settings with the command line's say applied.
+    fn apply(&self, service: &mut Service) {
+        if let Some(sockets) = &self.sockets {
+            service.sockets = sockets.clone();
+        }
+        service.allow_root |= self.allow_root;
+        if self.metrics_listen.is_some() {
+            service.metrics_listen = self.metrics_listen;
+        }
+        if self.watch_interval.is_some() {
+            service.watch_interval = self.watch_interval;
+        }
+    }
 }
 
 impl Config {
@@ -171,6 +203,7 @@ impl Config {
             Format::OpenDkim => opendkim::load(&origin.path, overrides),
             Format::Toml => native::load(&origin.path, overrides),
         }?;
+        overrides.apply(&mut config.service);
         config.warnings = without_repeats(std::mem::take(&mut config.warnings));
         Ok(config)
     }

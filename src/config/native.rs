@@ -24,33 +24,25 @@
 //! logs.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
 
 use mail_auth::dkim::Canonicalization;
 use serde::Deserialize;
 use toml::Spanned;
 
 use crate::diagnostics::{Location, Warning};
-use crate::dkim::headers::{
-    DEFAULT_SIGNED_HEADERS, HeaderNames, HeaderPolicy, OPENDKIM_OMITTED_HEADERS,
-};
 use crate::keys::{DEFAULT_MINIMUM_KEY_BITS, LoadOptions};
-use crate::milter::{Limits, Timeouts};
 use crate::policy::{Action, DomainSet, ErrorActions, Policy, SignatureSettings, Signing, Trust};
-use crate::server::{self, SocketSpec, UnixSocketAccess};
 use crate::tables::{
     DataSet, HostList, KeyDomain, KeyEntry, KeySet, KeySource, KeyTable, PathTemplate, SigningRule,
     SigningTable,
 };
 
 use super::opendkim::{
-    DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADER_COUNT, macro_rule, parse_action,
-    parse_canonicalization, syslog_facility,
+    DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADER_COUNT, macro_rule, parse_action, syslog_facility,
 };
+use super::settings::{Problems, ServiceSettings, SignatureRules, Written};
 use super::{
-    Config, ConfigError, Format, Logging, Origin, Overrides, RunAs, Service, accounts, data_sets,
-    header_lists, signing_keys,
+    Config, ConfigError, Format, Logging, Origin, Overrides, Service, data_sets, signing_keys,
 };
 
 #[path = "native_verify.rs"]
@@ -222,7 +214,7 @@ pub(crate) fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigE
     })?;
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     let base = data_sets::resolve(&cwd, path.parent().unwrap_or(Path::new("")));
-    Reading {
+    TomlFile {
         path: path.to_path_buf(),
         file,
         text,
@@ -257,7 +249,7 @@ fn line_and_column(text: &str, offset: usize) -> (u32, usize) {
     (u32::try_from(line).unwrap_or(u32::MAX), column)
 }
 
-struct Reading {
+struct TomlFile {
     path: PathBuf,
     file: Location,
     text: String,
@@ -266,7 +258,7 @@ struct Reading {
     warnings: Vec<Warning>,
 }
 
-impl Reading {
+impl TomlFile {
     /// Where a spanned value was written.
     fn at<T>(&self, value: &Spanned<T>) -> Location {
         self.file
@@ -302,7 +294,10 @@ impl Reading {
                 .minimum_key_bits
                 .unwrap_or(DEFAULT_MINIMUM_KEY_BITS),
             require_safe_keys: signing_section.require_safe_keys.unwrap_or(true),
-            signer_uid: Some(uid.unwrap_or_else(|| nix::unistd::geteuid().as_raw())),
+            signer_uid: Some(
+                uid.or(overrides.signer_uid)
+                    .unwrap_or_else(|| nix::unistd::geteuid().as_raw()),
+            ),
         };
         let mut signing = Signing {
             domain_key: None,
@@ -393,153 +388,51 @@ impl Reading {
     }
 
     fn service(&mut self, server: ServerSection, overrides: &Overrides) -> (Service, Option<u32>) {
-        let sockets = match &overrides.sockets {
-            Some(sockets) => sockets.clone(),
-            None => {
-                let mut sockets = Vec::new();
-                for spec in &server.sockets {
-                    match spec.get_ref().parse::<SocketSpec>() {
-                        Ok(socket) => sockets.push(socket),
-                        Err(source) => self.errors.push(ConfigError::Socket {
-                            at: self.at(spec),
-                            source,
-                        }),
-                    }
-                }
-                if server.sockets.is_empty() {
-                    self.errors.push(ConfigError::NoSocket {
-                        at: self.file.clone(),
-                        fix: "add `sockets = [\"inet:8891@127.0.0.1\"]` under [server], or pass \
-                              --socket",
-                    });
-                }
-                sockets
-            }
-        };
-        let mode = server
+        let mut settings = ServiceSettings::new(
+            Format::Toml,
+            self.file.clone(),
+            "add `sockets = [\"inet:8891@127.0.0.1\"]` under [server], or pass --socket",
+        );
+        settings.sockets = server
+            .sockets
+            .into_iter()
+            .map(|spec| self.written("sockets", spec))
+            .collect();
+        settings.socket_mode = server
             .socket_mode
-            .and_then(|m| self.octal_mode("socket_mode", m));
-        if let Some(owner) = &server.socket_owner
-            && let Err(e) = accounts::check_user(owner.get_ref(), &self.at(owner))
-        {
-            self.errors.push(e);
-        }
-        if let Some(group) = &server.socket_group
-            && let Err(e) = accounts::check_group(group.get_ref(), &self.at(group))
-        {
-            self.errors.push(e);
-        }
-        let mut uid = None;
-        let run_as = match (&server.user, &server.group) {
-            (Some(user), group) => {
-                let at = self.at(user);
-                match accounts::resolve(
-                    user.get_ref(),
-                    group.as_ref().map(|g| g.get_ref().as_str()),
-                    &at,
-                ) {
-                    Ok(account) => {
-                        uid = Some(account.uid);
-                        Some(account.run_as)
-                    }
-                    Err(errors) => {
-                        self.errors.extend(errors);
-                        None
-                    }
-                }
-            }
-            (None, Some(group)) => {
-                let at = self.at(group);
-                self.problem(
-                    at,
-                    "`group` needs `user`: name the user to run as (its group is used when \
-                     `group` is left out)",
-                );
-                None::<RunAs>
-            }
-            (None, None) => None,
-        };
-        let umask = server.umask.and_then(|m| self.octal_mode("umask", m));
-        let defaults = server::Settings::default();
-        let timeouts = Timeouts::default();
-        let seconds = |value: Option<u64>, default: Duration| {
-            value.map(Duration::from_secs).unwrap_or(default)
-        };
-        let settings = server::Settings {
-            limits: Limits {
-                max_payload: server
-                    .max_frame_bytes
-                    .unwrap_or(defaults.limits.max_payload),
-                timeouts: Timeouts {
-                    idle: seconds(server.idle_timeout_seconds, timeouts.idle),
-                    frame: seconds(server.frame_timeout_seconds, timeouts.frame),
-                    write: seconds(server.write_timeout_seconds, timeouts.write),
-                },
-            },
-            max_connections: server.max_connections.unwrap_or(defaults.max_connections),
-            shutdown_grace: seconds(server.shutdown_grace_seconds, defaults.shutdown_grace),
-            work_threads: defaults.work_threads,
-        };
-        let metrics_listen = server.metrics_listen.and_then(|addr| {
-            let at = self.at(&addr);
-            match addr.get_ref().parse() {
-                Ok(addr) => Some(addr),
-                Err(_) => {
-                    self.invalid(
-                        at,
-                        "metrics_listen",
-                        addr.into_inner(),
-                        "write an address and port, such as 127.0.0.1:9820",
-                    );
-                    None
-                }
-            }
-        });
-        let watch_interval = server.watch_interval_seconds.and_then(|every| {
-            if *every.get_ref() == 0 {
-                let at = self.at(&every);
-                self.invalid(
-                    at,
-                    "watch_interval_seconds",
-                    "0".to_string(),
-                    "use a number of seconds of 1 or more, or leave it out to not watch",
-                );
-                return None;
-            }
-            Some(Duration::from_secs(every.into_inner()))
-        });
-        let service = Service {
-            sockets,
-            socket_access: UnixSocketAccess {
-                mode,
-                user: server.socket_owner.map(Spanned::into_inner),
-                group: server.socket_group.map(Spanned::into_inner),
-            },
-            pid_file: server.pid_file.map(|p| self.path(&p)),
-            run_as,
-            umask,
-            allow_root: server.allow_root,
-            server: settings,
-            metrics_listen,
-            watch_interval,
-        };
-        (service, uid)
+            .map(|m| self.written("socket_mode", m))
+            .map(|m| Written::new(m.name, i64::from(m.value), m.at));
+        settings.socket_owner = server.socket_owner.map(|o| self.written("socket_owner", o));
+        settings.socket_group = server.socket_group.map(|g| self.written("socket_group", g));
+        settings.pid_file = server.pid_file.map(|p| self.path(&p));
+        settings.user = server.user.map(|u| self.written("user", u));
+        settings.group = server.group.map(|g| self.written("group", g));
+        settings.umask = server
+            .umask
+            .map(|m| self.written("umask", m))
+            .map(|m| Written::new(m.name, i64::from(m.value), m.at));
+        settings.allow_root = server.allow_root;
+        settings.max_frame_bytes = server.max_frame_bytes;
+        settings.idle_timeout_seconds = server.idle_timeout_seconds;
+        settings.frame_timeout_seconds = server.frame_timeout_seconds;
+        settings.write_timeout_seconds = server.write_timeout_seconds;
+        settings.max_connections = server.max_connections;
+        settings.shutdown_grace_seconds = server.shutdown_grace_seconds;
+        settings.metrics_listen = server
+            .metrics_listen
+            .map(|a| self.written("metrics_listen", a));
+        settings.watch_interval_seconds = server
+            .watch_interval_seconds
+            .map(|w| self.written("watch_interval_seconds", w));
+        Problems::gather(&mut self.errors, &mut self.warnings, |problems| {
+            settings.resolve(overrides, problems)
+        })
     }
 
-    fn octal_mode(&mut self, name: &str, value: Spanned<u32>) -> Option<u32> {
-        let mode = *value.get_ref();
-        if mode <= 0o777 {
-            return Some(mode);
-        }
+    /// A TOML value with its option's name and where it was written.
+    fn written<T>(&self, name: &'static str, value: Spanned<T>) -> Written<T> {
         let at = self.at(&value);
-        self.invalid(
-            at,
-            name,
-            mode.to_string(),
-            "write it as an octal number from 0o000 to 0o777, e.g. 0o660 (a plain 660 is \
-             decimal)",
-        );
-        None
+        Written::new(name, value.into_inner(), at)
     }
 
     fn logging(&mut self, section: LoggingSection) -> Logging {
@@ -662,75 +555,36 @@ impl Reading {
         }
     }
 
-    fn header_list(&mut self, value: &Spanned<Vec<String>>) -> Vec<(String, Location)> {
+    /// A header list, every entry located at the list.
+    fn header_list(
+        &self,
+        name: &'static str,
+        value: Option<&Spanned<Vec<String>>>,
+    ) -> Option<Written<Vec<(String, Location)>>> {
+        let value = value?;
         let at = self.at(value);
-        value
+        let entries = value
             .get_ref()
             .iter()
-            .map(|name| (name.clone(), at.clone()))
-            .collect()
+            .map(|entry| (entry.clone(), at.clone()))
+            .collect();
+        Some(Written::new(name, entries, at))
     }
 
     fn signature(&mut self, section: &SigningSection) -> SignatureSettings {
-        let (header_canonicalization, body_canonicalization) = match &section.canonicalization {
-            Some(value) => match parse_canonicalization(value.get_ref()) {
-                Ok(pair) => pair,
-                Err(expected) => {
-                    let at = self.at(value);
-                    self.invalid(at, "canonicalization", value.get_ref().clone(), &expected);
-                    (Canonicalization::Relaxed, Canonicalization::Simple)
-                }
-            },
-            None => (Canonicalization::Relaxed, Canonicalization::Simple),
-        };
-        let sign = match &section.sign_headers {
-            Some(list) => {
-                let entries = self.header_list(list);
-                let (names, warnings) =
-                    header_lists::with_default("sign_headers", &entries, DEFAULT_SIGNED_HEADERS);
-                self.warnings.extend(warnings);
-                names
-            }
-            None => DEFAULT_SIGNED_HEADERS
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-        };
-        let omit = match &section.omit_headers {
-            Some(list) => {
-                let entries = self.header_list(list);
-                let (names, warnings) =
-                    header_lists::with_default("omit_headers", &entries, OPENDKIM_OMITTED_HEADERS);
-                self.warnings.extend(warnings);
-                names
-            }
-            None => OPENDKIM_OMITTED_HEADERS
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-        };
-        let oversign = match &section.oversign_headers {
-            Some(list) => {
-                let entries = self.header_list(list);
-                let (names, warnings) = header_lists::plain("oversign_headers", &entries);
-                self.warnings.extend(warnings);
-                names
-            }
-            None => Vec::new(),
-        };
-        SignatureSettings {
-            header_canonicalization,
-            body_canonicalization,
-            headers: Arc::new(HeaderPolicy::with_names(
-                HeaderNames::new(sign.iter().map(String::as_str)),
-                HeaderNames::new(omit.iter().map(String::as_str)),
-                oversign.iter().map(String::as_str),
-            )),
-            expiry: section
-                .signature_ttl_seconds
-                .filter(|s| *s > 0)
-                .map(Duration::from_secs),
-        }
+        let mut rules = SignatureRules::new((Canonicalization::Relaxed, Canonicalization::Simple));
+        rules.canonicalization = section
+            .canonicalization
+            .clone()
+            .map(|c| self.written("canonicalization", c));
+        rules.sign_headers = self.header_list("sign_headers", section.sign_headers.as_ref());
+        rules.omit_headers = self.header_list("omit_headers", section.omit_headers.as_ref());
+        rules.oversign_headers =
+            self.header_list("oversign_headers", section.oversign_headers.as_ref());
+        rules.signature_ttl_seconds = section.signature_ttl_seconds;
+        Problems::gather(&mut self.errors, &mut self.warnings, |problems| {
+            rules.resolve(problems)
+        })
     }
 
     fn signing_sources(
@@ -933,6 +787,7 @@ impl Reading {
 #[cfg(test)]
 mod tests {
     use std::fs;
+    use std::time::Duration;
 
     use super::*;
     use crate::config::fixture::Dir;

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::super::verification::{self, Raw};
-use super::{Entries, Reading, parse_action};
+use super::{Entries, TomlFile, parse_action};
 use crate::policy::{Action, Mode};
 use crate::verifying::{VerificationPolicy, VerifyActions};
 
@@ -45,7 +45,7 @@ pub(super) struct VerifySection {
     on_security: Option<Spanned<String>>,
 }
 
-impl Reading {
+impl TomlFile {
     /// `mode`: `s`, `v` or `sv` (the default, as OpenDKIM's).
     pub(super) fn mode(&mut self, value: Option<Spanned<String>>) -> Mode {
         let Some(value) = value else {
@@ -82,7 +82,7 @@ impl Reading {
         }
         let defaults = VerifyActions::default();
         let action =
-            |this: &mut Reading, name: &str, value: Option<Spanned<String>>, default: Action| {
+            |this: &mut TomlFile, name: &str, value: Option<Spanned<String>>, default: Action| {
                 let Some(value) = value else {
                     return default;
                 };
@@ -126,19 +126,19 @@ impl Reading {
                 .on_security
                 .map(|v| action(self, "on_security", Some(v), Action::Reject)),
         };
-        let located = |this: &Reading, value: Option<Spanned<String>>| {
+        let located = |this: &TomlFile, value: Option<Spanned<String>>| {
             value.map(|v| {
                 let at = this.at(&v);
                 (v.into_inner(), at)
             })
         };
-        let number = |this: &Reading, value: Option<Spanned<i64>>| {
+        let number = |this: &TomlFile, value: Option<Spanned<i64>>| {
             value.map(|v| {
                 let at = this.at(&v);
                 (v.into_inner(), at)
             })
         };
-        let file = |this: &Reading, value: Option<Spanned<String>>| {
+        let file = |this: &TomlFile, value: Option<Spanned<String>>| {
             value.map(|v| {
                 let at = this.at(&v);
                 (this.path(v.get_ref()), at)

@@ -38,29 +38,25 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use mail_auth::dkim::Canonicalization;
 
 use crate::diagnostics::{Location, Warning};
-use crate::dkim::headers::{
-    DEFAULT_SIGNED_HEADERS, HeaderNames, HeaderPolicy, OPENDKIM_OMITTED_HEADERS,
-};
 use crate::keys::{DEFAULT_MINIMUM_KEY_BITS, LoadOptions};
 use crate::policy::{
     Action, DomainSet, ErrorActions, MacroRule, Mode, Policy, SignatureSettings, Signing, Trust,
 };
-use crate::server::{self, SocketSpec, UnixSocketAccess};
 use crate::tables::{DataSet, DataSetKind, HostList, KeySet, KeyTable, SigningTable};
 
 use super::grammar::{self, Setting, Value};
+use super::opendkim_names::{self, Support};
+use super::settings::{Problems, ServiceSettings, SignatureRules, Written};
 
 #[path = "opendkim_verify.rs"]
 mod verify;
-use super::options::{self, Support};
 use super::{
     Config, ConfigError, Format, Logging, Origin, Overrides, Service, accounts, data_sets,
-    header_lists, signing_keys,
+    signing_keys,
 };
 
 /// OpenDKIM's MaximumHeaders default.
@@ -74,12 +70,12 @@ pub(crate) const DEFAULT_MAX_HEADER_COUNT: usize = 1000;
 /// Reads `path` (and what it includes) into a validated configuration.
 pub(crate) fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
     let settings = grammar::read(path)?;
-    Reading::new(path, settings).config(overrides)
+    ConfFile::new(path, settings).config(overrides)
 }
 
 /// The settings of one file, last repetition winning, and what has been
 /// found wrong so far.
-struct Reading {
+struct ConfFile {
     path: PathBuf,
     file: Location,
     all: Vec<Setting>,
@@ -89,11 +85,11 @@ struct Reading {
     warnings: Vec<Warning>,
 }
 
-impl Reading {
-    fn new(path: &Path, all: Vec<Setting>) -> Reading {
+impl ConfFile {
+    fn new(path: &Path, all: Vec<Setting>) -> ConfFile {
         let last = all.iter().enumerate().map(|(i, s)| (s.name, i)).collect();
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-        let mut reading = Reading {
+        let mut reading = ConfFile {
             path: path.to_path_buf(),
             file: Location::file(path),
             all,
@@ -167,7 +163,12 @@ impl Reading {
                 .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
                 .unwrap_or(DEFAULT_MINIMUM_KEY_BITS),
             require_safe_keys: self.boolean("RequireSafeKeys").unwrap_or(true),
-            signer_uid: Some(service.1.unwrap_or_else(|| nix::unistd::geteuid().as_raw())),
+            signer_uid: Some(
+                service
+                    .1
+                    .or(overrides.signer_uid)
+                    .unwrap_or_else(|| nix::unistd::geteuid().as_raw()),
+            ),
         };
         let signing = self.signing(mode, &options);
         let trust = self.trust();
@@ -224,7 +225,7 @@ impl Reading {
     fn note_unimplemented(&mut self) {
         let mut notes = Vec::new();
         for s in &self.all {
-            match options::support(s.name) {
+            match opendkim_names::support(s.name) {
                 Support::Implemented => {}
                 Support::Quiet => {
                     if s.name == "AutoRestart" && s.value == Value::Bool(true) {
@@ -249,74 +250,29 @@ impl Reading {
 
     /// The service settings and the uid of UserID, when set.
     fn service(&mut self, overrides: &Overrides) -> (Service, Option<u32>) {
-        let sockets = match &overrides.sockets {
-            Some(sockets) => sockets.clone(),
-            None => match self.string("Socket") {
-                Some((spec, at)) => match spec.parse::<SocketSpec>() {
-                    Ok(socket) => vec![socket],
-                    Err(source) => {
-                        self.errors.push(ConfigError::Socket { at, source });
-                        Vec::new()
-                    }
-                },
-                None => {
-                    self.errors.push(ConfigError::NoSocket {
-                        at: self.file.clone(),
-                        fix: "add `Socket inet:8891@localhost` (or `Socket local:/path`), as \
-                              OpenDKIM needs one too, or pass --socket",
-                    });
-                    Vec::new()
-                }
-            },
-        };
-        let pid_file = self
+        let mut settings = ServiceSettings::new(
+            Format::OpenDkim,
+            self.file.clone(),
+            "add `Socket inet:8891@localhost` (or `Socket local:/path`), as OpenDKIM needs one \
+             too, or pass --socket",
+        );
+        if let Some((spec, at)) = self.string("Socket") {
+            settings.sockets.push(Written::new("Socket", spec, at));
+        }
+        settings.pid_file = self
             .string("PidFile")
             .map(|(p, _)| data_sets::resolve(&self.base, p));
-        let mut uid = None;
-        let run_as = match self.string("UserID") {
-            Some((value, at)) => {
-                let (user, group) = accounts::split_user_group(&value);
-                match accounts::resolve(user, group, &at) {
-                    Ok(account) => {
-                        uid = Some(account.uid);
-                        Some(account.run_as)
-                    }
-                    Err(errors) => {
-                        self.errors.extend(errors);
-                        None
-                    }
-                }
-            }
-            None => None,
-        };
-        let umask = match self.integer("UMask") {
-            Some((n, at)) => match u32::try_from(n) {
-                Ok(mask) if mask <= 0o777 => Some(mask),
-                _ => {
-                    self.invalid(
-                        "UMask",
-                        n.to_string(),
-                        at,
-                        "a umask is 0 to 0777 (write it with a leading 0, e.g. `UMask 007`)",
-                    );
-                    None
-                }
-            },
-            None => None,
-        };
-        let service = Service {
-            sockets,
-            socket_access: UnixSocketAccess::default(),
-            pid_file,
-            run_as,
-            umask,
-            allow_root: false,
-            server: server::Settings::default(),
-            // Not read from the file yet: run --metrics-listen, --watch-interval.
-            metrics_listen: None,
-            watch_interval: None,
-        };
-        (service, uid)
+        if let Some((value, at)) = self.string("UserID") {
+            let (user, group) = accounts::split_user_group(&value);
+            settings.group = group.map(|g| Written::new("UserID", g.to_string(), at.clone()));
+            settings.user = Some(Written::new("UserID", user.to_string(), at));
+        }
+        settings.umask = self
+            .integer("UMask")
+            .map(|(n, at)| Written::new("UMask", n, at));
+        Problems::gather(&mut self.errors, &mut self.warnings, |problems| {
+            settings.resolve(overrides, problems)
+        })
     }
 
     fn logging(&mut self) -> Logging {
@@ -327,7 +283,7 @@ impl Reading {
                 None => {
                     self.invalid(
                         "SyslogFacility",
-                        facility.to_string(),
+                        facility.clone(),
                         at,
                         "use a syslog facility such as mail, daemon or local0 to local7",
                     );
@@ -366,7 +322,7 @@ impl Reading {
                 _ => {
                     self.invalid(
                         "Mode",
-                        value.to_string(),
+                        value.clone(),
                         at.clone(),
                         "Mode is made of s (sign) and v (verify), e.g. `Mode sv`",
                     );
@@ -385,7 +341,7 @@ impl Reading {
 
     fn data_set(&mut self, name: &str) -> Option<DataSet> {
         let (spec, at) = self.string(name)?;
-        let spec = spec.to_string();
+        let spec = spec.clone();
         match data_sets::open(&spec, &at, &self.base) {
             Ok((set, warnings)) => {
                 self.warnings.extend(warnings);
@@ -529,8 +485,8 @@ impl Reading {
                 (None, Some((selector, at))) => {
                     self.errors.push(ConfigError::SelectorWithoutKeyFile {
                         at: at.clone(),
-                        selector: selector.to_string(),
-                    })
+                        selector: selector.clone(),
+                    });
                 }
                 _ => {}
             }
@@ -540,7 +496,7 @@ impl Reading {
             }
         }
         let ((file, file_at), (selector, _)) = (key_file?, selector?);
-        let (file, selector) = (data_sets::resolve(&self.base, file), selector.to_string());
+        let (file, selector) = (data_sets::resolve(&self.base, file), selector.clone());
         let domains = match domain {
             Some(_) => self.domain_set("Domain").unwrap_or_default(),
             None => {
@@ -591,7 +547,7 @@ impl Reading {
             let (value, at) = self.string("MacroList").expect("MacroList is set");
             self.invalid(
                 "MacroList",
-                value.to_string(),
+                value.clone(),
                 at,
                 "MacroList must be a `file:` or `csl:` data set, as in OpenDKIM",
             );
@@ -630,23 +586,19 @@ impl Reading {
         }
     }
 
-    fn header_entries(&mut self, name: &str) -> Option<Vec<(String, Location)>> {
+    /// A header list option's entries, each with its own location.
+    fn header_list(&mut self, name: &'static str) -> Option<Written<Vec<(String, Location)>>> {
+        let at = self.get(name)?.at.clone();
         let set = self.data_set(name)?;
-        Some(set.entries.into_iter().map(|e| (e.key, e.at)).collect())
+        let entries = set.entries.into_iter().map(|e| (e.key, e.at)).collect();
+        Some(Written::new(name, entries, at))
     }
 
     fn signature(&mut self) -> SignatureSettings {
-        let (header_canonicalization, body_canonicalization) = match self.string("Canonicalization")
-        {
-            Some((value, at)) => match parse_canonicalization(&value) {
-                Ok(pair) => pair,
-                Err(expected) => {
-                    self.invalid("Canonicalization", value.to_string(), at, &expected);
-                    (Canonicalization::Simple, Canonicalization::Simple)
-                }
-            },
-            None => (Canonicalization::Simple, Canonicalization::Simple),
-        };
+        let mut rules = SignatureRules::new((Canonicalization::Simple, Canonicalization::Simple));
+        rules.canonicalization = self
+            .string("Canonicalization")
+            .map(|(value, at)| Written::new("Canonicalization", value, at));
         if let Some((value, at)) = self.string("SignatureAlgorithm") {
             match value.to_ascii_lowercase().as_str() {
                 "rsa-sha256" => {}
@@ -660,59 +612,19 @@ impl Reading {
                 ),
                 _ => self.invalid(
                     "SignatureAlgorithm",
-                    value.to_string(),
+                    value.clone(),
                     at,
                     "use rsa-sha256 (the default) or ed25519-sha256",
                 ),
             }
         }
-        let sign = match self.header_entries("SignHeaders") {
-            Some(entries) => {
-                let (names, warnings) =
-                    header_lists::with_default("SignHeaders", &entries, DEFAULT_SIGNED_HEADERS);
-                self.warnings.extend(warnings);
-                names
-            }
-            None => DEFAULT_SIGNED_HEADERS
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-        };
-        let omit = match self.header_entries("OmitHeaders") {
-            Some(entries) => {
-                let (names, warnings) =
-                    header_lists::with_default("OmitHeaders", &entries, OPENDKIM_OMITTED_HEADERS);
-                self.warnings.extend(warnings);
-                names
-            }
-            None => OPENDKIM_OMITTED_HEADERS
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-        };
-        let oversign = match self.header_entries("OverSignHeaders") {
-            Some(entries) => {
-                let (names, warnings) = header_lists::plain("OverSignHeaders", &entries);
-                self.warnings.extend(warnings);
-                names
-            }
-            None => Vec::new(),
-        };
-        let headers = HeaderPolicy::with_names(
-            HeaderNames::new(sign.iter().map(String::as_str)),
-            HeaderNames::new(omit.iter().map(String::as_str)),
-            oversign.iter().map(String::as_str),
-        );
-        let expiry = match self.count("SignatureTTL") {
-            Some(0) | None => None,
-            Some(seconds) => Some(Duration::from_secs(seconds)),
-        };
-        SignatureSettings {
-            header_canonicalization,
-            body_canonicalization,
-            headers: std::sync::Arc::new(headers),
-            expiry,
-        }
+        rules.sign_headers = self.header_list("SignHeaders");
+        rules.omit_headers = self.header_list("OmitHeaders");
+        rules.oversign_headers = self.header_list("OverSignHeaders");
+        rules.signature_ttl_seconds = self.count("SignatureTTL");
+        Problems::gather(&mut self.errors, &mut self.warnings, |problems| {
+            rules.resolve(problems)
+        })
     }
 
     fn action(&mut self, name: &str) -> Option<Action> {
@@ -722,7 +634,7 @@ impl Reading {
             None => {
                 self.invalid(
                     name,
-                    value.to_string(),
+                    value.clone(),
                     at,
                     "use accept, discard, quarantine, reject or tempfail",
                 );
@@ -836,6 +748,8 @@ pub(crate) fn syslog_facility(name: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use std::fs;
+
+    use milter::server::SocketSpec;
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
@@ -846,7 +760,7 @@ mod tests {
     }
 
     fn warnings(config: &Config) -> Vec<String> {
-        config.warnings.iter().map(|w| w.to_string()).collect()
+        config.warnings.iter().map(ToString::to_string).collect()
     }
 
     const TABLES: &str = "\
@@ -1090,6 +1004,7 @@ SigningTable refile:$DIR/SigningTable
         let path = dir.write("opendkim.conf", "Mode s\n");
         let overrides = Overrides {
             sockets: Some(vec!["inet:9999@127.0.0.1".parse().unwrap()]),
+            ..Overrides::default()
         };
         let origin = Origin {
             path,
@@ -1252,7 +1167,7 @@ SigningTable refile:$DIR/SigningTable
         );
         assert!(v.with_job_id && v.always_add && !v.header_b);
         assert_eq!(v.settings.max_signatures, 5);
-        assert_eq!(v.dns.timeout, Duration::from_secs(2));
+        assert_eq!(v.dns.timeout, std::time::Duration::from_secs(2));
         assert_eq!(
             v.dns.nameservers,
             vec![

@@ -10,11 +10,11 @@ use std::sync::Arc;
 
 use super::super::data_sets;
 use super::super::verification::{self, Raw};
-use super::{Reading, parse_action};
+use super::{ConfFile, parse_action};
 use crate::policy::{Action, Mode};
 use crate::verifying::{VerificationPolicy, VerifyActions};
 
-impl Reading {
+impl ConfFile {
     /// The verification policy, when Mode has `v`.
     pub(super) fn verification(
         &mut self,
@@ -25,9 +25,9 @@ impl Reading {
             return None;
         }
         let quiet =
-            |this: &Reading, name: &str| this.string(name).and_then(|(v, _)| parse_action(&v));
+            |this: &ConfFile, name: &str| this.string(name).and_then(|(v, _)| parse_action(&v));
         let default = quiet(self, "On-Default");
-        let action = |this: &Reading, name: &str, fallback: Action| {
+        let action = |this: &ConfFile, name: &str, fallback: Action| {
             quiet(this, name).or(default).unwrap_or(fallback)
         };
         let defaults = VerifyActions::default();
@@ -38,7 +38,7 @@ impl Reading {
             key_not_found: action(self, "On-KeyNotFound", defaults.key_not_found),
             security: quiet(self, "On-Security").or(default),
         };
-        let file = |this: &Reading, name: &str| {
+        let file = |this: &ConfFile, name: &str| {
             this.string(name)
                 .map(|(p, at)| (data_sets::resolve(&this.base, p), at))
         };

@@ -315,7 +315,7 @@ mod tests {
                 *line = out;
             }
         }
-        while lines.last().is_some_and(|l| l.is_empty()) {
+        while lines.last().is_some_and(Vec::is_empty) {
             lines.pop();
         }
         let mut out: Vec<u8> = lines

@@ -15,7 +15,12 @@
 //! oversign twenty absent fields where OpenDKIM signs only present ones.
 //!
 //! This module knows nothing of the milter protocol or of policy: it is
-//! told what to sign with which key and does it.
+//! told what to sign with which key and does it. What it knows of message
+//! syntax is RFC 5322's: header fields come in as the MTA handed them
+//! ([`HeaderField`]: the value after the colon, folded with CRLF or with
+//! the bare LF Postfix uses, both read the same way), the body as CRLF
+//! lines, and the signature goes out folded with CRLF. Turning that into
+//! the milter protocol's bare-LF form is the signing filter's job.
 
 pub(crate) mod body;
 pub mod headers;
@@ -67,7 +72,7 @@ pub struct SignatureField {
     pub selector: String,
     pub algorithm: Algorithm,
     /// The value as it goes after the colon: a leading space, folded with
-    /// bare LF + TAB, no trailing line break.
+    /// CRLF + TAB as in a message, no trailing line break.
     pub value: String,
 }
 
@@ -227,16 +232,15 @@ impl Writable for SigningInput<'_> {
 }
 
 /// The field value to insert: mail-auth's header form without the name and
-/// final CRLF, folded with LF as the milter protocol wants.
+/// final CRLF, folded with CRLF as in a message (RFC 5322).
 fn field_value(signature: &Signature) -> String {
     let mut header = Vec::with_capacity(600);
     signature.write(&mut header, true);
     let text = String::from_utf8_lossy(&header);
-    let value = text
-        .strip_prefix("DKIM-Signature:")
+    text.strip_prefix("DKIM-Signature:")
         .unwrap_or(&text)
-        .trim_end_matches("\r\n");
-    value.replace("\r\n", "\n")
+        .trim_end_matches("\r\n")
+        .to_string()
 }
 
 #[cfg(test)]
@@ -314,7 +318,7 @@ mod tests {
     }
 
     #[test]
-    fn field_value_has_leading_space_and_lf_folding_only() {
+    fn field_value_has_leading_space_and_crlf_folding() {
         let mut m = MessageSigning::new(vec![request(
             example_rsa(),
             "default",
@@ -327,8 +331,12 @@ mod tests {
             "{}",
             sig.value
         );
-        assert!(!sig.value.contains('\r'));
-        assert!(sig.value.contains("\n\t"));
+        assert!(sig.value.contains("\r\n\t"));
+        assert_eq!(
+            sig.value.matches('\n').count(),
+            sig.value.matches("\r\n").count(),
+            "every line break is CRLF"
+        );
         assert!(!sig.value.ends_with('\n'));
         assert!(sig.value.contains("d=example.com"));
         assert!(sig.value.contains("t=1700000000"));

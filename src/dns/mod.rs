@@ -317,7 +317,9 @@ impl Resolver {
     pub fn shared(settings: &DnsSettings) -> Result<Arc<Resolver>, DnsSetupError> {
         const KEPT: usize = 4;
         static SHARED: Mutex<Vec<(DnsSettings, Arc<Resolver>)>> = Mutex::new(Vec::new());
-        let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        let mut shared = SHARED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(i) = shared.iter().position(|(s, _)| s == settings) {
             let entry = shared.remove(i);
             let resolver = Arc::clone(&entry.1);
@@ -358,7 +360,10 @@ impl Resolver {
             metrics.cache_hits.inc();
             return PendingTxt::ready(answer);
         }
-        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let mut in_flight = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(running) = in_flight.get(&key) {
             metrics.shared_lookups.inc();
             return PendingTxt(running.clone());
@@ -390,7 +395,7 @@ impl Resolver {
             // arriving now finds the cache.
             this.in_flight
                 .lock()
-                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .remove(&key);
             let _ = sender.send(Some(answer));
         });
@@ -398,7 +403,9 @@ impl Resolver {
     }
 
     fn lock_cache(&self) -> std::sync::MutexGuard<'_, Cache> {
-        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// One lookup on the network, and how long its answer may be kept.
@@ -411,9 +418,8 @@ impl Resolver {
             unreachable!("test records are answered without a query")
         };
         let lookup = tokio::time::timeout(self.timeout, resolver.lookup(name, RecordType::TXT));
-        let result = match lookup.await {
-            Ok(result) => result,
-            Err(_) => return (TxtAnswer::failed(DnsFailure::Timeout(self.timeout)), None),
+        let Ok(result) = lookup.await else {
+            return (TxtAnswer::failed(DnsFailure::Timeout(self.timeout)), None);
         };
         match result {
             Ok(lookup) => {

@@ -99,10 +99,10 @@ impl fmt::Display for Exposure {
         let node = self.node.display();
         match &self.problem {
             ExposureKind::FileAccessible { who, mode } => {
-                write!(f, "it can be read or written by {who} (mode {mode:04o})")?
+                write!(f, "it can be read or written by {who} (mode {mode:04o})")?;
             }
             ExposureKind::FileOwner { owner, signer } => {
-                write!(f, "it is owned by {owner}; {}", allowed_owners(signer))?
+                write!(f, "it is owned by {owner}; {}", allowed_owners(signer))?;
             }
             ExposureKind::DirectoryWritable { who, mode } => write!(
                 f,

@@ -447,7 +447,7 @@ fn open_key_file(path: &Path, options: &LoadOptions) -> Result<File, KeyError> {
     // refused as "not a key file" right after.
     File::options()
         .read(true)
-        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
         .map_err(|source| match source.kind() {
             io::ErrorKind::NotFound => KeyError::NotFound {

@@ -231,23 +231,6 @@ fn loads_ed25519_pkcs8_v2_with_embedded_public_key() {
 }
 
 #[test]
-fn loads_dkimpy_raw_base64_ed25519_seed() {
-    let s = Scratch::new();
-    let status = Command::new("dknewkey")
-        .args(["--ktype", "ed25519", "dkimpy"])
-        .current_dir(s.dir.path())
-        .output()
-        .expect("dknewkey must be installed (Debian package python3-dkim)");
-    assert!(status.status.success());
-    let seed = fs::read_to_string(s.path("dkimpy.key")).unwrap();
-    assert_eq!(STANDARD.decode(seed.trim()).unwrap().len(), 32);
-    let dns = fs::read_to_string(s.path("dkimpy.dns")).unwrap();
-    let expected = dns.split("p=").nth(1).unwrap().trim();
-    let key = load(&s.path("dkimpy.key")).unwrap().key;
-    assert_eq!(key.public_key_base64(), expected);
-}
-
-#[test]
 fn signature_verifies_with_the_published_public_key() {
     use aws_lc_rs::signature::{ED25519, RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
     let s = Scratch::new();
@@ -582,7 +565,7 @@ fn permission_denied_names_the_user_and_the_fix() {
 fn unreadable_key_file_reports_the_system_error() {
     let err = KeyError::Unreadable {
         path: PathBuf::from("/k"),
-        source: std::io::Error::from_raw_os_error(nix::libc::EIO),
+        source: io::Error::from_raw_os_error(libc::EIO),
     };
     assert!(
         err.to_string()

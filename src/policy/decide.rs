@@ -439,7 +439,7 @@ mod tests {
     ) -> Decision {
         let ip: IpAddr = ip.parse().unwrap();
         let macros = Macros(macros.iter().copied().collect());
-        let recipients: Vec<String> = recipients.iter().map(|r| r.to_string()).collect();
+        let recipients: Vec<String> = recipients.iter().map(ToString::to_string).collect();
         let headers = headers(fields);
         policy.decide(&MessageFacts {
             client_host: "client.test",

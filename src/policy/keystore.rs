@@ -104,7 +104,10 @@ impl KeyStore {
                     return Ok(key);
                 }
                 let loaded = load_key_file(path, &self.options)?;
-                let mut cache = self.by_path.lock().unwrap_or_else(|p| p.into_inner());
+                let mut cache = self
+                    .by_path
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 Ok(Arc::clone(cache.entry(path.clone()).or_insert(loaded.key)))
             }
         }
@@ -113,7 +116,7 @@ impl KeyStore {
     fn cached(&self, path: &PathBuf) -> Option<Arc<PrivateKey>> {
         self.by_path
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(path)
             .cloned()
     }

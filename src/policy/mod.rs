@@ -53,7 +53,7 @@ pub struct Policy {
     pub software_header: bool,
     /// How messages not signed are verified (Mode has v); `None` in sign-only
     /// mode.
-    pub verification: Option<std::sync::Arc<crate::verifying::VerificationPolicy>>,
+    pub verification: Option<Arc<crate::verifying::VerificationPolicy>>,
 }
 
 /// OpenDKIM's Mode: `s` signs, `v` verifies what is not signed.

@@ -638,7 +638,7 @@ host.example.net
         let l = list(DataSetKind::File, HOSTS);
         assert!(l.check_ip(ip("198.51.100.5")));
         assert!(l.check_ip(ip("198.51.100.200")));
-        let w: Vec<String> = l.warnings().iter().map(|w| w.to_string()).collect();
+        let w: Vec<String> = l.warnings().iter().map(ToString::to_string).collect();
         assert!(
             w.iter()
                 .any(|w| w.starts_with("/etc/opendkim/TrustedHosts:3: ")
@@ -810,7 +810,7 @@ host.example.net
     /// OpenDKIM's algorithm, literally: build each probe string and look it
     /// up in the set of entry texts.
     fn textual_check_ip(entries: &[String], ip: IpAddr) -> bool {
-        let set: std::collections::HashSet<&str> = entries.iter().map(|s| s.as_str()).collect();
+        let set: std::collections::HashSet<&str> = entries.iter().map(String::as_str).collect();
         let (exact, max) = match ip {
             IpAddr::V4(_) => (33u8, 32u8),
             IpAddr::V6(_) => (129, 128),

@@ -125,9 +125,8 @@ fn one_line(message: &str) -> String {
 /// leftmost placement of each middle segment is always a valid choice when
 /// any is, so no backtracking is needed.
 fn glob_matches(segments: &[Box<[u8]>], query: &[u8]) -> bool {
-    let (first, rest) = match segments.split_first() {
-        Some(split) => split,
-        None => return query.is_empty(),
+    let Some((first, rest)) = segments.split_first() else {
+        return query.is_empty();
     };
     let Some((last, middle)) = rest.split_last() else {
         return query == &first[..];

@@ -478,7 +478,7 @@ p@example.net kp:x@%
         // `*@example.com k1` never applies; `*` (k7) does.
         assert_eq!(first_key(&t, "bob", "example.com").as_deref(), Some("k7"));
         assert_eq!(first_key(&t, "*", "example.com").as_deref(), Some("k1"));
-        let w: Vec<String> = t.warnings().iter().map(|w| w.to_string()).collect();
+        let w: Vec<String> = t.warnings().iter().map(ToString::to_string).collect();
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(w[0].starts_with("/etc/st:1: "), "{}", w[0]);
         assert!(w[0].contains("refile:"), "{}", w[0]);

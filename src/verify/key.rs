@@ -43,7 +43,7 @@ fn parsed(txt: &[u8]) -> Result<Arc<ParsedRecord>, Problem> {
     static PARSED: Mutex<Option<HashMap<Vec<u8>, Arc<ParsedRecord>>>> = Mutex::new(None);
     if let Some(hit) = PARSED
         .lock()
-        .unwrap_or_else(|e| e.into_inner())
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
         .as_ref()
         .and_then(|m| m.get(txt).cloned())
     {
@@ -76,7 +76,9 @@ fn parsed(txt: &[u8]) -> Result<Arc<ParsedRecord>, Problem> {
         }
     };
     let parsed = Arc::new(ParsedRecord { record, key });
-    let mut cache = PARSED.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cache = PARSED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let map = cache.get_or_insert_with(HashMap::new);
     if map.len() >= PARSED_KEPT {
         map.clear();

@@ -446,7 +446,7 @@ mod tests {
         ]);
         let names: Vec<String> = ["from", "received", "Received", "received", "subject", "x"]
             .iter()
-            .map(|s| s.to_string())
+            .map(ToString::to_string)
             .collect();
         assert_eq!(select(&b, &names), vec![1, 3, 0, 4]);
     }

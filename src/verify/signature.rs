@@ -135,9 +135,9 @@ pub fn read(value: &[u8], now: u64, drift: u64) -> (Shown, Result<Parsed, Proble
         Err(problem) => return (shown_leniently(text), Err(problem)),
     };
     let mut shown = Shown {
-        domain: tags.get("d").map(|d| d.to_string()),
-        selector: tags.get("s").map(|s| s.to_string()),
-        identity: tags.get("i").map(|i| i.to_string()),
+        domain: tags.get("d").map(ToString::to_string),
+        selector: tags.get("s").map(ToString::to_string),
+        identity: tags.get("i").map(ToString::to_string),
         algorithm: tags.get("a").and_then(|a| algorithm_name(a)),
         b: tags.get("b").map(|b| without_fws(b)).unwrap_or_default(),
     };

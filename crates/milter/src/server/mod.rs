@@ -1,0 +1,374 @@
+//! Accepting milter connections: listeners, the connection limit, and a
+//! graceful shutdown.
+//!
+//! [`run`] accepts on every listener, hands each connection to
+//! [`crate::serve`] with a fresh filter from the caller's factory, and on
+//! shutdown stops accepting, lets open transactions finish, and removes the
+//! Unix socket files it created. Connections beyond the limit are closed at
+//! once (the MTA applies its `milter_default_action`) and logged at most
+//! once every few seconds, never once per connection. This module knows
+//! nothing about what the filter does, and never reads or writes a frame
+//! itself: that is [`serve`](crate::serve)'s job.
+
+mod quickack;
+pub mod socket;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::{ConnectionError, Ending, Filter, Limits, Offload, ServeError, WorkPool};
+use quickack::QuickAck;
+pub use socket::{BindError, Listener, SocketSpec, UnixSocketAccess, bind};
+
+/// How the server treats connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// Payload and time limits for each connection.
+    pub limits: Limits,
+    /// Connections served at once; more are closed on arrival.
+    pub max_connections: usize,
+    /// After a shutdown request, how long open transactions may take to
+    /// finish before the server stops anyway.
+    pub shutdown_grace: Duration,
+    /// Threads for filter work too heavy for the connection threads
+    /// (RSA signing), used while more connections are open than the runtime
+    /// has threads; 0 always runs it on the connection threads.
+    pub work_threads: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            limits: Limits::default(),
+            max_connections: 1024,
+            shutdown_grace: Duration::from_secs(30),
+            work_threads: crate::pool::default_threads(),
+        }
+    }
+}
+
+/// Who is on the other end of a milter connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// A TCP peer, at this address and port.
+    Tcp(SocketAddr),
+    /// A peer on a Unix-domain socket, which has no address worth
+    /// reporting.
+    Unix,
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Tcp(addr) => write!(f, "{addr}"),
+            Peer::Unix => f.write_str("unix socket"),
+        }
+    }
+}
+
+/// One accepted milter connection, for the filter factory and for logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    /// Counts up from 1 for the life of the process.
+    pub id: u64,
+    /// Who connected.
+    pub peer: Peer,
+}
+
+/// Serve milter connections on `listeners` until `shutdown` is cancelled,
+/// then finish open transactions (up to the grace period) and return.
+pub async fn run<F, M>(
+    listeners: Vec<Listener>,
+    make_filter: M,
+    settings: Settings,
+    shutdown: CancellationToken,
+) where
+    F: Filter + 'static,
+    M: Fn(&ConnectionInfo) -> F + Send + Sync + 'static,
+{
+    // Up to one open connection per runtime thread, heavy work runs inline.
+    let runtime_threads = tokio::runtime::Handle::current().metrics().num_workers();
+    let offload = match settings.work_threads {
+        0 => None,
+        threads => match WorkPool::new(threads, "milter-work") {
+            Ok(pool) => Some(Offload::new(Arc::new(pool), runtime_threads)),
+            Err(e) => {
+                tracing::warn!(
+                    "cannot start work threads, running end of message on the connection threads: {e}"
+                );
+                None
+            }
+        },
+    };
+    let shared = Arc::new(ServerState {
+        make_filter,
+        settings,
+        offload,
+        slots: Arc::new(Semaphore::new(settings.max_connections)),
+        next_id: AtomicU64::new(1),
+        throttle: Throttle::default(),
+        connections: TaskTracker::new(),
+        shutdown: shutdown.clone(),
+    });
+    let mut accept_loops = tokio::task::JoinSet::new();
+    for listener in listeners {
+        let shared = Arc::clone(&shared);
+        accept_loops.spawn(async move {
+            accept_loop(&listener, &shared).await;
+            listener
+        });
+    }
+    let mut closed = Vec::new();
+    while let Some(listener) = accept_loops.join_next().await {
+        if let Ok(listener) = listener {
+            closed.push(listener);
+        }
+    }
+    for listener in &closed {
+        listener.remove_socket_file();
+    }
+    shared.connections.close();
+    let open = shared.connections.len();
+    if open > 0 {
+        tracing::info!(open, "waiting for open milter transactions to finish");
+    }
+    if tokio::time::timeout(settings.shutdown_grace, shared.connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = shared.connections.len(),
+            grace = ?settings.shutdown_grace,
+            "shutdown grace period over; closing the remaining milter connections"
+        );
+    }
+}
+
+struct ServerState<M> {
+    make_filter: M,
+    settings: Settings,
+    offload: Option<Offload>,
+    slots: Arc<Semaphore>,
+    next_id: AtomicU64,
+    throttle: Throttle,
+    connections: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+async fn accept_loop<F, M>(listener: &Listener, shared: &Arc<ServerState<M>>)
+where
+    F: Filter + 'static,
+    M: Fn(&ConnectionInfo) -> F + Send + Sync + 'static,
+{
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            accepted = accept(listener) => accepted,
+        };
+        match accepted {
+            Ok(Accepted::Tcp(stream, addr)) => {
+                // Replies are small and must not wait for delayed ACKs, and
+                // neither must Postfix's pipelined commands.
+                let _ = stream.set_nodelay(true);
+                start(QuickAck::new(stream), Peer::Tcp(addr), shared).await;
+            }
+            Ok(Accepted::Unix(stream)) => start(stream, Peer::Unix, shared).await,
+            Err(e) => {
+                // Out of file descriptors and the like: do not spin.
+                tracing::error!(listener = %listener.spec(), "accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+enum Accepted {
+    Tcp(tokio::net::TcpStream, SocketAddr),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(listener: &Listener) -> std::io::Result<Accepted> {
+    match listener {
+        Listener::Tcp(l) => l.accept().await.map(|(s, a)| Accepted::Tcp(s, a)),
+        Listener::Unix { listener, .. } => listener.accept().await.map(|(s, _)| Accepted::Unix(s)),
+    }
+}
+
+async fn start<S, F, M>(mut stream: S, peer: Peer, shared: &Arc<ServerState<M>>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: Filter + 'static,
+    M: Fn(&ConnectionInfo) -> F + Send + Sync + 'static,
+{
+    let Ok(slot) = Arc::clone(&shared.slots).try_acquire_owned() else {
+        if let Some(refused) = shared.throttle.due(Kind::Refused) {
+            tracing::warn!(
+                limit = shared.settings.max_connections,
+                refused,
+                latest_peer = %peer,
+                "connection limit reached; refusing milter connections (the MTA applies milter_default_action)"
+            );
+        }
+        drop(stream);
+        return;
+    };
+    let info = ConnectionInfo {
+        id: shared.next_id.fetch_add(1, Ordering::Relaxed),
+        peer,
+    };
+    let shared = Arc::clone(shared);
+    shared.connections.clone().spawn(async move {
+        let _slot = slot;
+        let limits = shared.settings.limits;
+        let shutdown = shared.shutdown.clone();
+        let offload = shared.offload.clone();
+        // A panic anywhere in this connection's work (making its filter,
+        // a bug outside the filter calls `serve` guards, dropping the
+        // filter) ends this connection only, with a tempfail and one line.
+        let served = crate::panics::CatchUnwind::new(async {
+            let filter = (shared.make_filter)(&info);
+            crate::serve(&mut stream, filter, limits, offload, shutdown).await
+        })
+        .await;
+        match served {
+            Ok(Ok(ending)) => log_ending(&info, ending),
+            Ok(Err(error)) => log_error(&info, &error, &shared.throttle),
+            Err(message) => {
+                tracing::error!(
+                    conn = info.id,
+                    peer = %info.peer,
+                    "milter connection task panicked; answering tempfail and closing: {message}"
+                );
+                let mut tempfail = bytes::BytesMut::new();
+                if crate::Reply::Tempfail.encode(&mut tempfail).is_ok() {
+                    let _ =
+                        tokio::time::timeout(limits.timeouts.write, stream.write_all(&tempfail))
+                            .await;
+                }
+            }
+        }
+    });
+}
+
+fn log_ending(info: &ConnectionInfo, ending: Ending) {
+    tracing::debug!(conn = info.id, peer = %info.peer, ?ending, "milter connection ended");
+}
+
+/// Log why a connection was closed early: the first of each kind at once,
+/// then at most one line of that kind per [`Throttle::INTERVAL`], which
+/// counts the others. A client opening thousands of connections that each
+/// time out, or trickling garbage on each, makes a few lines, not
+/// thousands. Panics are bugs and always logged.
+fn log_error(info: &ConnectionInfo, error: &ServeError, throttle: &Throttle) {
+    use ConnectionError as C;
+    let kind = match error {
+        ServeError::FilterPanicked(..) => {
+            tracing::error!(conn = info.id, peer = %info.peer, "milter connection closed: {error}");
+            return;
+        }
+        ServeError::Connection(C::IdleTimeout(_)) => Kind::Idle,
+        ServeError::Connection(C::FrameTimeout(_)) => Kind::SlowFrame,
+        ServeError::Connection(C::WriteTimeout(_)) => Kind::SlowReader,
+        ServeError::Connection(C::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+            Kind::Reset
+        }
+        ServeError::Connection(C::Io(_)) => Kind::Io,
+        ServeError::Connection(C::Truncated(_)) => Kind::Truncated,
+        ServeError::Connection(C::Frame(_) | C::Encode(_)) => Kind::BadFrame,
+        ServeError::Protocol(_) | ServeError::DataAfterQuit(_) => Kind::Protocol,
+    };
+    let Some(similar) = throttle.due(kind) else {
+        return;
+    };
+    // `similar`: connections closed for the same kind of reason since the
+    // last line of this kind, not logged on their own.
+    match kind {
+        Kind::Idle => tracing::info!(
+            conn = info.id, peer = %info.peer, similar, "milter connection closed: {error}"
+        ),
+        Kind::Reset => tracing::info!(
+            conn = info.id, peer = %info.peer, similar, "milter connection reset by the MTA"
+        ),
+        _ => tracing::warn!(
+            conn = info.id, peer = %info.peer, similar, "milter connection closed: {error}"
+        ),
+    }
+}
+
+/// The kinds of early endings [`Throttle`] counts apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Refused,
+    Idle,
+    SlowFrame,
+    SlowReader,
+    Reset,
+    Io,
+    Truncated,
+    BadFrame,
+    Protocol,
+}
+
+const KINDS: usize = 9;
+
+/// At most one log line per kind per interval.
+#[derive(Default)]
+struct Throttle {
+    kinds: std::sync::Mutex<[Seen; KINDS]>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Seen {
+    /// Events of this kind since the last line, this one included.
+    since_last_log: u64,
+    last_log: Option<Instant>,
+}
+
+impl Throttle {
+    const INTERVAL: Duration = Duration::from_secs(10);
+
+    /// Count one event of `kind`; `Some(count)` when a line is due, with
+    /// the events since the previous line, this one included.
+    fn due(&self, kind: Kind) -> Option<u64> {
+        let mut kinds = self
+            .kinds
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let seen = &mut kinds[kind as usize];
+        seen.since_last_log += 1;
+        let due = seen
+            .last_log
+            .is_none_or(|last| last.elapsed() >= Self::INTERVAL);
+        due.then(|| {
+            seen.last_log = Some(Instant::now());
+            std::mem::take(&mut seen.since_last_log)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_throttle_lets_one_line_per_kind_through() {
+        let throttle = Throttle::default();
+        assert_eq!(throttle.due(Kind::Idle), Some(1));
+        for _ in 0..1000 {
+            assert_eq!(throttle.due(Kind::Idle), None);
+        }
+        assert_eq!(throttle.due(Kind::Refused), Some(1));
+        // Once the interval is over, the next line counts what was held back.
+        throttle.kinds.lock().unwrap()[Kind::Idle as usize].last_log =
+            Some(Instant::now() - Throttle::INTERVAL);
+        assert_eq!(throttle.due(Kind::Idle), Some(1001));
+    }
+}

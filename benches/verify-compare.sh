@@ -2,7 +2,7 @@
 # Verification: dkim-sidecar against OpenDKIM (Mode v), side by side, in one
 # run on this machine. The companion of benches/compare.sh (signing).
 #
-# Both milters get the same pre-signed messages from `dkim-sidecar bench
+# Both milters get the same pre-signed messages from `milter-bench
 # --message`, which plays Postfix. The keys are served by a private Knot DNS
 # server on a loopback port. dkim-sidecar always asks it (Nameservers), its
 # cache warm after the warm-up. OpenDKIM asks it too when it verifies on one
@@ -39,13 +39,14 @@ SECONDS_PER_RUN=${SECONDS_PER_RUN:-8}
 REPORT=${1:-}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET_DIR/release/dkim-sidecar
+BENCH=$TARGET_DIR/release/milter-bench
 OPENDKIM=$(command -v opendkim || echo /usr/sbin/opendkim)
 KNOTD=$(command -v knotd || echo /usr/sbin/knotd)
 
 say() { printf '%s\n' "$*" >&2; }
 
 say "building (release)"
-cargo build --release --bin dkim-sidecar >&2
+cargo build --release --bin dkim-sidecar --bin milter-bench >&2
 
 DIR=$(mktemp -d /tmp/dkim-verify-compare.XXXXXX)
 PIDS=()
@@ -212,7 +213,7 @@ bench() {
     local name=$1 ns=$2 scenario=$3 round=$4 message=$5
     shift 5
     start_milter "$name" "$ns"
-    "$BIN" bench --socket "inet:$PORT@127.0.0.1" --message "$message" \
+    "$BENCH" --socket "inet:$PORT@127.0.0.1" --message "$message" \
         --client-ip 192.0.2.1 --client-name '[192.0.2.1]' --verify-every 0 \
         --server-pid "$PID" --json "$@" >"$DIR/results/$scenario.$name.$round.json" || true
     stop_milter "$PID"
@@ -225,7 +226,7 @@ keys_for() { if [ "$1" = opendkim ]; then echo file; else echo "$DNS_PORT"; fi; 
 for name in ours opendkim; do
     start_milter "$name" "$(keys_for "$name")"
     for m in small big cold; do
-        "$BIN" bench --socket "inet:$PORT@127.0.0.1" --message "$DIR/$m.eml" -n 1 \
+        "$BENCH" --socket "inet:$PORT@127.0.0.1" --message "$DIR/$m.eml" -n 1 \
             --client-ip 192.0.2.1 --verify-every 0 --json >"$DIR/results/check.$name.$m.json" || true
     done
     stop_milter "$PID"

@@ -64,6 +64,20 @@ pub enum Command {
         dkim-sidecar sign -x /etc/opendkim.conf --client-ip 127.0.0.1 < message.eml")]
     Sign(SignArgs),
 
+    /// Verify a message read from stdin through the milter's own code path;
+    /// print its Authentication-Results field.
+    #[command(
+        long_about = "Verify a message read from stdin through the milter's own code \
+        path (the configuration's DNS settings, trust anchor, test records and limits) and \
+        print the Authentication-Results field the milter would insert. Nothing is signed, \
+        the field is always printed (dkim=none when unsigned) and no On-* action applies. \
+        Exit status 0 when a signature passed, 1 otherwise."
+    )]
+    #[command(after_help = "Examples:\n  \
+        dkim-sidecar verify -x /etc/opendkim.conf < message.eml\n  \
+        dkim-sidecar verify -c /etc/dkim-sidecar/dkim-sidecar.toml < message.eml")]
+    Verify(VerifyArgs),
+
     /// Rotate a domain's key without downtime: prepare, publish, activate, retire.
     #[command(long_about = "Rotate a domain's signing key without downtime.\n\n\
         Each run takes the step that is due, says what it did and what comes next \
@@ -144,6 +158,12 @@ pub struct SignArgs {
     /// Treat the message as submitted with SMTP AUTH.
     #[arg(long)]
     pub auth: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub config: ConfigSource,
 }
 
 /// Key algorithm for keygen.

@@ -9,19 +9,24 @@
 //! `main.rs` only parses the command line ([`cli`]) and calls into this
 //! library, so everything here can be tested without spawning the binary.
 
+pub mod auth_results;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod diagnostics;
 pub mod dkim;
+pub mod dns;
 pub mod keys;
 pub mod logging;
 pub mod message_log;
 pub mod metrics;
 pub mod offline;
+pub mod offline_verify;
 pub mod policy;
 pub mod rotate;
 pub mod signing;
 pub mod systemd;
 pub mod tables;
+pub mod verify;
+pub mod verifying;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use dkim_sidecar::cli::{Cli, Command};
-use dkim_sidecar::commands::{self, check_config, keygen, rotate, run, sign, testkey};
+use dkim_sidecar::commands::{self, check_config, keygen, rotate, run, sign, testkey, verify};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -15,6 +15,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::execute(&args),
         Command::CheckConfig(args) => check_config::execute(&args),
         Command::Sign(args) => sign::execute(&args),
+        Command::Verify(args) => verify::execute(&args),
         Command::Keygen(args) => keygen::execute(&args),
         Command::Testkey(args) => testkey::execute(&args),
         Command::Rotate(args) => rotate::execute(&args),

@@ -12,6 +12,12 @@
 //! | `dkim_sidecar_config_last_reload_successful` | gauge | 1 or 0 |
 //! | `dkim_sidecar_config_last_reload_success_timestamp_seconds` | gauge | Unix time of the last good load |
 //! | `dkim_sidecar_key_file_modified_timestamp_seconds` | gauge | `key`, `domain`, `selector`: KeyTable keys with a fixed file, and `key="KeyFile"` for Domain/KeyFile/Selector (key age = `time()` minus this) |
+//! | `dkim_sidecar_verified_signatures_total` | counter | `result` (pass, fail, neutral, policy, temperror, permerror) |
+//! | `dkim_sidecar_verified_messages_total` | counter | `result`: the deciding signature's, `none` when unsigned |
+//! | `dkim_sidecar_dns_queries_total` | counter | `outcome` (answer, nxdomain, nodata, timeout, bogus, error, test): key record lookups sent |
+//! | `dkim_sidecar_dns_cache_hits_total` | counter | key record lookups answered from the cache |
+//! | `dkim_sidecar_dns_shared_lookups_total` | counter | lookups that joined a query for the same name already running |
+//! | `dkim_sidecar_dns_query_duration_seconds` | histogram | query sent to answer |
 //! | `dkim_sidecar_build_info` | info | `version` |
 //!
 //! Labels carry names only (outcomes, reasons, algorithms, KeyTable names,
@@ -124,6 +130,8 @@ impl Metrics {
             "Modification time of each KeyTable key file with a fixed name",
             key_modified.clone(),
         );
+        crate::dns::metrics::register(&mut registry);
+        crate::verify::metrics::register(&mut registry);
         registry.register(
             "build",
             "The version running",

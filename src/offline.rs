@@ -48,6 +48,8 @@ pub enum OfflineError {
     NotAMessage,
     #[error("milter protocol error while signing: {0}")]
     Protocol(#[from] milter::ProtocolError),
+    #[error("cannot start the runtime for DNS lookups: {0}")]
+    Runtime(String),
 }
 
 /// Run `message` through the milter session with `policy`.
@@ -193,15 +195,15 @@ fn early_answer(replies: &[Reply]) -> Option<Outcome> {
 
 /// A message cut into header fields (as the milter protocol carries them)
 /// and a CRLF body.
-struct Parsed {
-    fields: Vec<(Bytes, Bytes)>,
-    body: Vec<u8>,
+pub(crate) struct Parsed {
+    pub(crate) fields: Vec<(Bytes, Bytes)>,
+    pub(crate) body: Vec<u8>,
     /// Whether the input used CRLF line ends (else bare LF).
-    crlf: bool,
+    pub(crate) crlf: bool,
 }
 
 impl Parsed {
-    fn new(message: &[u8]) -> Option<Parsed> {
+    pub(crate) fn new(message: &[u8]) -> Option<Parsed> {
         let crlf = message
             .iter()
             .position(|&b| b == b'\n')
@@ -355,6 +357,7 @@ pub(crate) mod signing_tests {
             max_header_bytes: 65536,
             max_header_count: 1000,
             software_header: false,
+            verification: None,
         }
     }
 

@@ -18,8 +18,9 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 
 use crate::dkim::{HeaderBlock, MessageSigning, SIGNATURE_FIELD};
-use crate::message_log::{ConnectionReport, Failure};
+use crate::message_log::{ConnectionReport, Failure, not_signed_label};
 use crate::policy::{Action, Decision, MacroLookup, MessageFacts, Policy, TrustedBy};
+use crate::verifying::{Start, VerifyingMessage};
 use milter::postfix::default_macros;
 use milter::{
     Actions, Client, EndOfMessage, Event, EventSet, Filter, Macros, Modification, Needs, SmtpReply,
@@ -69,6 +70,9 @@ enum Message {
     Collecting(Collecting),
     /// Signing: the body is being hashed.
     Signing(Signing),
+    /// Not signed, verified instead (Mode has v): the body is being hashed
+    /// and the key lookups are running.
+    Verifying(Box<VerifyingMessage>),
     /// Answered already (accepted unsigned, or failed); ignore the rest.
     Done,
 }
@@ -163,6 +167,13 @@ impl Filter for SigningFilter {
             }
             names
         };
+        // Verification removes forged Authentication-Results fields and may
+        // quarantine (On-* quarantine).
+        let actions = if policy.mode.verify && policy.verification.is_some() {
+            Actions::ADD_HEADERS | Actions::CHANGE_HEADERS | Actions::QUARANTINE
+        } else {
+            Actions::ADD_HEADERS
+        };
         let needs = Needs::seeing(EventSet::of(&[
             Event::Connect,
             Event::Mail,
@@ -172,7 +183,7 @@ impl Filter for SigningFilter {
             Event::Body,
         ]))
         .answering(EventSet::of(&[Event::Connect, Event::EndOfHeaders]))
-        .modifying(Actions::ADD_HEADERS);
+        .modifying(actions);
         // Postfix's defaults, asked for explicitly (asking for any list
         // replaces its defaults for every stage), without HELO's TLS
         // macros, which nothing here uses.
@@ -251,23 +262,37 @@ impl Filter for SigningFilter {
         };
         let queue_id = macros.get_str("i").unwrap_or("-");
         if c.overflowed {
+            // OpenDKIM's On-Security when verifying; a plain reject otherwise.
+            let action = match &c.policy.verification {
+                Some(v) if c.policy.mode.verify => v.actions.security.unwrap_or(Action::Reject),
+                _ => Action::Reject,
+            };
             self.report.failed(
                 queue_id,
                 None,
                 Failure::HeadersTooLarge,
                 &format_args!(
                     "the header block is larger than MaximumHeaders ({} bytes) or has more than \
-                     {} fields; rejected",
+                     {} fields",
                     c.policy.max_header_bytes, c.policy.max_header_count
                 ),
-                Action::Reject,
+                action,
                 c.started.elapsed(),
             );
-            return Verdict::Smtp(SmtpReply {
-                code: 552,
-                status: Some("5.3.4".into()),
-                text: "Message header block too large".into(),
-            });
+            return match action {
+                Action::Reject => Verdict::Smtp(SmtpReply {
+                    code: 552,
+                    status: Some("5.3.4".into()),
+                    text: "Message header block too large".into(),
+                }),
+                Action::Tempfail | Action::Quarantine => Verdict::Smtp(SmtpReply {
+                    code: 452,
+                    status: Some("4.3.4".into()),
+                    text: "Message header block too large, try again later".into(),
+                }),
+                Action::Accept => Verdict::Accept,
+                Action::Discard => Verdict::Discard,
+            };
         }
         if c.too_many_recipients {
             self.report.failed(
@@ -310,6 +335,20 @@ impl Filter for SigningFilter {
                 Verdict::Continue
             }
             Decision::NotSigned(reason) => {
+                // Mode v: verify what we do not sign (exempt domains are
+                // left alone, as OpenDKIM leaves them).
+                if let Some(verification) = &c.policy.verification
+                    && c.policy.mode.verify
+                    && !matches!(reason, crate::policy::NotSigned::ExemptDomain { .. })
+                {
+                    let label = not_signed_label(&reason);
+                    if let Start::Verify(v) =
+                        VerifyingMessage::start(verification, c.headers, macros, label, c.started)
+                    {
+                        self.message = Message::Verifying(v);
+                        return Verdict::Continue;
+                    }
+                }
                 self.report
                     .not_signed(queue_id, &reason, c.started.elapsed());
                 Verdict::Accept
@@ -330,8 +369,10 @@ impl Filter for SigningFilter {
     }
 
     fn body(&mut self, chunk: &[u8], _macros: &Macros) -> Verdict {
-        if let Message::Signing(s) = &mut self.message {
-            s.signing.body(chunk);
+        match &mut self.message {
+            Message::Signing(s) => s.signing.body(chunk),
+            Message::Verifying(v) if v.wants_body() => v.body(chunk),
+            _ => {}
         }
         Verdict::Continue
     }
@@ -339,8 +380,10 @@ impl Filter for SigningFilter {
     fn end_of_message(&mut self, macros: &Macros) -> EndOfMessage {
         let queue_id = macros.get_str("i").unwrap_or("-");
         let message = std::mem::replace(&mut self.message, Message::Idle);
-        let Message::Signing(s) = message else {
-            return EndOfMessage::verdict(Verdict::Continue);
+        let s = match message {
+            Message::Signing(s) => s,
+            Message::Verifying(v) => return v.finish(macros),
+            _ => return EndOfMessage::verdict(Verdict::Continue),
         };
         match s.signing.finish(&s.headers, unix_time()) {
             Ok(signatures) => {
@@ -395,6 +438,14 @@ impl Filter for SigningFilter {
     /// than the signing itself.
     fn offload_end_of_message(&self) -> bool {
         matches!(&self.message, Message::Signing(s) if s.signing.is_heavy())
+    }
+
+    /// Verification waits for its key lookups; signing never waits.
+    fn end_of_message_ready(&self) -> Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>> {
+        match &self.message {
+            Message::Verifying(v) => v.keys_ready(),
+            _ => None,
+        }
     }
 
     fn abort(&mut self) {

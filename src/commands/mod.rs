@@ -1,5 +1,6 @@
 //! The subcommands, together: `run` (the daemon) and the offline commands
-//! beside it (`check-config`, `sign`, `keygen`, `testkey`, `rotate`).
+//! beside it (`check-config`, `sign`, `verify`, `keygen`, `testkey`,
+//! `rotate`).
 //!
 //! Each takes its parsed arguments ([`crate::cli`]) and returns the exit
 //! status, or one line for the user. Output goes through [`Stdout`], which
@@ -14,6 +15,7 @@ pub mod rotate;
 pub mod run;
 pub mod sign;
 pub mod testkey;
+pub mod verify;
 
 use std::io::{self, Write as _};
 use std::process::ExitCode;

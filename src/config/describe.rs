@@ -42,6 +42,12 @@ pub fn describe(config: &Config) -> String {
     trust(&mut out, config);
     signature(&mut out, config);
     errors(&mut out, config);
+    if let Some(verification) = &config.policy.verification {
+        heading(&mut out, "Verification (Mode v):");
+        for text in crate::verifying::describe(verification) {
+            line(&mut out, 1, text);
+        }
+    }
     logging(&mut out, config);
     out.push('\n');
     if config.warnings.is_empty() {

@@ -42,6 +42,7 @@ mod opendkim;
 mod opendkim_names;
 mod settings;
 mod signing_keys;
+mod verification;
 
 use std::path::{Path, PathBuf};
 

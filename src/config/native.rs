@@ -31,9 +31,7 @@ use toml::Spanned;
 
 use crate::diagnostics::{Location, Warning};
 use crate::keys::{DEFAULT_MINIMUM_KEY_BITS, LoadOptions};
-use crate::policy::{
-    Action, DomainSet, ErrorActions, Mode, Policy, SignatureSettings, Signing, Trust,
-};
+use crate::policy::{Action, DomainSet, ErrorActions, Policy, SignatureSettings, Signing, Trust};
 use crate::tables::{
     DataSet, HostList, KeyDomain, KeyEntry, KeySet, KeySource, KeyTable, PathTemplate, SigningRule,
     SigningTable,
@@ -47,10 +45,15 @@ use super::{
     Config, ConfigError, Format, Logging, Origin, Overrides, Service, data_sets, signing_keys,
 };
 
+#[path = "native_verify.rs"]
+mod verify;
+
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
+    /// OpenDKIM's Mode: `s`, `v` or `sv` (default).
+    mode: Option<Spanned<String>>,
     #[serde(default)]
     server: ServerSection,
     #[serde(default)]
@@ -67,6 +70,8 @@ struct File {
     key: Vec<Spanned<KeySection>>,
     #[serde(default)]
     rule: Vec<Spanned<RuleSection>>,
+    #[serde(default)]
+    verify: verify::VerifySection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -345,6 +350,8 @@ impl TomlFile {
         };
         let software_header = signing_section.software_header;
         let signature = self.signature(&signing_section);
+        let mode = self.mode(file.mode);
+        let verification = self.verification(mode, options.minimum_key_bits, file.verify);
         if !self.errors.is_empty() {
             return Err(ConfigError::from_problems(self.errors));
         }
@@ -363,10 +370,7 @@ impl TomlFile {
             service,
             logging,
             policy: Policy {
-                mode: Mode {
-                    sign: true,
-                    verify: false,
-                },
+                mode,
                 signing,
                 trust,
                 sender_headers,
@@ -377,6 +381,7 @@ impl TomlFile {
                 max_header_bytes,
                 max_header_count,
                 software_header,
+                verification,
             },
             warnings: self.warnings,
         })
@@ -850,7 +855,8 @@ keys = ["rsa", "ed"]
         );
         assert_eq!(policy.errors, ErrorActions::default());
         assert_eq!(policy.trust.internal_hosts.entries(), ["127.0.0.1", "::1"]);
-        assert!(policy.mode.sign && !policy.mode.verify);
+        assert!(policy.mode.sign && policy.mode.verify, "sv, as OpenDKIM");
+        assert!(policy.verification.is_some());
     }
 
     #[test]

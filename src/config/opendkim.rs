@@ -22,8 +22,8 @@
 //!   default here is tempfail, not OpenDKIM's reject, so that no message
 //!   that should have been signed is lost. The verification actions
 //!   (On-BadSignature, On-DNSError, On-KeyNotFound, On-NoSignature,
-//!   On-Security) are accepted and have no effect; the Mode warning says
-//!   so, they add none of their own;
+//!   On-Security) and the other verification options are read by
+//!   `opendkim_verify.rs` when Mode has `v` (OpenDKIM's default `sv`);
 //! - `Background` is accepted silently (we always run in the foreground),
 //!   `AutoRestart yes` gets a note (the supervisor restarts us), and every
 //!   other option OpenDKIM knows but we do not implement gets one warning
@@ -51,6 +51,9 @@ use crate::tables::{DataSet, DataSetKind, HostList, KeySet, KeyTable, SigningTab
 use super::grammar::{self, Setting, Value};
 use super::opendkim_names::{self, Support};
 use super::settings::{Problems, ServiceSettings, SignatureRules, Written};
+
+#[path = "opendkim_verify.rs"]
+mod verify;
 use super::{
     Config, ConfigError, Format, Logging, Origin, Overrides, Service, accounts, data_sets,
     signing_keys,
@@ -180,6 +183,7 @@ impl ConfFile {
             None => DEFAULT_MAX_HEADER_BYTES,
         };
         let software_header = self.software_header();
+        let verification = self.verification(mode, options.minimum_key_bits);
         if !self.errors.is_empty() {
             return Err(ConfigError::from_problems(self.errors));
         }
@@ -210,6 +214,7 @@ impl ConfFile {
                 // OpenDKIM has no such option: the default.
                 max_header_count: DEFAULT_MAX_HEADER_COUNT,
                 software_header,
+                verification,
             },
             warnings: self.warnings,
         })
@@ -299,53 +304,31 @@ impl ConfFile {
     }
 
     fn mode(&mut self) -> Mode {
-        let (mode, at) = match self.string("Mode") {
-            None => {
-                self.warn(
-                    Some(self.file.clone()),
-                    "Mode is not set, so OpenDKIM would sign and verify (sv); dkim-sidecar only \
-                     signs: mail OpenDKIM would have verified passes unverified, and the \
-                     verification options (On-BadSignature, On-DNSError, On-KeyNotFound, \
-                     On-NoSignature, On-Security, TestPublicKeys, TestDNSData) have no effect. \
-                     Write `Mode s` to silence this warning",
-                );
-                return Mode {
-                    sign: true,
-                    verify: true,
-                };
-            }
-            Some((value, at)) => {
-                let mut mode = Mode {
-                    sign: false,
-                    verify: false,
-                };
-                for c in value.chars() {
-                    match c {
-                        's' => mode.sign = true,
-                        'v' => mode.verify = true,
-                        _ => {
-                            self.invalid(
-                                "Mode",
-                                value.clone(),
-                                at.clone(),
-                                "Mode is made of s (sign) and v (verify), e.g. `Mode sv`",
-                            );
-                            break;
-                        }
-                    }
-                }
-                (mode, at)
-            }
+        let Some((value, at)) = self.string("Mode") else {
+            // OpenDKIM's default: sign what is ours, verify the rest.
+            return Mode {
+                sign: true,
+                verify: true,
+            };
         };
-        if mode.verify {
-            self.warn(
-                Some(at.clone()),
-                "Mode includes v, but dkim-sidecar only signs (verification is not supported): \
-                 mail OpenDKIM would have verified passes unverified, and the verification \
-                 options (On-BadSignature, On-DNSError, On-KeyNotFound, On-NoSignature, \
-                 On-Security, TestPublicKeys, TestDNSData) have no effect. Write `Mode s` to \
-                 silence this warning",
-            );
+        let mut mode = Mode {
+            sign: false,
+            verify: false,
+        };
+        for c in value.chars() {
+            match c {
+                's' => mode.sign = true,
+                'v' => mode.verify = true,
+                _ => {
+                    self.invalid(
+                        "Mode",
+                        value.clone(),
+                        at.clone(),
+                        "Mode is made of s (sign) and v (verify), e.g. `Mode sv`",
+                    );
+                    break;
+                }
+            }
         }
         if !mode.sign {
             self.warn(
@@ -1112,8 +1095,8 @@ SigningTable refile:$DIR/SigningTable
         let dir = dir();
         let config = dir
             .load(
-                "Mode s\nSocket inet:8891@localhost\nTrustAnchorFile /usr/share/dns/root.key\n\
-                 AlwaysAddARHeader yes\nBackground yes\nAutoRestart no\n",
+                "Mode s\nSocket inet:8891@localhost\nResolverConfiguration /etc/unbound.conf\n\
+                 ReportAddress postmaster@example.com\nBackground yes\nAutoRestart no\nQueryCache yes\n",
             )
             .unwrap();
         let w: Vec<String> = warnings(&config)
@@ -1124,11 +1107,11 @@ SigningTable refile:$DIR/SigningTable
         assert!(w[0].starts_with(&dir.line(3)), "{w:?}");
         assert!(
             w[0].ends_with(
-                "OpenDKIM option TrustAnchorFile is not supported by dkim-sidecar and is ignored"
+                "OpenDKIM option ResolverConfiguration is not supported by dkim-sidecar and is ignored"
             ),
             "{w:?}"
         );
-        assert!(w[1].contains("AlwaysAddARHeader"), "{w:?}");
+        assert!(w[1].contains("ReportAddress"), "{w:?}");
     }
 
     #[test]
@@ -1149,25 +1132,101 @@ SigningTable refile:$DIR/SigningTable
     }
 
     #[test]
-    fn mode_with_v_warns_once_and_still_signs() {
+    fn mode_defaults_to_sign_and_verify_without_a_warning() {
         let dir = dir();
-        let config = dir.load("Mode sv\nSocket inet:8891@localhost\n").unwrap();
-        assert!(config.policy.mode.sign);
-        let w: Vec<String> = warnings(&config)
-            .into_iter()
-            .filter(|w| w.contains("Mode"))
-            .collect();
-        assert_eq!(w.len(), 1, "{w:?}");
-        assert!(w[0].starts_with(&dir.line(1)), "{w:?}");
-        assert!(w[0].contains("verification is not supported"), "{w:?}");
         let unset = dir.load("Socket inet:8891@localhost\n").unwrap();
-        assert!(
-            warnings(&unset)
-                .iter()
-                .any(|w| w.contains("Mode is not set"))
-        );
+        assert!(unset.policy.mode.sign && unset.policy.mode.verify);
+        assert!(unset.policy.verification.is_some());
+        assert!(!warnings(&unset).iter().any(|w| w.contains("Mode")));
+        let sv = dir.load("Mode sv\nSocket inet:8891@localhost\n").unwrap();
+        assert!(!warnings(&sv).iter().any(|w| w.contains("Mode")));
         let sign_only = dir.load("Mode s\nSocket inet:8891@localhost\n").unwrap();
+        assert!(sign_only.policy.verification.is_none());
         assert!(!warnings(&sign_only).iter().any(|w| w.contains("Mode")));
+        let verify_only = dir.load("Mode v\nSocket inet:8891@localhost\n").unwrap();
+        assert!(!verify_only.policy.mode.sign && verify_only.policy.verification.is_some());
+    }
+
+    #[test]
+    fn verification_options_are_read_and_checked() {
+        let dir = dir();
+        dir.write("keys", "sel._domainkey.example.com v=DKIM1; p=\n");
+        let config = dir
+            .load(
+                "Socket inet:8891@localhost\nAuthservID mx.example.org\nAuthservIDWithJobID yes\n\
+                 AlwaysAddARHeader yes\nMaximumSignaturesToVerify 5\nDNSTimeout 2\n\
+                 Nameservers 127.0.0.1@5353, 192.0.2.1\nUnprotectedKey neutral\nBogusKey none\n\
+                 On-Default reject\nOn-DNSError accept\nTestPublicKeys $DIR/keys\n\
+                 RemoveARFrom mx.example.org,.example.net\nKeepAuthResults no\nNoHeaderB yes\n",
+            )
+            .unwrap();
+        let v = config.policy.verification.unwrap();
+        assert_eq!(
+            v.authserv_id,
+            crate::verifying::AuthservId::Fixed("mx.example.org".into())
+        );
+        assert!(v.with_job_id && v.always_add && !v.header_b);
+        assert_eq!(v.settings.max_signatures, 5);
+        assert_eq!(v.dns.timeout, std::time::Duration::from_secs(2));
+        assert_eq!(
+            v.dns.nameservers,
+            vec![
+                "127.0.0.1:5353".parse().unwrap(),
+                "192.0.2.1:53".parse().unwrap()
+            ]
+        );
+        assert_eq!(
+            v.settings.unprotected_key,
+            crate::verify::KeyAction::Neutral
+        );
+        assert_eq!(v.settings.bogus_key, crate::verify::KeyAction::None);
+        assert_eq!(v.actions.bad_signature, Action::Reject);
+        assert_eq!(v.actions.dns_error, Action::Accept);
+        assert_eq!(v.dns.test_records.as_ref().unwrap().len(), 1);
+        assert_eq!(
+            v.remove_from,
+            Some(vec![
+                "mx.example.org".to_string(),
+                ".example.net".to_string()
+            ])
+        );
+        dir.write(
+            "dnsdata",
+            "a._domainkey.example.com v=DKIM1; p=\nb._domainkey.example.com v=DKIM1; k=ed25519; p=x\n",
+        );
+        let config = dir
+            .load("Socket inet:8891@localhost\nTestDNSData file:$DIR/dnsdata\n")
+            .unwrap();
+        let records = config.policy.verification.unwrap().dns.test_records.clone();
+        assert_eq!(records.unwrap().len(), 2);
+        let defaults = dir.load("Socket inet:8891@localhost\n").unwrap().policy;
+        let v = defaults.verification.unwrap();
+        assert_eq!(v.actions, crate::verifying::VerifyActions::default());
+        assert_eq!(v.authserv_id, crate::verifying::AuthservId::Mta);
+        assert_eq!(v.settings.max_signatures, 3);
+
+        let errors = dir.errors(
+            "Socket inet:8891@localhost\nNameservers ns.example.com\nBogusKey maybe\n\
+             TrustAnchorFile $DIR/missing.key\n",
+        );
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with(&dir.line(2)) && e.contains("Nameservers")),
+            "{errors:?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with(&dir.line(3)) && e.contains("none, neutral or fail")),
+            "{errors:?}"
+        );
+        let errors = dir.errors("Socket inet:8891@localhost\nTrustAnchorFile $DIR/missing.key\n");
+        assert!(
+            errors[0].starts_with(&dir.line(2)) && errors[0].contains("TrustAnchorFile"),
+            "{errors:?}"
+        );
     }
 
     #[test]

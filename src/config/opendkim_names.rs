@@ -199,30 +199,47 @@ pub(crate) const OPENDKIM_OPTIONS: &[(&str, ValueType)] = &[
 
 /// Options dkim-sidecar acts on.
 pub(crate) const IMPLEMENTED: &[&str] = &[
+    "AlwaysAddARHeader",
+    "AuthservID",
+    "AuthservIDWithJobID",
     "BaseDirectory",
+    "BogusKey",
     "Canonicalization",
+    "ClockDrift",
+    "DNSTimeout",
     "Domain",
     "DontSignMailTo",
     "ExemptDomains",
     "ExternalIgnoreList",
     "Include",
     "InternalHosts",
+    "KeepAuthResults",
     "KeyFile",
     "KeyTable",
     "LogWhy",
     "MacroList",
     "MaximumHeaders",
+    "MaximumSignaturesToVerify",
     "MinimumKeyBits",
     "Mode",
     "MTA",
     "MultipleSignatures",
+    "Nameservers",
+    "NoHeaderB",
     "OmitHeaders",
+    "On-BadSignature",
     "On-Default",
+    "On-DNSError",
     "On-InternalError",
+    "On-KeyNotFound",
+    "On-NoSignature",
+    "On-Security",
     "On-SignatureError",
     "OverSignHeaders",
     "PeerList",
     "PidFile",
+    "RemoveARAll",
+    "RemoveARFrom",
     "RequireSafeKeys",
     "Selector",
     "SenderHeaders",
@@ -236,26 +253,24 @@ pub(crate) const IMPLEMENTED: &[&str] = &[
     "Syslog",
     "SyslogFacility",
     "SyslogSuccess",
+    "TestDNSData",
+    "TestPublicKeys",
+    "TrustAnchorFile",
     "UMask",
+    "UnprotectedKey",
     "UserID",
     "X-Header",
 ];
 
-/// Options accepted without a word: they either describe how OpenDKIM
-/// daemonizes (we always run in the foreground under a supervisor) or only
-/// affect verification, which the Mode warning already covers.
+/// Options accepted without a word: they describe how OpenDKIM daemonizes
+/// (we always run in the foreground under a supervisor), or ask for what we
+/// always do (QueryCache: key records are cached).
 pub(crate) const ACCEPTED_QUIETLY: &[&str] = &[
     "AutoRestart",
     "AutoRestartCount",
     "AutoRestartRate",
     "Background",
-    "On-BadSignature",
-    "On-DNSError",
-    "On-KeyNotFound",
-    "On-NoSignature",
-    "On-Security",
-    "TestDNSData",
-    "TestPublicKeys",
+    "QueryCache",
 ];
 
 /// The name and value type of a known option, looked up without regard to

@@ -22,7 +22,7 @@
 //! lines, and the signature goes out folded with CRLF. Turning that into
 //! the milter protocol's bare-LF form is the signing filter's job.
 
-mod body;
+pub(crate) mod body;
 pub mod headers;
 
 use std::sync::Arc;

@@ -51,10 +51,12 @@ pub struct Policy {
     /// OpenDKIM's SoftwareHeader (X-Header): add a `DKIM-Filter:` field
     /// naming this program to signed messages.
     pub software_header: bool,
+    /// How messages not signed are verified (Mode has v); `None` in sign-only
+    /// mode.
+    pub verification: Option<Arc<crate::verifying::VerificationPolicy>>,
 }
 
-/// OpenDKIM's Mode: `s` signs, `v` verifies. Verification is not built;
-/// a configuration asking for it gets a start-up warning.
+/// OpenDKIM's Mode: `s` signs, `v` verifies what is not signed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mode {
     pub sign: bool,

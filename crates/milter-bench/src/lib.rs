@@ -75,6 +75,8 @@ pub struct BenchOptions {
     pub hold: Option<Duration>,
     /// The milter's PID, to read its CPU time and memory.
     pub server_pid: Option<u32>,
+    /// Send this message instead of a generated one (`--message`).
+    pub message: Option<Message>,
 }
 
 impl BenchOptions {
@@ -99,6 +101,7 @@ impl BenchOptions {
             timeout: Duration::from_secs(30),
             hold: None,
             server_pid: None,
+            message: None,
         }
     }
 }
@@ -186,7 +189,10 @@ pub async fn run(options: BenchOptions) -> Result<Report, BenchError> {
         (None, Some(_)) => u64::MAX,
         (None, None) => options.warmup.saturating_add(1000),
     };
-    let message = message::generate(&options.sender, &options.recipient, options.body_bytes);
+    let message = match &options.message {
+        Some(message) => message.clone(),
+        None => message::generate(&options.sender, &options.recipient, options.body_bytes),
+    };
     let server_before = match options.server_pid {
         Some(pid) => {
             process::reset_peak(pid);

@@ -122,6 +122,12 @@ struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+
+    /// Send this message (a file, LF or CRLF line ends) instead of a
+    /// generated one, e.g. mail signed elsewhere for a verifier
+    /// (--body-size and --from are then unused).
+    #[arg(long, value_name = "FILE")]
+    message: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -214,5 +220,12 @@ fn options_from_args(args: &Args) -> Result<BenchOptions, String> {
     options.timeout = seconds("--timeout", args.timeout)?;
     options.hold = args.hold.map(|h| seconds("--hold", h)).transpose()?;
     options.server_pid = args.server_pid;
+    if let Some(path) = &args.message {
+        let raw = std::fs::read(path).map_err(|e| format!("--message {}: {e}", path.display()))?;
+        options.message = Some(
+            milter_bench::message::from_raw(&raw, &args.to)
+                .map_err(|e| format!("--message {}: {e}", path.display()))?,
+        );
+    }
     Ok(options)
 }

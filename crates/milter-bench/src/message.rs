@@ -1,5 +1,6 @@
 //! The message the load client sends: a plain-text message of a chosen
-//! size, with the header fields a real one has.
+//! size, with the header fields a real one has, or one read from a file
+//! (mail signed elsewhere, for a verifier).
 
 use bytes::Bytes;
 use milter::client::Message;
@@ -31,6 +32,68 @@ pub fn generate(sender: &str, recipient: &str, body_size: usize) -> Message {
         headers,
         body: Bytes::from(body(body_size)),
     }
+}
+
+/// A message read from a file (LF or CRLF): its header fields as
+/// Postfix hands them over (folded lines joined with LF), its body with
+/// CRLF line ends; the envelope sender is the From address. For
+/// sending mail signed elsewhere (to a verifier).
+pub fn from_raw(raw: &[u8], recipient: &str) -> Result<Message, String> {
+    let mut headers: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut rest = raw;
+    loop {
+        let end = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+        let line = rest[..end].strip_suffix(b"\r").unwrap_or(&rest[..end]);
+        rest = rest.get(end + 1..).unwrap_or_default();
+        if line.is_empty() {
+            break;
+        }
+        if matches!(line.first(), Some(b' ' | b'\t')) {
+            let (_, value) = headers
+                .last_mut()
+                .ok_or("the message starts with a folded line")?;
+            value.push(b'\n');
+            value.extend_from_slice(line);
+        } else {
+            let colon = line
+                .iter()
+                .position(|&b| b == b':')
+                .ok_or("a header line without a colon")?;
+            headers.push((
+                line[..colon].trim_ascii_end().to_vec(),
+                line[colon + 1..].to_vec(),
+            ));
+        }
+    }
+    let mut body = Vec::with_capacity(rest.len() + rest.len() / 32);
+    for line in rest.split_inclusive(|&b| b == b'\n') {
+        match line.strip_suffix(b"\n") {
+            Some(l) => {
+                body.extend_from_slice(l.strip_suffix(b"\r").unwrap_or(l));
+                body.extend_from_slice(b"\r\n");
+            }
+            None => body.extend_from_slice(line),
+        }
+    }
+    let from = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(b"from"))
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        .ok_or("the message has no From field")?;
+    let sender = from
+        .split(['<', '>', ' ', ','])
+        .find(|w| w.contains('@'))
+        .unwrap_or("sender@invalid")
+        .to_string();
+    Ok(Message {
+        sender,
+        recipient: recipient.to_string(),
+        headers: headers
+            .into_iter()
+            .map(|(n, v)| (Bytes::from(n), Bytes::from(v)))
+            .collect(),
+        body: Bytes::from(body),
+    })
 }
 
 fn domain_of(address: &str) -> &str {
@@ -70,6 +133,21 @@ fn body(size: usize) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_raw_message_is_cut_as_postfix_sends_it() {
+        let m = from_raw(
+            b"DKIM-Signature: v=1;\n\tb=abc\nFrom: A <a@example.net>\nSubject : x\n\nline\nlast",
+            "r@example.org",
+        )
+        .unwrap();
+        assert_eq!(m.sender, "a@example.net");
+        assert_eq!(&m.headers[0].1[..], b" v=1;\n\tb=abc");
+        assert_eq!(&m.headers[2].0[..], b"Subject");
+        assert_eq!(&m.body[..], b"line\r\nlast");
+        assert!(from_raw(b"Subject: no from\n\n", "r@x").is_err());
+    }
+
     use milter::Reply;
 
     #[test]

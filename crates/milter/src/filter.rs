@@ -6,6 +6,9 @@
 //! bytes: framing, "no reply" flags, the leading space of header values and
 //! the order of reply frames are the session's job.
 
+use std::future::Future;
+use std::pin::Pin;
+
 use bytes::Bytes;
 
 use super::codec::{ClientAddress, Reply, SmtpReply};
@@ -254,6 +257,13 @@ pub trait Filter: Send {
     /// held up behind it. Asked just before each end of message.
     fn offload_end_of_message(&self) -> bool {
         false
+    }
+    /// Something the coming [`Filter::end_of_message`] needs that is not
+    /// there yet (a DNS answer, say): the server awaits it, holding up no
+    /// other connection, before delivering the end of message. The filter
+    /// bounds the wait itself. Asked just before each end of message.
+    fn end_of_message_ready(&self) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
+        None
     }
     /// The current transaction is over without an end of message (RSET,
     /// a rejected recipient list, an error elsewhere). Forget it.

@@ -173,6 +173,11 @@ where
         };
 
         replies.clear();
+        if matches!(command, Command::EndOfMessage(_))
+            && let Some(ready) = session.filter().end_of_message_ready()
+        {
+            ready.await;
+        }
         let code = command.code();
         let expects_reply = session.expects_reply(&command);
         let pool = offload.as_ref().and_then(Offload::pool_if_busy);

@@ -6,11 +6,14 @@
 //!   that records what Postfix relays ([`sink`]), an SMTP client
 //!   ([`submission`]), OpenDKIM as a signer ([`opendkim`]), dnsmasq
 //!   ([`dnsmasq`]), a zone's BIND 9 primary taking dynamic updates and a
-//!   Knot secondary ([`bind`], [`knot`]), and the milter under test as a
+//!   Knot secondary ([`bind`], [`knot`]), Knot serving DNSSEC-signed and
+//!   unsigned zones for verification ([`dns`]), and the milter under test as a
 //!   process ([`milter_process`], [`sidecar`], [`daemon`]) with mail under
-//!   load through it ([`load`]).
+//!   load through it ([`load`]), and one message put to any milter as
+//!   Postfix would ([`mta`]).
 //! - Independent verifiers: dkimpy and OpenDKIM ([`verify`]); OpenSSL's
-//!   view of a key ([`openssl`]).
+//!   view of a key ([`openssl`]); signers for verification tests: ours,
+//!   dkimpy ([`signers`]).
 //! - Fixtures: the example keys ([`keys`]), messages ([`message`]), the
 //!   example signing policy ([`policy`]), a milter conversation played as
 //!   Postfix ([`conversation`]).
@@ -33,12 +36,14 @@ pub mod bind;
 pub mod command;
 pub mod conversation;
 pub mod daemon;
+pub mod dns;
 pub mod dnsmasq;
 pub mod keys;
 pub mod knot;
 pub mod load;
 pub mod message;
 pub mod milter_process;
+pub mod mta;
 pub mod opendkim;
 pub mod openssl;
 pub mod policy;
@@ -46,6 +51,7 @@ pub mod postfix;
 pub mod processes;
 pub mod sasl;
 pub mod sidecar;
+pub mod signers;
 pub mod sink;
 pub mod submission;
 pub mod verify;

@@ -145,7 +145,9 @@ pub fn sign(policy: Policy, message: &[u8], envelope: &Envelope) -> Result<Outco
         &mut replies,
     )?;
     feed(Command::EndOfMessage(Bytes::new()), &mut replies)?;
-    if let Some(outcome) = early_answer(&replies) {
+    // At end of message ACCEPT is the filter's normal answer after its
+    // modifications (OpenDKIM's too); only a refusal changes the outcome.
+    if let Some(outcome) = early_answer(&replies).filter(|o| !matches!(o, Outcome::NotSigned)) {
         return Ok(outcome);
     }
 

@@ -107,14 +107,14 @@ pub fn verify(
     events.push(macros(Stage::EndOfMessage, &[("i", "OFFLINE".to_string())]));
     events.push(Command::EndOfMessage(Bytes::new()));
     for event in events {
-        if matches!(event, Command::EndOfMessage(_))
-            && let Some(ready) = milter::Filter::end_of_message_ready(session.filter())
-        {
+        let end = matches!(event, Command::EndOfMessage(_));
+        if end && let Some(ready) = milter::Filter::end_of_message_ready(session.filter()) {
             runtime.block_on(ready);
         }
         replies.clear();
         session.handle(event, &mut replies)?;
-        if replies.iter().any(|r| matches!(r, Reply::Accept)) {
+        // ACCEPT at end of message is the normal answer after the field.
+        if !end && replies.iter().any(|r| matches!(r, Reply::Accept)) {
             // Answered early: not verified (Mode s, or a message the policy
             // leaves alone).
             return Ok(Verified {

@@ -102,11 +102,13 @@ impl VerificationPolicy {
     pub fn authserv_id(&self, macros: &Macros) -> String {
         match &self.authserv_id {
             AuthservId::Fixed(name) => name.clone(),
+            // Without the macro OpenDKIM writes `unknown-host`
+            // (HOSTUNKNOWN), and so do we: Postfix always sends `j`.
             AuthservId::Mta => macros
                 .get_str("j")
                 .filter(|j| !j.is_empty())
-                .map(str::to_string)
-                .unwrap_or_else(hostname),
+                .unwrap_or(UNKNOWN_HOST)
+                .to_string(),
         }
     }
 }
@@ -183,6 +185,9 @@ pub fn describe(policy: &VerificationPolicy) -> Vec<String> {
     }
     lines
 }
+
+/// The authserv-id when the MTA sends no `j` macro, as OpenDKIM's.
+const UNKNOWN_HOST: &str = "unknown-host";
 
 /// This host's name, as gethostname(2) gives it.
 pub fn hostname() -> String {
@@ -301,7 +306,9 @@ impl VerifyingMessage {
             self.started,
         );
         let verdict = match action {
-            Action::Accept | Action::Quarantine => Verdict::Continue,
+            // OpenDKIM answers ACCEPT once a message is through, and its
+            // test suite expects it; Postfix still runs later milters.
+            Action::Accept | Action::Quarantine => Verdict::Accept,
             Action::Discard => Verdict::Discard,
             Action::Reject => Verdict::Smtp(SmtpReply {
                 code: 550,
@@ -314,7 +321,7 @@ impl VerifyingMessage {
                 text: format!("DKIM: {why}; try again later"),
             }),
         };
-        if !matches!(verdict, Verdict::Continue) {
+        if !matches!(verdict, Verdict::Accept) {
             return EndOfMessage::verdict(verdict);
         }
         let mut modifications: Vec<Modification> = self

@@ -23,6 +23,7 @@
 //! the milter protocol's bare-LF form is the signing filter's job.
 
 pub(crate) mod body;
+mod field;
 pub mod headers;
 
 use std::sync::Arc;
@@ -225,22 +226,25 @@ impl Writable for SigningInput<'_> {
     fn write(self, writer: &mut impl Writer) {
         self.canonicalization
             .canonicalize_headers(self.covered.iter().copied(), writer);
-        // With `false`, mail-auth writes the field in the form the chosen
-        // header canonicalization gives it.
-        self.signature.write(writer, false);
+        // The signature field itself, laid out exactly as it will be
+        // inserted but with an empty `b=`; its value has no final line
+        // break, so neither canonicalization adds one.
+        let value = field::layout(self.signature, "");
+        self.canonicalization.canonicalize_headers(
+            std::iter::once((SIGNATURE_FIELD.as_bytes(), value.as_bytes())),
+            writer,
+        );
     }
 }
 
-/// The field value to insert: mail-auth's header form without the name and
-/// final CRLF, folded with CRLF as in a message (RFC 5322).
+/// The field value to insert, laid out as OpenDKIM lays it out (`field`),
+/// folded with CRLF as in a message (RFC 5322).
 fn field_value(signature: &Signature) -> String {
-    let mut header = Vec::with_capacity(600);
-    signature.write(&mut header, true);
-    let text = String::from_utf8_lossy(&header);
-    text.strip_prefix("DKIM-Signature:")
-        .unwrap_or(&text)
-        .trim_end_matches("\r\n")
-        .to_string()
+    use base64::Engine as _;
+    field::layout(
+        signature,
+        &base64::engine::general_purpose::STANDARD.encode(&signature.b),
+    )
 }
 
 #[cfg(test)]

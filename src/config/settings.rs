@@ -140,10 +140,17 @@ impl ServiceSettings {
             Vec::new()
         } else {
             if self.sockets.is_empty() {
-                problems.errors.push(ConfigError::NoSocket {
-                    at: self.file.clone(),
-                    fix: self.missing_socket_fix,
-                });
+                // Not an error: `run --socket` or systemd's socket
+                // activation gives one, and OpenDKIM's `-n` accepts a
+                // configuration without Socket too. `run` refuses to
+                // start with none at all.
+                problems.warnings.push(Warning::new(
+                    Some(self.file.clone()),
+                    format!(
+                        "no socket to listen on: `run` needs --socket or systemd socket activation; {}",
+                        self.missing_socket_fix
+                    ),
+                ));
             }
             self.sockets
                 .iter()

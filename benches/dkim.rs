@@ -42,6 +42,9 @@ fn request(key: Arc<PrivateKey>, body: Canonicalization) -> SignRequest {
             ["from"],
         )),
         expiry: None,
+        body_length: false,
+        request_reports: false,
+        atps: None,
     }
 }
 

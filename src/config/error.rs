@@ -144,10 +144,19 @@ pub enum ConfigError {
     SigningTableWithoutKeyTable { at: Location },
 
     #[error(
-        "{at}: KeyTable requires SigningTable (OpenDKIM refuses to start too); add \
-         `SigningTable refile:/etc/opendkim/SigningTable` saying which senders use which key"
+        "{at}: KeyTable requires SigningTable (OpenDKIM refuses to start too, unless a Lua \
+         SetupPolicyScript picks the keys); add `SigningTable refile:/etc/opendkim/SigningTable` \
+         saying which senders use which key"
     )]
     KeyTableWithoutSigningTable { at: Location },
+
+    #[error(
+        "{at}: {name} runs a Lua policy script, which dkim-sidecar does not run, so it would \
+         sign or verify differently from OpenDKIM; express the policy with SigningTable, \
+         KeyTable, InternalHosts, ExemptDomains and the On-* actions, then remove {name} \
+         (docs/migrating-from-opendkim.md)"
+    )]
+    PolicyScript { at: Location, name: String },
 
     #[error(transparent)]
     Table(#[from] TableError),

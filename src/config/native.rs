@@ -127,6 +127,13 @@ struct SigningSection {
     require_safe_keys: Option<bool>,
     exempt_domains: Option<Spanned<Entries>>,
     dont_sign_mail_to: Option<Spanned<Entries>>,
+    /// `r=y` on every signature (OpenDKIM's RequestReports).
+    #[serde(default)]
+    request_reports: bool,
+    /// Sender domains named in `atps=` (OpenDKIM's ATPSDomains).
+    atps_domains: Option<Spanned<Entries>>,
+    /// Recipients whose mail is signed with `l=` (OpenDKIM's BodyLengthDB).
+    body_length_recipients: Option<Spanned<Entries>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -349,7 +356,7 @@ impl TomlFile {
             None => DEFAULT_MAX_HEADER_COUNT,
         };
         let software_header = signing_section.software_header;
-        let signature = self.signature(&signing_section);
+        let signature = self.signature(&mut signing_section);
         let mode = self.mode(file.mode);
         let verification = self.verification(mode, options.minimum_key_bits, file.verify);
         if !self.errors.is_empty() {
@@ -571,7 +578,7 @@ impl TomlFile {
         Some(Written::new(name, entries, at))
     }
 
-    fn signature(&mut self, section: &SigningSection) -> SignatureSettings {
+    fn signature(&mut self, section: &mut SigningSection) -> SignatureSettings {
         let mut rules = SignatureRules::new((Canonicalization::Relaxed, Canonicalization::Simple));
         rules.canonicalization = section
             .canonicalization
@@ -582,6 +589,23 @@ impl TomlFile {
         rules.oversign_headers =
             self.header_list("oversign_headers", section.oversign_headers.as_ref());
         rules.signature_ttl_seconds = section.signature_ttl_seconds;
+        rules.request_reports = section.request_reports;
+        rules.atps_domains = section
+            .atps_domains
+            .take()
+            .and_then(|e| self.entries("atps_domains", e))
+            .map(|set| DomainSet::from_names(set.entries.iter().map(|e| e.key.as_str())));
+        rules.body_length_recipients = section
+            .body_length_recipients
+            .take()
+            .and_then(|e| self.entries("body_length_recipients", e))
+            .and_then(|set| match KeySet::from_data_set(&set) {
+                Ok(keys) => Some(keys),
+                Err(e) => {
+                    self.errors.push(e.into());
+                    None
+                }
+            });
         Problems::gather(&mut self.errors, &mut self.warnings, |problems| {
             rules.resolve(problems)
         })

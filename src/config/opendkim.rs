@@ -225,6 +225,14 @@ impl ConfFile {
     fn note_unimplemented(&mut self) {
         let mut notes = Vec::new();
         for s in &self.all {
+            if opendkim_names::POLICY_SCRIPTS.contains(&s.name) {
+                // Silently deciding differently is worse than not starting.
+                self.errors.push(ConfigError::PolicyScript {
+                    at: s.at.clone(),
+                    name: s.name.to_string(),
+                });
+                continue;
+            }
             match opendkim_names::support(s.name) {
                 Support::Implemented => {}
                 Support::Quiet => {
@@ -414,7 +422,8 @@ impl ConfFile {
                 // Without a KeyTable, OpenDKIM goes on to Domain/KeyFile/Selector.
                 self.domain_key(mode, options);
             }
-            (Some((_, at)), None) if mode.sign => {
+            // With a SetupPolicyScript, that option's own error says it all.
+            (Some((_, at)), None) if mode.sign && self.string("SetupPolicyScript").is_none() => {
                 self.errors
                     .push(ConfigError::KeyTableWithoutSigningTable { at });
             }
@@ -622,6 +631,9 @@ impl ConfFile {
         rules.omit_headers = self.header_list("OmitHeaders");
         rules.oversign_headers = self.header_list("OverSignHeaders");
         rules.signature_ttl_seconds = self.count("SignatureTTL");
+        rules.request_reports = self.boolean("RequestReports").unwrap_or(false);
+        rules.atps_domains = self.domain_set("ATPSDomains");
+        rules.body_length_recipients = self.key_set("BodyLengthDB");
         Problems::gather(&mut self.errors, &mut self.warnings, |problems| {
             rules.resolve(problems)
         })

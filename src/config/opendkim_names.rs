@@ -197,12 +197,24 @@ pub(crate) const OPENDKIM_OPTIONS: &[(&str, ValueType)] = &[
     ("X-Header", Bool),
 ];
 
+/// Options that hand OpenDKIM's decisions to a Lua script: a configuration
+/// with one is refused, since without the script we would decide
+/// differently.
+pub(crate) const POLICY_SCRIPTS: &[&str] = &[
+    "FinalPolicyScript",
+    "ScreenPolicyScript",
+    "SetupPolicyScript",
+    "SignatureScript",
+];
+
 /// Options dkim-sidecar acts on.
 pub(crate) const IMPLEMENTED: &[&str] = &[
     "AlwaysAddARHeader",
+    "ATPSDomains",
     "AuthservID",
     "AuthservIDWithJobID",
     "BaseDirectory",
+    "BodyLengthDB",
     "BogusKey",
     "Canonicalization",
     "ClockDrift",
@@ -240,6 +252,7 @@ pub(crate) const IMPLEMENTED: &[&str] = &[
     "PidFile",
     "RemoveARAll",
     "RemoveARFrom",
+    "RequestReports",
     "RequireSafeKeys",
     "Selector",
     "SenderHeaders",

@@ -25,7 +25,8 @@ use crate::diagnostics::{Location, Warning};
 use crate::dkim::headers::{
     DEFAULT_SIGNED_HEADERS, HeaderNames, HeaderPolicy, OPENDKIM_OMITTED_HEADERS,
 };
-use crate::policy::SignatureSettings;
+use crate::policy::{DomainSet, SignatureSettings};
+use crate::tables::KeySet;
 use milter::server::{self, SocketSpec, UnixSocketAccess};
 use milter::{Limits, Timeouts};
 
@@ -312,6 +313,13 @@ pub(super) struct SignatureRules {
     pub oversign_headers: Option<Written<Vec<(String, Location)>>>,
     /// `x=` lifetime; 0 means none.
     pub signature_ttl_seconds: Option<u64>,
+    /// `r=y` (OpenDKIM's RequestReports).
+    pub request_reports: bool,
+    /// Sender domains given `atps=` (OpenDKIM's ATPSDomains).
+    pub atps_domains: Option<DomainSet>,
+    /// Recipients whose mail is signed with `l=` (OpenDKIM's
+    /// BodyLengthDB).
+    pub body_length_recipients: Option<KeySet>,
 }
 
 impl SignatureRules {
@@ -325,6 +333,9 @@ impl SignatureRules {
             omit_headers: None,
             oversign_headers: None,
             signature_ttl_seconds: None,
+            request_reports: false,
+            atps_domains: None,
+            body_length_recipients: None,
         }
     }
 
@@ -373,6 +384,9 @@ impl SignatureRules {
                 .signature_ttl_seconds
                 .filter(|s| *s > 0)
                 .map(Duration::from_secs),
+            request_reports: self.request_reports,
+            atps_domains: self.atps_domains,
+            body_length_recipients: self.body_length_recipients,
         }
     }
 }

@@ -52,6 +52,8 @@ pub struct BodyCanonicalizer<W: Writer> {
     pending_cr: bool,
     /// Any content at all (white space counts for simple).
     any: bool,
+    /// Canonical bytes handed to `out` so far (an `l=` value).
+    written: u64,
 }
 
 impl<W: Writer> BodyCanonicalizer<W> {
@@ -65,6 +67,7 @@ impl<W: Writer> BodyCanonicalizer<W> {
             pending_space: false,
             pending_cr: false,
             any: false,
+            written: 0,
         }
     }
 
@@ -94,12 +97,19 @@ impl<W: Writer> BodyCanonicalizer<W> {
         self.line_part(rest);
         if self.block.len() >= BLOCK {
             self.out.write(&self.block);
+            self.written += self.block.len() as u64;
             self.block.clear();
         }
     }
 
     /// Applies the end-of-body rules and returns the output.
-    pub fn finish(mut self) -> W {
+    pub fn finish(self) -> W {
+        self.finish_counted().0
+    }
+
+    /// Applies the end-of-body rules and returns the output with the
+    /// length of the canonical body (what `l=` counts).
+    pub fn finish_counted(mut self) -> (W, u64) {
         if self.pending_cr {
             self.pending_cr = false;
             self.line_part(b"\r");
@@ -113,7 +123,8 @@ impl<W: Writer> BodyCanonicalizer<W> {
             self.block.extend_from_slice(b"\r\n");
         }
         self.out.write(&self.block);
-        self.out
+        let written = self.written + self.block.len() as u64;
+        (self.out, written)
     }
 
     /// Bytes of one line, without its line break (the line may go on in
@@ -200,9 +211,10 @@ impl BodyHash {
         BodyCanonicalizer::new(Sha256::hasher(), canonicalization)
     }
 
-    /// The finished `bh=` digest.
-    pub fn digest(self) -> Vec<u8> {
-        self.finish().complete().as_ref().to_vec()
+    /// The finished `bh=` digest, and the canonical body's length.
+    pub fn digest(self) -> (Vec<u8>, u64) {
+        let (context, length) = self.finish_counted();
+        (context.complete().as_ref().to_vec(), length)
     }
 }
 
@@ -215,6 +227,25 @@ mod tests {
         let mut b = BodyCanonicalizer::new(Vec::new(), c);
         b.write(body);
         b.finish()
+    }
+
+    #[test]
+    fn counts_the_canonical_length_across_chunks_and_blocks() {
+        let mut long = b"line  with   runs \t\r\n".repeat(2000);
+        long.extend_from_slice(b"\r\n \r\n\r\n");
+        for body in [&b"a  b \r\n\r\nc\t\r\n\r\n\r\n"[..], &long, b"", b"x"] {
+            for c in [Simple, Relaxed] {
+                let expected = canon(c, body).len() as u64;
+                for cut in [0, body.len() / 3, body.len() / 2, body.len()] {
+                    let mut b = BodyCanonicalizer::new(Vec::new(), c);
+                    b.write(&body[..cut]);
+                    b.write(&body[cut..]);
+                    let (out, length) = b.finish_counted();
+                    assert_eq!(length, out.len() as u64);
+                    assert_eq!(length, expected, "{c:?} cut at {cut}");
+                }
+            }
+        }
     }
 
     /// Every way of cutting `body` into two or three chunks gives the same

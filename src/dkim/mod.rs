@@ -53,6 +53,12 @@ pub struct SignRequest {
     pub headers: Arc<HeaderPolicy>,
     /// Signature lifetime for the `x=` tag.
     pub expiry: Option<Duration>,
+    /// Add `l=`, the length of the canonical body signed.
+    pub body_length: bool,
+    /// Add `r=y`: the signer asks for failure reports.
+    pub request_reports: bool,
+    /// The author domain to name in `atps=` (with `atpsh=sha256`).
+    pub atps: Option<String>,
 }
 
 impl std::fmt::Debug for SignRequest {
@@ -144,14 +150,17 @@ impl MessageSigning {
         if headers.first("from").is_none() {
             return Err(SignError::NoFrom);
         }
-        let body_hashes: Vec<Vec<u8>> = self
+        let body_hashes: Vec<(Vec<u8>, u64)> = self
             .bodies
             .into_iter()
             .map(|(_, hasher)| hasher.digest())
             .collect();
         self.requests
             .into_iter()
-            .map(|(request, body)| sign_one(&request, headers, &body_hashes[body], now))
+            .map(|(request, body)| {
+                let (hash, length) = &body_hashes[body];
+                sign_one(&request, headers, hash, *length, now)
+            })
             .collect()
     }
 }
@@ -160,6 +169,7 @@ fn sign_one(
     request: &SignRequest,
     block: &HeaderBlock,
     body_hash: &[u8],
+    body_length: u64,
     now: u64,
 ) -> Result<SignatureField, SignError> {
     let selection = request.headers.select(block);
@@ -175,6 +185,9 @@ fn sign_one(
         x: request.expiry.map_or(0, |ttl| now + ttl.as_secs()),
         ch: request.header_canonicalization,
         cb: request.body_canonicalization,
+        l: if request.body_length { body_length } else { 0 },
+        r: request.request_reports,
+        atps: request.atps.clone(),
         ..Signature::default()
     };
     // The covered fields' wire forms, in one buffer.
@@ -283,6 +296,9 @@ mod tests {
             body_canonicalization: Canonicalization::Simple,
             headers: Arc::new(HeaderPolicy::default()),
             expiry: None,
+            body_length: false,
+            request_reports: false,
+            atps: None,
         }
     }
 

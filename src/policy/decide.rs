@@ -208,11 +208,24 @@ impl Policy {
                 sender: sender.to_string(),
                 tables: self.signing.tables.is_some(),
             }),
-            Ok(requests) => Decision::Sign {
-                sender: sender.to_string(),
-                trusted_by,
-                requests,
-            },
+            Ok(mut requests) => {
+                let body_length = self.wants_body_length(facts.recipients);
+                let atps = self
+                    .signature
+                    .atps_domains
+                    .as_ref()
+                    .and_then(|set| set.covering(&sender.domain, false))
+                    .map(|_| sender.domain.clone());
+                for request in &mut requests {
+                    request.body_length = body_length;
+                    request.atps.clone_from(&atps);
+                }
+                Decision::Sign {
+                    sender: sender.to_string(),
+                    trusted_by,
+                    requests,
+                }
+            }
             Err(error) => Decision::KeyUnavailable {
                 sender: sender.to_string(),
                 error,
@@ -288,6 +301,28 @@ impl Policy {
         recipients.iter().find(|rcpt| set.contains(rcpt)).cloned()
     }
 
+    /// Whether BodyLengthDB names a recipient. OpenDKIM
+    /// (`dkimf_checkbldb`) looks up `user@host`, `*@host`, then the same
+    /// for each parent suffix of the host (`user@.example.com`), then
+    /// `user@*` and `*`.
+    fn wants_body_length(&self, recipients: &[String]) -> bool {
+        let Some(set) = &self.signature.body_length_recipients else {
+            return false;
+        };
+        recipients.iter().any(|rcpt| {
+            let Some((user, host)) = rcpt.rsplit_once('@') else {
+                return false;
+            };
+            let mut suffixes = vec![host.to_string()];
+            suffixes.extend(host.match_indices('.').map(|(i, _)| host[i..].to_string()));
+            suffixes
+                .iter()
+                .flat_map(|s| [format!("{user}@{s}"), format!("*@{s}")])
+                .chain([format!("{user}@*"), "*".to_string()])
+                .any(|key| set.contains(&key))
+        })
+    }
+
     /// The signatures to make for this sender: empty when no key applies.
     fn requests(&self, sender: &Sender) -> Result<Vec<SignRequest>, KeyProblem> {
         let settings = &self.signature;
@@ -358,6 +393,9 @@ fn request(
         body_canonicalization: settings.body_canonicalization,
         headers: Arc::clone(&settings.headers),
         expiry: settings.expiry,
+        body_length: false,
+        request_reports: settings.request_reports,
+        atps: None,
     }
 }
 

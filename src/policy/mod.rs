@@ -130,6 +130,14 @@ pub struct SignatureSettings {
     pub headers: Arc<HeaderPolicy>,
     /// OpenDKIM's SignatureTTL: the `x=` tag.
     pub expiry: Option<Duration>,
+    /// OpenDKIM's RequestReports: `r=y` on every signature.
+    pub request_reports: bool,
+    /// OpenDKIM's ATPSDomains: a sender domain listed here is named in
+    /// `atps=` (RFC 6541), with `atpsh=sha256`.
+    pub atps_domains: Option<DomainSet>,
+    /// OpenDKIM's BodyLengthDB: mail to a listed recipient (an address,
+    /// `*@domain`, `user@*`, or `*`) is signed with `l=`.
+    pub body_length_recipients: Option<KeySet>,
 }
 
 /// What the MTA is told when something goes wrong (OpenDKIM's On-*).

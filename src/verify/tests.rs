@@ -71,6 +71,9 @@ fn request(file: &str, selector: &str) -> SignRequest {
             ["from"],
         )),
         expiry: None,
+        body_length: false,
+        request_reports: false,
+        atps: None,
     }
 }
 

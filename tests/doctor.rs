@@ -42,6 +42,7 @@ const DOMAINS: &[&str] = &[
     "nullmx.test",
     "dmarcnone.test",
     "dmarcbad.test",
+    "strict.test",
 ];
 
 /// A zone-file TXT line: the value in quoted strings of at most 255 bytes.
@@ -97,6 +98,8 @@ impl World {
             ));
             signing_table.push_str(&format!("*@{domain} sel._domainkey.{domain}\n"));
         }
+        // Mail From a subdomain, signed with the parent's d=.
+        signing_table.push_str("*@news.strict.test sel._domainkey.strict.test\n");
         key_table.push_str(&format!(
             "ed._domainkey.good.test good.test:ed:{}\n",
             keys.ed25519.private_key.display()
@@ -366,6 +369,19 @@ impl World {
                         ),
                     )],
                 ),
+                "strict.test" => replace(
+                    &mut lines,
+                    "_dmarc.strict.test",
+                    "TXT",
+                    vec![line(
+                        "_dmarc.strict.test",
+                        "TXT",
+                        txt(
+                            "_dmarc.strict.test.",
+                            "v=DMARC1; p=reject; adkim=s; rua=mailto:d@strict.test",
+                        ),
+                    )],
+                ),
                 _ => {}
             }
             all.extend(lines);
@@ -626,6 +642,15 @@ const MISTAKES: &[Mistake] = &[
         status: "fail",
         says: "is not a mailto: URI",
         replaces: &[("_dmarc.dmarcbad.test", "TXT")],
+        ip: IP,
+        helo: "mail.good.test",
+    },
+    Mistake {
+        domain: "news.strict.test",
+        id: "dmarc",
+        status: "fail",
+        says: "is signed with d=strict.test, which does not align under adkim=s",
+        replaces: &[("_dmarc.strict.test", "TXT")],
         ip: IP,
         helo: "mail.good.test",
     },

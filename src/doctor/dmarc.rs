@@ -35,26 +35,46 @@ fn proposed(domain: &str) -> String {
     format!("v=DMARC1; p=quarantine; adkim=r; aspf=r; rua=mailto:postmaster@{domain}")
 }
 
+/// The DMARC records at `_dmarc.NAME` for `domain` and then each parent
+/// with at least two labels (RFC 9989's tree walk, which stands in for
+/// the organizational domain): the name where some were found, and them.
+async fn find_records(
+    lookup: &Lookup,
+    domain: &str,
+) -> Result<(String, Vec<String>), super::lookup::DnsProblem> {
+    let mut current = domain;
+    loop {
+        let name = format!("_dmarc.{current}");
+        let records: Vec<String> = lookup
+            .txt(&name)
+            .await?
+            .into_records()
+            .iter()
+            .map(|strings| strings.iter().map(|s| String::from_utf8_lossy(s)).collect())
+            .filter(|text: &String| {
+                text.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("v=dmarc1")
+            })
+            .collect();
+        let parent = current.split_once('.').map(|(_, p)| p);
+        match parent {
+            _ if !records.is_empty() => return Ok((name, records)),
+            Some(parent) if parent.contains('.') => current = parent,
+            _ => return Ok((format!("_dmarc.{domain}"), Vec::new())),
+        }
+    }
+}
+
 async fn check_domain(lookup: &Lookup, input: &DomainInput) -> Check {
     let domain = input.domain.as_str();
-    let name = format!("_dmarc.{domain}");
+    let (name, records) = match find_records(lookup, domain).await {
+        Ok(found) => found,
+        Err(problem) => return Check::dns(CheckId::Dmarc, &problem),
+    };
     let publish = |action: String, value: &str| {
         Fix::publish(action, vec![FixRecord::txt(&name, domain, value)])
     };
-    let answer = match lookup.txt(&name).await {
-        Ok(answer) => answer,
-        Err(problem) => return Check::dns(CheckId::Dmarc, &problem),
-    };
-    let records: Vec<String> = answer
-        .into_records()
-        .iter()
-        .map(|strings| strings.iter().map(|s| String::from_utf8_lossy(s)).collect())
-        .filter(|text: &String| {
-            text.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("v=dmarc1")
-        })
-        .collect();
     let text = match records.as_slice() {
         [] => {
             return Check::fail(

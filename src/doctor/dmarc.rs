@@ -238,10 +238,8 @@ pub fn parse(text: &str) -> Result<DmarcRecord, String> {
             }
         };
         match tag.as_str() {
-            "v" => {
-                if index != 0 || value != "DMARC1" {
-                    return Err("the record must start with v=DMARC1".to_string());
-                }
+            "v" if index != 0 || value != "DMARC1" => {
+                return Err("the record must start with v=DMARC1".to_string());
             }
             "p" => record.policy = one_of(&["none", "quarantine", "reject"])?,
             "sp" | "np" => {

@@ -927,3 +927,80 @@ fn a_configuration_that_does_not_load_exits_2_with_the_problem() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("opendkim.conf"), "{}", stderr(&out));
 }
+
+#[test]
+fn ips_and_helo_come_from_postconf_when_not_given() {
+    let world = World::new();
+    let server = World::serve(&world.broken_lines(), &[]);
+    // A private Postfix configuration directory: postconf -c reads it.
+    let postfix = scratch_dir("doctor-postfix");
+    std::fs::write(
+        postfix.path().join("main.cf"),
+        format!(
+            "myhostname = mail.good.test\nsmtp_bind_address = {IP}\ncompatibility_level = 3.6\n"
+        ),
+    )
+    .unwrap();
+    let (out, report) = world.doctor(
+        &server,
+        &[
+            "--domain",
+            "good.test",
+            "--postfix-config",
+            postfix.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(report["host"]["ips"][0]["value"], IP, "{report:#}");
+    assert_eq!(
+        report["host"]["ips"][0]["source"],
+        "postconf smtp_bind_address"
+    );
+    assert_eq!(report["host"]["helo"]["value"], "mail.good.test");
+    assert_eq!(report["host"]["helo"]["source"], "postconf myhostname");
+    let ptr = checks(&report, "host")
+        .into_iter()
+        .find(|c| c["ip"] == IP)
+        .unwrap_or_else(|| panic!("{report:#}"));
+    assert_eq!(ptr["status"], "ok", "{ptr:#}");
+    assert!(out.status.code().is_some());
+}
+
+#[test]
+fn a_domain_selector_keyfile_configuration_is_checked_too() {
+    let world = World::new();
+    let server = World::serve(&world.broken_lines(), &[]);
+    let config = world.dir.path().join("single.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "Mode s\nSocket inet:8891@localhost\nDomain good.test\nSelector sel\nKeyFile {}\n",
+            world.dir.path().join("default.private").display()
+        ),
+    )
+    .unwrap();
+    let nameserver = server.addr().to_string();
+    let out = sidecar(
+        &[
+            "doctor",
+            "-x",
+            config.to_str().unwrap(),
+            "--nameserver",
+            &nameserver,
+            "--ip",
+            IP,
+            "--helo",
+            "mail.good.test",
+            "--format",
+            "json",
+        ],
+        world.dir.path(),
+    );
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["domains"].as_array().unwrap().len(), 1, "{report:#}");
+    assert_eq!(report["domains"][0]["source"], "Domain");
+    let dkim = &checks(&report, "good.test")[0];
+    assert_eq!(dkim["id"], "dkim");
+    assert_eq!(dkim["selector"], "sel");
+    assert_eq!(dkim["status"], "ok", "{dkim:#}");
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+}

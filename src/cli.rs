@@ -94,6 +94,29 @@ pub enum Command {
         --update-dns 192.0.2.53:53 --tsig-key /etc/dkim-sidecar/rotate.key\n  \
         dkim-sidecar rotate -x /etc/opendkim.conf --status")]
     Rotate(crate::rotate::RotateArgs),
+
+    /// Check each sending domain's DNS (DKIM, SPF, PTR, MX, DMARC) and print the fix.
+    #[command(
+        long_about = "Check each sending domain's DNS setup and say, for each fault, \
+        the exact record to publish (zone-file line, and host / type / value for a DNS \
+        provider's web form).\n\n\
+        Checks: dkim (per selector: the record exists once, parses, publishes this key with \
+        the right k=, t=, h= and s=; key size), spf (one record, at most 10 DNS lookups and 2 \
+        void lookups, passes for each sending IP), ptr (per sending IP: exists, resolves back, \
+        not generic, agrees with the HELO name), mx (exists, host names with addresses, no IP \
+        or CNAME; a null MX is reported as such), dmarc (one valid record, p=none warns, \
+        rua/ruf, alignment of our d= with the From domains signed).\n\n\
+        Domains and selectors come from the configuration unless --domain is given. Sending IPs \
+        come from --ip, or else the host's global addresses and Postfix's smtp_bind_address \
+        (through postconf, when installed); the HELO name from --helo or Postfix's myhostname.\n\n\
+        Every query times out after 3 s and the run after 60 s; a DNS failure is reported as one. \
+        Exit status: 0 all ok, 1 a warning, 2 a failure."
+    )]
+    #[command(after_help = "Examples:\n  \
+        dkim-sidecar doctor -x /etc/opendkim.conf\n  \
+        dkim-sidecar doctor -c /etc/dkim-sidecar/dkim-sidecar.toml --ip 203.0.113.25 --helo mail.example.com\n  \
+        dkim-sidecar doctor -x /etc/opendkim.conf --domain example.com --format json")]
+    Doctor(DoctorArgs),
 }
 
 /// Which configuration file to read, and in which format.
@@ -237,6 +260,51 @@ pub struct KeygenArgs {
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     pub help: Option<bool>,
+}
+
+/// How `doctor` prints its report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub config: ConfigSource,
+
+    /// Check this domain only (repeat for more); default: every domain the
+    /// configuration signs for.
+    #[arg(long = "domain", value_name = "DOMAIN")]
+    pub domains: Vec<String>,
+
+    /// A sending IP (repeat for more); default: the host's global addresses
+    /// and Postfix's smtp_bind_address.
+    #[arg(long = "ip", value_name = "IP")]
+    pub ips: Vec<IpAddr>,
+
+    /// The HELO name the server sends; default: Postfix's myhostname.
+    #[arg(long, value_name = "NAME")]
+    pub helo: Option<String>,
+
+    /// Ask this DNS server (IP, IP:PORT or IP@PORT) instead of the system
+    /// resolver.
+    #[arg(long, value_name = "IP:PORT", value_parser = parse_nameserver)]
+    pub nameserver: Option<SocketAddr>,
+
+    /// The Postfix configuration directory postconf reads (postconf -c).
+    #[arg(long, value_name = "DIR")]
+    pub postfix_config: Option<PathBuf>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+}
+
+fn parse_nameserver(value: &str) -> Result<SocketAddr, String> {
+    crate::dns::parse_nameserver(value)
+        .ok_or_else(|| format!("{value:?} is not IP, IP:PORT or IP@PORT"))
 }
 
 #[derive(Debug, Args)]

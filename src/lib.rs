@@ -17,6 +17,7 @@ pub mod daemon;
 pub mod diagnostics;
 pub mod dkim;
 pub mod dns;
+pub mod doctor;
 pub mod keys;
 pub mod logging;
 pub mod message_log;

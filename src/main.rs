@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use dkim_sidecar::cli::{Cli, Command};
-use dkim_sidecar::commands::{self, check_config, keygen, rotate, run, sign, testkey, verify};
+use dkim_sidecar::commands::{
+    self, check_config, doctor, keygen, rotate, run, sign, testkey, verify,
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -19,6 +21,7 @@ fn main() -> ExitCode {
         Command::Keygen(args) => keygen::execute(&args),
         Command::Testkey(args) => testkey::execute(&args),
         Command::Rotate(args) => rotate::execute(&args),
+        Command::Doctor(args) => doctor::execute(&args),
     };
     result.unwrap_or_else(|message| {
         commands::say(message);

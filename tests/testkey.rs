@@ -131,6 +131,11 @@ fn testkey_txt_reports_revoked_key_and_syntax_errors() {
             "record syntax error: the record at sel._domainkey.example.com is invalid: tag p=: is missing",
         ),
         (
+            "v=DKIM1,k=rsa,p=AAEC",
+            "record syntax error: the record at sel._domainkey.example.com is invalid: tag v=: \
+             is followed by `,k=`: separate tags with `;`, not `,`",
+        ),
+        (
             "v=DKIM1; k=rsa; p=!!!",
             "record syntax error: the record at sel._domainkey.example.com is invalid: tag p=: is not valid base64",
         ),

@@ -1,6 +1,6 @@
 //! The subcommands, together: `run` (the daemon) and the offline commands
 //! beside it (`check-config`, `sign`, `verify`, `keygen`, `testkey`,
-//! `rotate`).
+//! `rotate`, `doctor`).
 //!
 //! Each takes its parsed arguments ([`crate::cli`]) and returns the exit
 //! status, or one line for the user. Output goes through [`Stdout`], which
@@ -10,6 +10,7 @@
 //! tests never need to spawn the binary.
 
 pub mod check_config;
+pub mod doctor;
 pub mod keygen;
 pub mod rotate;
 pub mod run;

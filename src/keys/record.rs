@@ -226,6 +226,12 @@ pub fn parse_record(text: &str) -> Result<KeyRecord, RecordSyntaxError> {
             return Err(syntax(spec, "has no '=' (tags are written name=value)"));
         };
         let (tag, value) = (tag.trim(), value.trim());
+        if let Some(next) = comma_separated_tag(value) {
+            return Err(syntax(
+                tag,
+                format!("is followed by `,{next}=`: separate tags with `;`, not `,`"),
+            ));
+        }
         let valid_name = tag.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
             && tag.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid_name {
@@ -267,6 +273,17 @@ pub fn parse_record(text: &str) -> Result<KeyRecord, RecordSyntaxError> {
         None => return Err(syntax("p", "is missing (every key record needs p=)")),
     }
     Ok(record)
+}
+
+/// The name of a tag written after a `,` inside `value` (`DKIM1,k=rsa`
+/// gives `k`): the record separates its tags with commas.
+fn comma_separated_tag(value: &str) -> Option<&str> {
+    value.split(',').skip(1).find_map(|after| {
+        let (name, _) = after.trim_start().split_once('=')?;
+        let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        valid.then_some(name)
+    })
 }
 
 #[cfg(test)]
@@ -334,6 +351,18 @@ mod tests {
         assert_eq!(
             err("k=rsa; v=DKIM1; p=AAEC"),
             "tag v=: must be the first tag"
+        );
+    }
+
+    #[test]
+    fn reports_commas_between_tags() {
+        assert_eq!(
+            err("v=DKIM1,k=rsa,p=AAEC"),
+            "tag v=: is followed by `,k=`: separate tags with `;`, not `,`"
+        );
+        assert_eq!(
+            err("v=DKIM1; k=rsa, p=AAEC"),
+            "tag k=: is followed by `,p=`: separate tags with `;`, not `,`"
         );
     }
 

@@ -8,6 +8,7 @@
 //!     .zone("plain.test.")             // unsigned, delegated from test. without DS
 //!     .txt("sel._domainkey.secure.test.", "v=DKIM1; p=...")
 //!     .bogus_txt("sel._domainkey.bad.test.", "signed value", "served value")
+//!     .line("plain.test.", "@ IN MX 10 mail")   // any zone-file line
 //!     .start()
 //! ```
 //!
@@ -32,6 +33,8 @@ struct Zone {
     records: Vec<(String, &'static str, String)>,
     /// Records whose signed rdata differs from the served one.
     tampered: Vec<(String, String, String)>,
+    /// Zone-file lines given as they are, after `$ORIGIN` of the zone.
+    lines: Vec<String>,
 }
 
 /// What [`DnsServer`] serves.
@@ -49,6 +52,7 @@ impl DnsServerBuilder {
             signed: true,
             records: Vec::new(),
             tampered: Vec::new(),
+            lines: Vec::new(),
         });
         self
     }
@@ -60,6 +64,7 @@ impl DnsServerBuilder {
             signed: false,
             records: Vec::new(),
             tampered: Vec::new(),
+            lines: Vec::new(),
         });
         self
     }
@@ -103,6 +108,14 @@ impl DnsServerBuilder {
         self
     }
 
+    /// A zone-file line, as it is (any type; relative names are in the
+    /// zone), for the zone `origin` (added first).
+    pub fn line(mut self, origin: &str, line: &str) -> Self {
+        let origin = absolute(origin);
+        self.zone_for(&origin).lines.push(line.to_string());
+        self
+    }
+
     /// The zone with the longest origin that contains `name`.
     fn zone_for(&mut self, name: &str) -> &mut Zone {
         self.zones
@@ -136,6 +149,13 @@ impl DnsServerBuilder {
             }
             for (owner, kind, rdata) in &zone.records {
                 text.push_str(&format!("{owner} IN {kind} {rdata}\n"));
+            }
+            if !zone.lines.is_empty() {
+                text.push_str(&format!("$ORIGIN {}\n", zone.origin));
+                for line in &zone.lines {
+                    text.push_str(line);
+                    text.push('\n');
+                }
             }
             let stem = zone.origin.trim_end_matches('.');
             let file = path.join(format!("{stem}.zone"));

@@ -634,17 +634,14 @@ impl TomlFile {
                 .unwrap_or_default();
             let at = self.at(&domain.key_file);
             let file = self.path(domain.key_file.get_ref());
-            match signing_keys::domain_key(
+            signing.domain_key = Some(signing_keys::domain_key(
                 names,
                 domain.selector,
                 &file,
                 &at,
                 options,
                 &mut self.warnings,
-            ) {
-                Ok(key) => signing.domain_key = Some(key),
-                Err(e) => self.errors.push(e),
-            }
+            ));
         }
     }
 
@@ -655,10 +652,12 @@ impl TomlFile {
         signing_table: SigningTable,
         options: &LoadOptions,
     ) {
-        match signing_keys::signing_tables(key_table, signing_table, options, &mut self.warnings) {
-            Ok(tables) => signing.tables = Some(tables),
-            Err(errors) => self.errors.extend(errors),
-        }
+        signing.tables = Some(signing_keys::signing_tables(
+            key_table,
+            signing_table,
+            options,
+            &mut self.warnings,
+        ));
     }
 
     fn key_table_file(&mut self, spec: Spanned<String>) -> Option<KeyTable> {
@@ -1018,7 +1017,7 @@ subdomains = true
     #[test]
     fn missing_key_file_names_the_key() {
         let dir = dir();
-        let errors = dir.errors(&DUAL.replace("ed25519.private", "gone.private"));
+        let errors = dir.faults(&DUAL.replace("ed25519.private", "gone.private"));
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(errors[0].starts_with(&dir.line(11)), "{errors:?}");
         assert!(

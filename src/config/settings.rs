@@ -140,10 +140,20 @@ impl ServiceSettings {
             Vec::new()
         } else {
             if self.sockets.is_empty() {
-                problems.errors.push(ConfigError::NoSocket {
+                let missing = ConfigError::NoSocket {
                     at: self.file.clone(),
                     fix: self.missing_socket_fix,
-                });
+                };
+                if overrides.sockets_optional {
+                    // `check-config`, as OpenDKIM's `-n`: the socket may
+                    // come from `run --socket` or systemd's socket.
+                    problems.warnings.push(Warning::new(
+                        None,
+                        format!("{missing}; `run` then needs --socket or a systemd socket unit"),
+                    ));
+                } else {
+                    problems.errors.push(missing);
+                }
             }
             self.sockets
                 .iter()

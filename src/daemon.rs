@@ -78,6 +78,17 @@ pub enum ReloadError {
     /// The loader itself panicked.
     #[error("the configuration loader failed: {0}")]
     LoaderFailed(String),
+    /// The new configuration has more keys that cannot sign than the one
+    /// running: applying it would refuse mail that is signed now.
+    #[error(
+        "{new} key problem(s) where the running configuration has {running}, so mail signed now \
+         would be refused; fix them and reload: {problems}"
+    )]
+    MoreKeyFaults {
+        new: usize,
+        running: usize,
+        problems: String,
+    },
 }
 
 /// A configuration's problems on one line, separated by `; `.
@@ -126,6 +137,7 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
+    let degraded = log_faults(&config.policy);
     if let Some(mask) = config.service.umask {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask as _));
     }
@@ -187,6 +199,7 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
     let mut current = Current {
         service: config.service.clone(),
         logging: config.logging.clone(),
+        faults: config.policy.faults().len(),
     };
     let settings = config.service.server;
     let live = Arc::new(LivePolicy::new(config.policy));
@@ -221,7 +234,7 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
         _ => None,
     };
     let reload: Arc<Reload> = Arc::new(reload);
-    systemd::ready(&format!("signing on {sockets}"));
+    systemd::ready(&format!("signing on {sockets}{degraded}"));
 
     loop {
         let tick = async {
@@ -263,6 +276,8 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
 struct Current {
     service: crate::config::Service,
     logging: Logging,
+    /// How many keys of the running configuration cannot sign.
+    faults: usize,
 }
 
 async fn reload_config(
@@ -279,11 +294,31 @@ async fn reload_config(
         Ok(result) => result.map_err(ReloadError::from),
         Err(panic) => Err(ReloadError::LoaderFailed(panic.to_string())),
     };
+    // At start a key that cannot sign only refuses its own mail; at reload
+    // the running configuration may still sign that mail, so a reload that
+    // would break more keys than are broken now is refused instead.
+    let loaded = loaded.and_then(|config| {
+        let faults = config.policy.faults();
+        if faults.len() > current.faults {
+            return Err(ReloadError::MoreKeyFaults {
+                new: faults.len(),
+                running: current.faults,
+                problems: faults
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            });
+        }
+        Ok(config)
+    });
     match loaded {
         Ok(config) => {
             for warning in &config.warnings {
                 tracing::warn!("{warning}");
             }
+            let degraded = log_faults(&config.policy);
+            current.faults = config.policy.faults().len();
             if config.service != current.service {
                 tracing::warn!(
                     "reload: socket, user, metrics or limit settings changed; they take effect at the next restart"
@@ -307,7 +342,7 @@ async fn reload_config(
             }
             live.replace(config.policy);
             tracing::info!("reload: configuration, tables and keys reloaded");
-            systemd::ready(&format!("signing on {sockets}; reloaded"));
+            systemd::ready(&format!("signing on {sockets}; reloaded{degraded}"));
         }
         Err(error) => {
             tracing::error!("reload failed, keeping the previous configuration: {error}");
@@ -321,6 +356,28 @@ async fn reload_config(
                 "signing on {sockets}; last reload failed: {error}"
             ));
         }
+    }
+}
+
+/// Logs every key that cannot sign, once, at error level, and returns
+/// what `systemctl status` should add to the status line (empty when
+/// every key can sign). Such keys refuse only the mail that needs them.
+fn log_faults(policy: &Policy) -> String {
+    let faults = policy.faults();
+    let action = policy.errors.key_error;
+    for fault in &faults {
+        tracing::error!(
+            "{fault}; mail that needs this key gets the On-KeyError action ({}) until \
+             the configuration is fixed and reloaded; every other domain is signed",
+            format!("{action:?}").to_lowercase()
+        );
+    }
+    match faults.first() {
+        None => String::new(),
+        Some(first) => format!(
+            "; DEGRADED: {} key problem(s), mail needing them is refused; first: {first}",
+            faults.len()
+        ),
     }
 }
 

@@ -1,10 +1,11 @@
-//! Where a problem was found, and warnings collected while loading.
+//! Where a problem was found, and warnings and faults collected while
+//! loading.
 //!
 //! Loaders (configuration, tables, keys) report problems against a
 //! [`Location`] so that every message the administrator sees starts with
-//! `file:line:`. Loaders return their [`Warning`]s instead of logging them:
-//! `check-config` prints them, `run` logs them, tests assert on them. This
-//! module must never log or print anything itself.
+//! `file:line:`. Loaders return their [`Warning`]s and [`Fault`]s instead
+//! of logging them: `check-config` prints them, `run` logs them, tests
+//! assert on them. This module must never log or print anything itself.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -73,6 +74,35 @@ impl fmt::Display for Warning {
             Some(at) => write!(f, "{at}: {}", self.message),
             None => f.write_str(&self.message),
         }
+    }
+}
+
+/// A problem confined to the mail it concerns: a key that does not load,
+/// a SigningTable entry naming a key the KeyTable lacks, a malformed
+/// KeyTable line. Unlike a configuration error it does not stop start-up
+/// (or a reload): `run` logs it loudly and gives every message that needs
+/// the key the On-KeyError action (tempfail by default), and signs every
+/// other domain, as OpenDKIM does. `check-config` fails on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    pub at: Location,
+    /// The whole line, starting with `at` and ending with how to fix it.
+    pub message: String,
+}
+
+impl Fault {
+    /// A fault from an error whose `Display` already starts with `at`.
+    pub fn from_error(at: Location, error: &impl std::error::Error) -> Self {
+        Fault {
+            at,
+            message: error.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
     }
 }
 

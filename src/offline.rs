@@ -328,7 +328,7 @@ pub(crate) mod signing_tests {
                 domain_key: Some(DomainKey {
                     domains: DomainSet::from_names(["example.com"]),
                     selector: "default".into(),
-                    key,
+                    key: Ok(key),
                     key_file,
                 }),
                 tables: None,

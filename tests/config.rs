@@ -145,7 +145,10 @@ fn guide_with_domain_star_keyfile_and_selector_loads() {
         .expect("Domain key");
     assert!(key.domains.is_any());
     assert_eq!(key.selector, "default");
-    assert_eq!(key.key.key_type(), KeyType::Rsa);
+    assert_eq!(
+        key.key.as_ref().expect("the key loads").key_type(),
+        KeyType::Rsa
+    );
     assert_eq!(
         key.key_file,
         setup.dir.path().join("keys/example.com/default.private")
@@ -389,4 +392,46 @@ fn check_config_into_a_closed_pipe_exits_cleanly() {
     let errors = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{:?}: {errors}", out.status);
     assert!(!errors.contains("panicked"), "{errors}");
+}
+
+/// OpenDKIM's `-n` checks a file that names no Socket (`t-conf-check` in
+/// its test suite); so does `check-config`, with a warning saying what
+/// `run` will need. `run` itself still refuses it.
+#[test]
+fn check_config_accepts_a_file_without_a_socket_as_opendkim_n_does() {
+    let setup = Setup::new("guide-tables");
+    let conf = setup.conf();
+    let text = fs::read_to_string(&conf).unwrap();
+    let without_socket: String = text
+        .lines()
+        .filter(|l| !l.starts_with("Socket"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(text, without_socket, "the fixture names a Socket");
+    fs::write(&conf, without_socket).unwrap();
+    let conf = conf.to_str().unwrap();
+
+    let out = sidecar(&["check-config", "-x", conf], setup.dir.path());
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("no socket to listen on")
+            && stdout(&out).contains("`run` then needs --socket"),
+        "{}",
+        stdout(&out)
+    );
+    let theirs = run(
+        "opendkim",
+        "opendkim",
+        &["-n", "-x", conf],
+        setup.dir.path(),
+    );
+    assert!(theirs.status.success(), "{}", stderr(&theirs));
+
+    let out = sidecar(&["run", "-x", conf, "--allow-root"], setup.dir.path());
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no socket to listen on"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -1,8 +1,8 @@
 //! The effective rules of a loaded [`Config`], in plain text, for
 //! `check-config`: what the server would listen on and run as, which
 //! senders sign with which keys (d=, s=, key file, algorithm, size), who is
-//! trusted, how signatures are made, what happens on errors, and every
-//! warning with its file and line.
+//! trusted, how signatures are made, what happens on errors, every key
+//! that cannot sign (a fault) and every warning with its file and line.
 //!
 //! It describes what was loaded, not what was written, so that the
 //! administrator sees defaults and resolved paths. This module only formats
@@ -22,7 +22,7 @@ use super::{Config, Format};
 const MAX_RULES_SHOWN: usize = 50;
 
 /// The effective configuration, one setting per line, ending with the
-/// warnings.
+/// faults and the warnings.
 pub fn describe(config: &Config) -> String {
     let mut out = String::new();
     let format = match config.origin.format {
@@ -50,6 +50,22 @@ pub fn describe(config: &Config) -> String {
     }
     logging(&mut out, config);
     out.push('\n');
+    let faults = config.policy.faults();
+    if !faults.is_empty() {
+        line(
+            &mut out,
+            0,
+            format!(
+                "Keys that cannot sign ({}): `run` starts, signs every other domain and gives \
+                 mail that needs one of these the On-KeyError action ({}):",
+                faults.len(),
+                action(config.policy.errors.key_error)
+            ),
+        );
+        for fault in faults {
+            line(&mut out, 1, format!("error: {fault}"));
+        }
+    }
     if config.warnings.is_empty() {
         line(&mut out, 0, "No warnings.");
     } else {
@@ -200,7 +216,10 @@ fn signing(out: &mut String, config: &Config) {
             format!(
                 "d=<the sender's domain> s={} {} from {}",
                 key.selector,
-                key_summary(&key.key),
+                match &key.key {
+                    Ok(loaded) => key_summary(loaded),
+                    Err(_) => "NOT LOADED: CANNOT SIGN (see below)".to_string(),
+                },
                 key.key_file.display()
             ),
         );
@@ -268,10 +287,14 @@ fn signing_tables(out: &mut String, tables: &SigningTables, multiple: bool) {
             continue;
         }
         let Some(key) = tables.key_table.get(&entry.key_name) else {
+            let why = match tables.key_table.rejected(&entry.key_name) {
+                Some(fault) => format!("its KeyTable line {} is malformed", fault.at),
+                None => "not in the KeyTable".to_string(),
+            };
             line(
                 out,
                 3,
-                format!("key {} (not in the KeyTable)", entry.key_name),
+                format!("key {} ({why}): CANNOT SIGN", entry.key_name),
             );
             continue;
         };
@@ -279,9 +302,12 @@ fn signing_tables(out: &mut String, tables: &SigningTables, multiple: bool) {
             KeyDomain::Sender => "<the sender's domain>".to_string(),
             KeyDomain::Fixed(d) => d.clone(),
         };
-        let material = match tables.keys.loaded_key(&key.name) {
-            Some(loaded) => key_summary(loaded),
-            None => "loaded when a message first needs it".to_string(),
+        let material = match (tables.keys.loaded_key(&key.name), &key.source) {
+            (Some(loaded), _) => key_summary(loaded),
+            (None, KeySource::File(template)) if template.is_template() => {
+                "loaded when a message first needs it".to_string()
+            }
+            (None, _) => "NOT LOADED: CANNOT SIGN (see below)".to_string(),
         };
         let source = match &key.source {
             KeySource::File(template) => format!("from {}", template.as_str()),

@@ -107,6 +107,9 @@ pub enum ConfigError {
         source: SocketSpecError,
     },
 
+    #[error("{at}: no socket to listen on; {fix}")]
+    NoSocket { at: Location, fix: &'static str },
+
     #[error(
         "{at}: user `{user}` does not exist; create it (adduser --system --group {user}) or \
          name an existing user"

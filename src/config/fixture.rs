@@ -58,6 +58,20 @@ impl Dir {
         err.problems().iter().map(ToString::to_string).collect()
     }
 
+    /// Every key that cannot sign (each fault) in a configuration that
+    /// loads: such problems hold only the mail that needs the key.
+    pub(crate) fn faults(&self, text: &str) -> Vec<String> {
+        let config = self
+            .load(text)
+            .unwrap_or_else(|e| panic!("the configuration must load: {e}"));
+        config
+            .policy
+            .faults()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
     /// `file:line: `, the start of a problem reported at `line` of the
     /// configuration file.
     pub(crate) fn line(&self, line: u32) -> String {

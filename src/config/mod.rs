@@ -172,6 +172,9 @@ pub struct Overrides {
     /// user (`rotate --signer-user`: the daemon runs as systemd's User=
     /// while rotate runs as root). The configuration's own user wins.
     pub signer_uid: Option<u32>,
+    /// `check-config`: a file with no socket is accepted with a warning
+    /// (OpenDKIM's `-n` does not ask for one either); `run` refuses it.
+    pub sockets_optional: bool,
 }
 
 impl Overrides {

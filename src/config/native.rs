@@ -658,17 +658,14 @@ impl TomlFile {
                 .unwrap_or_default();
             let at = self.at(&domain.key_file);
             let file = self.path(domain.key_file.get_ref());
-            match signing_keys::domain_key(
+            signing.domain_key = Some(signing_keys::domain_key(
                 names,
                 domain.selector,
                 &file,
                 &at,
                 options,
                 &mut self.warnings,
-            ) {
-                Ok(key) => signing.domain_key = Some(key),
-                Err(e) => self.errors.push(e),
-            }
+            ));
         }
     }
 
@@ -679,10 +676,12 @@ impl TomlFile {
         signing_table: SigningTable,
         options: &LoadOptions,
     ) {
-        match signing_keys::signing_tables(key_table, signing_table, options, &mut self.warnings) {
-            Ok(tables) => signing.tables = Some(tables),
-            Err(errors) => self.errors.extend(errors),
-        }
+        signing.tables = Some(signing_keys::signing_tables(
+            key_table,
+            signing_table,
+            options,
+            &mut self.warnings,
+        ));
     }
 
     fn key_table_file(&mut self, spec: Spanned<String>) -> Option<KeyTable> {
@@ -1042,7 +1041,7 @@ subdomains = true
     #[test]
     fn missing_key_file_names_the_key() {
         let dir = dir();
-        let errors = dir.errors(&DUAL.replace("ed25519.private", "gone.private"));
+        let errors = dir.faults(&DUAL.replace("ed25519.private", "gone.private"));
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(errors[0].starts_with(&dir.line(11)), "{errors:?}");
         assert!(
@@ -1136,15 +1135,12 @@ subdomains = true
     }
 
     #[test]
-    fn missing_sockets_are_a_warning_naming_the_setting() {
+    fn missing_sockets_are_refused() {
         let dir = dir();
-        let config = dir.load("[signing]\nmultiple_signatures = true\n").unwrap();
-        let warning = config
-            .warnings
-            .iter()
-            .map(ToString::to_string)
-            .find(|w| w.contains("no socket to listen on"))
-            .expect("a warning about the socket");
-        assert!(warning.contains("sockets = "), "{warning}");
+        let errors = dir.errors("[signing]\nmultiple_signatures = true\n");
+        assert!(
+            errors[0].contains("no socket to listen on") && errors[0].contains("sockets = "),
+            "{errors:?}"
+        );
     }
 }

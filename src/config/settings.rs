@@ -141,17 +141,20 @@ impl ServiceSettings {
             Vec::new()
         } else {
             if self.sockets.is_empty() {
-                // Not an error: `run --socket` or systemd's socket
-                // activation gives one, and OpenDKIM's `-n` accepts a
-                // configuration without Socket too. `run` refuses to
-                // start with none at all.
-                problems.warnings.push(Warning::new(
-                    Some(self.file.clone()),
-                    format!(
-                        "no socket to listen on: `run` needs --socket or systemd socket activation; {}",
-                        self.missing_socket_fix
-                    ),
-                ));
+                let missing = ConfigError::NoSocket {
+                    at: self.file.clone(),
+                    fix: self.missing_socket_fix,
+                };
+                if overrides.sockets_optional {
+                    // `check-config`, as OpenDKIM's `-n`: the socket may
+                    // come from `run --socket` or systemd's socket.
+                    problems.warnings.push(Warning::new(
+                        None,
+                        format!("{missing}; `run` then needs --socket or a systemd socket unit"),
+                    ));
+                } else {
+                    problems.errors.push(missing);
+                }
             }
             self.sockets
                 .iter()

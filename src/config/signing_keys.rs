@@ -3,52 +3,60 @@
 //! native rules), or OpenDKIM's single Domain/KeyFile/Selector key.
 //!
 //! Every problem names the configuration line or table entry that caused
-//! it, and every independent problem is reported: every SigningTable entry
-//! naming a missing key, every key that fails to load. This module never
-//! logs; warnings go back to the caller.
+//! it, and every independent problem is reported. A problem confined to
+//! some keys (a SigningTable entry naming a key the KeyTable lacks, a
+//! malformed KeyTable line, a key that fails to load) is a [`Fault`] kept
+//! with the keys, so the rest still sign; only what makes the whole
+//! configuration unusable is a [`ConfigError`]. This module never logs;
+//! warnings go back to the caller.
 
 use std::path::Path;
 
-use crate::diagnostics::{Location, Warning};
+use crate::diagnostics::{Fault, Location, Warning};
 use crate::keys::{LoadOptions, load_key_file};
 use crate::policy::{DomainKey, DomainSet, KeyStore, SigningTables};
-use crate::tables::{KeyTable, SigningTable};
+use crate::tables::{KeyTable, SigningTable, TableError};
 
 use super::ConfigError;
 
 /// Checks that every key the SigningTable names is in the KeyTable, then
-/// loads every key whose file does not depend on the sender.
+/// loads every key whose file does not depend on the sender. Problems with
+/// single keys are faults of the returned tables.
 pub(crate) fn signing_tables(
     key_table: KeyTable,
     signing_table: SigningTable,
     options: &LoadOptions,
     warnings: &mut Vec<Warning>,
-) -> Result<SigningTables, Vec<ConfigError>> {
+) -> SigningTables {
     warnings.extend(key_table.warnings().iter().cloned());
     warnings.extend(signing_table.warnings().iter().cloned());
-    let mut errors: Vec<ConfigError> = signing_table
-        .check_keys(&key_table)
-        .into_iter()
-        .map(ConfigError::Table)
-        .collect();
-    match KeyStore::load(&key_table, options.clone()) {
-        Ok((keys, key_warnings)) => {
-            warnings.extend(key_warnings);
-            if errors.is_empty() {
-                return Ok(SigningTables {
-                    key_table,
-                    signing_table,
-                    keys,
-                });
-            }
-        }
-        Err(key_errors) => errors.extend(key_errors.into_iter().map(ConfigError::from)),
+    let mut faults = key_table.faults();
+    faults.extend(
+        signing_table
+            .check_keys(&key_table)
+            .into_iter()
+            // A malformed line of that name is already a fault of its own.
+            .filter(|error| {
+                !matches!(error, TableError::UnknownKey { key, .. }
+                    if key_table.rejected(key).is_some())
+            })
+            .map(|error| Fault::from_error(error.location().clone(), &error)),
+    );
+    let (keys, key_warnings, key_faults) = KeyStore::load(&key_table, options.clone());
+    warnings.extend(key_warnings);
+    faults.extend(key_faults);
+    SigningTables {
+        key_table,
+        signing_table,
+        keys,
+        faults,
     }
-    Err(errors)
 }
 
 /// Loads the one key that signs for `domains` (OpenDKIM's KeyFile);
-/// `at` is where the key file was named.
+/// `at` is where the key file was named. A key that fails to load is the
+/// fault of the returned entry: mail for `domains` is refused, the rest
+/// passes as it would.
 pub(crate) fn domain_key(
     domains: DomainSet,
     selector: String,
@@ -56,19 +64,27 @@ pub(crate) fn domain_key(
     at: &Location,
     options: &LoadOptions,
     warnings: &mut Vec<Warning>,
-) -> Result<DomainKey, ConfigError> {
-    let loaded = load_key_file(key_file, options).map_err(|source| ConfigError::Key {
-        at: at.clone(),
-        source,
-    })?;
-    warnings.extend(loaded.warnings.into_iter().map(|mut w| {
-        w.at.get_or_insert_with(|| at.clone());
-        w
-    }));
-    Ok(DomainKey {
+) -> DomainKey {
+    let key = match load_key_file(key_file, options) {
+        Ok(loaded) => {
+            warnings.extend(loaded.warnings.into_iter().map(|mut w| {
+                w.at.get_or_insert_with(|| at.clone());
+                w
+            }));
+            Ok(loaded.key)
+        }
+        Err(source) => {
+            let error = ConfigError::Key {
+                at: at.clone(),
+                source,
+            };
+            Err(Fault::from_error(at.clone(), &error))
+        }
+    };
+    DomainKey {
         domains,
         selector,
-        key: loaded.key,
+        key,
         key_file: key_file.to_path_buf(),
-    })
+    }
 }

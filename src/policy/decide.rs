@@ -83,13 +83,22 @@ pub enum KeyProblem {
     /// A `%` key name became a name the KeyTable does not have (names
     /// written out are checked at start-up).
     #[error(
-        "the SigningTable entry at {at} names key `{name}` (its `%` is the sender's domain), \
+        "the SigningTable entry at {at} names key `{name}` (a `%` in it is the sender's domain), \
          which the KeyTable does not have; add a KeyTable entry named `{name}`"
     )]
     NotInKeyTable {
         name: String,
         at: crate::diagnostics::Location,
     },
+    /// The KeyTable line for the key is malformed (reported at load time).
+    #[error("KeyTable entry `{name}` cannot be used: {fault}")]
+    MalformedEntry {
+        name: String,
+        fault: crate::diagnostics::Fault,
+    },
+    /// The one KeyFile key failed to load (reported at load time).
+    #[error("the KeyFile key cannot be used: {0}")]
+    KeyFile(crate::diagnostics::Fault),
     #[error(transparent)]
     Load(#[from] KeyError),
 }
@@ -337,6 +346,12 @@ impl Policy {
             let mut requests = Vec::with_capacity(matches.len());
             for m in matches {
                 let Some(entry) = tables.key_table.get(&m.key_name) else {
+                    if let Some(fault) = tables.key_table.rejected(&m.key_name) {
+                        return Err(KeyProblem::MalformedEntry {
+                            name: m.key_name,
+                            fault: fault.clone(),
+                        });
+                    }
                     return Err(KeyProblem::NotInKeyTable {
                         name: m.key_name,
                         at: m.entry.at.clone(),
@@ -365,11 +380,15 @@ impl Policy {
             // When SubDomains matched a parent, OpenDKIM (`mlfi_eoh`,
             // `setidentity`) sets the identity to `@parent`.
             let identity = (domain != sender.domain).then(|| format!("@{domain}"));
+            let key = match &domain_key.key {
+                Ok(key) => Arc::clone(key),
+                Err(fault) => return Err(KeyProblem::KeyFile(fault.clone())),
+            };
             return Ok(vec![request(
                 settings,
                 domain,
                 domain_key.selector.clone(),
-                Arc::clone(&domain_key.key),
+                key,
                 identity,
             )]);
         }
@@ -624,13 +643,15 @@ mod tests {
             signer_uid: None,
             ..LoadOptions::default()
         };
-        let (keys, _) = KeyStore::load(&key_table, options).unwrap();
+        let (keys, _, faults) = KeyStore::load(&key_table, options);
+        assert!(faults.is_empty(), "{faults:?}");
         let mut policy = example_policy();
         policy.signing.domain_key = None;
         policy.signing.tables = Some(SigningTables {
             key_table,
             signing_table,
             keys,
+            faults,
         });
         let d = decide(&policy, "127.0.0.1", &[], &[], &[("From", "a@example.org")]);
         assert_eq!(
@@ -652,6 +673,79 @@ mod tests {
             matches!(&error, KeyProblem::NotInKeyTable { name, .. } if name == "example.museum"),
             "{error:?}"
         );
+    }
+
+    /// A policy from KeyTable and SigningTable text (a `file:` KeyTable,
+    /// a `refile:` SigningTable), with the load-time faults.
+    fn tables_policy(key_table: &str, signing_table: &str) -> Policy {
+        let key_table = KeyTable::from_data_set(
+            DataSet::parse_file_bytes(
+                DataSetKind::File,
+                key_table.as_bytes(),
+                Location::file("KeyTable"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let signing_table = SigningTable::from_data_set(
+            DataSet::parse_file_bytes(
+                DataSetKind::Refile,
+                signing_table.as_bytes(),
+                Location::file("SigningTable"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let options = LoadOptions {
+            require_safe_keys: false,
+            signer_uid: None,
+            ..LoadOptions::default()
+        };
+        let (keys, _, key_faults) = KeyStore::load(&key_table, options);
+        let mut faults = key_table.faults();
+        faults.extend(key_faults);
+        let mut policy = example_policy();
+        policy.signing.domain_key = None;
+        policy.signing.tables = Some(SigningTables {
+            key_table,
+            signing_table,
+            keys,
+            faults,
+        });
+        policy
+    }
+
+    #[test]
+    fn a_broken_key_refuses_only_the_mail_that_needs_it() {
+        let key = concat!(env!("CARGO_MANIFEST_DIR"), "/keys-example/default.private");
+        let policy = tables_policy(
+            &format!(
+                "good example.org:s:{key}\n\
+                 malformed example.net\n\
+                 absent example.com:s:/nonexistent/dkim/example.com.private\n"
+            ),
+            "*@example.org good\n*@example.net malformed\n*@example.com absent\n",
+        );
+        assert_eq!(policy.faults().len(), 2, "{:?}", policy.faults());
+        let d = decide(&policy, "127.0.0.1", &[], &[], &[("From", "a@example.org")]);
+        assert_eq!(
+            signers(d),
+            Ok(vec![("example.org".into(), "s".into(), None)])
+        );
+        let d = decide(&policy, "127.0.0.1", &[], &[], &[("From", "a@example.net")]);
+        let Decision::KeyUnavailable { error, .. } = d else {
+            panic!("expected a key error, got {d:?}")
+        };
+        assert!(
+            matches!(&error, KeyProblem::MalformedEntry { name, .. } if name == "malformed"),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("KeyTable:2: "), "{error}");
+        let d = decide(&policy, "127.0.0.1", &[], &[], &[("From", "a@example.com")]);
+        let Decision::KeyUnavailable { error, .. } = d else {
+            panic!("expected a key error, got {d:?}")
+        };
+        assert!(matches!(&error, KeyProblem::Load(_)), "{error:?}");
     }
 
     #[test]

@@ -1,17 +1,19 @@
 //! The private keys a KeyTable names, loaded once per configuration.
 //!
 //! Keys whose location does not depend on the sender are loaded and checked
-//! when the configuration loads, so a bad key stops start-up (or a reload)
-//! with its file named. A key file name with `%` depends on the sender's
-//! domain: it is loaded the first time a message needs it and kept for the
-//! life of this configuration; a failure is not remembered, so a file added
+//! when the configuration loads. A key that fails there is a [`Fault`], not
+//! an error: it is reported once with its file named, and only mail that
+//! needs it is refused; every other key signs. A key file name with `%`
+//! depends on the sender's domain, so it is loaded the first time a message
+//! needs it. Either way a key loaded late is kept for the life of this
+//! configuration and a failure is not remembered, so a key fixed or added
 //! later is found without a reload.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use crate::diagnostics::{Location, Warning};
+use crate::diagnostics::{Fault, Location, Warning};
 use crate::keys::{KeyError, LoadOptions, PrivateKey, load_inline_key, load_key_file};
 use crate::tables::{KeySource, KeyTable, ResolvedKey, ResolvedKeySource};
 
@@ -37,16 +39,12 @@ pub struct KeyStore {
 
 impl KeyStore {
     /// Load every key whose location is known without a sender. Every
-    /// key that fails is reported, each with the entry that names it;
-    /// warnings (an exposed key file with RequireSafeKeys off) name the
-    /// entry too.
-    pub fn load(
-        table: &KeyTable,
-        options: LoadOptions,
-    ) -> Result<(KeyStore, Vec<Warning>), Vec<KeyStoreError>> {
+    /// key that fails comes back as a fault naming the entry; warnings (an
+    /// exposed key file with RequireSafeKeys off) name the entry too.
+    pub fn load(table: &KeyTable, options: LoadOptions) -> (KeyStore, Vec<Warning>, Vec<Fault>) {
         let mut fixed = HashMap::new();
         let mut warnings = Vec::new();
-        let mut errors = Vec::new();
+        let mut faults = Vec::new();
         for entry in table.entries() {
             if fixed.contains_key(&entry.name) {
                 continue;
@@ -69,26 +67,26 @@ impl KeyStore {
                     }));
                     fixed.insert(entry.name.clone(), loaded.key);
                 }
-                Err(source) => errors.push(KeyStoreError {
-                    at: entry.at.clone(),
-                    source,
-                }),
+                Err(source) => {
+                    let error = KeyStoreError {
+                        at: entry.at.clone(),
+                        source,
+                    };
+                    faults.push(Fault::from_error(entry.at.clone(), &error));
+                }
             }
         }
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        Ok((
-            KeyStore {
-                options,
-                fixed,
-                by_path: Mutex::new(HashMap::new()),
-            },
-            warnings,
-        ))
+        let store = KeyStore {
+            options,
+            fixed,
+            by_path: Mutex::new(HashMap::new()),
+        };
+        (store, warnings, faults)
     }
 
-    /// The key for a KeyTable entry resolved for one sender.
+    /// The key for a KeyTable entry resolved for one sender. An entry whose
+    /// key failed at load time is read again here, so the message gets that
+    /// key's error, or the key once it has been fixed.
     pub fn key_for(&self, resolved: &ResolvedKey<'_>) -> Result<Arc<PrivateKey>, KeyError> {
         if let Some(key) = self.fixed.get(&resolved.entry.name) {
             return Ok(Arc::clone(key));

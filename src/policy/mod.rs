@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use mail_auth::dkim::Canonicalization;
 
+use crate::diagnostics::Fault;
 use crate::dkim::HeaderPolicy;
 use crate::keys::PrivateKey;
 use crate::tables::{HostList, KeySet, KeyTable, SigningTable};
@@ -56,6 +57,21 @@ pub struct Policy {
     pub verification: Option<Arc<crate::verifying::VerificationPolicy>>,
 }
 
+impl Policy {
+    /// Every part of the signing setup that cannot sign, each said once;
+    /// empty when every key is usable.
+    pub fn faults(&self) -> Vec<&Fault> {
+        let mut faults: Vec<&Fault> = Vec::new();
+        if let Some(Err(fault)) = self.signing.domain_key.as_ref().map(|k| &k.key) {
+            faults.push(fault);
+        }
+        if let Some(tables) = &self.signing.tables {
+            faults.extend(&tables.faults);
+        }
+        faults
+    }
+}
+
 /// OpenDKIM's Mode: `s` signs, `v` verifies what is not signed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mode {
@@ -82,7 +98,9 @@ pub struct Signing {
 pub struct DomainKey {
     pub domains: DomainSet,
     pub selector: String,
-    pub key: Arc<PrivateKey>,
+    /// The key, or why it could not be loaded (mail for `domains` then
+    /// gets the On-KeyError action).
+    pub key: Result<Arc<PrivateKey>, Fault>,
     /// Where the key was read from (for showing the effective rules).
     pub key_file: std::path::PathBuf,
 }
@@ -94,6 +112,10 @@ pub struct SigningTables {
     pub key_table: KeyTable,
     pub signing_table: SigningTable,
     pub keys: KeyStore,
+    /// Entries that cannot sign (malformed KeyTable lines, SigningTable
+    /// entries naming missing keys, keys that failed to load); mail that
+    /// needs one gets the On-KeyError action.
+    pub faults: Vec<Fault>,
 }
 
 /// Who counts as a trusted origin.

@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, ConfigError, Origin, Overrides};
+use crate::config::{Config, Origin, Overrides};
 use crate::keys::generate::{KeygenError, KeygenRequest, keygen};
 use crate::keys::record::{self, RecordOptions};
 use crate::keys::testkey::{Verdict, judge};
@@ -202,18 +202,32 @@ pub fn rotate_domain(options: &Options, domain: &str) -> Result<Report, RotateEr
     }
 }
 
-/// The configuration, loaded as the daemon would load it.
+/// The configuration, loaded as the daemon would load it. Rotate edits
+/// tables and keys, so a key that cannot sign (which the daemon would only
+/// report) stops it too.
 pub fn load_config(options: &Options) -> Result<Config, RotateError> {
     let overrides = Overrides {
         sockets: Some(Vec::new()),
         signer_uid: options.signer_uid,
         ..Overrides::default()
     };
-    Config::load_with(&options.origin, &overrides).map_err(|e| config_error(&options.origin, &e))
+    let config = Config::load_with(&options.origin, &overrides).map_err(|e| {
+        let problems: Vec<String> = e.problems().iter().map(ToString::to_string).collect();
+        config_error(&options.origin, &problems)
+    })?;
+    let faults: Vec<String> = config
+        .policy
+        .faults()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    if !faults.is_empty() {
+        return Err(config_error(&options.origin, &faults));
+    }
+    Ok(config)
 }
 
-fn config_error(origin: &Origin, error: &ConfigError) -> RotateError {
-    let problems: Vec<String> = error.problems().iter().map(ToString::to_string).collect();
+fn config_error(origin: &Origin, problems: &[String]) -> RotateError {
     RotateError::Config(format!(
         "{} does not load, so rotate changes nothing: {} (check-config shows the same)",
         origin.path.display(),

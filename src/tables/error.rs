@@ -104,3 +104,23 @@ pub enum TableError {
         reason: String,
     },
 }
+
+impl TableError {
+    /// Where the problem is.
+    pub fn location(&self) -> &Location {
+        match self {
+            TableError::EmptySpec { at }
+            | TableError::UnsupportedType { at, .. }
+            | TableError::BerkeleyDb { at, .. }
+            | TableError::UnknownType { at, .. }
+            | TableError::Read { at, .. }
+            | TableError::NotUtf8 { at }
+            | TableError::MissingValue { at, .. }
+            | TableError::EmptyKeyName { at, .. }
+            | TableError::KeyTableField { at, .. }
+            | TableError::UnknownKey { at, .. }
+            | TableError::DuplicateKeyName { at, .. }
+            | TableError::Pattern { at, .. } => at,
+        }
+    }
+}

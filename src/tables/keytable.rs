@@ -11,7 +11,11 @@
 //!   file name used as is (relative to the working directory); anything
 //!   else is the key itself, written inline;
 //! - names are matched case-sensitively (the KeyTable is opened without
-//!   `DKIMF_DB_FLAG_ICASE`); with duplicate names the first line wins.
+//!   `DKIMF_DB_FLAG_ICASE`); with duplicate names the first line wins;
+//! - a malformed line does not stop the table from loading: it becomes a
+//!   [`Fault`], its name is remembered as rejected, and only mail that
+//!   needs that key is refused (OpenDKIM tempfails it when it fails to
+//!   split the value at signing time).
 //!
 //! This module only describes where a key is; reading and checking key
 //! material belongs to `keys`.
@@ -19,7 +23,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use crate::diagnostics::{Location, Warning};
+use crate::diagnostics::{Fault, Location, Warning};
 
 use super::TableError;
 use super::dataset::{DataSet, DataSetKind};
@@ -129,6 +133,8 @@ pub struct KeyTable {
     entries: Vec<KeyEntry>,
     lookup: KeyLookup,
     warnings: Vec<Warning>,
+    /// Malformed lines, by name (the first one for a name), each with why.
+    rejected: HashMap<String, Fault>,
 }
 
 #[derive(Debug, Clone)]
@@ -149,8 +155,18 @@ impl KeyTable {
     pub fn from_data_set(mut set: DataSet) -> Result<KeyTable, TableError> {
         let mut warnings = set.take_warnings();
         let mut entries = Vec::with_capacity(set.entries.len());
+        let mut rejected = HashMap::new();
         for e in set.entries {
-            entries.push(parse_entry(e.key, e.value, e.at, &mut warnings)?);
+            let name = e.key.clone();
+            let at = e.at.clone();
+            match parse_entry(e.key, e.value, e.at, &mut warnings) {
+                Ok(entry) => entries.push(entry),
+                Err(error) => {
+                    rejected
+                        .entry(name)
+                        .or_insert_with(|| Fault::from_error(at, &error));
+                }
+            }
         }
         let lookup = if set.kind == DataSetKind::Refile {
             let mut patterns = Vec::with_capacity(entries.len());
@@ -188,6 +204,7 @@ impl KeyTable {
             entries,
             lookup,
             warnings,
+            rejected,
         })
     }
 
@@ -211,6 +228,7 @@ impl KeyTable {
             entries,
             lookup: KeyLookup::Exact(map),
             warnings: Vec::new(),
+            rejected: HashMap::new(),
         })
     }
 
@@ -235,6 +253,22 @@ impl KeyTable {
                 .position(|p| p.matches(name.as_bytes()))
                 .map(|i| &self.entries[i]),
         }
+    }
+
+    /// Why the line for key name `name` was rejected, when it was malformed
+    /// and no well-formed line of that name comes first.
+    pub fn rejected(&self, name: &str) -> Option<&Fault> {
+        if self.get(name).is_some() {
+            return None;
+        }
+        self.rejected.get(name)
+    }
+
+    /// Every malformed line, in file order.
+    pub fn faults(&self) -> Vec<Fault> {
+        let mut faults: Vec<Fault> = self.rejected.values().cloned().collect();
+        faults.sort_by_key(|f| f.at.line);
+        faults
     }
 
     /// All entries in file order.
@@ -427,24 +461,36 @@ mod tests {
     }
 
     #[test]
-    fn missing_fields_are_errors_naming_the_line() {
+    fn a_malformed_line_is_rejected_alone_and_named_with_its_field() {
         for (text, field) in [
             ("k example.com:sel\n", "key"),
             ("k example.com\n", "selector"),
             ("k :sel:/x\n", "domain"),
             ("k example.com::/x\n", "selector"),
         ] {
-            let err = try_table(text).unwrap_err();
-            assert!(
-                matches!(err, TableError::KeyTableField { .. }),
-                "{text}: {err}"
-            );
-            let s = err.to_string();
-            assert!(s.starts_with("/etc/kt:1: "), "{s}");
+            let kt = table(&format!("good example.org:s:/k\n{text}"));
+            assert!(kt.get("good").is_some(), "{text}: the good line is kept");
+            assert!(kt.get("k").is_none(), "{text}");
+            let fault = kt.rejected("k").expect("the malformed line is remembered");
+            let s = fault.to_string();
+            assert!(s.starts_with("/etc/kt:2: "), "{s}");
             assert!(s.contains(field), "{s}");
+            assert_eq!(kt.faults(), vec![fault.clone()]);
         }
-        let err = try_table("\nk\n").unwrap_err();
-        assert!(err.to_string().starts_with("/etc/kt:2: "), "{err}");
+        let kt = table("\nk\n");
+        assert!(
+            kt.rejected("k")
+                .unwrap()
+                .to_string()
+                .starts_with("/etc/kt:2: ")
+        );
+    }
+
+    #[test]
+    fn a_good_line_before_a_malformed_one_of_the_same_name_wins() {
+        let kt = table("k example.org:s:/k\nk example.org\n");
+        assert!(kt.get("k").is_some());
+        assert!(kt.rejected("k").is_none());
     }
 
     #[test]

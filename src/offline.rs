@@ -330,6 +330,7 @@ pub(crate) mod signing_tests {
                     key_file,
                 }),
                 tables: None,
+                remote: None,
                 multiple_signatures: false,
                 subdomains: false,
             },

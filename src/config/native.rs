@@ -302,6 +302,7 @@ impl TomlFile {
         let mut signing = Signing {
             domain_key: None,
             tables: None,
+            remote: None,
             multiple_signatures: signing_section.multiple_signatures,
             subdomains: file.domain.as_ref().is_some_and(|d| d.get_ref().subdomains),
         };

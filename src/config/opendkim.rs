@@ -50,6 +50,7 @@ use crate::tables::{DataSet, DataSetKind, HostList, KeySet, KeyTable, SigningTab
 
 use super::grammar::{self, Setting, Value};
 use super::opendkim_names::{self, Support};
+use super::remote_sets;
 use super::settings::{Problems, ServiceSettings, SignatureRules, Written};
 
 #[path = "opendkim_verify.rs"]
@@ -402,6 +403,7 @@ impl ConfFile {
         let mut signing = Signing {
             domain_key: None,
             tables: None,
+            remote: None,
             multiple_signatures: self.boolean("MultipleSignatures").unwrap_or(false),
             subdomains: self.boolean("SubDomains").unwrap_or(false),
         };
@@ -428,6 +430,27 @@ impl ConfFile {
                                  it too); the SigningTable decides which domains are signed"
                             ),
                         );
+                    }
+                }
+                if let (Some((st, st_at)), Some((kt, kt_at))) =
+                    (&signing_table, self.string("KeyTable"))
+                {
+                    match remote_sets::remote_signing(
+                        (&kt, &kt_at),
+                        (st, st_at),
+                        &self.base,
+                        options,
+                        &mut self.warnings,
+                    ) {
+                        Ok(Some(remote)) => {
+                            signing.remote = Some(std::sync::Arc::new(remote));
+                            return signing;
+                        }
+                        Ok(None) => {}
+                        Err(errors) => {
+                            self.errors.extend(errors);
+                            return signing;
+                        }
                     }
                 }
                 let key_table = self.key_table();

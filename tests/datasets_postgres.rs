@@ -1,0 +1,198 @@
+//! KeyTable and SigningTable kept in PostgreSQL (`dsn:pgsql://`), end to
+//! end: a private PostgreSQL on loopback, dkim-sidecar reading an
+//! unchanged opendkim.conf whose tables are `dsn:` data sets, and messages
+//! put to it as Postfix would, each signature checked by dkimpy and
+//! OpenDKIM. The database is stopped and started again mid-run.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use milter::client::Outcome;
+use testkit::postgres::Postgres;
+use testkit::verify::{assert_signed_by, assert_unsigned};
+use testkit::{MilterProcess, MilterSocket, Sidecar, mta};
+
+const INTERNAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// The tables: `signing(addr, keyname)` and `keys(name, domain, selector,
+/// key)` holding the example RSA key inline, as a fleet keeps them.
+fn tables(pg: &Postgres, sidecar: &Sidecar, signing_rows: &[(&str, &str)]) {
+    let key = &sidecar.test_keys().rsa;
+    let pem = std::fs::read_to_string(&key.private_key).unwrap();
+    pg.psql(
+        "CREATE TABLE signing (addr text, keyname text); \
+         CREATE TABLE keys (name text, domain text, selector text, key text);",
+    );
+    pg.psql(&format!(
+        "INSERT INTO keys VALUES ('rsa', '{}', '{}', $k${pem}$k$)",
+        key.domain, key.selector
+    ));
+    for (addr, keyname) in signing_rows {
+        pg.psql(&format!(
+            "INSERT INTO signing VALUES ('{}', '{keyname}')",
+            addr.replace('\'', "''")
+        ));
+    }
+}
+
+fn sidecar_on(pg: &Postgres) -> Sidecar {
+    Sidecar::builder()
+        .config_line(&format!(
+            "KeyTable {}",
+            pg.dsn("keys", "name", "domain,selector,key")
+        ))
+        .config_line(&format!(
+            "SigningTable {}",
+            pg.dsn("signing", "addr", "keyname")
+        ))
+        .write()
+}
+
+fn start(sidecar: &Sidecar) -> (MilterProcess, SocketAddr) {
+    let socket = MilterSocket::free_inet();
+    let milter = sidecar.start(&socket);
+    let MilterSocket::Inet(addr) = socket else {
+        unreachable!()
+    };
+    (milter, addr)
+}
+
+fn message_from(from: &str) -> milter::client::Message {
+    mta::message(
+        format!(
+            "From: {from}\nTo: bob@example.org\nSubject: dsn\nMessage-ID: <1@example.com>\n\nHello from the database.\n"
+        )
+        .as_bytes(),
+    )
+}
+
+fn is_tempfail(outcome: &Outcome) -> bool {
+    matches!(outcome, Outcome::Refused { event: 'N', reply } if format!("{reply:?}").contains("451") || format!("{reply:?}").contains("Tempfail"))
+}
+
+#[test]
+fn signs_with_keytable_and_signingtable_kept_in_postgresql() {
+    let pg = Postgres::start();
+    let sidecar = sidecar_on(&pg);
+    tables(
+        &pg,
+        &sidecar,
+        &[("alice@example.com", "rsa"), ("example.net", "rsa")],
+    );
+    let (milter, addr) = start(&sidecar);
+
+    let message = message_from("alice@example.com");
+    let outcome = mta::send(addr, &message, INTERNAL, "mta.example");
+    let delivered = mta::delivered(&message, &outcome);
+    assert_signed_by(&delivered, &sidecar.dns_records(), &sidecar.keys());
+
+    // No row for this sender: not signed, and said why.
+    let message = message_from("carol@example.com");
+    let outcome = mta::send(addr, &message, INTERNAL, "mta.example");
+    assert!(
+        matches!(
+            outcome,
+            Outcome::AcceptedEarly { .. } | Outcome::Delivered { .. }
+        ),
+        "{outcome:?}"
+    );
+    let log = milter.log();
+    assert!(
+        log.contains("no SigningTable match for carol@example.com"),
+        "{log}"
+    );
+    assert!(!log.contains(Postgres::PASSWORD), "{log}");
+}
+
+#[test]
+fn a_sender_written_as_sql_matches_nothing() {
+    let pg = Postgres::start();
+    let sidecar = sidecar_on(&pg);
+    tables(&pg, &sidecar, &[("alice@example.com", "rsa")]);
+    let (milter, addr) = start(&sidecar);
+
+    // Pasted into SQL this would match every row; bound as a parameter it
+    // is just an address nobody has.
+    let message = message_from("\"' OR 1=1 --\"@example.com");
+    let outcome = mta::send(addr, &message, INTERNAL, "mta.example");
+    if let Outcome::Delivered { .. } = outcome {
+        assert_unsigned(&mta::delivered(&message, &outcome), &sidecar.dns_records());
+    }
+    let log = milter.log();
+    assert!(log.contains("no SigningTable match"), "{log}");
+}
+
+#[test]
+fn database_down_serves_cached_senders_tempfails_the_rest_and_recovers() {
+    let mut pg = Postgres::start();
+    let sidecar = sidecar_on(&pg);
+    tables(
+        &pg,
+        &sidecar,
+        &[("alice@example.com", "rsa"), ("bob@example.com", "rsa")],
+    );
+    let (milter, addr) = start(&sidecar);
+
+    // alice's entries are now cached.
+    let alice = message_from("alice@example.com");
+    let outcome = mta::send(addr, &alice, INTERNAL, "mta.example");
+    assert_signed_by(
+        &mta::delivered(&alice, &outcome),
+        &sidecar.dns_records(),
+        &sidecar.keys(),
+    );
+
+    pg.stop();
+    // Cached: still signed.
+    let outcome = mta::send(addr, &alice, INTERNAL, "mta.example");
+    assert_signed_by(
+        &mta::delivered(&alice, &outcome),
+        &sidecar.dns_records(),
+        &sidecar.keys(),
+    );
+    // Not cached: tempfailed, never accepted unsigned.
+    let bob = message_from("bob@example.com");
+    for _ in 0..2 {
+        let outcome = mta::send(addr, &bob, INTERNAL, "mta.example");
+        assert!(is_tempfail(&outcome), "{outcome:?}");
+    }
+
+    pg.restart();
+    let outcome = mta::send(addr, &bob, INTERNAL, "mta.example");
+    assert_signed_by(
+        &mta::delivered(&bob, &outcome),
+        &sidecar.dns_records(),
+        &sidecar.keys(),
+    );
+
+    let log = milter.log();
+    assert_eq!(
+        log.matches("cannot be reached").count(),
+        1,
+        "the outage is logged once: {log}"
+    );
+    assert_eq!(
+        log.matches("answers again after").count(),
+        1,
+        "the recovery is logged once: {log}"
+    );
+    assert!(!log.contains(Postgres::PASSWORD), "{log}");
+}
+
+#[test]
+fn check_config_names_the_database_without_its_password() {
+    let pg = Postgres::start();
+    let sidecar = sidecar_on(&pg);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dkim-sidecar"))
+        .args(["check-config", "-x"])
+        .arg(sidecar.config())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("PostgreSQL"), "{text}");
+    assert!(text.contains("postgres:****@"), "{text}");
+    assert!(!text.contains(Postgres::PASSWORD), "{text}");
+}

@@ -35,7 +35,9 @@ fn tables(pg: &Postgres, sidecar: &Sidecar, signing_rows: &[(&str, &str)]) {
 }
 
 fn sidecar_on(pg: &Postgres) -> Sidecar {
+    // The Socket line is for check-config; `run` gets --socket.
     Sidecar::builder()
+        .config_line("Socket inet:8891@localhost")
         .config_line(&format!(
             "KeyTable {}",
             pg.dsn("keys", "name", "domain,selector,key")
@@ -166,7 +168,7 @@ fn database_down_serves_cached_senders_tempfails_the_rest_and_recovers() {
 
     let log = milter.log();
     assert_eq!(
-        log.matches("cannot be reached").count(),
+        log.matches("logged once per outage").count(),
         1,
         "the outage is logged once: {log}"
     );
@@ -180,19 +182,71 @@ fn database_down_serves_cached_senders_tempfails_the_rest_and_recovers() {
 
 #[test]
 fn check_config_names_the_database_without_its_password() {
+    let mut pg = Postgres::start();
+    let sidecar = sidecar_on(&pg);
+    tables(&pg, &sidecar, &[("alice@example.com", "rsa")]);
+    let check = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dkim-sidecar"))
+            .args(["check-config", "-x"])
+            .arg(sidecar.config())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!text.contains(Postgres::PASSWORD), "{text}");
+        (out.status.success(), text)
+    };
+    let (ok, text) = check();
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("KeyTable server dsn:pgsql://postgres:****@"),
+        "{text}"
+    );
+    assert!(text.contains("(PostgreSQL): connected"), "{text}");
+
+    pg.stop();
+    let (ok, text) = check();
+    assert!(!ok, "{text}");
+    assert!(text.contains("cannot connect"), "{text}");
+}
+
+#[test]
+fn unusable_rows_get_the_key_action_and_a_clear_log_line() {
     let pg = Postgres::start();
     let sidecar = sidecar_on(&pg);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dkim-sidecar"))
-        .args(["check-config", "-x"])
-        .arg(sidecar.config())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    tables(
+        &pg,
+        &sidecar,
+        &[
+            ("alice@example.com", "rsa"),
+            ("null@example.com", "nullkey"),
+            ("big@example.com", "big"),
+            ("broken@example.com", "broken"),
+        ],
     );
-    assert!(text.contains("PostgreSQL"), "{text}");
-    assert!(text.contains("postgres:****@"), "{text}");
-    assert!(!text.contains(Postgres::PASSWORD), "{text}");
+    pg.psql(
+        "INSERT INTO keys VALUES ('nullkey', 'example.com', NULL, 'x'); \
+         INSERT INTO keys VALUES ('big', 'example.com', 'big', repeat('A', 10 * 1024 * 1024)); \
+         INSERT INTO keys VALUES ('broken', 'example.com', 'broken', 'MIIBnot-a-key');",
+    );
+    let (milter, addr) = start(&sidecar);
+    for sender in ["null@example.com", "big@example.com", "broken@example.com"] {
+        let outcome = mta::send(addr, &message_from(sender), INTERNAL, "mta.example");
+        assert!(is_tempfail(&outcome), "{sender}: {outcome:?}");
+    }
+    let alice = message_from("alice@example.com");
+    let outcome = mta::send(addr, &alice, INTERNAL, "mta.example");
+    assert_signed_by(
+        &mta::delivered(&alice, &outcome),
+        &sidecar.dns_records(),
+        &sidecar.keys(),
+    );
+    let log = milter.log();
+    assert!(log.contains("column `selector` is NULL"), "{log}");
+    assert!(log.contains("bytes long (at most 65536)"), "{log}");
+    assert!(log.contains("KeyTable entry `broken`"), "{log}");
+    assert!(!log.contains(Postgres::PASSWORD), "{log}");
 }

@@ -188,7 +188,11 @@ impl ConfFile {
         if !self.errors.is_empty() {
             return Err(ConfigError::from_problems(self.errors));
         }
-        if signing.domain_key.is_none() && signing.tables.is_none() && mode.sign {
+        if signing.domain_key.is_none()
+            && signing.tables.is_none()
+            && signing.remote.is_none()
+            && mode.sign
+        {
             self.warn(
                 Some(self.file.clone()),
                 "no signing keys are configured (neither KeyTable and SigningTable nor Domain, \

@@ -250,3 +250,132 @@ fn unusable_rows_get_the_key_action_and_a_clear_log_line() {
     assert!(log.contains("KeyTable entry `broken`"), "{log}");
     assert!(!log.contains(Postgres::PASSWORD), "{log}");
 }
+
+/// Three signers on one database, as a fleet runs: a changed row (a new
+/// selector and key for the domain) is used by all three within the cache
+/// TTL (1 s here, from the native TOML), with no restart or reload.
+#[test]
+fn a_fleet_on_one_database_signs_with_a_changed_row_without_restart() {
+    let pg = Postgres::start();
+    let first = Sidecar::builder().write();
+    tables(&pg, &first, &[("example.com", "rsa")]);
+    let fleet: Vec<(Sidecar, MilterProcess, SocketAddr)> = (0..3)
+        .map(|_| {
+            let sidecar = Sidecar::builder().write();
+            let toml = sidecar.dir().join("dkim-sidecar.toml");
+            std::fs::write(
+                &toml,
+                format!(
+                    "[server]\nsockets = [\"inet:8891@127.0.0.1\"]\nallow_root = true\n\
+                     [signing]\nrequire_safe_keys = false\n\
+                     [trust]\ninternal_hosts = [\"127.0.0.1\"]\n\
+                     [tables]\nkey_table = \"{}\"\nsigning_table = \"{}\"\ncache_ttl = 1\n",
+                    pg.dsn("keys", "name", "domain,selector,key"),
+                    pg.dsn("signing", "addr", "keyname")
+                ),
+            )
+            .unwrap();
+            let socket = MilterSocket::free_inet();
+            let daemon = testkit::daemon::Daemon {
+                metrics: None,
+                watch: None,
+                toml: Some(toml),
+            }
+            .start(&sidecar, &socket);
+            let MilterSocket::Inet(addr) = socket else {
+                unreachable!()
+            };
+            (sidecar, daemon, addr)
+        })
+        .collect();
+
+    let alice = message_from("alice@example.com");
+    let rsa = &first.test_keys().rsa;
+    for (sidecar, _, addr) in &fleet {
+        let outcome = mta::send(*addr, &alice, INTERNAL, "mta.example");
+        assert_signed_by(
+            &mta::delivered(&alice, &outcome),
+            &sidecar.dns_records(),
+            &[rsa],
+        );
+    }
+
+    let ed25519 = &first.test_keys().ed25519;
+    let pem = std::fs::read_to_string(&ed25519.private_key).unwrap();
+    pg.psql(&format!(
+        "UPDATE keys SET selector = '{}', key = $k${pem}$k$ WHERE name = 'rsa'",
+        ed25519.selector
+    ));
+    for (sidecar, daemon, addr) in &fleet {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let outcome = mta::send(*addr, &alice, INTERNAL, "mta.example");
+            let delivered = mta::delivered(&alice, &outcome);
+            let selectors: Vec<String> = mta::inserted(&outcome, "DKIM-Signature")
+                .iter()
+                .filter_map(|v| selector_of(v))
+                .collect();
+            if selectors == [ed25519.selector.clone()] {
+                assert_signed_by(&delivered, &sidecar.dns_records(), &[ed25519]);
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still {selectors:?}: {}",
+                daemon.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        assert!(!daemon.log().contains(Postgres::PASSWORD));
+    }
+}
+
+/// The `s=` tag of a DKIM-Signature value.
+fn selector_of(value: &str) -> Option<String> {
+    value.split(';').find_map(|tag| {
+        let tag: String = tag.chars().filter(|c| !c.is_whitespace()).collect();
+        tag.strip_prefix("s=").map(str::to_string)
+    })
+}
+
+/// A server that accepts connections and never answers: the lookup gives
+/// up after the connect timeout, the message is tempfailed, and the log
+/// says why.
+#[test]
+fn a_server_that_never_answers_times_out_into_a_tempfail() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming() {
+            held.push(stream);
+        }
+    });
+    let dsn = |table: &str, key: &str, data: &str| {
+        format!(
+            "dsn:pgsql://postgres:{}@{port}+127.0.0.1/postgres/table={table}?keycol={key}?datacol={data}",
+            Postgres::PASSWORD
+        )
+    };
+    let sidecar = Sidecar::builder()
+        .config_line(&format!(
+            "KeyTable {}",
+            dsn("keys", "name", "domain,selector,key")
+        ))
+        .config_line(&format!(
+            "SigningTable {}",
+            dsn("signing", "addr", "keyname")
+        ))
+        .write();
+    let (milter, addr) = start(&sidecar);
+    let outcome = mta::send(
+        addr,
+        &message_from("alice@example.com"),
+        INTERNAL,
+        "mta.example",
+    );
+    assert!(is_tempfail(&outcome), "{outcome:?}");
+    let log = milter.log();
+    assert!(log.contains("no connection within"), "{log}");
+    assert!(!log.contains(Postgres::PASSWORD), "{log}");
+}

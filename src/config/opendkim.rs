@@ -445,6 +445,8 @@ impl ConfFile {
                         &self.base,
                         options,
                         &mut self.warnings,
+                        crate::remote::CacheSettings::default(),
+                        crate::remote::ConnectSettings::default(),
                     ) {
                         Ok(Some(remote)) => {
                             signing.remote = Some(std::sync::Arc::new(remote));

@@ -22,6 +22,8 @@ pub(crate) fn remote_signing(
     base: &Path,
     options: &LoadOptions,
     warnings: &mut Vec<Warning>,
+    cache: CacheSettings,
+    connect: ConnectSettings,
 ) -> Result<Option<RemoteSigning>, Vec<ConfigError>> {
     let (kt_spec, kt_warnings) =
         DataSetSpec::parse(key_table.0, key_table.1).map_err(|e| vec![e.into()])?;
@@ -38,8 +40,8 @@ pub(crate) fn remote_signing(
             "SigningTable",
             spec,
             signing_table.1.clone(),
-            CacheSettings::default(),
-            ConnectSettings::default(),
+            cache,
+            connect,
         )))),
         _ => match data_sets::open(signing_table.0, signing_table.1, base)
             .map_err(ConfigError::from)
@@ -59,8 +61,8 @@ pub(crate) fn remote_signing(
             "KeyTable",
             spec,
             key_table.1.clone(),
-            CacheSettings::default(),
-            ConnectSettings::default(),
+            cache,
+            connect,
         )))),
         _ => match data_sets::open(key_table.0, key_table.1, base)
             .map_err(ConfigError::from)

@@ -379,3 +379,33 @@ fn a_server_that_never_answers_times_out_into_a_tempfail() {
     assert!(log.contains("no connection within"), "{log}");
     assert!(!log.contains(Postgres::PASSWORD), "{log}");
 }
+
+#[test]
+fn a_database_kind_not_read_yet_is_refused_at_load_without_the_password() {
+    let sidecar = Sidecar::builder()
+        .config_line("Socket inet:8891@localhost")
+        .config_line(
+            "KeyTable dsn:mysql://dkim:my-Secret-99@127.0.0.1/mail/table=k?keycol=n?datacol=d,s,k",
+        )
+        .config_line(
+            "SigningTable dsn:mysql://dkim:my-Secret-99@127.0.0.1/mail/table=s?keycol=a?datacol=k",
+        )
+        .write();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dkim-sidecar"))
+        .args(["check-config", "-x"])
+        .arg(sidecar.config())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("MySQL/MariaDB data sets are not supported yet"),
+        "{text}"
+    );
+    assert!(text.contains("dkim:****@"), "{text}");
+    assert!(!text.contains("my-Secret-99"), "{text}");
+}

@@ -181,6 +181,14 @@ impl RemoteSet {
         }
     }
 
+    /// Whether lookups in such a data set are implemented.
+    pub fn supported(spec: &RemoteSpec) -> bool {
+        matches!(
+            spec,
+            RemoteSpec::Dsn(dsn) if dsn.backend == crate::tables::remote::SqlBackend::Postgres
+        )
+    }
+
     pub fn role(&self) -> &'static str {
         self.role
     }

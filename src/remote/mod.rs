@@ -338,13 +338,6 @@ impl RemoteSet {
             }
         }
     }
-
-    /// Forgets every cached answer (a reload builds new sets; this is for
-    /// tests and tools).
-    pub fn clear_cache(&self) {
-        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        *cache = Cache::new(CacheSettings::default());
-    }
 }
 
 type Labels = Vec<(&'static str, String)>;

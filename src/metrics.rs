@@ -18,6 +18,8 @@
 //! | `dkim_sidecar_dns_cache_hits_total` | counter | key record lookups answered from the cache |
 //! | `dkim_sidecar_dns_shared_lookups_total` | counter | lookups that joined a query for the same name already running |
 //! | `dkim_sidecar_dns_query_duration_seconds` | histogram | query sent to answer |
+//! | `dkim_sidecar_dataset_lookups_total`, `_cache_hits_total`, `_cache_misses_total`, `_errors_total` | counter | `table` (KeyTable, SigningTable): keys looked up in data sets kept on a server |
+//! | `dkim_sidecar_dataset_backend_latency_seconds` | histogram | query sent to answer |
 //! | `dkim_sidecar_build_info` | info | `version` |
 //!
 //! Labels carry names only (outcomes, reasons, algorithms, KeyTable names,
@@ -131,6 +133,7 @@ impl Metrics {
             key_modified.clone(),
         );
         crate::dns::metrics::register(&mut registry);
+        crate::remote::register(&mut registry);
         crate::verify::metrics::register(&mut registry);
         registry.register(
             "build",

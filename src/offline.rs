@@ -18,7 +18,7 @@ use bytes::Bytes;
 use crate::policy::Policy;
 use crate::signing::{LivePolicy, SigningFilter};
 use milter::options::{Actions, Offer, ProtocolFlags};
-use milter::{ClientAddress, Command, Reply, Session, Stage};
+use milter::{ClientAddress, Command, Filter as _, Reply, Session, Stage};
 
 /// The envelope the simulated MTA presents.
 #[derive(Debug, Clone)]
@@ -58,10 +58,11 @@ pub fn sign(policy: Policy, message: &[u8], envelope: &Envelope) -> Result<Outco
     let live = Arc::new(LivePolicy::new(policy));
     let mut session = Session::new(SigningFilter::new(live));
     let mut replies = Vec::new();
-    let mut feed = |command: Command, replies: &mut Vec<Reply>| {
-        replies.clear();
-        session.handle(command, replies)
-    };
+    let feed =
+        |session: &mut Session<SigningFilter>, command: Command, replies: &mut Vec<Reply>| {
+            replies.clear();
+            session.handle(command, replies)
+        };
     let macros = |stage: Stage, pairs: &[(&str, String)]| Command::Macros {
         stage,
         pairs: pairs
@@ -72,6 +73,7 @@ pub fn sign(policy: Policy, message: &[u8], envelope: &Envelope) -> Result<Outco
 
     // What Postfix offers with milter_protocol = 6.
     feed(
+        &mut session,
         Command::Negotiate(Offer {
             version: 6,
             actions: Actions::from_bits_retain(0x1ff),
@@ -80,6 +82,7 @@ pub fn sign(policy: Policy, message: &[u8], envelope: &Envelope) -> Result<Outco
         &mut replies,
     )?;
     feed(
+        &mut session,
         macros(Stage::Connect, &[("j", "localhost".to_string())]),
         &mut replies,
     )?;
@@ -91,6 +94,7 @@ pub fn sign(policy: Policy, message: &[u8], envelope: &Envelope) -> Result<Outco
         format!("[{}]", envelope.client_ip)
     };
     feed(
+        &mut session,
         Command::Connect {
             hostname: Bytes::from(hostname),
             address: ClientAddress::Ip(SocketAddr::new(envelope.client_ip, 0)),
@@ -105,9 +109,14 @@ pub fn sign(policy: Policy, message: &[u8], envelope: &Envelope) -> Result<Outco
         mail_macros.push(("{auth_type}", "PLAIN".to_string()));
         mail_macros.push(("{auth_authen}", "offline".to_string()));
     }
-    feed(macros(Stage::Mail, &mail_macros), &mut replies)?;
+    feed(
+        &mut session,
+        macros(Stage::Mail, &mail_macros),
+        &mut replies,
+    )?;
     let sender = envelope.sender.clone().unwrap_or_default();
     feed(
+        &mut session,
         Command::Mail {
             sender: Bytes::from(format!("<{sender}>")),
             args: vec![],
@@ -116,6 +125,7 @@ pub fn sign(policy: Policy, message: &[u8], envelope: &Envelope) -> Result<Outco
     )?;
     for rcpt in &envelope.recipients {
         feed(
+            &mut session,
             Command::Rcpt {
                 recipient: Bytes::from(format!("<{rcpt}>")),
                 args: vec![],
@@ -123,9 +133,10 @@ pub fn sign(policy: Policy, message: &[u8], envelope: &Envelope) -> Result<Outco
             &mut replies,
         )?;
     }
-    feed(Command::Data, &mut replies)?;
+    feed(&mut session, Command::Data, &mut replies)?;
     for (name, value) in &parsed.fields {
         feed(
+            &mut session,
             Command::Header {
                 name: name.clone(),
                 value: value.clone(),
@@ -133,18 +144,36 @@ pub fn sign(policy: Policy, message: &[u8], envelope: &Envelope) -> Result<Outco
             &mut replies,
         )?;
     }
-    feed(Command::EndOfHeaders, &mut replies)?;
+    // Tables kept on a server: the sender's entries are looked up before
+    // end of headers, as the milter server does.
+    if let Some(ready) = session.filter().end_of_headers_ready(session.macros()) {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| OfflineError::Runtime(e.to_string()))?
+            .block_on(ready);
+    }
+    feed(&mut session, Command::EndOfHeaders, &mut replies)?;
     if let Some(outcome) = early_answer(&replies) {
         return Ok(outcome);
     }
     for chunk in parsed.body.chunks(65535) {
-        feed(Command::Body(Bytes::copy_from_slice(chunk)), &mut replies)?;
+        feed(
+            &mut session,
+            Command::Body(Bytes::copy_from_slice(chunk)),
+            &mut replies,
+        )?;
     }
     feed(
+        &mut session,
         macros(Stage::EndOfMessage, &[("i", "OFFLINE".to_string())]),
         &mut replies,
     )?;
-    feed(Command::EndOfMessage(Bytes::new()), &mut replies)?;
+    feed(
+        &mut session,
+        Command::EndOfMessage(Bytes::new()),
+        &mut replies,
+    )?;
     // At end of message ACCEPT is the filter's normal answer after its
     // modifications (OpenDKIM's too); only a refusal changes the outcome.
     if let Some(outcome) = early_answer(&replies).filter(|o| !matches!(o, Outcome::NotSigned)) {
@@ -332,6 +361,7 @@ pub(crate) mod signing_tests {
                     key_file,
                 }),
                 tables: None,
+                remote: None,
                 multiple_signatures: false,
                 subdomains: false,
             },

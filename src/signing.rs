@@ -11,7 +11,7 @@
 //! and why. This module never sees bytes on the wire.
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -19,7 +19,9 @@ use bytes::Bytes;
 
 use crate::dkim::{HeaderBlock, MessageSigning, SIGNATURE_FIELD};
 use crate::message_log::{ConnectionReport, Failure, not_signed_label};
-use crate::policy::{Action, Decision, MacroLookup, MessageFacts, Policy, TrustedBy};
+use crate::policy::{
+    Action, Decision, MacroLookup, MessageFacts, Policy, RemoteKey, RemoteProblem, TrustedBy,
+};
 use crate::verifying::{Start, VerifyingMessage};
 use milter::postfix::default_macros;
 use milter::{
@@ -91,6 +93,9 @@ struct Collecting {
     /// Recipients beyond [`MAX_RECIPIENTS`] or [`MAX_RECIPIENT_BYTES`] were
     /// dropped.
     too_many_recipients: bool,
+    /// The sender's keys from tables kept on a server, looked up just
+    /// before end of headers ([`Filter::end_of_headers_ready`]).
+    remote: Arc<OnceLock<Result<Vec<RemoteKey>, RemoteProblem>>>,
 }
 
 struct Signing {
@@ -140,6 +145,7 @@ impl SigningFilter {
                 overflowed: false,
                 recipient_bytes: 0,
                 too_many_recipients: false,
+                remote: Arc::new(OnceLock::new()),
             });
         }
         match &mut self.message {
@@ -317,6 +323,7 @@ impl Filter for SigningFilter {
             macros,
             recipients: &c.recipients,
             headers: &c.headers,
+            remote: c.remote.get(),
         };
         match c.policy.decide(&facts) {
             Decision::Sign {
@@ -448,6 +455,33 @@ impl Filter for SigningFilter {
             Message::Verifying(v) => v.keys_ready(),
             _ => None,
         }
+    }
+
+    /// With tables kept on a server, the sender's entries are looked up
+    /// here (through the cache), so that the decision at end of headers
+    /// has them; only for a message that passes every other check.
+    fn end_of_headers_ready(
+        &self,
+        macros: &Macros,
+    ) -> Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>> {
+        let Message::Collecting(c) = &self.message else {
+            return None;
+        };
+        c.policy.signing.remote.as_ref()?;
+        let facts = MessageFacts {
+            client_host: &self.client_host,
+            client_ip: self.client_ip,
+            macros,
+            recipients: &c.recipients,
+            headers: &c.headers,
+            remote: None,
+        };
+        let (remote, sender, multiple) = c.policy.remote_lookup(&facts)?;
+        let slot = Arc::clone(&c.remote);
+        Some(Box::pin(async move {
+            let keys = remote.resolve(&sender, multiple).await;
+            let _ = slot.set(keys);
+        }))
     }
 
     fn abort(&mut self) {

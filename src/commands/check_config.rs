@@ -20,12 +20,46 @@ pub fn execute(args: &CheckConfigArgs) -> Result<ExitCode, String> {
     match Config::load_with(&origin(&args.config), &overrides) {
         Ok(config) => {
             Stdout::write(config::describe(&config).as_bytes())?;
-            if config.policy.faults().is_empty() {
-                Ok(ExitCode::SUCCESS)
+            let failed = check_servers(&config)?;
+            Ok(if failed || !config.policy.faults().is_empty() {
+                ExitCode::FAILURE
             } else {
-                Ok(ExitCode::FAILURE)
-            }
+                ExitCode::SUCCESS
+            })
         }
         Err(error) => Ok(print_problems(&error)),
     }
+}
+
+/// Connects to each data set's server and runs one lookup; says which
+/// answered. True when one did not.
+fn check_servers(config: &Config) -> Result<bool, String> {
+    let Some(remote) = &config.policy.signing.remote else {
+        return Ok(false);
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let mut failed = false;
+    for set in remote.remote_sets() {
+        let line = match runtime.block_on(set.check()) {
+            Ok(()) => format!(
+                "{} server {}: connected, lookup ok\n",
+                set.role(),
+                set.describe()
+            ),
+            Err(e) => {
+                failed = true;
+                format!(
+                    "{}: {} server {}: {e}\n",
+                    set.at(),
+                    set.role(),
+                    set.describe()
+                )
+            }
+        };
+        Stdout::write(line.as_bytes())?;
+    }
+    Ok(failed)
 }

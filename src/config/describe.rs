@@ -194,6 +194,19 @@ fn signing(out: &mut String, config: &Config) {
             "signing is off (Mode has no s): no message is signed",
         );
     }
+    if let Some(remote) = &signing.remote {
+        for set in remote.remote_sets() {
+            line(
+                out,
+                1,
+                format!(
+                    "{} from {}, looked up per message through a cache",
+                    set.role(),
+                    set.describe()
+                ),
+            );
+        }
+    }
     if let Some(tables) = &signing.tables {
         signing_tables(out, tables, signing.multiple_signatures);
     } else if let Some(key) = &signing.domain_key {

@@ -40,6 +40,7 @@ mod header_lists;
 mod native;
 mod opendkim;
 mod opendkim_names;
+mod remote_sets;
 mod settings;
 mod signing_keys;
 mod verification;

@@ -40,10 +40,12 @@ use crate::tables::{
 use super::opendkim::{
     DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADER_COUNT, macro_rule, parse_action, syslog_facility,
 };
+use super::remote_sets;
 use super::settings::{Problems, ServiceSettings, SignatureRules, Written};
 use super::{
     Config, ConfigError, Format, Logging, Origin, Overrides, Service, data_sets, signing_keys,
 };
+use crate::remote::{CacheSettings, ConnectSettings};
 
 #[path = "native_verify.rs"]
 mod verify;
@@ -161,6 +163,20 @@ struct TrustSection {
 struct TablesSection {
     key_table: Spanned<String>,
     signing_table: Spanned<String>,
+    /// For tables kept on a server (`dsn:`): seconds an answer is used
+    /// without asking again [300].
+    cache_ttl: Option<u64>,
+    /// Seconds "no such row" is believed [cache_ttl].
+    cache_negative_ttl: Option<u64>,
+    /// Seconds past its TTL an answer is served while the server is down
+    /// [3600].
+    cache_stale_limit: Option<u64>,
+    /// Answers kept per table [100000].
+    cache_max_entries: Option<usize>,
+    /// Seconds to connect [5].
+    connect_timeout: Option<u64>,
+    /// Seconds for one query [5].
+    query_timeout: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -309,6 +325,7 @@ impl TomlFile {
         let mut signing = Signing {
             domain_key: None,
             tables: None,
+            remote: None,
             multiple_signatures: signing_section.multiple_signatures,
             subdomains: file.domain.as_ref().is_some_and(|d| d.get_ref().subdomains),
         };
@@ -362,7 +379,7 @@ impl TomlFile {
         if !self.errors.is_empty() {
             return Err(ConfigError::from_problems(self.errors));
         }
-        if signing.domain_key.is_none() && signing.tables.is_none() {
+        if signing.domain_key.is_none() && signing.tables.is_none() && signing.remote.is_none() {
             self.warnings.push(Warning::new(
                 Some(self.file.clone()),
                 "no signing keys are configured (no [[key]] and [[rule]], [tables] or [domain]), \
@@ -643,6 +660,9 @@ impl TomlFile {
         }
         if let Some(tables) = tables {
             let tables = tables.into_inner();
+            if self.remote_tables(signing, &tables, options) {
+                return;
+            }
             let key_table = self.key_table_file(tables.key_table);
             let signing_table = self.signing_table_file(tables.signing_table);
             if let (Some(kt), Some(st)) = (key_table, signing_table) {
@@ -682,6 +702,57 @@ impl TomlFile {
             options,
             &mut self.warnings,
         ));
+    }
+
+    /// Tables of which one is kept on a server: true when handled here.
+    fn remote_tables(
+        &mut self,
+        signing: &mut Signing,
+        tables: &TablesSection,
+        options: &LoadOptions,
+    ) -> bool {
+        let secs = std::time::Duration::from_secs;
+        let defaults = CacheSettings::default();
+        let ttl = tables.cache_ttl.map_or(defaults.ttl, secs);
+        let cache = CacheSettings {
+            ttl,
+            negative_ttl: tables.cache_negative_ttl.map_or(ttl, secs),
+            stale_limit: tables.cache_stale_limit.map_or(defaults.stale_limit, secs),
+            max_entries: tables.cache_max_entries.unwrap_or(defaults.max_entries),
+        };
+        let connect_defaults = ConnectSettings::default();
+        let connect = ConnectSettings {
+            connect_timeout: tables
+                .connect_timeout
+                .map_or(connect_defaults.connect_timeout, secs),
+            query_timeout: tables
+                .query_timeout
+                .map_or(connect_defaults.query_timeout, secs),
+            ..connect_defaults
+        };
+        let kt_at = self.at(&tables.key_table);
+        let st_at = self.at(&tables.signing_table);
+        let kt = file_by_default(tables.key_table.get_ref());
+        let st = file_by_default(tables.signing_table.get_ref());
+        match remote_sets::remote_signing(
+            (&kt, &kt_at),
+            (&st, &st_at),
+            &self.base,
+            options,
+            &mut self.warnings,
+            cache,
+            connect,
+        ) {
+            Ok(Some(remote)) => {
+                signing.remote = Some(std::sync::Arc::new(remote));
+                true
+            }
+            Ok(None) => false,
+            Err(errors) => {
+                self.errors.extend(errors);
+                true
+            }
+        }
     }
 
     fn key_table_file(&mut self, spec: Spanned<String>) -> Option<KeyTable> {

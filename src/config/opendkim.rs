@@ -50,6 +50,7 @@ use crate::tables::{DataSet, DataSetKind, HostList, KeySet, KeyTable, SigningTab
 
 use super::grammar::{self, Setting, Value};
 use super::opendkim_names::{self, Support};
+use super::remote_sets;
 use super::settings::{Problems, ServiceSettings, SignatureRules, Written};
 
 #[path = "opendkim_verify.rs"]
@@ -187,7 +188,11 @@ impl ConfFile {
         if !self.errors.is_empty() {
             return Err(ConfigError::from_problems(self.errors));
         }
-        if signing.domain_key.is_none() && signing.tables.is_none() && mode.sign {
+        if signing.domain_key.is_none()
+            && signing.tables.is_none()
+            && signing.remote.is_none()
+            && mode.sign
+        {
             self.warn(
                 Some(self.file.clone()),
                 "no signing keys are configured (neither KeyTable and SigningTable nor Domain, \
@@ -410,6 +415,7 @@ impl ConfFile {
         let mut signing = Signing {
             domain_key: None,
             tables: None,
+            remote: None,
             multiple_signatures: self.boolean("MultipleSignatures").unwrap_or(false),
             subdomains: self.boolean("SubDomains").unwrap_or(false),
         };
@@ -437,6 +443,29 @@ impl ConfFile {
                                  it too); the SigningTable decides which domains are signed"
                             ),
                         );
+                    }
+                }
+                if let (Some((st, st_at)), Some((kt, kt_at))) =
+                    (&signing_table, self.string("KeyTable"))
+                {
+                    match remote_sets::remote_signing(
+                        (&kt, &kt_at),
+                        (st, st_at),
+                        &self.base,
+                        options,
+                        &mut self.warnings,
+                        crate::remote::CacheSettings::default(),
+                        crate::remote::ConnectSettings::default(),
+                    ) {
+                        Ok(Some(remote)) => {
+                            signing.remote = Some(std::sync::Arc::new(remote));
+                            return signing;
+                        }
+                        Ok(None) => {}
+                        Err(errors) => {
+                            self.errors.extend(errors);
+                            return signing;
+                        }
                     }
                 }
                 let key_table = self.key_table();

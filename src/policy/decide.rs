@@ -20,7 +20,7 @@ use std::sync::Arc;
 use crate::dkim::{HeaderBlock, SignRequest};
 use crate::keys::KeyError;
 
-use super::{Policy, SignatureSettings, address};
+use super::{Policy, RemoteKey, RemoteProblem, RemoteSigning, SignatureSettings, address};
 
 /// Read access to the MTA's macros, by name without braces.
 pub trait MacroLookup {
@@ -38,6 +38,9 @@ pub struct MessageFacts<'a> {
     /// Envelope recipients, without angle brackets.
     pub recipients: &'a [String],
     pub headers: &'a HeaderBlock,
+    /// The keys looked up on a server for this message's sender (see
+    /// [`Policy::remote_lookup`]); `None` when there was nothing to look up.
+    pub remote: Option<&'a Result<Vec<RemoteKey>, RemoteProblem>>,
 }
 
 /// Why the origin counts as trusted.
@@ -101,6 +104,9 @@ pub enum KeyProblem {
     KeyFile(crate::diagnostics::Fault),
     #[error(transparent)]
     Load(#[from] KeyError),
+    /// A table kept on a server could not give this sender's keys.
+    #[error(transparent)]
+    Remote(#[from] RemoteProblem),
 }
 
 /// Why a message is not signed; its Display is the log line's reason.
@@ -189,33 +195,14 @@ impl fmt::Display for Sender {
 impl Policy {
     /// Decide what to do with one message; see the module docs.
     pub fn decide(&self, facts: &MessageFacts<'_>) -> Decision {
-        if !self.mode.sign {
-            return Decision::NotSigned(NotSigned::SigningDisabled);
-        }
-        let sender = match self.sender(facts.headers) {
-            Ok(sender) => sender,
+        let (sender, trusted_by) = match self.screen(facts) {
+            Ok(passed) => passed,
             Err(reason) => return Decision::NotSigned(reason),
         };
-        if let Some(exempt) = &self.exempt_domains
-            && exempt.covering(&sender.domain, false).is_some()
-        {
-            return Decision::NotSigned(NotSigned::ExemptDomain {
-                domain: sender.domain,
-            });
-        }
-        let Some(trusted_by) = self.trusted_by(facts) else {
-            return Decision::NotSigned(NotSigned::UntrustedOrigin {
-                client: client_label(facts),
-                sender: sender.to_string(),
-            });
-        };
-        if let Some(recipient) = self.excluded_recipient(facts.recipients) {
-            return Decision::NotSigned(NotSigned::RecipientExcluded { recipient });
-        }
-        match self.requests(&sender) {
+        match self.requests(&sender, facts.remote) {
             Ok(requests) if requests.is_empty() => Decision::NotSigned(NotSigned::NoKeyForSender {
                 sender: sender.to_string(),
-                tables: self.signing.tables.is_some(),
+                tables: self.signing.tables.is_some() || self.signing.remote.is_some(),
             }),
             Ok(mut requests) => {
                 let body_length = self.wants_body_length(facts.recipients);
@@ -240,6 +227,45 @@ impl Policy {
                 error,
             },
         }
+    }
+
+    /// When the tables are kept on a server and the message passes every
+    /// check before the key lookup: what to look up (the tables, the
+    /// sender, and whether every match signs). The answer goes into
+    /// [`MessageFacts::remote`].
+    pub fn remote_lookup(
+        &self,
+        facts: &MessageFacts<'_>,
+    ) -> Option<(Arc<RemoteSigning>, Sender, bool)> {
+        let remote = self.signing.remote.as_ref()?;
+        let (sender, _) = self.screen(facts).ok()?;
+        Some((Arc::clone(remote), sender, self.signing.multiple_signatures))
+    }
+
+    /// Every check before the keys: signing on, a sender, not exempt, a
+    /// trusted origin, no excluded recipient.
+    fn screen(&self, facts: &MessageFacts<'_>) -> Result<(Sender, TrustedBy), NotSigned> {
+        if !self.mode.sign {
+            return Err(NotSigned::SigningDisabled);
+        }
+        let sender = self.sender(facts.headers)?;
+        if let Some(exempt) = &self.exempt_domains
+            && exempt.covering(&sender.domain, false).is_some()
+        {
+            return Err(NotSigned::ExemptDomain {
+                domain: sender.domain,
+            });
+        }
+        let Some(trusted_by) = self.trusted_by(facts) else {
+            return Err(NotSigned::UntrustedOrigin {
+                client: client_label(facts),
+                sender: sender.to_string(),
+            });
+        };
+        if let Some(recipient) = self.excluded_recipient(facts.recipients) {
+            return Err(NotSigned::RecipientExcluded { recipient });
+        }
+        Ok((sender, trusted_by))
     }
 
     /// The address in the first SenderHeaders field present, as OpenDKIM
@@ -333,8 +359,35 @@ impl Policy {
     }
 
     /// The signatures to make for this sender: empty when no key applies.
-    fn requests(&self, sender: &Sender) -> Result<Vec<SignRequest>, KeyProblem> {
+    fn requests(
+        &self,
+        sender: &Sender,
+        remote: Option<&Result<Vec<RemoteKey>, RemoteProblem>>,
+    ) -> Result<Vec<SignRequest>, KeyProblem> {
         let settings = &self.signature;
+        if self.signing.remote.is_some() {
+            let keys = match remote {
+                None => return Err(RemoteProblem::NotLookedUp.into()),
+                Some(Err(problem)) => return Err(problem.clone().into()),
+                Some(Ok(keys)) => keys,
+            };
+            return Ok(keys
+                .iter()
+                .map(|k| {
+                    let identity = k
+                        .signer
+                        .clone()
+                        .filter(|signer| identity_within(signer, &k.domain));
+                    request(
+                        settings,
+                        k.domain.clone(),
+                        k.selector.clone(),
+                        Arc::clone(&k.key),
+                        identity,
+                    )
+                })
+                .collect());
+        }
         if let Some(tables) = &self.signing.tables {
             let matches = if self.signing.multiple_signatures {
                 tables.signing_table.find_all(&sender.user, &sender.domain)
@@ -504,6 +557,7 @@ mod tests {
             macros: &macros,
             recipients: &recipients,
             headers: &headers,
+            remote: None,
         })
     }
 

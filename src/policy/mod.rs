@@ -11,6 +11,7 @@ mod address;
 mod decide;
 mod domains;
 mod keystore;
+mod remote;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +26,7 @@ use crate::tables::{HostList, KeySet, KeyTable, SigningTable};
 pub use decide::{Decision, KeyProblem, MacroLookup, MessageFacts, NotSigned, Sender, TrustedBy};
 pub use domains::DomainSet;
 pub use keystore::{KeyStore, KeyStoreError};
+pub use remote::{RemoteKey, RemoteProblem, RemoteSigning, TableSource};
 
 /// Everything the sign decision and the signer need.
 #[derive(Debug)]
@@ -86,6 +88,10 @@ pub struct Signing {
     pub domain_key: Option<DomainKey>,
     /// OpenDKIM's KeyTable + SigningTable (or native rules, built as such).
     pub tables: Option<SigningTables>,
+    /// A KeyTable and SigningTable of which at least one is kept on a
+    /// database or directory server (`dsn:`, `ldap:`), looked up per
+    /// message.
+    pub remote: Option<Arc<RemoteSigning>>,
     /// OpenDKIM's MultipleSignatures: sign with every SigningTable match,
     /// not only the first.
     pub multiple_signatures: bool,

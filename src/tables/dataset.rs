@@ -2,8 +2,9 @@
 //! split into keys and values (`opendkim-db.c`, `dkimf_db_open`).
 //!
 //! A specification is `type:rest` when a `:` comes before any `,`
-//! (`file:`, `refile:`, `csl:`; the database types are recognised and
-//! refused). Without a type, a name ending in `.db` is Berkeley DB
+//! (`file:`, `refile:`, `csl:`, and `dsn:`/`ldap:` whose entries live on
+//! a server, see [`super::remote`]; the other database types are
+//! recognised and refused). Without a type, a name ending in `.db` is Berkeley DB
 //! (refused), one starting with `/` is a file, anything else a
 //! comma-separated list.
 //!
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 use crate::diagnostics::{Location, Warning};
 
 use super::TableError;
+use super::remote::{RemoteSpec, mask_secrets};
 
 /// OpenDKIM reads data set files with `fgets(line, 1024, f)`: a longer line
 /// is silently split into several entries.
@@ -29,9 +31,11 @@ const OPENDKIM_MAX_LINE: usize = 1023;
 
 /// Database types OpenDKIM knows (in some build) that we do not read.
 const UNSUPPORTED_TYPES: &[&str] = &[
-    "db", "dsn", "ldap", "ldapi", "ldaps", "lua", "memcache", "repute", "socket", "mdb", "erlang",
-    "redis",
+    "db", "lua", "memcache", "repute", "socket", "mdb", "erlang", "redis",
 ];
+
+/// Types read from a server at message time ([`RemoteSpec`]).
+const REMOTE_TYPES: &[&str] = &["dsn", "ldap", "ldapi", "ldaps"];
 
 /// How the keys of a data set are matched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +46,8 @@ pub enum DataSetKind {
     Refile,
     /// `csl:` (or a bare value): comma-separated `key` or `key=value`.
     Csl,
+    /// `dsn:` or `ldap:`: exact keys, looked up on a server per message.
+    Remote,
 }
 
 /// A parsed data set specification, before anything is read.
@@ -50,6 +56,8 @@ pub enum DataSetSpec {
     File(PathBuf),
     Refile(PathBuf),
     Csl(String),
+    /// `dsn:` or `ldap:`: read at message time, never loaded whole.
+    Remote(RemoteSpec),
 }
 
 /// One `key [value]` entry of a data set.
@@ -115,10 +123,14 @@ impl DataSetSpec {
             "file" => Ok((DataSetSpec::File(need_path(rest)?), warnings)),
             "refile" => Ok((DataSetSpec::Refile(need_path(rest)?), warnings)),
             "csl" => Ok((DataSetSpec::Csl(rest.to_string()), warnings)),
+            t if REMOTE_TYPES.contains(&t) => Ok((
+                DataSetSpec::Remote(RemoteSpec::parse(kind, rest, at)?),
+                warnings,
+            )),
             t if UNSUPPORTED_TYPES.contains(&t) => Err(TableError::UnsupportedType {
                 at: at.clone(),
                 kind: kind.to_string(),
-                spec: spec.to_string(),
+                spec: mask_secrets(spec),
             }),
             _ if first_csl_item_is_ipv6(spec) => {
                 warnings.push(Warning::new(
@@ -135,7 +147,7 @@ impl DataSetSpec {
             _ => Err(TableError::UnknownType {
                 at: at.clone(),
                 kind: kind.to_string(),
-                spec: spec.to_string(),
+                spec: mask_secrets(spec),
             }),
         }
     }
@@ -145,6 +157,7 @@ impl DataSetSpec {
             DataSetSpec::File(_) => DataSetKind::File,
             DataSetSpec::Refile(_) => DataSetKind::Refile,
             DataSetSpec::Csl(_) => DataSetKind::Csl,
+            DataSetSpec::Remote(_) => DataSetKind::Remote,
         }
     }
 
@@ -164,6 +177,10 @@ impl DataSetSpec {
             DataSetSpec::File(path) => DataSet::read_file(DataSetKind::File, path),
             DataSetSpec::Refile(path) => DataSet::read_file(DataSetKind::Refile, path),
             DataSetSpec::Csl(list) => Ok(DataSet::from_csl(list, at)),
+            DataSetSpec::Remote(remote) => Err(TableError::RemoteNotHere {
+                at: at.clone(),
+                spec: remote.to_string(),
+            }),
         }
     }
 }
@@ -286,6 +303,21 @@ impl DataSet {
         }
     }
 
+    /// A data set made of entries found elsewhere (rows of a server-kept
+    /// table).
+    pub fn from_entries(
+        kind: DataSetKind,
+        origin: Location,
+        entries: Vec<DataSetEntry>,
+    ) -> DataSet {
+        DataSet {
+            kind,
+            origin,
+            entries,
+            warnings: Vec::new(),
+        }
+    }
+
     /// Problems found while reading that did not stop it.
     pub fn warnings(&self) -> &[Warning] {
         &self.warnings
@@ -383,14 +415,7 @@ mod tests {
 
     #[test]
     fn database_types_are_refused_as_unsupported() {
-        for s in [
-            "db:/etc/x.db",
-            "dsn:mysql://u@h/db/table=t?keycol=k?datacol=d",
-            "ldap://h/dc=x",
-            "lua:/x.lua",
-            "memcache:h",
-            "redis:h",
-        ] {
+        for s in ["db:/etc/x.db", "lua:/x.lua", "memcache:h", "redis:h"] {
             let err = spec(s).unwrap_err();
             assert!(
                 matches!(err, TableError::UnsupportedType { .. }),
@@ -398,6 +423,33 @@ mod tests {
             );
             assert!(err.to_string().contains("not support"), "{err}");
         }
+    }
+
+    #[test]
+    fn dsn_and_ldap_specifications_are_remote_data_sets() {
+        let Ok(DataSetSpec::Remote(RemoteSpec::Dsn(d))) =
+            spec("dsn:mysql://u@h/db/table=t?keycol=k?datacol=d")
+        else {
+            panic!("not a dsn");
+        };
+        assert_eq!(d.table, "t");
+        assert!(matches!(
+            spec("ldap://h/dc=x?attr?sub?(k=$d)"),
+            Ok(DataSetSpec::Remote(RemoteSpec::Ldap(_)))
+        ));
+        assert!(matches!(
+            spec("LDAPI://%2Frun%2Fldapi/dc=x?attr"),
+            Ok(DataSetSpec::Remote(RemoteSpec::Ldap(_)))
+        ));
+    }
+
+    #[test]
+    fn a_remote_data_set_cannot_be_loaded_whole() {
+        let (s, _) =
+            DataSetSpec::parse("dsn:pgsql://u:pw9@h/db/table=t?keycol=k?datacol=d", &at()).unwrap();
+        let err = s.load(&at()).unwrap_err();
+        assert!(matches!(err, TableError::RemoteNotHere { .. }), "{err}");
+        assert!(!err.to_string().contains("pw9"), "{err}");
     }
 
     #[test]

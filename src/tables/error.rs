@@ -24,6 +24,22 @@ pub enum TableError {
         spec: String,
     },
 
+    /// A `dsn:` or `ldap:` specification that cannot be used; `spec` has
+    /// its password masked.
+    #[error("{at}: data set `{spec}`: {reason}")]
+    BadRemoteSpec {
+        at: Location,
+        spec: String,
+        reason: String,
+    },
+
+    /// A `dsn:` or `ldap:` data set where only a file or list can be used.
+    #[error(
+        "{at}: `{spec}` is read from a server at message time, which this setting does not \
+         support yet; use `file:/path` or `refile:/path`"
+    )]
+    RemoteNotHere { at: Location, spec: String },
+
     #[error(
         "{at}: `{path}` is a Berkeley DB file (name ends in `.db`), which dkim-sidecar cannot read; \
          dump it to a text file with one `key value` per line (e.g. `db_dump -p`) and use `file:/path`"
@@ -31,7 +47,7 @@ pub enum TableError {
     BerkeleyDb { at: Location, path: PathBuf },
 
     #[error(
-        "{at}: unknown data set type `{kind}:` in `{spec}`; the types are `file:`, `refile:` and `csl:` \
+        "{at}: unknown data set type `{kind}:` in `{spec}`; the types are `file:`, `refile:`, `csl:`, `dsn:` and `ldap:` \
          (a value containing `:` before any `,` is read as `type:rest`)"
     )]
     UnknownType {
@@ -111,6 +127,8 @@ impl TableError {
         match self {
             TableError::EmptySpec { at }
             | TableError::UnsupportedType { at, .. }
+            | TableError::BadRemoteSpec { at, .. }
+            | TableError::RemoteNotHere { at, .. }
             | TableError::BerkeleyDb { at, .. }
             | TableError::UnknownType { at, .. }
             | TableError::Read { at, .. }

@@ -24,6 +24,7 @@ mod keyset;
 mod keytable;
 mod pattern;
 mod pattern_index;
+pub mod remote;
 mod signingtable;
 
 pub use dataset::{DataSet, DataSetEntry, DataSetKind, DataSetSpec};
@@ -35,4 +36,4 @@ pub use keytable::{
 };
 pub use pattern::Pattern;
 pub use pattern_index::PatternIndex;
-pub use signingtable::{SigningEntry, SigningMatch, SigningRule, SigningTable};
+pub use signingtable::{SigningEntry, SigningMatch, SigningRule, SigningTable, exact_probes};

@@ -357,6 +357,17 @@ fn refile_query(user: &str, domain: &str) -> String {
 /// Calls `probe` with each lowercased key OpenDKIM tries for `user@domain`
 /// (non-refile tables), in order, until it returns false. Keys with a
 /// non-ASCII byte are skipped: OpenDKIM reports them as not found.
+/// The keys an exact SigningTable is probed with for `user@domain`, in
+/// OpenDKIM's order: what a table kept on a server is asked for.
+pub fn exact_probes(user: &str, domain: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    probe_exact(user, &domain.to_ascii_lowercase(), |key| {
+        keys.push(key.to_string());
+        true
+    });
+    keys
+}
+
 fn probe_exact(user: &str, domain: &str, mut probe: impl FnMut(&str) -> bool) {
     let user = user.to_ascii_lowercase();
     let mut key = String::with_capacity(user.len() + domain.len() + 1);
@@ -439,6 +450,23 @@ other@mail.example.com k7
 pct@example.org %
 p@example.net kp:x@%
 ";
+
+    #[test]
+    fn exact_probes_follow_opendkims_order() {
+        assert_eq!(
+            exact_probes("Bob", "Mail.Example.com"),
+            [
+                "bob@mail.example.com",
+                "mail.example.com",
+                "bob@.example.com",
+                ".example.com",
+                "bob@.com",
+                ".com",
+                "bob@*",
+                "*"
+            ]
+        );
+    }
 
     #[test]
     fn exact_table_probes_in_opendkim_order() {

@@ -265,6 +265,17 @@ pub trait Filter: Send {
     fn end_of_message_ready(&self) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
         None
     }
+    /// Something the coming [`Filter::end_of_headers`] needs that is not
+    /// there yet (a table entry kept on a database server, say): the server
+    /// awaits it, holding up no other connection, before delivering the end
+    /// of headers. `macros` are those known so far (the end-of-headers
+    /// stage's included). The filter bounds the wait itself.
+    fn end_of_headers_ready(
+        &self,
+        _macros: &Macros,
+    ) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
+        None
+    }
     /// The current transaction is over without an end of message (RSET,
     /// a rejected recipient list, an error elsewhere). Forget it.
     fn abort(&mut self) {}

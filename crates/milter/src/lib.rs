@@ -178,6 +178,11 @@ where
         {
             ready.await;
         }
+        if matches!(command, Command::EndOfHeaders)
+            && let Some(ready) = session.filter().end_of_headers_ready(session.macros())
+        {
+            ready.await;
+        }
         let code = command.code();
         let expects_reply = session.expects_reply(&command);
         let pool = offload.as_ref().and_then(Offload::pool_if_busy);

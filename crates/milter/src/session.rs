@@ -120,6 +120,11 @@ impl<F: Filter> Session<F> {
         }
     }
 
+    /// The macros the MTA has sent so far.
+    pub fn macros(&self) -> &Macros {
+        &self.macros
+    }
+
     /// Whether a transaction (MAIL .. end of message or abort) is open.
     pub fn in_transaction(&self) -> bool {
         matches!(

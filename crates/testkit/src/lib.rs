@@ -48,6 +48,7 @@ pub mod opendkim;
 pub mod openssl;
 pub mod policy;
 pub mod postfix;
+pub mod postgres;
 pub mod processes;
 pub mod sasl;
 pub mod sidecar;

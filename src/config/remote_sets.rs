@@ -1,0 +1,113 @@
+//! KeyTable and SigningTable kept on a server (`dsn:`, `ldap:`): turning
+//! the two specifications into a [`RemoteSigning`] when at least one of
+//! them names a server. The other one, if it is a file, is loaded and
+//! checked as usual. No connection is made here; nothing is logged.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::diagnostics::{Location, Warning};
+use crate::keys::LoadOptions;
+use crate::policy::{KeyStore, RemoteSigning, TableSource};
+use crate::remote::{CacheSettings, ConnectSettings, RemoteSet};
+use crate::tables::{DataSetSpec, KeyTable, SigningTable, TableError};
+
+use super::{ConfigError, data_sets};
+
+/// `Ok(None)` when both tables are files (the caller loads them as
+/// always).
+pub(crate) fn remote_signing(
+    key_table: (&str, &Location),
+    signing_table: (&str, &Location),
+    base: &Path,
+    options: &LoadOptions,
+    warnings: &mut Vec<Warning>,
+    cache: CacheSettings,
+    connect: ConnectSettings,
+) -> Result<Option<RemoteSigning>, Vec<ConfigError>> {
+    let (kt_spec, kt_warnings) =
+        DataSetSpec::parse(key_table.0, key_table.1).map_err(|e| vec![e.into()])?;
+    let (st_spec, st_warnings) =
+        DataSetSpec::parse(signing_table.0, signing_table.1).map_err(|e| vec![e.into()])?;
+    if !matches!(kt_spec, DataSetSpec::Remote(_)) && !matches!(st_spec, DataSetSpec::Remote(_)) {
+        return Ok(None);
+    }
+    warnings.extend(kt_warnings);
+    warnings.extend(st_warnings);
+    let mut errors = Vec::new();
+    for (spec, at) in [(&kt_spec, key_table.1), (&st_spec, signing_table.1)] {
+        if let DataSetSpec::Remote(remote) = spec
+            && !RemoteSet::supported(remote)
+        {
+            errors.push(ConfigError::from(TableError::BadRemoteSpec {
+                at: at.clone(),
+                spec: remote.to_string(),
+                reason: format!(
+                    "{} data sets are not supported yet (PostgreSQL ones are); export the \
+                     table to a file and use `file:/path`",
+                    remote.backend_name()
+                ),
+            }));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let signing = match st_spec {
+        DataSetSpec::Remote(spec) => Some(TableSource::Remote(Arc::new(RemoteSet::new(
+            "SigningTable",
+            spec,
+            signing_table.1.clone(),
+            cache,
+            connect,
+        )))),
+        _ => match data_sets::open(signing_table.0, signing_table.1, base)
+            .map_err(ConfigError::from)
+            .and_then(|(set, w)| {
+                warnings.extend(w);
+                SigningTable::from_data_set(set).map_err(ConfigError::from)
+            }) {
+            Ok(table) => Some(TableSource::Local(table)),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        },
+    };
+    let keys = match kt_spec {
+        DataSetSpec::Remote(spec) => Some(TableSource::Remote(Arc::new(RemoteSet::new(
+            "KeyTable",
+            spec,
+            key_table.1.clone(),
+            cache,
+            connect,
+        )))),
+        _ => match data_sets::open(key_table.0, key_table.1, base)
+            .map_err(ConfigError::from)
+            .and_then(|(set, w)| {
+                warnings.extend(w);
+                KeyTable::from_data_set(set).map_err(ConfigError::from)
+            }) {
+            Ok(mut table) => {
+                table.resolve_relative_files(|p| data_sets::resolve(base, p));
+                let (store, w, faults) = KeyStore::load(&table, options.clone());
+                warnings.extend(w);
+                // A key that cannot load holds only its own mail (the store
+                // answers for it at message time); here it is reported as a
+                // warning, each line already naming its place and fix.
+                warnings.extend(faults.into_iter().map(|f| Warning::new(None, f.message)));
+                Some(TableSource::Local((table, store)))
+            }
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        },
+    };
+    match (signing, keys) {
+        (Some(signing), Some(keys)) if errors.is_empty() => {
+            Ok(Some(RemoteSigning::new(signing, keys, options.clone())))
+        }
+        _ => Err(errors),
+    }
+}

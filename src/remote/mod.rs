@@ -1,0 +1,393 @@
+//! Data sets kept on a server (`dsn:` SQL databases, `ldap:` directories),
+//! looked up key by key at message time through a read-through cache.
+//!
+//! A [`RemoteSet`] is one such data set (the KeyTable, the SigningTable):
+//! its specification (parsed by [`crate::tables::remote`]), a connection
+//! pool to its server, its cache and its health. [`RemoteSet::get_many`]
+//! answers a batch of keys: fresh cached answers first, then one query for
+//! the rest. When the server cannot be reached (refused, timed out, an
+//! error), cached answers within the stale limit are served and keys with
+//! no usable answer fail, so the caller can tempfail exactly the mail that
+//! needs them. The first failure is logged once (with the data set, the
+//! server and the error), the failures are counted, and the recovery is
+//! logged once with that count.
+//!
+//! Every lookup is async and bounded by the connect and query timeouts,
+//! and runs on the milter connection's task: a slow server holds up only
+//! the messages that wait for it. Queries are parameterised (the key is
+//! never pasted into SQL) and LDAP filters escape the key (RFC 4515).
+//!
+//! This module logs the outage and the recovery and counts metrics; it
+//! never logs a password (specifications display masked) or a key's value.
+
+mod cache;
+mod postgres;
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::diagnostics::Location;
+use crate::tables::remote::RemoteSpec;
+
+pub use cache::{Cache, CacheSettings, Cached};
+
+/// Connection limits for a data set's server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectSettings {
+    /// Time allowed to open a connection (and log in).
+    pub connect_timeout: Duration,
+    /// Time allowed for one query, from taking a connection to the answer.
+    pub query_timeout: Duration,
+    /// The most connections open to the server at once.
+    pub max_connections: usize,
+}
+
+impl Default for ConnectSettings {
+    fn default() -> Self {
+        ConnectSettings {
+            connect_timeout: Duration::from_secs(5),
+            query_timeout: Duration::from_secs(5),
+            max_connections: 16,
+        }
+    }
+}
+
+/// A value longer than this is refused (a KeyTable value holds a key of a
+/// few kilobytes; a 10 MB cell is a mistake or an attack).
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+
+/// Why the server did not answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BackendError {
+    #[error("no connection within {0:?}")]
+    ConnectTimeout(Duration),
+    #[error("no answer within {0:?}")]
+    QueryTimeout(Duration),
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("query failed: {0}")]
+    Query(String),
+    #[error("{0} data sets are not supported yet")]
+    Unsupported(&'static str),
+}
+
+/// One row's problem: it is not used, and the message it was for gets the
+/// On-* action.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadRow {
+    #[error("column `{0}` is NULL")]
+    Null(String),
+    #[error("the value is {0} bytes long (at most {MAX_VALUE_BYTES})")]
+    TooLong(usize),
+    #[error("the value is not UTF-8 text")]
+    NotText,
+}
+
+/// A key that could not be answered.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LookupError {
+    #[error("{set} cannot be reached and `{key}` is not cached: {error}")]
+    Unavailable {
+        set: String,
+        key: String,
+        error: BackendError,
+    },
+    #[error("{set}: the entry for `{key}` cannot be used: {problem}")]
+    BadRow {
+        set: String,
+        key: String,
+        problem: BadRow,
+    },
+}
+
+/// What the server answered for one key.
+pub(crate) type Rows = HashMap<String, Result<String, BadRow>>;
+
+/// The connection to one data set's server.
+enum Backend {
+    Postgres(postgres::Postgres),
+    Unsupported(&'static str),
+}
+
+impl Backend {
+    async fn fetch(&self, keys: &[String]) -> Result<Rows, BackendError> {
+        match self {
+            Backend::Postgres(pg) => pg.fetch(keys).await,
+            Backend::Unsupported(what) => Err(BackendError::Unsupported(what)),
+        }
+    }
+}
+
+/// Whether the server answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Health {
+    Up,
+    Down { since: Instant, failures: u64 },
+}
+
+/// One data set kept on a server.
+pub struct RemoteSet {
+    /// The option that names it (`KeyTable`, `SigningTable`).
+    role: &'static str,
+    spec: RemoteSpec,
+    at: Location,
+    backend: Backend,
+    cache: Mutex<Cache>,
+    health: Mutex<Health>,
+}
+
+impl std::fmt::Debug for RemoteSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteSet")
+            .field("role", &self.role)
+            .field("spec", &self.spec.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RemoteSet {
+    /// A data set for `spec`; no connection is made until the first lookup
+    /// (or [`RemoteSet::check`]).
+    pub fn new(
+        role: &'static str,
+        spec: RemoteSpec,
+        at: Location,
+        cache: CacheSettings,
+        connect: ConnectSettings,
+    ) -> RemoteSet {
+        let backend = match &spec {
+            RemoteSpec::Dsn(dsn) => match dsn.backend {
+                crate::tables::remote::SqlBackend::Postgres => {
+                    Backend::Postgres(postgres::Postgres::new(dsn, connect))
+                }
+                crate::tables::remote::SqlBackend::Mysql => Backend::Unsupported("MySQL/MariaDB"),
+                crate::tables::remote::SqlBackend::Sqlite => Backend::Unsupported("SQLite"),
+            },
+            RemoteSpec::Ldap(_) => Backend::Unsupported("LDAP"),
+        };
+        RemoteSet {
+            role,
+            spec,
+            at,
+            backend,
+            cache: Mutex::new(Cache::new(cache)),
+            health: Mutex::new(Health::Up),
+        }
+    }
+
+    /// Whether lookups in such a data set are implemented.
+    pub fn supported(spec: &RemoteSpec) -> bool {
+        matches!(
+            spec,
+            RemoteSpec::Dsn(dsn) if dsn.backend == crate::tables::remote::SqlBackend::Postgres
+        )
+    }
+
+    pub fn role(&self) -> &'static str {
+        self.role
+    }
+
+    /// The specification, password masked.
+    pub fn describe(&self) -> String {
+        format!("{} ({})", self.spec, self.spec.backend_name())
+    }
+
+    pub fn at(&self) -> &Location {
+        &self.at
+    }
+
+    fn label(&self) -> String {
+        format!("{} {}", self.role, self.spec)
+    }
+
+    /// Connects and runs one lookup, for `check-config` and SoftStart.
+    pub async fn check(&self) -> Result<(), BackendError> {
+        self.backend
+            .fetch(&["dkim-sidecar-connection-check".to_string()])
+            .await
+            .map(|_| ())
+    }
+
+    /// The answers for `keys`, in order: `Some(value)` or `None` (no such
+    /// key). Fails for the first key that has no usable answer.
+    pub async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Arc<str>>>, LookupError> {
+        let metrics = metrics();
+        let labels = vec![("table", self.role.to_string())];
+        let now = Instant::now();
+        let mut answers: Vec<Option<Cached>> = Vec::with_capacity(keys.len());
+        let mut missing: Vec<String> = Vec::new();
+        {
+            let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+            for key in keys {
+                metrics.lookups.get_or_create(&labels).inc();
+                let cached = cache.get(key, now);
+                match &cached {
+                    Cached::Fresh(_) => {
+                        metrics.hits.get_or_create(&labels).inc();
+                    }
+                    _ => {
+                        metrics.misses.get_or_create(&labels).inc();
+                        if !missing.contains(key) {
+                            missing.push(key.clone());
+                        }
+                    }
+                }
+                answers.push(Some(cached));
+            }
+        }
+        let fetched = if missing.is_empty() {
+            Ok(Rows::new())
+        } else {
+            let started = Instant::now();
+            let result = self.backend.fetch(&missing).await;
+            metrics.latency.observe(started.elapsed().as_secs_f64());
+            self.record_health(&result);
+            result
+        };
+        let mut out = Vec::with_capacity(keys.len());
+        match fetched {
+            Ok(mut rows) => {
+                let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+                let now = Instant::now();
+                for key in &missing {
+                    match rows.remove(key) {
+                        Some(Ok(value)) => {
+                            let value: Arc<str> = Arc::from(value);
+                            cache.put(key, Some(Arc::clone(&value)), now);
+                            rows.insert(key.clone(), Ok(value.to_string()));
+                        }
+                        Some(Err(problem)) => {
+                            metrics.errors.get_or_create(&labels).inc();
+                            return Err(LookupError::BadRow {
+                                set: self.label(),
+                                key: key.clone(),
+                                problem,
+                            });
+                        }
+                        None => cache.put(key, None, now),
+                    }
+                }
+                drop(cache);
+                for (key, cached) in keys.iter().zip(answers) {
+                    match cached {
+                        Some(Cached::Fresh(value)) => out.push(value),
+                        _ => out.push(match rows.get(key) {
+                            Some(Ok(v)) => Some(Arc::from(v.as_str())),
+                            _ => None,
+                        }),
+                    }
+                }
+            }
+            Err(error) => {
+                metrics.errors.get_or_create(&labels).inc();
+                for (key, cached) in keys.iter().zip(answers) {
+                    match cached {
+                        Some(Cached::Fresh(value) | Cached::Stale(value)) => out.push(value),
+                        _ => {
+                            return Err(LookupError::Unavailable {
+                                set: self.label(),
+                                key: key.clone(),
+                                error,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Logs the first failure of an outage and the recovery, once each.
+    fn record_health<T>(&self, result: &Result<T, BackendError>) {
+        let mut health = self.health.lock().unwrap_or_else(PoisonError::into_inner);
+        match (result, *health) {
+            (Ok(_), Health::Up) => {}
+            (Ok(_), Health::Down { since, failures }) => {
+                *health = Health::Up;
+                tracing::warn!(
+                    "{}: the {} server answers again after {failures} failed lookups in {:.0?}",
+                    self.label(),
+                    self.spec.backend_name(),
+                    since.elapsed()
+                );
+            }
+            (Err(error), Health::Up) => {
+                *health = Health::Down {
+                    since: Instant::now(),
+                    failures: 1,
+                };
+                tracing::error!(
+                    "{}: the {} server cannot be reached ({error}); serving cached entries and \
+                     tempfailing mail whose entry is not cached until it answers (logged once \
+                     per outage)",
+                    self.label(),
+                    self.spec.backend_name()
+                );
+            }
+            (Err(_), Health::Down { since, failures }) => {
+                *health = Health::Down {
+                    since,
+                    failures: failures + 1,
+                };
+            }
+        }
+    }
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+/// The data-set lookup counters; they live for the whole process.
+#[derive(Debug)]
+pub struct DataSetMetrics {
+    lookups: Family<Labels, Counter>,
+    hits: Family<Labels, Counter>,
+    misses: Family<Labels, Counter>,
+    errors: Family<Labels, Counter>,
+    latency: Histogram,
+}
+
+static METRICS: LazyLock<DataSetMetrics> = LazyLock::new(|| DataSetMetrics {
+    lookups: Family::default(),
+    hits: Family::default(),
+    misses: Family::default(),
+    errors: Family::default(),
+    // 0.1 ms to about 6.5 s.
+    latency: Histogram::new(exponential_buckets(0.0001, 2.0, 17)),
+});
+
+pub fn metrics() -> &'static DataSetMetrics {
+    &METRICS
+}
+
+/// Adds the data-set metrics to `registry` (prefix `dkim_sidecar_dataset_`).
+pub fn register(registry: &mut Registry) {
+    let m = metrics();
+    let sub = registry.sub_registry_with_prefix("dataset");
+    sub.register(
+        "lookups",
+        "Keys looked up in data sets kept on a server, by table",
+        m.lookups.clone(),
+    );
+    sub.register("cache_hits", "Keys answered from the cache", m.hits.clone());
+    sub.register(
+        "cache_misses",
+        "Keys not (freshly) cached, asked of the server",
+        m.misses.clone(),
+    );
+    sub.register(
+        "errors",
+        "Lookups that failed (server unreachable, timed out, or a row that cannot be used)",
+        m.errors.clone(),
+    );
+    sub.register(
+        "backend_latency_seconds",
+        "Time from sending a query to its answer",
+        m.latency.clone(),
+    );
+}

@@ -88,7 +88,11 @@ fn domains(signing: &Signing, only: &[String]) -> Vec<DomainInput> {
             if let Some(input) = entry(&mut found, &only, name, "Domain") {
                 input.selectors.push(SelectorInput {
                     selector: key.selector.clone(),
-                    key: key.key.as_ref().map(Arc::clone).map_err(ToString::to_string),
+                    key: key
+                        .key
+                        .as_ref()
+                        .map(Arc::clone)
+                        .map_err(ToString::to_string),
                     key_origin: key.key_file.display().to_string(),
                     signers: Vec::new(),
                 });

@@ -89,7 +89,8 @@ impl Filter for Forger {
         let mut eom = self.0.end_of_message(m);
         for modification in &mut eom.modifications {
             if let Modification::InsertHeader { value, .. } = modification {
-                let text = String::from_utf8_lossy(value).replacen(" b=", " b=AAAA", 1);
+                // The signature ends with a line of its own: TAB, then `b=`.
+                let text = String::from_utf8_lossy(value).replacen("\tb=", "\tb=AAAA", 1);
                 *value = Bytes::from(text);
             }
         }

@@ -260,7 +260,7 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
             }
         }
     }
-    tracing::info!("shutting down: finishing open transactions");
+    tracing::info!("shutting down: finishing transactions in flight");
     systemd::stopping();
     shutdown.cancel();
     let _ = server.await;

@@ -90,7 +90,8 @@ pub enum Ending {
     Quit,
     /// The MTA closed the socket between frames.
     Closed,
-    /// We were asked to shut down and closed between transactions.
+    /// We were asked to shut down and closed while no transaction was in
+    /// flight.
     Shutdown,
 }
 
@@ -122,8 +123,10 @@ pub enum ServeError {
 }
 
 /// Serve one milter connection until the MTA quits or closes it, a limit is
-/// hit, or `shutdown` is cancelled. On shutdown an open transaction is
-/// finished first, so no message is cut off in the middle.
+/// hit, or `shutdown` is cancelled. On shutdown an idle connection closes at
+/// once, and one with a transaction in flight ([`Session::in_transaction`])
+/// closes when its message has had its final answer, so no message is cut
+/// off in the middle.
 ///
 /// With `offload`, an end of message the filter calls heavy
 /// ([`Filter::offload_end_of_message`]) runs on the work pool's threads

@@ -31,13 +31,19 @@ enum Part {
     Headers,
     /// After end of headers: body chunks.
     Body,
+    /// The filter gave the message its final answer before end of message
+    /// (accept, reject, discard, tempfail at MAIL, DATA, a header, end of
+    /// headers or a body chunk): the MTA sends nothing more of it and
+    /// waits for nothing, but the filter still hears of its abort.
+    Answered,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Waiting for the MTA's `O`.
     Negotiating,
-    /// Options agreed; `message` is the open transaction, if any.
+    /// Options agreed; `message` is the open transaction, if any (answered
+    /// early, it is no longer in flight but the filter still holds it).
     Open {
         options: Negotiated,
         wanted: EventSet,
@@ -125,8 +131,24 @@ impl<F: Filter> Session<F> {
         &self.macros
     }
 
-    /// Whether a transaction (MAIL .. end of message or abort) is open.
+    /// Whether a transaction is in flight: MAIL came, and neither the
+    /// message's final answer (at end of message, or earlier when the
+    /// filter accepted, rejected, discarded or failed it) nor an abort
+    /// has. Between transactions a connection is idle, and may be closed
+    /// on shutdown without cutting a message off.
     pub fn in_transaction(&self) -> bool {
+        matches!(
+            self.state,
+            State::Open {
+                message: Some(Part::Envelope | Part::Headers | Part::Body),
+                ..
+            }
+        )
+    }
+
+    /// Whether the filter still holds a message it must be told to forget:
+    /// a transaction in flight, or one answered early and not yet aborted.
+    fn message_open(&self) -> bool {
         matches!(
             self.state,
             State::Open {
@@ -214,23 +236,25 @@ impl<F: Filter> Session<F> {
                 }
                 self.set_message(Some(Part::Envelope));
                 let verdict = self.call(wanted, Event::Mail, |f, m| f.mail(&sender, &args, m));
-                answer(options, Event::Mail, verdict, out);
+                self.answer_message(options, Event::Mail, verdict, out);
             }
             Command::Rcpt { recipient, args } => {
-                if !matches!(message, None | Some(Part::Envelope)) {
+                if !matches!(message, None | Some(Part::Envelope | Part::Answered)) {
                     return Err(out_of_order("after the message content started"));
                 }
                 self.set_message(Some(Part::Envelope));
+                // A verdict here is for this recipient alone: the message
+                // goes on with the others.
                 let verdict = self.call(wanted, Event::Rcpt, |f, m| f.rcpt(&recipient, &args, m));
                 answer(options, Event::Rcpt, verdict, out);
             }
             Command::Data => {
-                if !matches!(message, None | Some(Part::Envelope)) {
+                if !matches!(message, None | Some(Part::Envelope | Part::Answered)) {
                     return Err(out_of_order("after the message content started"));
                 }
                 self.set_message(Some(Part::Envelope));
                 let verdict = self.call(wanted, Event::Data, Filter::data);
-                answer(options, Event::Data, verdict, out);
+                self.answer_message(options, Event::Data, verdict, out);
             }
             Command::Unknown { line } => {
                 let verdict = self.call(wanted, Event::Unknown, |f, m| f.unknown(&line, m));
@@ -247,7 +271,7 @@ impl<F: Filter> Session<F> {
                     with_leading_space(&value)
                 };
                 let verdict = self.call(wanted, Event::Header, |f, m| f.header(&name, &value, m));
-                answer(options, Event::Header, verdict, out);
+                self.answer_message(options, Event::Header, verdict, out);
             }
             Command::EndOfHeaders => {
                 if message == Some(Part::Body) {
@@ -255,12 +279,12 @@ impl<F: Filter> Session<F> {
                 }
                 self.set_message(Some(Part::Body));
                 let verdict = self.call(wanted, Event::EndOfHeaders, Filter::end_of_headers);
-                answer(options, Event::EndOfHeaders, verdict, out);
+                self.answer_message(options, Event::EndOfHeaders, verdict, out);
             }
             Command::Body(chunk) => {
                 self.set_message(Some(Part::Body));
                 let verdict = self.call(wanted, Event::Body, |f, m| f.body(&chunk, m));
-                answer(options, Event::Body, verdict, out);
+                self.answer_message(options, Event::Body, verdict, out);
             }
             Command::EndOfMessage(last_chunk) => {
                 if !last_chunk.is_empty() && wanted.contains(Event::Body) {
@@ -357,6 +381,23 @@ impl<F: Filter> Session<F> {
         }
     }
 
+    /// Push the filter's verdict on a message event, if the MTA waits for
+    /// one; anything but "continue" sent back is the message's final
+    /// answer.
+    fn answer_message(
+        &mut self,
+        options: Negotiated,
+        event: Event,
+        verdict: Verdict,
+        out: &mut Vec<Reply>,
+    ) {
+        let is_final = verdict != Verdict::Continue && options.expects_reply(event);
+        answer(options, event, verdict, out);
+        if is_final {
+            self.set_message(Some(Part::Answered));
+        }
+    }
+
     fn set_message(&mut self, part: Option<Part>) {
         if let State::Open { message, .. } = &mut self.state {
             *message = part;
@@ -366,7 +407,7 @@ impl<F: Filter> Session<F> {
     /// Abort the open transaction, if any: the filter forgets it, and so do
     /// the macros of MAIL and later.
     fn end_transaction(&mut self) {
-        if self.in_transaction() {
+        if self.message_open() {
             self.filter.abort();
             self.set_message(None);
         }
@@ -408,6 +449,7 @@ mod tests {
         calls: Vec<String>,
         needs_replies: Vec<Event>,
         reject_rcpt: bool,
+        reject_end_of_headers: bool,
     }
 
     impl Filter for Recorder {
@@ -456,7 +498,11 @@ mod tests {
         }
         fn end_of_headers(&mut self, _: &Macros) -> Verdict {
             self.calls.push("eoh".into());
-            Verdict::Continue
+            if self.reject_end_of_headers {
+                Verdict::Reject
+            } else {
+                Verdict::Continue
+            }
         }
         fn body(&mut self, chunk: &[u8], _: &Macros) -> Verdict {
             self.calls
@@ -662,6 +708,47 @@ mod tests {
         let calls = &s.filter().calls;
         assert!(calls.contains(&"abort".to_string()));
         assert_eq!(calls.last().unwrap(), "mail <b@example.com> auth=None");
+    }
+
+    #[test]
+    fn an_answer_before_end_of_message_ends_the_transaction_in_flight() {
+        let mut s = Session::new(Recorder {
+            needs_replies: vec![Event::Rcpt, Event::EndOfHeaders],
+            reject_rcpt: true,
+            reject_end_of_headers: true,
+            ..Recorder::default()
+        });
+        // Up to the rejected recipient: the message goes on.
+        let mut cmds = vec![offer(6)];
+        cmds.extend(message("<a@example.com>").into_iter().take(3));
+        run(&mut s, cmds);
+        assert!(
+            s.in_transaction(),
+            "a recipient's reject is not the message's"
+        );
+        // The rejected end of headers is the message's final answer.
+        let replies = run(&mut s, message("<a@example.com>")[3..6].to_vec());
+        assert_eq!(replies.last().unwrap(), &vec![Reply::Reject]);
+        assert!(!s.in_transaction());
+        // The filter still hears of the abort that follows.
+        run(&mut s, vec![Command::Abort]);
+        assert_eq!(s.filter().calls.last().unwrap(), "abort");
+        // And the next message is a transaction again.
+        run(&mut s, message("<b@example.com>")[..2].to_vec());
+        assert!(s.in_transaction());
+    }
+
+    #[test]
+    fn an_answer_the_mta_does_not_wait_for_leaves_the_transaction_in_flight() {
+        let mut s = Session::new(Recorder {
+            reject_end_of_headers: true,
+            ..Recorder::default()
+        });
+        let mut cmds = vec![offer(6)];
+        cmds.extend(message("<a@example.com>").into_iter().take(6));
+        let replies = run(&mut s, cmds);
+        assert!(replies.last().unwrap().is_empty());
+        assert!(s.in_transaction());
     }
 
     #[test]

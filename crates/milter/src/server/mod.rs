@@ -3,8 +3,11 @@
 //!
 //! [`run`] accepts on every listener, hands each connection to
 //! [`crate::serve`] with a fresh filter from the caller's factory, and on
-//! shutdown stops accepting, lets open transactions finish, and removes the
-//! Unix socket files it created. Connections beyond the limit are closed at
+//! shutdown stops accepting, closes idle connections at once, lets
+//! transactions in flight finish (each connection closing as its
+//! transaction ends), and removes the Unix socket files it created. A
+//! connection is idle between transactions: before MAIL, and once the
+//! message had its final answer or its abort. Connections beyond the limit are closed at
 //! once (the MTA applies its `milter_default_action`) and logged at most
 //! once every few seconds, never once per connection. This module knows
 //! nothing about what the filter does, and never reads or writes a frame
@@ -35,8 +38,9 @@ pub struct Settings {
     pub limits: Limits,
     /// Connections served at once; more are closed on arrival.
     pub max_connections: usize,
-    /// After a shutdown request, how long open transactions may take to
-    /// finish before the server stops anyway.
+    /// After a shutdown request, how long transactions in flight may take
+    /// to finish before the server stops anyway. Idle connections do not
+    /// wait for it.
     pub shutdown_grace: Duration,
     /// Threads for filter work too heavy for the connection threads
     /// (RSA signing), used while more connections are open than the runtime
@@ -84,7 +88,8 @@ pub struct ConnectionInfo {
 }
 
 /// Serve milter connections on `listeners` until `shutdown` is cancelled,
-/// then finish open transactions (up to the grace period) and return.
+/// then close idle connections, finish transactions in flight (up to the
+/// grace period) and return.
 pub async fn run<F, M>(
     listeners: Vec<Listener>,
     make_filter: M,
@@ -138,7 +143,10 @@ pub async fn run<F, M>(
     shared.connections.close();
     let open = shared.connections.len();
     if open > 0 {
-        tracing::info!(open, "waiting for open milter transactions to finish");
+        tracing::info!(
+            open,
+            "closing idle milter connections; waiting for transactions in flight to finish"
+        );
     }
     if tokio::time::timeout(settings.shutdown_grace, shared.connections.wait())
         .await
@@ -357,6 +365,114 @@ impl Throttle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::tests::frame;
+    use crate::{Event, EventSet, Macros, Needs, Verdict};
+    use tokio::io::AsyncReadExt as _;
+
+    /// Rejects every message at end of headers when told to, and lets it
+    /// through otherwise.
+    struct RejectAtEndOfHeaders(bool);
+
+    impl Filter for RejectAtEndOfHeaders {
+        fn needs(&self) -> Needs {
+            Needs::seeing(EventSet::of(&[Event::EndOfHeaders]))
+                .answering(EventSet::of(&[Event::EndOfHeaders]))
+        }
+
+        fn end_of_headers(&mut self, _macros: &Macros) -> Verdict {
+            if self.0 {
+                Verdict::Reject
+            } else {
+                Verdict::Continue
+            }
+        }
+    }
+
+    /// An MTA connection that has negotiated version 6 and sent MAIL and a
+    /// header.
+    async fn mta_in_a_message(addr: SocketAddr) -> tokio::net::TcpStream {
+        let mut mta = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut offer = Vec::new();
+        for word in [6u32, 0x1ff, 0x1f_ffff] {
+            offer.extend_from_slice(&word.to_be_bytes());
+        }
+        mta.write_all(&frame(b'O', &offer)).await.unwrap();
+        let mut reply = [0u8; 5];
+        mta.read_exact(&mut reply).await.unwrap();
+        assert_eq!(reply[4], b'O');
+        let len = u32::from_be_bytes(reply[..4].try_into().unwrap()) as usize;
+        mta.read_exact(&mut vec![0u8; len - 1]).await.unwrap();
+        mta.write_all(&frame(b'M', b"<a@example.com>\0"))
+            .await
+            .unwrap();
+        mta.write_all(&frame(b'L', b"Subject\0 hi\0"))
+            .await
+            .unwrap();
+        mta
+    }
+
+    /// Read the next one-byte reply.
+    async fn reply(mta: &mut tokio::net::TcpStream) -> u8 {
+        let mut reply = [0u8; 5];
+        mta.read_exact(&mut reply).await.unwrap();
+        assert_eq!(&reply[..4], &1u32.to_be_bytes());
+        reply[4]
+    }
+
+    /// Whether the server closed `mta` within `within`.
+    async fn closed_within(mta: &mut tokio::net::TcpStream, within: Duration) -> bool {
+        let mut rest = Vec::new();
+        matches!(
+            tokio::time::timeout(within, mta.read_to_end(&mut rest)).await,
+            Ok(Ok(0))
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_closes_idle_connections_at_once_and_waits_for_transactions_in_flight() {
+        let grace = Duration::from_secs(30);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let settings = Settings {
+            shutdown_grace: grace,
+            work_threads: 0,
+            ..Settings::default()
+        };
+        let server = tokio::spawn(run(
+            vec![Listener::Tcp(listener)],
+            |info: &ConnectionInfo| RejectAtEndOfHeaders(info.id == 1),
+            settings,
+            shutdown.clone(),
+        ));
+        // Connection 1: its message was rejected at end of headers, the
+        // last answer the MTA waits for; it is idle now.
+        let mut answered = mta_in_a_message(addr).await;
+        answered.write_all(&frame(b'N', b"")).await.unwrap();
+        assert_eq!(reply(&mut answered).await, b'r');
+        // Connection 2: in the middle of a message.
+        let mut in_flight = mta_in_a_message(addr).await;
+        in_flight.write_all(&frame(b'N', b"")).await.unwrap();
+        assert_eq!(reply(&mut in_flight).await, b'c');
+
+        let asked = Instant::now();
+        shutdown.cancel();
+        // Well before the grace would be over: the idle connection is
+        // closed, and the one in flight is not.
+        assert!(
+            closed_within(&mut answered, grace / 3).await,
+            "the idle connection was not closed"
+        );
+        assert!(asked.elapsed() < grace / 3);
+        assert!(!server.is_finished());
+        in_flight.write_all(&frame(b'E', b"")).await.unwrap();
+        assert_eq!(reply(&mut in_flight).await, b'c', "the message is answered");
+        assert!(closed_within(&mut in_flight, grace / 3).await);
+        tokio::time::timeout(grace / 3, server)
+            .await
+            .expect("the server stops once no transaction is in flight")
+            .unwrap();
+    }
 
     #[test]
     fn the_throttle_lets_one_line_per_kind_through() {

@@ -140,3 +140,54 @@ fn the_packaged_configuration_loads_and_signs_nothing_until_keys_are_added() {
     assert!(said.contains("listen on: inet:8891@127.0.0.1"), "{said}");
     assert!(said.contains("no message is signed"), "{said}");
 }
+
+#[test]
+fn the_documented_deb_build_strips_the_binary() {
+    // cargo-deb keeps every symbol of a profile built with debug info
+    // (`[profile.release] debug = 1`, wanted for tests, benches and
+    // profiling) unless the package splits them off: an unstripped .deb was
+    // 16.7 MB. So [package.metadata.deb] must split them off, and the build
+    // docs/operations.md gives must not turn that off.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest: toml::Table = std::fs::read_to_string(root.join("Cargo.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let release = manifest
+        .get("profile")
+        .and_then(|p| p.get("release"))
+        .and_then(|r| r.as_table())
+        .cloned()
+        .unwrap_or_default();
+    let debug_info = match release.get("debug") {
+        None => false,
+        Some(toml::Value::Boolean(b)) => *b,
+        Some(toml::Value::Integer(n)) => *n != 0,
+        Some(toml::Value::String(s)) => s != "none",
+        Some(other) => panic!("[profile.release] debug = {other}"),
+    };
+    let cargo_strips = release
+        .get("strip")
+        .is_some_and(|s| s.as_bool() == Some(true) || s.as_str() == Some("symbols"));
+    let deb = &manifest["package"]["metadata"]["deb"];
+    let splits = ["dbgsym", "separate-debug-symbols"]
+        .iter()
+        .any(|key| deb.get(key).and_then(toml::Value::as_bool) == Some(true));
+    assert!(
+        !debug_info || cargo_strips || splits,
+        "[profile.release] has debug info and [package.metadata.deb] keeps it in the binary: \
+         set dbgsym = true"
+    );
+
+    let operations = std::fs::read_to_string(root.join("docs/operations.md")).unwrap();
+    let builds: Vec<&str> = operations
+        .lines()
+        .filter(|l| l.trim_start().starts_with("cargo deb"))
+        .collect();
+    assert!(!builds.is_empty(), "docs/operations.md gives no cargo deb");
+    for build in builds {
+        for undo in ["--no-strip", "--no-dbgsym", "--no-separate-debug-symbols"] {
+            assert!(!build.contains(undo), "{build}");
+        }
+    }
+}

@@ -289,3 +289,37 @@ fn testkey_reports_an_unreadable_record_file() {
         stderr(&out)
     );
 }
+
+#[test]
+fn testkey_offers_a_record_that_keeps_the_flags_keygen_wrote() {
+    // keygen -r -t -S writes s=email and t=y:s; the record testkey offers
+    // as the fix must keep them, or publishing it widens what the key may
+    // be used for. Also when the published record separates its tags with
+    // `,` and so cannot be parsed.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    keygen(d, "one", &["-r", "-t", "-S"]);
+    keygen(d, "two", &[]);
+    let p = openssl_rsa_p(&d.join("two.private"));
+    let expected = format!("v=DKIM1; h=sha256; k=rsa; t=y:s; s=email; p={p}");
+    let written = fs::read_to_string(d.join("one.txt")).unwrap();
+    assert!(written.contains("t=y:s; s=email;"), "{written}");
+    fs::write(
+        d.join("commas"),
+        "v=DKIM1, h=sha256, k=rsa, t=y:s, s=email, p=AAEC",
+    )
+    .unwrap();
+    for record in ["one.txt", "commas"] {
+        let out = testkey(d, "one", "two.private", &["--txt", record]);
+        assert_eq!(out.status.code(), Some(1));
+        let text = stdout(&out);
+        assert!(
+            text.lines().any(|line| line == expected),
+            "{record}: {text}"
+        );
+        assert!(
+            text.contains("\"v=DKIM1; h=sha256; k=rsa; t=y:s; s=email; \""),
+            "{record}: zone entry: {text}"
+        );
+    }
+}

@@ -192,19 +192,22 @@ pub fn testkey(
         )),
         RecordSource::Dns { nameserver } => lookup_txt(&name, *nameserver)?,
     };
-    let verdict = match text {
+    let verdict = match &text {
         None => Verdict::RecordNotFound,
-        Some(text) => match record::parse_record(&text) {
+        Some(text) => match record::parse_record(text) {
             Err(err) => Verdict::SyntaxError(err),
             Ok(record) => judge(&record, key_type, &public_key),
         },
     };
 
     let p = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &public_key);
-    let options = RecordOptions {
-        hash_algorithms: Some("sha256".to_string()),
-        ..RecordOptions::default()
-    };
+    let options = text
+        .as_deref()
+        .map(published_options)
+        .unwrap_or_else(|| RecordOptions {
+            hash_algorithms: Some("sha256".to_string()),
+            ..RecordOptions::default()
+        });
     Ok(TestReport {
         expected_record: record::record_text(key_type, &p, &options),
         expected_zone: record::zone_file(selector, domain, true, key_type, &p, &options),
@@ -216,6 +219,52 @@ pub fn testkey(
         signer_problem,
         warnings: warnings.into_iter().map(|w| w.message).collect(),
     })
+}
+
+/// The options of the record to offer as the fix: the flags the published
+/// record carries (`keygen -r`'s `s=email`, `-t`'s `t=y`, `-S`'s `t=s`, `-n`'s
+/// note, and `h=` when it allows sha256), so that publishing the offered record
+/// changes the key and nothing else. Read leniently, tags separated by `;` or
+/// `,`, because a record that cannot be parsed still says what was meant.
+/// An `h=` without sha256 becomes `h=sha256`; an `s=` without `email` or `*`
+/// is dropped: those are what is wrong with the record.
+fn published_options(text: &str) -> RecordOptions {
+    let mut options = RecordOptions {
+        hash_algorithms: Some("sha256".to_string()),
+        ..RecordOptions::default()
+    };
+    for tag in text.split([';', ',']) {
+        let Some((name, value)) = tag.split_once('=') else {
+            continue;
+        };
+        let list = || {
+            value
+                .split(':')
+                .map(|v| v.trim().to_ascii_lowercase())
+                .filter(|v| !v.is_empty())
+                .collect::<Vec<_>>()
+        };
+        match name.trim().to_ascii_lowercase().as_str() {
+            "h" => {
+                let hashes = list();
+                if hashes.iter().any(|h| h == "sha256") {
+                    options.hash_algorithms = Some(hashes.join(":"));
+                }
+            }
+            "s" => options.restrict_to_email = list().iter().any(|s| s == "email"),
+            "t" => {
+                let flags = list();
+                options.testing = flags.iter().any(|f| f == "y");
+                options.no_subdomains = flags.iter().any(|f| f == "s");
+            }
+            "n" => {
+                let note = value.trim().trim_matches('"').trim();
+                options.note = (!note.is_empty() && !note.contains('"')).then(|| note.to_string());
+            }
+            _ => {}
+        }
+    }
+    options
 }
 
 /// Compares a parsed record with the key's public half.

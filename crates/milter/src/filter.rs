@@ -30,6 +30,10 @@ pub enum Verdict {
     Discard,
     /// Answer with this SMTP reply (4xx: tempfail, 5xx: reject).
     Smtp(SmtpReply),
+    /// To a body chunk: send no more of the body, go on to end of message.
+    /// Sent only when the MTA waits for a reply to body chunks and offered
+    /// `SMFIP_SKIP`; otherwise, and to any other event, it is "continue".
+    Skip,
 }
 
 impl From<Verdict> for Reply {
@@ -41,6 +45,7 @@ impl From<Verdict> for Reply {
             Verdict::Tempfail => Reply::Tempfail,
             Verdict::Discard => Reply::Discard,
             Verdict::Smtp(reply) => Reply::ReplyCode(reply),
+            Verdict::Skip => Reply::Skip,
         }
     }
 }

@@ -74,7 +74,8 @@ bitflags! {
         /// `SMFIP_NODATA`: do not send DATA (`T`; version 4 and later).
         const NO_DATA = 0x200;
         /// `SMFIP_SKIP`: the MTA understands the skip reply (`s`), which
-        /// ends the body chunks early. [`negotiate`] never asks for it.
+        /// ends the body chunks early. [`negotiate`] asks for it when the
+        /// filter sees the body, so that [`crate::Verdict::Skip`] works.
         const SKIP = 0x400;
         /// `SMFIP_RCPT_REJ`: also send the recipients the MTA rejected.
         /// [`negotiate`] never asks for it.
@@ -338,6 +339,9 @@ pub fn negotiate(offer: &Offer, needs: &Needs) -> Result<Negotiated, Negotiation
         }
     }
     protocol |= ProtocolFlags::HEADER_LEADING_SPACE;
+    if needs.events.contains(Event::Body) {
+        protocol |= ProtocolFlags::SKIP;
+    }
     let protocol = protocol & offer.protocol;
 
     Ok(Negotiated {

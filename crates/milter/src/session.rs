@@ -19,7 +19,7 @@ use super::codec::{Command, Reply};
 use super::filter::{Client, Filter, Verdict};
 use super::macros::{Macros, Stage};
 use super::options::{
-    Actions, Event, EventSet, Needs, Negotiated, NegotiationError, Offer, negotiate,
+    Actions, Event, EventSet, Needs, Negotiated, NegotiationError, Offer, ProtocolFlags, negotiate,
 };
 
 /// Where the current transaction is.
@@ -391,7 +391,9 @@ impl<F: Filter> Session<F> {
         verdict: Verdict,
         out: &mut Vec<Reply>,
     ) {
-        let is_final = verdict != Verdict::Continue && options.expects_reply(event);
+        let verdict = sendable(options, event, verdict);
+        let is_final =
+            !matches!(verdict, Verdict::Continue | Verdict::Skip) && options.expects_reply(event);
         answer(options, event, verdict, out);
         if is_final {
             self.set_message(Some(Part::Answered));
@@ -415,11 +417,25 @@ impl<F: Filter> Session<F> {
     }
 }
 
+/// The verdict as the MTA may receive it: "skip" only to a body chunk and
+/// only when the MTA offered it; "continue" otherwise.
+fn sendable(options: Negotiated, event: Event, verdict: Verdict) -> Verdict {
+    match verdict {
+        Verdict::Skip
+            if event != Event::Body || !options.protocol.contains(ProtocolFlags::SKIP) =>
+        {
+            Verdict::Continue
+        }
+        other => other,
+    }
+}
+
 /// Push the filter's verdict, if the MTA waits for one.
 fn answer(options: Negotiated, event: Event, verdict: Verdict, out: &mut Vec<Reply>) {
+    let verdict = sendable(options, event, verdict);
     if options.expects_reply(event) {
         out.push(verdict.into());
-    } else if verdict != Verdict::Continue {
+    } else if !matches!(verdict, Verdict::Continue | Verdict::Skip) {
         tracing::warn!(
             ?event,
             ?verdict,
@@ -450,6 +466,7 @@ mod tests {
         needs_replies: Vec<Event>,
         reject_rcpt: bool,
         reject_end_of_headers: bool,
+        skip_body: bool,
     }
 
     impl Filter for Recorder {
@@ -507,7 +524,11 @@ mod tests {
         fn body(&mut self, chunk: &[u8], _: &Macros) -> Verdict {
             self.calls
                 .push(format!("body {}", String::from_utf8_lossy(chunk)));
-            Verdict::Continue
+            if self.skip_body {
+                Verdict::Skip
+            } else {
+                Verdict::Continue
+            }
         }
         fn end_of_message(&mut self, macros: &Macros) -> EndOfMessage {
             self.calls.push(format!("eom i={:?}", macros.get_str("i")));
@@ -579,6 +600,38 @@ mod tests {
             },
             Command::EndOfMessage(Bytes::new()),
         ]
+    }
+
+    #[test]
+    fn skip_is_sent_only_to_a_body_chunk_the_mta_waits_for_and_only_if_offered() {
+        let body_reply = |needs_replies: Vec<Event>, protocol: u32| {
+            let mut s = Session::new(Recorder {
+                needs_replies,
+                skip_body: true,
+                ..Recorder::default()
+            });
+            let mut commands = vec![Command::Negotiate(Offer {
+                version: 6,
+                actions: Actions::from_bits_retain(0x1ff),
+                protocol: ProtocolFlags::from_bits_retain(protocol),
+            })];
+            commands.extend(message("<s@example.com>"));
+            let replies = run(&mut s, commands);
+            assert!(!s.in_transaction(), "skip is not an answer to the message");
+            // The replies to the body chunk and to end of message.
+            (replies[7].clone(), replies[9].last().cloned())
+        };
+        let everything = 0x1f_ffff;
+        let (body, end) = body_reply(vec![Event::Body], everything);
+        assert_eq!(body, [Reply::Skip]);
+        assert_eq!(end, Some(Reply::Continue), "the message goes on to its end");
+        let (body, _) = body_reply(vec![Event::Body], everything & !ProtocolFlags::SKIP.bits());
+        assert_eq!(body, [Reply::Continue], "not offered: continue");
+        let (body, _) = body_reply(vec![], everything);
+        assert!(
+            body.is_empty(),
+            "no reply to a body chunk negotiated as NR_BODY"
+        );
     }
 
     #[test]

@@ -387,6 +387,7 @@ pub(crate) mod signing_tests {
                 request_reports: false,
                 atps_domains: None,
                 body_length_recipients: None,
+                replace_rules: None,
             },
             errors: ErrorActions::default(),
             max_header_bytes: 65536,

@@ -98,6 +98,16 @@ struct Collecting {
     remote: Arc<OnceLock<Result<Vec<RemoteKey>, RemoteProblem>>>,
 }
 
+impl Collecting {
+    /// The header block after ReplaceRules, when they change it: the copy
+    /// that is signed and that the signing decision reads. Verification
+    /// keeps the fields as received.
+    fn replaced_headers(&self) -> Option<HeaderBlock> {
+        let rules = self.policy.signature.replace_rules.as_ref()?;
+        rules.apply(&self.headers)
+    }
+}
+
 struct Signing {
     policy: Arc<Policy>,
     started: Instant,
@@ -317,12 +327,13 @@ impl Filter for SigningFilter {
                 text: "Too many recipients".into(),
             });
         }
+        let replaced = c.replaced_headers();
         let facts = MessageFacts {
             client_host: &self.client_host,
             client_ip: self.client_ip,
             macros,
             recipients: &c.recipients,
-            headers: &c.headers,
+            headers: replaced.as_ref().unwrap_or(&c.headers),
             remote: c.remote.get(),
         };
         match c.policy.decide(&facts) {
@@ -336,25 +347,37 @@ impl Filter for SigningFilter {
                     started: c.started,
                     sender,
                     trusted_by,
-                    headers: c.headers,
+                    headers: replaced.unwrap_or(c.headers),
                     signing: MessageSigning::new(requests),
                 });
                 Verdict::Continue
             }
             Decision::NotSigned(reason) => {
-                // Mode v: verify what we do not sign (exempt domains are
-                // left alone, as OpenDKIM leaves them).
+                // Mode v: verify what we do not sign. Exempt domains, and
+                // mail we would sign but for DontSignMailTo, are left alone
+                // and accepted now, as OpenDKIM leaves them.
                 if let Some(verification) = &c.policy.verification
                     && c.policy.mode.verify
-                    && !matches!(reason, crate::policy::NotSigned::ExemptDomain { .. })
+                    && !matches!(
+                        reason,
+                        crate::policy::NotSigned::ExemptDomain { .. }
+                            | crate::policy::NotSigned::RecipientExcluded { .. }
+                    )
                 {
                     let label = not_signed_label(&reason);
-                    if let Start::Verify(v) =
-                        VerifyingMessage::start(verification, c.headers, macros, label, c.started)
-                    {
-                        self.message = Message::Verifying(v);
-                        return Verdict::Continue;
-                    }
+                    return match VerifyingMessage::start(
+                        verification,
+                        c.headers,
+                        macros,
+                        label,
+                        c.started,
+                    ) {
+                        Start::Verify(v) => {
+                            self.message = Message::Verifying(v);
+                            Verdict::Continue
+                        }
+                        Start::Answered(verdict) => verdict,
+                    };
                 }
                 self.report
                     .not_signed(queue_id, &reason, c.started.elapsed());
@@ -379,6 +402,9 @@ impl Filter for SigningFilter {
         match &mut self.message {
             Message::Signing(s) => s.signing.body(chunk),
             Message::Verifying(v) if v.wants_body() => v.body(chunk),
+            // Nothing needs the body: the MTA may stop sending it, as
+            // OpenDKIM lets it for a message with no signature to check.
+            Message::Verifying(_) => return Verdict::Skip,
             _ => {}
         }
         Verdict::Continue
@@ -468,12 +494,13 @@ impl Filter for SigningFilter {
             return None;
         };
         c.policy.signing.remote.as_ref()?;
+        let replaced = c.replaced_headers();
         let facts = MessageFacts {
             client_host: &self.client_host,
             client_ip: self.client_ip,
             macros,
             recipients: &c.recipients,
-            headers: &c.headers,
+            headers: replaced.as_ref().unwrap_or(&c.headers),
             remote: None,
         };
         let (remote, sender, multiple) = c.policy.remote_lookup(&facts)?;
@@ -512,13 +539,11 @@ fn verdict_for(action: Action, what: &str) -> Verdict {
             status: Some("5.7.1".into()),
             text: format!("DKIM {what}"),
         }),
-        // Quarantine needs a modification at end of message; a tempfail
-        // keeps the message safe in the MTA's queue instead.
-        Action::Quarantine | Action::Tempfail => Verdict::Smtp(SmtpReply {
-            code: 451,
-            status: Some("4.7.1".into()),
-            text: format!("DKIM {what}, try again later"),
-        }),
+        // A bare TEMPFAIL, as OpenDKIM answers when it cannot sign (its
+        // test suite expects exactly that); the MTA says "try again later"
+        // and the log line says why. Quarantine needs a modification at end
+        // of message; a tempfail keeps the message in the MTA's queue.
+        Action::Quarantine | Action::Tempfail => Verdict::Tempfail,
     }
 }
 

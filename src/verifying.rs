@@ -2,11 +2,11 @@
 //! not sign goes through when Mode has `v`, from end of headers to the
 //! answer at end of message.
 //!
-//! [`VerifyingMessage::start`] removes nothing and decides nothing yet: it
-//! notes the existing Authentication-Results fields that claim our
-//! authserv-id (to delete later), starts [`MessageVerification`] (key
-//! lookups begin here), or says the message needs nothing more (unsigned,
-//! no forged field, no field to add, On-NoSignature accept). At end of
+//! [`VerifyingMessage::start`] removes nothing yet: it notes the existing
+//! Authentication-Results fields that claim our authserv-id (to delete
+//! later) and starts [`MessageVerification`] (key lookups begin here). It
+//! answers at once only when every signature is malformed and
+//! On-BadSignature refuses the message, as OpenDKIM does. At end of
 //! message [`VerifyingMessage::finish`] turns the verdicts into the
 //! deletions (highest index first), our field (inserted at index 0), the
 //! On-* action with an SMTP reply that says why, the metrics and exactly
@@ -28,7 +28,7 @@ use crate::dkim::HeaderBlock;
 use crate::dns::{DnsSettings, Resolver};
 use crate::policy::Action;
 use crate::verify::{
-    DkimResult, MessageVerification, SignatureVerdict, VerifySettings, decisive,
+    DkimResult, MessageVerification, Problem, SignatureVerdict, VerifySettings, decisive,
     metrics as verify_metrics,
 };
 use milter::{EndOfMessage, Macros, Modification, SmtpReply, Verdict};
@@ -199,8 +199,12 @@ pub fn hostname() -> String {
 
 /// What [`VerifyingMessage::start`] found.
 pub enum Start {
-    /// Nothing to verify, remove or add: answer now.
-    Done,
+    /// Every signature is malformed and On-BadSignature refuses the
+    /// message: the answer is given at end of headers, as OpenDKIM gives
+    /// it, and the body is never sent.
+    Answered(Verdict),
+    /// Verification goes on to end of message (also for an unsigned
+    /// message: OpenDKIM answers it there, and its test suite expects so).
     Verify(Box<VerifyingMessage>),
 }
 
@@ -244,22 +248,23 @@ impl VerifyingMessage {
         };
         let verification =
             MessageVerification::start(&headers, &policy.settings, &policy.resolver, unix_time());
-        if !verification.has_signatures()
-            && forged.is_empty()
-            && !policy.always_add
-            && policy.actions.no_signature == Action::Accept
-        {
-            verify_metrics::verify().message("none");
-            return Start::Done;
-        }
-        Start::Verify(Box::new(VerifyingMessage {
+        let refused_now = verification.every_signature_refused()
+            && matches!(
+                policy.actions.bad_signature,
+                Action::Reject | Action::Tempfail | Action::Discard
+            );
+        let message = VerifyingMessage {
             policy: Arc::clone(policy),
             verification,
             headers,
             started,
             not_signed,
             forged,
-        }))
+        };
+        if refused_now {
+            return Start::Answered(message.finish(macros).verdict);
+        }
+        Start::Verify(Box::new(message))
     }
 
     pub fn body(&mut self, chunk: &[u8]) {
@@ -374,6 +379,11 @@ fn action_for(deciding: Option<&SignatureVerdict>, actions: &VerifyActions) -> (
         .unwrap_or_default();
     match v.result {
         DkimResult::Pass => (Action::Accept, String::new()),
+        // A header block that cannot be verified is recorded, not acted
+        // on: OpenDKIM accepts it whatever On-BadSignature says.
+        DkimResult::PermError if matches!(v.problem, Some(Problem::MalformedMessage(_))) => {
+            (Action::Accept, String::new())
+        }
         DkimResult::TempError => (
             actions.dns_error,
             format!("key lookup for {who} failed ({problem})"),

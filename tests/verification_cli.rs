@@ -138,3 +138,60 @@ fn verify_prints_opendkims_results_and_exits_0_only_on_a_pass() {
     assert_eq!(results(&field), ["permerror"], "{field}");
     assert_eq!(results(&opendkim(&conf, dir.path(), &unknown)), ["fail"]);
 }
+
+#[test]
+fn strict_headers_makes_a_message_with_two_from_fields_permerror_as_opendkim_does() {
+    let dir = testkit::scratch_dir("verify-strict");
+    let keys = TestKeys::copy_into(dir.path());
+    std::fs::write(
+        dir.path().join("keys"),
+        format!("default._domainkey.example.com {}\n", keys.rsa.txt),
+    )
+    .unwrap();
+    let conf = dir.path().join("opendkim.conf");
+    let write_conf = |strict: &str| {
+        std::fs::write(
+            &conf,
+            format!(
+                "Mode v\nSyslog no\nAuthservID mx.cli.example\nStrictHeaders {strict}\n\
+                 TestPublicKeys {}\n",
+                dir.path().join("keys").display()
+            ),
+        )
+        .unwrap();
+    };
+    let signed = sign_ours(
+        &message("strict", "example.com"),
+        "example.com",
+        "default",
+        &keys.rsa.private_key,
+        "",
+    );
+    // A second From above the signed one: readers may show either.
+    let mut doubled = b"From: ceo@example.net\n".to_vec();
+    doubled.extend_from_slice(&signed);
+
+    write_conf("no");
+    let (ok, field) = ours(&conf, &doubled);
+    assert!(!ok, "{field}");
+    assert_eq!(
+        results(&field),
+        ["fail"],
+        "control: without StrictHeaders the oversigned From catches it as a plain fail: {field}"
+    );
+
+    write_conf("yes");
+    let (ok, field) = ours(&conf, &doubled);
+    assert!(!ok, "{field}");
+    assert_eq!(results(&field), ["permerror"], "{field}");
+    assert!(
+        field.contains("multiple From: header fields present"),
+        "{field}"
+    );
+    assert_eq!(
+        results(&opendkim(&conf, dir.path(), &doubled)),
+        ["permerror"]
+    );
+    let (ok, field) = ours(&conf, &signed);
+    assert!(ok, "one From still passes under StrictHeaders: {field}");
+}

@@ -161,6 +161,9 @@ pub enum ConfigError {
     )]
     PolicyScript { at: Location, name: String },
 
+    #[error("{at}: {problem}")]
+    ReplaceRules { at: Location, problem: String },
+
     #[error(transparent)]
     Table(#[from] TableError),
 

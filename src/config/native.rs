@@ -136,6 +136,10 @@ struct SigningSection {
     atps_domains: Option<Spanned<Entries>>,
     /// Recipients whose mail is signed with `l=` (OpenDKIM's BodyLengthDB).
     body_length_recipients: Option<Spanned<Entries>>,
+    /// OpenDKIM's ReplaceRules file.
+    replace_rules: Option<Spanned<String>>,
+    /// OpenDKIM's ReplaceHeaders: the fields the rules apply to.
+    replace_headers: Option<Spanned<Entries>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -612,6 +616,21 @@ impl TomlFile {
             .take()
             .and_then(|e| self.entries("atps_domains", e))
             .map(|set| DomainSet::from_names(set.entries.iter().map(|e| e.key.as_str())));
+        rules.replace_rules = section.replace_rules.take().map(|path| {
+            let at = self.at(&path);
+            Written::new("replace_rules", self.path(path.get_ref()), at)
+        });
+        rules.replace_headers = section
+            .replace_headers
+            .take()
+            .and_then(|e| self.entries("replace_headers", e))
+            .and_then(|set| match KeySet::from_data_set(&set) {
+                Ok(keys) => Some(keys),
+                Err(e) => {
+                    self.errors.push(e.into());
+                    None
+                }
+            });
         rules.body_length_recipients = section
             .body_length_recipients
             .take()

@@ -26,6 +26,12 @@ pub(super) struct VerifySection {
     header_b: Option<bool>,
     #[serde(default)]
     keep_auth_results: bool,
+    /// OpenDKIM's StrictHeaders.
+    #[serde(default)]
+    strict_headers: bool,
+    /// OpenDKIM's WeakSyntaxChecks: verify even without a usable From.
+    #[serde(default)]
+    weak_syntax_checks: bool,
     #[serde(default)]
     remove_ar_all: bool,
     remove_ar_from: Option<Spanned<Entries>>,
@@ -164,6 +170,8 @@ impl TomlFile {
             always_add: section.always_add_ar_header,
             no_header_b: !section.header_b.unwrap_or(true),
             keep_auth_results: section.keep_auth_results,
+            strict_headers: section.strict_headers,
+            weak_syntax_checks: section.weak_syntax_checks,
             remove_all: section.remove_ar_all,
             remove_from,
             max_signatures: number(self, section.maximum_signatures),

@@ -663,6 +663,10 @@ impl ConfFile {
         rules.request_reports = self.boolean("RequestReports").unwrap_or(false);
         rules.atps_domains = self.domain_set("ATPSDomains");
         rules.body_length_recipients = self.key_set("BodyLengthDB");
+        rules.replace_headers = self.key_set("ReplaceHeaders");
+        rules.replace_rules = self.string("ReplaceRules").map(|(path, at)| {
+            Written::new("ReplaceRules", data_sets::resolve(&self.base, &path), at)
+        });
         Problems::gather(&mut self.errors, &mut self.warnings, |problems| {
             rules.resolve(problems)
         })

@@ -252,6 +252,8 @@ pub(crate) const IMPLEMENTED: &[&str] = &[
     "PidFile",
     "RemoveARAll",
     "RemoveARFrom",
+    "ReplaceHeaders",
+    "ReplaceRules",
     "RequestReports",
     "RequireSafeKeys",
     "Selector",
@@ -262,6 +264,7 @@ pub(crate) const IMPLEMENTED: &[&str] = &[
     "SigningTable",
     "Socket",
     "SoftwareHeader",
+    "StrictHeaders",
     "SubDomains",
     "Syslog",
     "SyslogFacility",
@@ -272,6 +275,7 @@ pub(crate) const IMPLEMENTED: &[&str] = &[
     "UMask",
     "UnprotectedKey",
     "UserID",
+    "WeakSyntaxChecks",
     "X-Header",
 ];
 

@@ -49,6 +49,8 @@ impl ConfFile {
             always_add: self.boolean("AlwaysAddARHeader").unwrap_or(false),
             no_header_b: self.boolean("NoHeaderB").unwrap_or(false),
             keep_auth_results: self.boolean("KeepAuthResults").unwrap_or(false),
+            strict_headers: self.boolean("StrictHeaders").unwrap_or(false),
+            weak_syntax_checks: self.boolean("WeakSyntaxChecks").unwrap_or(false),
             remove_all: self.boolean("RemoveARAll").unwrap_or(false),
             remove_from: self
                 .data_set("RemoveARFrom")

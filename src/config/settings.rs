@@ -25,7 +25,7 @@ use crate::diagnostics::{Location, Warning};
 use crate::dkim::headers::{
     DEFAULT_SIGNED_HEADERS, HeaderNames, HeaderPolicy, OPENDKIM_OMITTED_HEADERS,
 };
-use crate::policy::{DomainSet, SignatureSettings};
+use crate::policy::{DomainSet, ReplaceRules, SignatureSettings};
 use crate::tables::KeySet;
 use milter::server::{self, SocketSpec, UnixSocketAccess};
 use milter::{Limits, Timeouts};
@@ -323,6 +323,9 @@ pub(super) struct SignatureRules {
     /// Recipients whose mail is signed with `l=` (OpenDKIM's
     /// BodyLengthDB).
     pub body_length_recipients: Option<KeySet>,
+    /// OpenDKIM's ReplaceRules file, with ReplaceHeaders.
+    pub replace_rules: Option<Written<PathBuf>>,
+    pub replace_headers: Option<KeySet>,
 }
 
 impl SignatureRules {
@@ -339,6 +342,8 @@ impl SignatureRules {
             request_reports: false,
             atps_domains: None,
             body_length_recipients: None,
+            replace_rules: None,
+            replace_headers: None,
         }
     }
 
@@ -390,6 +395,18 @@ impl SignatureRules {
             request_reports: self.request_reports,
             atps_domains: self.atps_domains,
             body_length_recipients: self.body_length_recipients,
+            replace_rules: self.replace_rules.and_then(|file| {
+                match ReplaceRules::load(&file.value, self.replace_headers) {
+                    Ok(rules) => Some(Arc::new(rules)),
+                    Err(error) => {
+                        problems.errors.push(ConfigError::ReplaceRules {
+                            at: error.at,
+                            problem: error.problem,
+                        });
+                        None
+                    }
+                }
+            }),
         }
     }
 }

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use crate::diagnostics::Location;
 use crate::dns::{self, DnsSettings, Resolver, TestRecords};
-use crate::verify::{DEFAULT_CLOCK_DRIFT, DEFAULT_MAX_SIGNATURES, KeyAction, VerifySettings};
+use crate::verify::{
+    DEFAULT_CLOCK_DRIFT, DEFAULT_MAX_SIGNATURES, FormatChecks, KeyAction, VerifySettings,
+};
 use crate::verifying::{AuthservId, VerificationPolicy, VerifyActions, hostname};
 
 use super::ConfigError;
@@ -32,6 +34,8 @@ pub(crate) struct Raw {
     pub always_add: bool,
     pub no_header_b: bool,
     pub keep_auth_results: bool,
+    pub strict_headers: bool,
+    pub weak_syntax_checks: bool,
     pub remove_all: bool,
     pub remove_from: Option<Vec<String>>,
     pub max_signatures: Option<(i64, Location)>,
@@ -134,6 +138,10 @@ pub(crate) fn build(raw: Raw, errors: &mut Vec<ConfigError>) -> Option<Arc<Verif
         ),
         bogus_key: key_action(&raw.bogus_key, "BogusKey", KeyAction::Fail, errors),
         clock_drift: seconds(&raw.clock_drift, "ClockDrift", DEFAULT_CLOCK_DRIFT, errors),
+        format: FormatChecks {
+            sender: !raw.weak_syntax_checks,
+            strict: raw.strict_headers,
+        },
     };
     let mut nameservers = Vec::new();
     if let Some((entries, at)) = &raw.nameservers {

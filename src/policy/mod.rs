@@ -7,11 +7,12 @@
 //! signatures to make or the reason not to sign. This module knows nothing
 //! of the milter protocol's bytes and never signs: `dkim` does.
 
-mod address;
+pub(crate) mod address;
 mod decide;
 mod domains;
 mod keystore;
 mod remote;
+mod replace;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,7 @@ use crate::diagnostics::Fault;
 use crate::dkim::HeaderPolicy;
 use crate::keys::PrivateKey;
 use crate::tables::{HostList, KeySet, KeyTable, SigningTable};
+pub use replace::ReplaceRules;
 
 pub use decide::{Decision, KeyProblem, MacroLookup, MessageFacts, NotSigned, Sender, TrustedBy};
 pub use domains::DomainSet;
@@ -166,6 +168,9 @@ pub struct SignatureSettings {
     /// OpenDKIM's BodyLengthDB: mail to a listed recipient (an address,
     /// `*@domain`, `user@*`, or `*`) is signed with `l=`.
     pub body_length_recipients: Option<KeySet>,
+    /// OpenDKIM's ReplaceRules: rewrites applied to the header fields that
+    /// are signed (and that the signing decision reads).
+    pub replace_rules: Option<Arc<ReplaceRules>>,
 }
 
 /// What the MTA is told when something goes wrong (OpenDKIM's On-*).

@@ -8,6 +8,7 @@ use mail_auth::common::crypto::{HashContext as _, HashImpl as _, Sha256};
 use mail_auth::common::headers::Writer;
 use mail_auth::dkim::Canonicalization;
 
+use super::format;
 use super::key::{Key, key_for};
 use super::signature::{self, Parsed, Shown};
 use super::{DkimResult, KeyAction, Problem, SignatureVerdict, VerifySettings};
@@ -71,6 +72,8 @@ enum Candidate {
 /// See the module documentation of [`crate::verify`].
 pub struct MessageVerification {
     candidates: Vec<Candidate>,
+    /// Why the header block is refused as a whole (see [`format`]).
+    malformed: Option<String>,
     hashers: Vec<Hasher>,
     settings: VerifySettings,
 }
@@ -86,9 +89,14 @@ impl MessageVerification {
     ) -> MessageVerification {
         let mut verification = MessageVerification {
             candidates: Vec::new(),
+            malformed: None,
             hashers: Vec::new(),
             settings: settings.clone(),
         };
+        if let Some(why) = format::violation(headers, settings.format) {
+            verification.malformed = Some(why);
+            return verification;
+        }
         let drift = settings.clock_drift.as_secs();
         let fields = headers
             .fields()
@@ -146,9 +154,15 @@ impl MessageVerification {
         self.hashers.len() - 1
     }
 
-    /// Whether the message has any signature field.
-    pub fn has_signatures(&self) -> bool {
-        !self.candidates.is_empty()
+    /// Whether the message has signature fields and every one of them
+    /// failed its checks already: the verdicts are known at end of headers.
+    pub fn every_signature_refused(&self) -> bool {
+        self.malformed.is_none()
+            && !self.candidates.is_empty()
+            && self
+                .candidates
+                .iter()
+                .all(|c| matches!(c, Candidate::Refused { .. }))
     }
 
     /// Body hashers running (one per distinct canonicalization and `l=`).
@@ -188,6 +202,12 @@ impl MessageVerification {
 
     /// The verdict for every signature field, top to bottom.
     pub fn finish(self, headers: &HeaderBlock) -> Vec<SignatureVerdict> {
+        if let Some(why) = self.malformed {
+            return vec![verdict(
+                Shown::default(),
+                Err(Problem::MalformedMessage(why)),
+            )];
+        }
         let digests: Vec<(Vec<u8>, u64)> = self
             .hashers
             .into_iter()

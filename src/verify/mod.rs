@@ -31,8 +31,10 @@
 //! never logs: the caller turns verdicts into an Authentication-Results
 //! field, an action and a log line.
 
+mod format;
 mod key;
 mod message;
+pub use format::FormatChecks;
 pub mod metrics;
 pub mod signature;
 #[cfg(test)]
@@ -79,6 +81,9 @@ pub struct VerifySettings {
     pub bogus_key: KeyAction,
     /// Allowed clock difference for `t=`.
     pub clock_drift: Duration,
+    /// Which header blocks are refused as a whole (`permerror`): no usable
+    /// From, and under StrictHeaders one RFC 5322 forbids.
+    pub format: FormatChecks,
 }
 
 impl Default for VerifySettings {
@@ -89,6 +94,7 @@ impl Default for VerifySettings {
             unprotected_key: KeyAction::None,
             bogus_key: KeyAction::Fail,
             clock_drift: DEFAULT_CLOCK_DRIFT,
+            format: FormatChecks::default(),
         }
     }
 }
@@ -180,6 +186,9 @@ pub enum Problem {
     UnprotectedKey,
     /// A pass with a key DNSSEC calls bogus, under `BogusKey`.
     BogusKey,
+    /// The header block itself cannot be verified (no usable From, or
+    /// StrictHeaders); the reason in libopendkim's words.
+    MalformedMessage(String),
 }
 
 impl Problem {
@@ -251,6 +260,7 @@ impl fmt::Display for Problem {
             BadSignature => "signature verification failed",
             UnprotectedKey => "key not protected by DNSSEC",
             BogusKey => "key failed DNSSEC validation",
+            MalformedMessage(why) => return write!(f, "bad message format: {why}"),
         };
         f.write_str(text)
     }

@@ -102,3 +102,32 @@ pub fn sample(metrics: &str, series: &str) -> f64 {
         })
         .unwrap_or(0.0)
 }
+
+/// `dkim-sidecar run -x CONF` (an opendkim.conf written by the test) on a
+/// free loopback port; its output goes to `log`.
+pub fn run_opendkim_conf(conf: &Path, log: &Path) -> MilterProcess {
+    MilterProcess::start(
+        "dkim-sidecar daemon",
+        &MilterSocket::free_inet(),
+        log,
+        |socket| {
+            let mut command = Command::new(binary());
+            command
+                .arg("run")
+                .arg("-x")
+                .arg(conf)
+                .arg("--socket")
+                .arg(socket.postfix_spec())
+                .arg("--allow-root");
+            command
+        },
+    )
+}
+
+/// The loopback address a [`MilterProcess`] on an inet socket listens on.
+pub fn inet_addr(milter: &MilterProcess) -> SocketAddr {
+    match milter.socket() {
+        MilterSocket::Inet(addr) => *addr,
+        MilterSocket::Unix(path) => panic!("{} is a Unix socket", path.display()),
+    }
+}

@@ -41,6 +41,7 @@ pub mod dnsmasq;
 pub mod keys;
 pub mod knot;
 pub mod load;
+pub mod mariadb;
 pub mod message;
 pub mod milter_process;
 pub mod mta;

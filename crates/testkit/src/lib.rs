@@ -55,6 +55,7 @@ pub mod sasl;
 pub mod sidecar;
 pub mod signers;
 pub mod sink;
+pub mod slapd;
 pub mod submission;
 pub mod verify;
 

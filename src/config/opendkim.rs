@@ -885,6 +885,35 @@ SigningTable refile:$DIR/SigningTable
     }
 
     #[test]
+    fn ldap_options_and_soft_start_are_read_and_a_bad_mechanism_is_refused() {
+        let dir = dir();
+        let tables = "Mode s\nSocket inet:8891@localhost\n\
+             KeyTable ldap://127.0.0.1/ou=dkim,$D?DKIMDomain,DKIMSelector,DKIMKey?base\n\
+             SigningTable ldap://127.0.0.1/ou=s,dc=example,dc=com?description?sub?(mail=$d)\n\
+             LDAPBindUser cn=reader,dc=example,dc=com\nLDAPBindPassword hunter2\n";
+        let config = dir
+            .load(&format!("{tables}LDAPSoftStart yes\nLDAPTimeout 7\n"))
+            .unwrap();
+        let remote = config.policy.signing.remote.as_ref().unwrap();
+        assert!(remote.soft_start, "LDAPSoftStart is SoftStart's old name");
+        assert!(
+            warnings(&config).iter().all(|w| !w.contains("LDAP")),
+            "{:?}",
+            warnings(&config)
+        );
+        let config = dir.load(tables).unwrap();
+        assert!(!config.policy.signing.remote.as_ref().unwrap().soft_start);
+
+        let err = dir
+            .load(&format!("{tables}LDAPAuthMechanism DIGEST-MD5\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("LDAPAuthMechanism"), "{err}");
+        assert!(err.contains("EXTERNAL"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
     fn last_repetition_wins() {
         let dir = dir();
         let config = dir

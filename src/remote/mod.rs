@@ -450,3 +450,19 @@ pub fn register(registry: &mut Registry) {
         m.latency.clone(),
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::LdapMechanism;
+
+    #[test]
+    fn ldap_auth_mechanisms_are_opendkims_words() {
+        assert_eq!(LdapMechanism::parse("simple"), Some(LdapMechanism::Simple));
+        assert_eq!(LdapMechanism::parse("none"), Some(LdapMechanism::Simple));
+        assert_eq!(
+            LdapMechanism::parse("EXTERNAL"),
+            Some(LdapMechanism::External)
+        );
+        assert_eq!(LdapMechanism::parse("DIGEST-MD5"), None);
+    }
+}

@@ -196,3 +196,39 @@ fn describe(error: &mysql_async::Error) -> String {
         other => other.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnostics::Location;
+    use crate::tables::remote::RemoteSpec;
+
+    fn mysql(spec: &str) -> Mysql {
+        let (kind, rest) = spec.split_once(':').unwrap();
+        let RemoteSpec::Dsn(dsn) =
+            RemoteSpec::parse(kind, rest, &Location::new("/etc/opendkim.conf", 1)).unwrap()
+        else {
+            panic!("not a dsn");
+        };
+        Mysql::new(&dsn, ConnectSettings::default())
+    }
+
+    #[test]
+    fn keys_are_placeholders_and_names_are_quoted() {
+        let m = mysql("dsn:mysql://u:p@h/db/table=mail.keys?keycol=key?datacol=domain,selector");
+        assert_eq!(
+            m.sql(3),
+            "SELECT CAST(`key` AS CHAR), CAST(`domain` AS CHAR), CAST(`selector` AS CHAR) \
+             FROM `mail`.`keys` WHERE `key` IN (?, ?, ?)"
+        );
+    }
+
+    #[test]
+    fn the_filter_is_anded_after_the_key_list() {
+        let m = mysql("dsn:mysql://h/db/table=t?keycol=k?datacol=v?filter=active=20=3D=201");
+        assert_eq!(
+            m.sql(1),
+            "SELECT CAST(`k` AS CHAR), CAST(`v` AS CHAR) FROM `t` WHERE `k` IN (?) AND (active = 1)"
+        );
+    }
+}

@@ -63,6 +63,16 @@ pub enum DaemonError {
     Signals(std::io::Error),
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
+    #[error(
+        "{at}: {role} server {set} cannot be used: {error}; fix it, or set SoftStart yes \
+         (soft_start = true in TOML) to start anyway and tempfail the mail that needs it"
+    )]
+    DataSetDown {
+        at: String,
+        role: &'static str,
+        set: String,
+        error: crate::remote::BackendError,
+    },
 }
 
 /// How the daemon reads its configuration again on reload.
@@ -124,6 +134,36 @@ pub fn main(config: Config, reload: Reload) -> Result<(), DaemonError> {
     result
 }
 
+/// OpenDKIM's SoftStart: without it, a table's server that does not answer
+/// at start-up stops the start (before anything is bound); with it, the
+/// daemon starts, says so, and tempfails the mail that needs the server
+/// until it answers. The connections made here are closed, so lookups log
+/// in as the user the daemon runs as.
+async fn check_data_sets(remote: &crate::policy::RemoteSigning) -> Result<(), DaemonError> {
+    for set in remote.remote_sets() {
+        let checked = set.check().await;
+        set.disconnect().await;
+        let Err(error) = checked else { continue };
+        if remote.soft_start {
+            tracing::error!(
+                "{}: {} server {} cannot be used ({error}); starting anyway (SoftStart): mail \
+                 that needs it is tempfailed until it answers",
+                set.at(),
+                set.role(),
+                set.describe()
+            );
+        } else {
+            return Err(DaemonError::DataSetDown {
+                at: set.at().to_string(),
+                role: set.role(),
+                set: set.describe(),
+                error,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Serve mail until asked to stop.
 pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
     // Refuse before binding anything or writing the PID file, so a refused
@@ -136,6 +176,9 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
     }
     for warning in &config.warnings {
         tracing::warn!("{warning}");
+    }
+    if let Some(remote) = &config.policy.signing.remote {
+        check_data_sets(remote).await?;
     }
     let degraded = log_faults(&config.policy);
     if let Some(mask) = config.service.umask {

@@ -358,6 +358,8 @@ fn a_server_that_never_answers_times_out_into_a_tempfail() {
         )
     };
     let sidecar = Sidecar::builder()
+        // Started with the server silent: SoftStart lets it start.
+        .config_line("SoftStart yes")
         .config_line(&format!(
             "KeyTable {}",
             dsn("keys", "name", "domain,selector,key")
@@ -385,10 +387,10 @@ fn a_database_kind_not_read_yet_is_refused_at_load_without_the_password() {
     let sidecar = Sidecar::builder()
         .config_line("Socket inet:8891@localhost")
         .config_line(
-            "KeyTable dsn:mysql://dkim:my-Secret-99@127.0.0.1/mail/table=k?keycol=n?datacol=d,s,k",
+            "KeyTable dsn:sqlite3://dkim:my-Secret-99@127.0.0.1/mail/table=k?keycol=n?datacol=d,s,k",
         )
         .config_line(
-            "SigningTable dsn:mysql://dkim:my-Secret-99@127.0.0.1/mail/table=s?keycol=a?datacol=k",
+            "SigningTable dsn:sqlite3://dkim:my-Secret-99@127.0.0.1/mail/table=s?keycol=a?datacol=k",
         )
         .write();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_dkim-sidecar"))
@@ -403,7 +405,7 @@ fn a_database_kind_not_read_yet_is_refused_at_load_without_the_password() {
     );
     assert!(!out.status.success(), "{text}");
     assert!(
-        text.contains("MySQL/MariaDB data sets are not supported yet"),
+        text.contains("SQLite data sets are not supported yet"),
         "{text}"
     );
     assert!(text.contains("dkim:****@"), "{text}");

@@ -181,6 +181,10 @@ struct TablesSection {
     connect_timeout: Option<u64>,
     /// Seconds for one query [5].
     query_timeout: Option<u64>,
+    /// Start even when a table's server does not answer at start-up (its
+    /// mail is tempfailed until it does) [false: refuse to start, as
+    /// OpenDKIM's SoftStart].
+    soft_start: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -763,7 +767,9 @@ impl TomlFile {
             connect,
         ) {
             Ok(Some(remote)) => {
-                signing.remote = Some(std::sync::Arc::new(remote));
+                signing.remote = Some(std::sync::Arc::new(
+                    remote.with_soft_start(tables.soft_start.unwrap_or(false)),
+                ));
                 true
             }
             Ok(None) => false,

@@ -411,6 +411,48 @@ impl ConfFile {
         ))
     }
 
+    /// How to reach data sets kept on a server: the defaults, and for
+    /// `ldap:` ones OpenDKIM's LDAP options (LDAPTimeout bounds both the
+    /// connection and each search, 5 s by default as in OpenDKIM).
+    fn remote_connect(&mut self) -> crate::remote::ConnectSettings {
+        use crate::remote::{ConnectSettings, LdapLogin, LdapMechanism};
+        let mut connect = ConnectSettings::default();
+        let mechanism = match self.string("LDAPAuthMechanism") {
+            None => LdapMechanism::Simple,
+            Some((value, at)) => match LdapMechanism::parse(value.trim()) {
+                Some(m) => m,
+                None => {
+                    self.invalid(
+                        "LDAPAuthMechanism",
+                        value,
+                        at,
+                        "`simple` (or `none`), or `EXTERNAL` (SASL over ldapi://)",
+                    );
+                    LdapMechanism::Simple
+                }
+            },
+        };
+        connect.ldap = LdapLogin {
+            bind_user: self.string("LDAPBindUser").map(|(u, _)| u),
+            bind_password: self
+                .string("LDAPBindPassword")
+                .map(|(p, _)| crate::tables::remote::Secret::new(p)),
+            mechanism,
+            start_tls: self.boolean("LDAPUseTLS").unwrap_or(false),
+        };
+        if let Some((value, at)) = self.string("LDAPTimeout") {
+            match value.trim().parse::<u64>() {
+                Ok(secs) if secs > 0 => {
+                    let limit = std::time::Duration::from_secs(secs);
+                    connect.connect_timeout = limit;
+                    connect.query_timeout = limit;
+                }
+                _ => self.invalid("LDAPTimeout", value, at, "a number of seconds, at least 1"),
+            }
+        }
+        connect
+    }
+
     fn signing(&mut self, mode: Mode, options: &LoadOptions) -> Signing {
         let mut signing = Signing {
             domain_key: None,
@@ -448,6 +490,9 @@ impl ConfFile {
                 if let (Some((st, st_at)), Some((kt, kt_at))) =
                     (&signing_table, self.string("KeyTable"))
                 {
+                    let connect = self.remote_connect();
+                    let soft_start = self.boolean("SoftStart").unwrap_or(false)
+                        || self.boolean("LDAPSoftStart").unwrap_or(false);
                     match remote_sets::remote_signing(
                         (&kt, &kt_at),
                         (st, st_at),
@@ -455,10 +500,11 @@ impl ConfFile {
                         options,
                         &mut self.warnings,
                         crate::remote::CacheSettings::default(),
-                        crate::remote::ConnectSettings::default(),
+                        connect,
                     ) {
                         Ok(Some(remote)) => {
-                            signing.remote = Some(std::sync::Arc::new(remote));
+                            signing.remote =
+                                Some(std::sync::Arc::new(remote.with_soft_start(soft_start)));
                             return signing;
                         }
                         Ok(None) => {}
@@ -840,6 +886,35 @@ SigningTable refile:$DIR/SigningTable
         let first = tables.signing_table.find_first("bob", "example.com");
         assert_eq!(first.len(), 1, "a file line is its own rule");
         assert!(warnings(&config).is_empty(), "{:?}", warnings(&config));
+    }
+
+    #[test]
+    fn ldap_options_and_soft_start_are_read_and_a_bad_mechanism_is_refused() {
+        let dir = dir();
+        let tables = "Mode s\nSocket inet:8891@localhost\n\
+             KeyTable ldap://127.0.0.1/ou=dkim,$D?DKIMDomain,DKIMSelector,DKIMKey?base\n\
+             SigningTable ldap://127.0.0.1/ou=s,dc=example,dc=com?description?sub?(mail=$d)\n\
+             LDAPBindUser cn=reader,dc=example,dc=com\nLDAPBindPassword hunter2\n";
+        let config = dir
+            .load(&format!("{tables}LDAPSoftStart yes\nLDAPTimeout 7\n"))
+            .unwrap();
+        let remote = config.policy.signing.remote.as_ref().unwrap();
+        assert!(remote.soft_start, "LDAPSoftStart is SoftStart's old name");
+        assert!(
+            warnings(&config).iter().all(|w| !w.contains("LDAP")),
+            "{:?}",
+            warnings(&config)
+        );
+        let config = dir.load(tables).unwrap();
+        assert!(!config.policy.signing.remote.as_ref().unwrap().soft_start);
+
+        let err = dir
+            .load(&format!("{tables}LDAPAuthMechanism DIGEST-MD5\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("LDAPAuthMechanism"), "{err}");
+        assert!(err.contains("EXTERNAL"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
     }
 
     #[test]

@@ -43,7 +43,7 @@ pub(crate) fn remote_signing(
                 at: at.clone(),
                 spec: remote.to_string(),
                 reason: format!(
-                    "{} data sets are not supported yet (PostgreSQL ones are); export the \
+                    "{} data sets are not supported yet (PostgreSQL, MySQL/MariaDB and LDAP ones are); export the \
                      table to a file and use `file:/path`",
                     remote.backend_name()
                 ),
@@ -59,7 +59,7 @@ pub(crate) fn remote_signing(
             spec,
             signing_table.1.clone(),
             cache,
-            connect,
+            connect.clone(),
         )))),
         _ => match data_sets::open(signing_table.0, signing_table.1, base)
             .map_err(ConfigError::from)

@@ -21,6 +21,8 @@
 //! never logs a password (specifications display masked) or a key's value.
 
 mod cache;
+mod ldap;
+mod mysql;
 mod postgres;
 
 use std::collections::HashMap;
@@ -33,12 +35,13 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::diagnostics::Location;
-use crate::tables::remote::RemoteSpec;
+use crate::tables::remote::{RemoteSpec, Secret};
 
 pub use cache::{Cache, CacheSettings, Cached};
 
-/// Connection limits for a data set's server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Connection limits for a data set's server, and how to log in to a
+/// directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectSettings {
     /// Time allowed to open a connection (and log in).
     pub connect_timeout: Duration,
@@ -46,6 +49,41 @@ pub struct ConnectSettings {
     pub query_timeout: Duration,
     /// The most connections open to the server at once.
     pub max_connections: usize,
+    /// For `ldap:` data sets.
+    pub ldap: LdapLogin,
+}
+
+/// How to log in to an LDAP server: OpenDKIM's LDAPBindUser,
+/// LDAPBindPassword, LDAPAuthMechanism and LDAPUseTLS.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LdapLogin {
+    pub bind_user: Option<String>,
+    pub bind_password: Option<Secret>,
+    pub mechanism: LdapMechanism,
+    /// StartTLS on `ldap://` (`ldaps://` is TLS from the start).
+    pub start_tls: bool,
+}
+
+/// The bind: `simple` (a DN and password, or anonymous without them) or
+/// SASL `EXTERNAL` (the identity the transport proves: over `ldapi://`,
+/// the process's uid).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LdapMechanism {
+    #[default]
+    Simple,
+    External,
+}
+
+impl LdapMechanism {
+    /// OpenDKIM's LDAPAuthMechanism value (`none` and `simple` are the
+    /// simple bind).
+    pub fn parse(value: &str) -> Option<LdapMechanism> {
+        match value.to_ascii_lowercase().as_str() {
+            "" | "none" | "simple" => Some(LdapMechanism::Simple),
+            "external" => Some(LdapMechanism::External),
+            _ => None,
+        }
+    }
 }
 
 impl Default for ConnectSettings {
@@ -54,6 +92,7 @@ impl Default for ConnectSettings {
             connect_timeout: Duration::from_secs(5),
             query_timeout: Duration::from_secs(5),
             max_connections: 16,
+            ldap: LdapLogin::default(),
         }
     }
 }
@@ -87,6 +126,8 @@ pub enum BadRow {
     TooLong(usize),
     #[error("the value is not UTF-8 text")]
     NotText,
+    #[error("the entry has no attribute `{0}`")]
+    Missing(String),
 }
 
 /// A key that could not be answered.
@@ -112,6 +153,8 @@ pub(crate) type Rows = HashMap<String, Result<String, BadRow>>;
 /// The connection to one data set's server.
 enum Backend {
     Postgres(postgres::Postgres),
+    Mysql(mysql::Mysql),
+    Ldap(ldap::Ldap),
     Unsupported(&'static str),
 }
 
@@ -119,6 +162,8 @@ impl Backend {
     async fn fetch(&self, keys: &[String]) -> Result<Rows, BackendError> {
         match self {
             Backend::Postgres(pg) => pg.fetch(keys).await,
+            Backend::Mysql(my) => my.fetch(keys).await,
+            Backend::Ldap(ldap) => ldap.fetch(keys).await,
             Backend::Unsupported(what) => Err(BackendError::Unsupported(what)),
         }
     }
@@ -166,10 +211,12 @@ impl RemoteSet {
                 crate::tables::remote::SqlBackend::Postgres => {
                     Backend::Postgres(postgres::Postgres::new(dsn, connect))
                 }
-                crate::tables::remote::SqlBackend::Mysql => Backend::Unsupported("MySQL/MariaDB"),
+                crate::tables::remote::SqlBackend::Mysql => {
+                    Backend::Mysql(mysql::Mysql::new(dsn, connect))
+                }
                 crate::tables::remote::SqlBackend::Sqlite => Backend::Unsupported("SQLite"),
             },
-            RemoteSpec::Ldap(_) => Backend::Unsupported("LDAP"),
+            RemoteSpec::Ldap(ldap) => Backend::Ldap(ldap::Ldap::new(ldap, connect)),
         };
         RemoteSet {
             role,
@@ -183,10 +230,14 @@ impl RemoteSet {
 
     /// Whether lookups in such a data set are implemented.
     pub fn supported(spec: &RemoteSpec) -> bool {
-        matches!(
-            spec,
-            RemoteSpec::Dsn(dsn) if dsn.backend == crate::tables::remote::SqlBackend::Postgres
-        )
+        match spec {
+            RemoteSpec::Dsn(dsn) => matches!(
+                dsn.backend,
+                crate::tables::remote::SqlBackend::Postgres
+                    | crate::tables::remote::SqlBackend::Mysql
+            ),
+            RemoteSpec::Ldap(_) => true,
+        }
     }
 
     pub fn role(&self) -> &'static str {
@@ -212,6 +263,14 @@ impl RemoteSet {
             .fetch(&["dkim-sidecar-connection-check".to_string()])
             .await
             .map(|_| ())
+    }
+
+    /// Closes a connection kept open between lookups (an LDAP server's),
+    /// so that the next lookup opens and logs in again.
+    pub async fn disconnect(&self) {
+        if let Backend::Ldap(ldap) = &self.backend {
+            ldap.forget().await;
+        }
     }
 
     /// The answers for `keys`, in order: `Some(value)` or `None` (no such
@@ -390,4 +449,20 @@ pub fn register(registry: &mut Registry) {
         "Time from sending a query to its answer",
         m.latency.clone(),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LdapMechanism;
+
+    #[test]
+    fn ldap_auth_mechanisms_are_opendkims_words() {
+        assert_eq!(LdapMechanism::parse("simple"), Some(LdapMechanism::Simple));
+        assert_eq!(LdapMechanism::parse("none"), Some(LdapMechanism::Simple));
+        assert_eq!(
+            LdapMechanism::parse("EXTERNAL"),
+            Some(LdapMechanism::External)
+        );
+        assert_eq!(LdapMechanism::parse("DIGEST-MD5"), None);
+    }
 }

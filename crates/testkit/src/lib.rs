@@ -41,6 +41,7 @@ pub mod dnsmasq;
 pub mod keys;
 pub mod knot;
 pub mod load;
+pub mod mariadb;
 pub mod message;
 pub mod milter_process;
 pub mod mta;
@@ -54,6 +55,7 @@ pub mod sasl;
 pub mod sidecar;
 pub mod signers;
 pub mod sink;
+pub mod slapd;
 pub mod submission;
 pub mod verify;
 

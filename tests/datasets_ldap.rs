@@ -1,0 +1,399 @@
+//! KeyTable and SigningTable kept in an LDAP directory (`ldap://`,
+//! `ldapi://`), end to end: a private slapd on loopback (one for the tests
+//! of this binary; a second one for the test that stops it), dkim-sidecar
+//! reading an unchanged opendkim.conf with OpenDKIM's LDAP options, and
+//! messages put to it as Postfix would, each signature checked by dkimpy
+//! and OpenDKIM.
+//!
+//! The SigningTable is searched by filter (`(mail=$d)`, the sender
+//! escaped), the KeyTable by base (`ou=dkim,$D`: key `example.com` is the
+//! entry `ou=dkim,dc=example,dc=com`).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use base64::Engine as _;
+use milter::client::Outcome;
+use testkit::keys::TestKeys;
+use testkit::slapd::Slapd;
+use testkit::verify::{assert_signed_by, assert_unsigned};
+use testkit::{MilterProcess, MilterSocket, Sidecar, mta};
+
+const INTERNAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+fn b64(text: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// A SigningTable entry: `mail` is the key, `description` the key name.
+fn signer(cn: &str, mail: &str, key_name: &str) -> String {
+    format!(
+        "dn: cn={cn},ou=signing,dc=example,dc=com\nobjectClass: inetOrgPerson\ncn: {cn}\nsn: {cn}\n\
+         mail:: {}\ndescription: {key_name}\n\n",
+        b64(mail)
+    )
+}
+
+/// A KeyTable entry for key name `label.example.com` (or `example.com`
+/// with no label), with the attributes given.
+fn key_entry(label: Option<&str>, attributes: &[(&str, &str)]) -> String {
+    let mut ldif = String::new();
+    let parent = match label {
+        Some(label) => {
+            ldif.push_str(&format!(
+                "dn: dc={label},dc=example,dc=com\nobjectClass: domain\ndc: {label}\n\n"
+            ));
+            format!("dc={label},dc=example,dc=com")
+        }
+        None => "dc=example,dc=com".to_string(),
+    };
+    ldif.push_str(&format!(
+        "dn: ou=dkim,{parent}\nobjectClass: organizationalUnit\nobjectClass: DKIM\nou: dkim\n"
+    ));
+    for (name, value) in attributes {
+        ldif.push_str(&format!("{name}:: {}\n", b64(value)));
+    }
+    ldif.push('\n');
+    ldif
+}
+
+/// The directory every test reads: alice and bob signed with the RSA
+/// key; three senders whose key entries cannot be used.
+fn directory() -> String {
+    let key = TestKeys::load().rsa;
+    let pem = std::fs::read_to_string(&key.private_key).unwrap();
+    let mut ldif = String::from(
+        "dn: ou=signing,dc=example,dc=com\nobjectClass: organizationalUnit\nou: signing\n\n",
+    );
+    ldif.push_str(&signer("alice", "alice@example.com", "example.com"));
+    ldif.push_str(&signer("bob", "bob@example.com", "example.com"));
+    ldif.push_str(&signer(
+        "broken",
+        "broken@example.com",
+        "broken.example.com",
+    ));
+    ldif.push_str(&signer("nosel", "nosel@example.com", "nosel.example.com"));
+    ldif.push_str(&signer("big", "big@example.com", "big.example.com"));
+    ldif.push_str(&key_entry(
+        None,
+        &[
+            ("DKIMDomain", &key.domain),
+            ("DKIMSelector", &key.selector),
+            ("DKIMKey", &pem),
+        ],
+    ));
+    ldif.push_str(&key_entry(
+        Some("broken"),
+        &[
+            ("DKIMDomain", "example.com"),
+            ("DKIMSelector", "broken"),
+            ("DKIMKey", "MIIBnot-a-key"),
+        ],
+    ));
+    ldif.push_str(&key_entry(
+        Some("nosel"),
+        &[("DKIMDomain", "example.com"), ("DKIMKey", &pem)],
+    ));
+    let big = "A".repeat(10 * 1024 * 1024);
+    ldif.push_str(&key_entry(
+        Some("big"),
+        &[
+            ("DKIMDomain", "example.com"),
+            ("DKIMSelector", "big"),
+            ("DKIMKey", &big),
+        ],
+    ));
+    ldif
+}
+
+/// The two tables as URLs on `servers` (space-separated fallbacks).
+fn tables(servers: &[String]) -> (String, String) {
+    let signing: Vec<String> = servers
+        .iter()
+        .map(|s| format!("{s}/ou=signing,dc=example,dc=com?description?sub?(mail=$d)"))
+        .collect();
+    let keys: Vec<String> = servers
+        .iter()
+        .map(|s| format!("{s}/ou=dkim,$D?DKIMDomain,DKIMSelector,DKIMKey?base"))
+        .collect();
+    (keys.join(" "), signing.join(" "))
+}
+
+/// A sidecar on `servers`, logging in with a simple bind.
+fn sidecar_on(servers: &[String], extra: &[&str]) -> Sidecar {
+    let (keys, signing) = tables(servers);
+    let mut builder = Sidecar::builder()
+        .config_line("Socket inet:8891@localhost")
+        .config_line(&format!("KeyTable {keys}"))
+        .config_line(&format!("SigningTable {signing}"))
+        .config_line(&format!("LDAPBindUser {}", Slapd::READER))
+        .config_line(&format!("LDAPBindPassword {}", Slapd::PASSWORD));
+    for line in extra {
+        builder = builder.config_line(line);
+    }
+    builder.write()
+}
+
+fn start(sidecar: &Sidecar) -> (MilterProcess, SocketAddr) {
+    let socket = MilterSocket::free_inet();
+    let milter = sidecar.start(&socket);
+    let MilterSocket::Inet(addr) = socket else {
+        unreachable!()
+    };
+    (milter, addr)
+}
+
+fn message_from(from: &str) -> milter::client::Message {
+    mta::message(
+        format!(
+            "From: {from}\nTo: carol@example.org\nSubject: ldap\nMessage-ID: <1@example.com>\n\nHello from the directory.\n"
+        )
+        .as_bytes(),
+    )
+}
+
+fn is_tempfail(outcome: &Outcome) -> bool {
+    matches!(outcome, Outcome::Refused { event: 'N', reply } if format!("{reply:?}").contains("451") || format!("{reply:?}").contains("Tempfail"))
+}
+
+fn is_accepted(outcome: &Outcome) -> bool {
+    matches!(
+        outcome,
+        Outcome::AcceptedEarly { .. } | Outcome::Delivered { .. }
+    )
+}
+
+fn assert_signed(sidecar: &Sidecar, addr: SocketAddr, from: &str) {
+    let message = message_from(from);
+    let outcome = mta::send(addr, &message, INTERNAL, "mta.example");
+    assert_signed_by(
+        &mta::delivered(&message, &outcome),
+        &sidecar.dns_records(),
+        &sidecar.keys(),
+    );
+}
+
+fn check_config(sidecar: &Sidecar) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dkim-sidecar"))
+        .args(["check-config", "-x"])
+        .arg(sidecar.config())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains(Slapd::PASSWORD), "{text}");
+    (out.status.success(), text)
+}
+
+#[test]
+fn signs_with_tables_in_ldap_and_a_sender_never_widens_the_filter() {
+    let slapd = Slapd::shared(directory);
+    let sidecar = sidecar_on(&[slapd.url()], &[]);
+    let (milter, addr) = start(&sidecar);
+    assert_signed(&sidecar, addr, "alice@example.com");
+
+    // No entry: not signed, and said why.
+    let outcome = mta::send(
+        addr,
+        &message_from("carol@example.com"),
+        INTERNAL,
+        "mta.example",
+    );
+    assert!(is_accepted(&outcome), "{outcome:?}");
+    // Pasted into the filter unescaped, `*@example.com` (a valid address:
+    // `*` is atext) would match alice's entry and `*)(uid=*` would widen
+    // the filter; escaped, they match nothing.
+    for sender in ["*@example.com", "\"*)(uid=*\"@example.com"] {
+        let message = message_from(sender);
+        let outcome = mta::send(addr, &message, INTERNAL, "mta.example");
+        assert!(is_accepted(&outcome), "{sender}: {outcome:?}");
+        if let Outcome::Delivered { .. } = outcome {
+            assert_unsigned(&mta::delivered(&message, &outcome), &sidecar.dns_records());
+        }
+    }
+    let log = milter.log();
+    assert!(
+        log.contains("no SigningTable match for carol@example.com"),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("no SigningTable match").count(),
+        3,
+        "carol and both filter senders: {log}"
+    );
+    assert!(!log.contains(Slapd::PASSWORD), "{log}");
+}
+
+#[test]
+fn sasl_external_over_ldapi_logs_in_without_a_password() {
+    let slapd = Slapd::shared(directory);
+    let (keys, signing) = tables(&[slapd.ldapi_url()]);
+    let sidecar = Sidecar::builder()
+        .config_line(&format!("KeyTable {keys}"))
+        .config_line(&format!("SigningTable {signing}"))
+        .config_line("LDAPAuthMechanism EXTERNAL")
+        .write();
+    let (_milter, addr) = start(&sidecar);
+    assert_signed(&sidecar, addr, "alice@example.com");
+}
+
+#[test]
+fn a_dead_first_server_falls_back_to_the_next() {
+    let slapd = Slapd::shared(directory);
+    let dead = format!("ldap://{}", testkit::free_local_addr());
+    let sidecar = sidecar_on(&[dead, slapd.url()], &[]);
+    let (_milter, addr) = start(&sidecar);
+    assert_signed(&sidecar, addr, "alice@example.com");
+}
+
+#[test]
+fn unusable_entries_get_the_key_action_and_a_clear_log_line() {
+    let slapd = Slapd::shared(directory);
+    let sidecar = sidecar_on(&[slapd.url()], &[]);
+    let (milter, addr) = start(&sidecar);
+    for sender in ["nosel@example.com", "big@example.com", "broken@example.com"] {
+        let outcome = mta::send(addr, &message_from(sender), INTERNAL, "mta.example");
+        assert!(is_tempfail(&outcome), "{sender}: {outcome:?}");
+    }
+    assert_signed(&sidecar, addr, "alice@example.com");
+    let log = milter.log();
+    assert!(
+        log.contains("the entry has no attribute `DKIMSelector`"),
+        "{log}"
+    );
+    assert!(log.contains("bytes long (at most 65536)"), "{log}");
+    assert!(log.contains("KeyTable entry `broken.example.com`"), "{log}");
+}
+
+/// A wrong bind password: check-config says the server refused the bind;
+/// `run` refuses to start (OpenDKIM's default), or with SoftStart starts
+/// and tempfails the mail that needs the directory.
+#[test]
+fn a_refused_bind_fails_check_config_and_start_unless_soft_start() {
+    let slapd = Slapd::shared(directory);
+    let good = sidecar_on(&[slapd.url()], &[]);
+    let (ok, text) = check_config(&good);
+    assert!(ok, "{text}");
+    assert!(text.contains("(LDAP): connected"), "{text}");
+
+    let wrong = |extra: &[&str]| {
+        let mut lines = vec!["LDAPBindPassword not-the-password"];
+        lines.extend_from_slice(extra);
+        sidecar_on(&[slapd.url()], &lines)
+    };
+    let sidecar = wrong(&[]);
+    let (ok, text) = check_config(&sidecar);
+    assert!(!ok, "{text}");
+    assert!(text.contains("refused the bind"), "{text}");
+    assert!(!text.contains("not-the-password"), "{text}");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dkim-sidecar"))
+        .args(["run", "-x"])
+        .arg(sidecar.config())
+        .args(["--socket", &format!("inet:{}", testkit::free_local_addr())])
+        .arg("--allow-root")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("cannot be used"), "{text}");
+    assert!(text.contains("SoftStart"), "{text}");
+    assert!(!text.contains("not-the-password"), "{text}");
+
+    let sidecar = wrong(&["SoftStart yes"]);
+    let (milter, addr) = start(&sidecar);
+    let outcome = mta::send(
+        addr,
+        &message_from("alice@example.com"),
+        INTERNAL,
+        "mta.example",
+    );
+    assert!(is_tempfail(&outcome), "{outcome:?}");
+    let log = milter.log();
+    assert!(log.contains("starting anyway (SoftStart)"), "{log}");
+    assert!(!log.contains("not-the-password"), "{log}");
+}
+
+#[test]
+fn directory_down_serves_cached_senders_tempfails_the_rest_and_recovers() {
+    let mut slapd = Slapd::start(&directory());
+    let sidecar = sidecar_on(&[slapd.url()], &[]);
+    let (milter, addr) = start(&sidecar);
+    assert_signed(&sidecar, addr, "alice@example.com");
+
+    slapd.stop();
+    // Cached: still signed.
+    assert_signed(&sidecar, addr, "alice@example.com");
+    // Not cached: tempfailed, never accepted unsigned.
+    let bob = message_from("bob@example.com");
+    for _ in 0..2 {
+        let outcome = mta::send(addr, &bob, INTERNAL, "mta.example");
+        assert!(is_tempfail(&outcome), "{outcome:?}");
+    }
+
+    slapd.restart();
+    assert_signed(&sidecar, addr, "bob@example.com");
+    let log = milter.log();
+    assert_eq!(
+        log.matches("logged once per outage").count(),
+        1,
+        "the outage is logged once: {log}"
+    );
+    assert_eq!(
+        log.matches("answers again after").count(),
+        1,
+        "the recovery is logged once: {log}"
+    );
+    assert!(!log.contains(Slapd::PASSWORD), "{log}");
+}
+
+/// A server that accepts connections and never answers: the search gives
+/// up after LDAPTimeout, that message is tempfailed, and mail that needs
+/// no lookup in it keeps flowing.
+#[test]
+fn a_server_that_never_answers_times_out_into_a_tempfail() {
+    let slapd = Slapd::shared(directory);
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("ldap://{}", silent.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming() {
+            held.push(stream);
+        }
+    });
+    // The SigningTable answers; the KeyTable's server never does.
+    let (_, signing) = tables(&[slapd.url()]);
+    let (keys, _) = tables(&[silent_url]);
+    let sidecar = Sidecar::builder()
+        .config_line(&format!("KeyTable {keys}"))
+        .config_line(&format!("SigningTable {signing}"))
+        .config_line(&format!("LDAPBindUser {}", Slapd::READER))
+        .config_line(&format!("LDAPBindPassword {}", Slapd::PASSWORD))
+        .config_line("LDAPTimeout 2")
+        // Started with the server silent: SoftStart lets it start.
+        .config_line("SoftStart yes")
+        .write();
+    let (milter, addr) = start(&sidecar);
+    let outcome = mta::send(
+        addr,
+        &message_from("alice@example.com"),
+        INTERNAL,
+        "mta.example",
+    );
+    assert!(is_tempfail(&outcome), "{outcome:?}");
+    let outcome = mta::send(
+        addr,
+        &message_from("carol@example.com"),
+        INTERNAL,
+        "mta.example",
+    );
+    assert!(is_accepted(&outcome), "{outcome:?}");
+    let log = milter.log();
+    assert!(
+        log.contains("no connection within") || log.contains("no answer within"),
+        "{log}"
+    );
+    assert!(!log.contains(Slapd::PASSWORD), "{log}");
+}

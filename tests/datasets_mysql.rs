@@ -1,0 +1,372 @@
+//! KeyTable and SigningTable kept in MariaDB (`dsn:mysql://`), end to end:
+//! a private MariaDB on loopback (one for the tests of this binary, each
+//! in its own database; a second one for the test that stops it),
+//! dkim-sidecar reading an unchanged opendkim.conf whose tables are
+//! `dsn:` data sets, and messages put to it as Postfix would, each
+//! signature checked by dkimpy and OpenDKIM.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use milter::client::Outcome;
+use testkit::mariadb::MariaDb;
+use testkit::verify::{assert_signed_by, assert_unsigned};
+use testkit::{MilterProcess, MilterSocket, Sidecar, mta};
+
+const INTERNAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// The tables in `database`: `signing(addr, keyname)` and `keys(name,
+/// domain, selector, key)` holding the example RSA key inline.
+fn tables(db: &MariaDb, database: &str, sidecar: &Sidecar, signing_rows: &[(&str, &str)]) {
+    let key = &sidecar.test_keys().rsa;
+    let pem = std::fs::read_to_string(&key.private_key).unwrap();
+    db.sql(&format!(
+        "USE {database}; \
+         CREATE TABLE signing (addr varchar(255), keyname varchar(64)); \
+         CREATE TABLE `keys` (name varchar(64), domain varchar(255), selector varchar(64), \
+         `key` longtext); \
+         INSERT INTO `keys` VALUES ('rsa', '{}', '{}', '{pem}');",
+        key.domain, key.selector
+    ));
+    for (addr, keyname) in signing_rows {
+        db.sql(&format!(
+            "INSERT INTO {database}.signing VALUES ('{}', '{keyname}')",
+            addr.replace('\'', "''")
+        ));
+    }
+}
+
+fn sidecar_on(db: &MariaDb, database: &str) -> Sidecar {
+    // The Socket line is for check-config; `run` gets --socket.
+    Sidecar::builder()
+        .config_line("Socket inet:8891@localhost")
+        .config_line(&format!(
+            "KeyTable {}",
+            db.dsn(database, "keys", "name", "domain,selector,key")
+        ))
+        .config_line(&format!(
+            "SigningTable {}",
+            db.dsn(database, "signing", "addr", "keyname")
+        ))
+        .write()
+}
+
+fn start(sidecar: &Sidecar) -> (MilterProcess, SocketAddr) {
+    let socket = MilterSocket::free_inet();
+    let milter = sidecar.start(&socket);
+    let MilterSocket::Inet(addr) = socket else {
+        unreachable!()
+    };
+    (milter, addr)
+}
+
+fn message_from(from: &str) -> milter::client::Message {
+    mta::message(
+        format!(
+            "From: {from}\nTo: bob@example.org\nSubject: dsn\nMessage-ID: <1@example.com>\n\nHello from MariaDB.\n"
+        )
+        .as_bytes(),
+    )
+}
+
+fn is_tempfail(outcome: &Outcome) -> bool {
+    matches!(outcome, Outcome::Refused { event: 'N', reply } if format!("{reply:?}").contains("451") || format!("{reply:?}").contains("Tempfail"))
+}
+
+fn assert_signed(sidecar: &Sidecar, addr: SocketAddr, from: &str) {
+    let message = message_from(from);
+    let outcome = mta::send(addr, &message, INTERNAL, "mta.example");
+    assert_signed_by(
+        &mta::delivered(&message, &outcome),
+        &sidecar.dns_records(),
+        &sidecar.keys(),
+    );
+}
+
+fn check_config(sidecar: &Sidecar) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dkim-sidecar"))
+        .args(["check-config", "-x"])
+        .arg(sidecar.config())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains(MariaDb::PASSWORD), "{text}");
+    (out.status.success(), text)
+}
+
+#[test]
+fn signs_with_keytable_and_signingtable_kept_in_mariadb() {
+    let db = MariaDb::shared();
+    let database = db.database("signs");
+    let sidecar = sidecar_on(&db, &database);
+    tables(
+        &db,
+        &database,
+        &sidecar,
+        &[("alice@example.com", "rsa"), ("example.net", "rsa")],
+    );
+    let (milter, addr) = start(&sidecar);
+    assert_signed(&sidecar, addr, "alice@example.com");
+
+    // No row for this sender: not signed, and said why.
+    let outcome = mta::send(
+        addr,
+        &message_from("carol@example.com"),
+        INTERNAL,
+        "mta.example",
+    );
+    assert!(
+        matches!(
+            outcome,
+            Outcome::AcceptedEarly { .. } | Outcome::Delivered { .. }
+        ),
+        "{outcome:?}"
+    );
+    let log = milter.log();
+    assert!(
+        log.contains("no SigningTable match for carol@example.com"),
+        "{log}"
+    );
+    assert!(!log.contains(MariaDb::PASSWORD), "{log}");
+}
+
+#[test]
+fn a_sender_written_as_sql_matches_nothing() {
+    let db = MariaDb::shared();
+    let database = db.database("injection");
+    let sidecar = sidecar_on(&db, &database);
+    tables(&db, &database, &sidecar, &[("alice@example.com", "rsa")]);
+    let (milter, addr) = start(&sidecar);
+
+    // Pasted into SQL this would match every row; bound as a parameter it
+    // is just an address nobody has.
+    let message = message_from("\"' OR 1=1 --\"@example.com");
+    let outcome = mta::send(addr, &message, INTERNAL, "mta.example");
+    if let Outcome::Delivered { .. } = outcome {
+        assert_unsigned(&mta::delivered(&message, &outcome), &sidecar.dns_records());
+    }
+    let log = milter.log();
+    assert!(log.contains("no SigningTable match"), "{log}");
+    // And alice, who has a row, is still signed.
+    assert_signed(&sidecar, addr, "alice@example.com");
+}
+
+#[test]
+fn a_filter_written_with_escapes_selects_the_rows() {
+    let db = MariaDb::shared();
+    let database = db.database("filtered");
+    let sidecar_probe = Sidecar::builder().write();
+    tables(
+        &db,
+        &database,
+        &sidecar_probe,
+        &[("alice@example.com", "rsa"), ("retired@example.com", "rsa")],
+    );
+    db.sql(&format!(
+        "ALTER TABLE {database}.signing ADD active int NOT NULL DEFAULT 1; \
+         UPDATE {database}.signing SET active = 0 WHERE addr = 'retired@example.com';"
+    ));
+    // `?filter=active = 1`, its ` ` and `=` written as OpenDKIM wants.
+    let sidecar = Sidecar::builder()
+        .config_line(&format!(
+            "KeyTable {}",
+            db.dsn(&database, "keys", "name", "domain,selector,key")
+        ))
+        .config_line(&format!(
+            "SigningTable {}?filter=active=20=3D=201",
+            db.dsn(&database, "signing", "addr", "keyname")
+        ))
+        .write();
+    let (milter, addr) = start(&sidecar);
+    assert_signed(&sidecar, addr, "alice@example.com");
+    let outcome = mta::send(
+        addr,
+        &message_from("retired@example.com"),
+        INTERNAL,
+        "mta.example",
+    );
+    assert!(
+        matches!(
+            outcome,
+            Outcome::AcceptedEarly { .. } | Outcome::Delivered { .. }
+        ),
+        "{outcome:?}"
+    );
+    let log = milter.log();
+    assert!(
+        log.contains("no SigningTable match for retired@example.com"),
+        "{log}"
+    );
+}
+
+#[test]
+fn unusable_rows_get_the_key_action_and_a_clear_log_line() {
+    let db = MariaDb::shared();
+    let database = db.database("unusable");
+    let sidecar = sidecar_on(&db, &database);
+    tables(
+        &db,
+        &database,
+        &sidecar,
+        &[
+            ("alice@example.com", "rsa"),
+            ("null@example.com", "nullkey"),
+            ("big@example.com", "big"),
+            ("broken@example.com", "broken"),
+        ],
+    );
+    db.sql(&format!(
+        "USE {database}; \
+         INSERT INTO `keys` VALUES ('nullkey', 'example.com', NULL, 'x'); \
+         INSERT INTO `keys` VALUES ('big', 'example.com', 'big', repeat('A', 10 * 1024 * 1024)); \
+         INSERT INTO `keys` VALUES ('broken', 'example.com', 'broken', 'MIIBnot-a-key');"
+    ));
+    let (milter, addr) = start(&sidecar);
+    for sender in ["null@example.com", "big@example.com", "broken@example.com"] {
+        let outcome = mta::send(addr, &message_from(sender), INTERNAL, "mta.example");
+        assert!(is_tempfail(&outcome), "{sender}: {outcome:?}");
+    }
+    assert_signed(&sidecar, addr, "alice@example.com");
+    let log = milter.log();
+    assert!(log.contains("column `selector` is NULL"), "{log}");
+    assert!(log.contains("bytes long (at most 65536)"), "{log}");
+    assert!(log.contains("KeyTable entry `broken`"), "{log}");
+    assert!(!log.contains(MariaDb::PASSWORD), "{log}");
+}
+
+#[test]
+fn check_config_names_the_database_and_refuses_a_wrong_password() {
+    let db = MariaDb::shared();
+    let database = db.database("checked");
+    let sidecar = sidecar_on(&db, &database);
+    tables(&db, &database, &sidecar, &[("alice@example.com", "rsa")]);
+    let (ok, text) = check_config(&sidecar);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("KeyTable server dsn:mysql://dkim:****@"),
+        "{text}"
+    );
+    assert!(text.contains("(MySQL/MariaDB): connected"), "{text}");
+
+    let wrong = Sidecar::builder()
+        .config_line("Socket inet:8891@localhost")
+        .config_line(&format!(
+            "KeyTable {}",
+            db.dsn(&database, "keys", "name", "domain,selector,key")
+                .replace(MariaDb::PASSWORD, "not-the-password")
+        ))
+        .config_line(&format!(
+            "SigningTable {}",
+            db.dsn(&database, "signing", "addr", "keyname")
+        ))
+        .write();
+    let (ok, text) = check_config(&wrong);
+    assert!(!ok, "{text}");
+    assert!(text.contains("Access denied"), "{text}");
+    assert!(!text.contains("not-the-password"), "{text}");
+}
+
+#[test]
+fn database_down_serves_cached_senders_tempfails_the_rest_and_recovers() {
+    let mut db = MariaDb::start();
+    let database = db.database("outage");
+    let sidecar = sidecar_on(&db, &database);
+    tables(
+        &db,
+        &database,
+        &sidecar,
+        &[("alice@example.com", "rsa"), ("bob@example.com", "rsa")],
+    );
+    let (milter, addr) = start(&sidecar);
+
+    // alice's entries are now cached.
+    assert_signed(&sidecar, addr, "alice@example.com");
+
+    db.stop();
+    // Cached: still signed.
+    assert_signed(&sidecar, addr, "alice@example.com");
+    // Not cached: tempfailed, never accepted unsigned.
+    let bob = message_from("bob@example.com");
+    for _ in 0..2 {
+        let outcome = mta::send(addr, &bob, INTERNAL, "mta.example");
+        assert!(is_tempfail(&outcome), "{outcome:?}");
+    }
+
+    db.restart();
+    assert_signed(&sidecar, addr, "bob@example.com");
+
+    let log = milter.log();
+    assert_eq!(
+        log.matches("logged once per outage").count(),
+        1,
+        "the outage is logged once: {log}"
+    );
+    assert_eq!(
+        log.matches("answers again after").count(),
+        1,
+        "the recovery is logged once: {log}"
+    );
+    assert!(!log.contains(MariaDb::PASSWORD), "{log}");
+}
+
+/// A server that accepts connections and never answers: the lookup gives
+/// up after the connect timeout, that message is tempfailed, and mail
+/// whose tables answer keeps flowing.
+#[test]
+fn a_server_that_never_answers_times_out_into_a_tempfail() {
+    let db = MariaDb::shared();
+    let database = db.database("silent");
+    let probe = Sidecar::builder().write();
+    tables(&db, &database, &probe, &[("alice@example.com", "rsa")]);
+
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming() {
+            held.push(stream);
+        }
+    });
+    // The SigningTable answers; the KeyTable's server never does.
+    let sidecar = Sidecar::builder()
+        // Started with the server silent: SoftStart lets it start.
+        .config_line("SoftStart yes")
+        .config_line(&format!(
+            "KeyTable dsn:mysql://{}:{}@{port}+127.0.0.1/{database}/table=keys?keycol=name?datacol=domain,selector,key",
+            MariaDb::USER,
+            MariaDb::PASSWORD
+        ))
+        .config_line(&format!(
+            "SigningTable {}",
+            db.dsn(&database, "signing", "addr", "keyname")
+        ))
+        .write();
+    let (milter, addr) = start(&sidecar);
+    let outcome = mta::send(
+        addr,
+        &message_from("alice@example.com"),
+        INTERNAL,
+        "mta.example",
+    );
+    assert!(is_tempfail(&outcome), "{outcome:?}");
+    // A sender with no SigningTable row needs no key: accepted unsigned.
+    let outcome = mta::send(
+        addr,
+        &message_from("carol@example.com"),
+        INTERNAL,
+        "mta.example",
+    );
+    assert!(
+        matches!(
+            outcome,
+            Outcome::AcceptedEarly { .. } | Outcome::Delivered { .. }
+        ),
+        "{outcome:?}"
+    );
+    let log = milter.log();
+    assert!(log.contains("no connection within"), "{log}");
+    assert!(!log.contains(MariaDb::PASSWORD), "{log}");
+}

@@ -64,8 +64,8 @@ pub enum DaemonError {
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
     #[error(
-        "{at}: {role} server {set} cannot be used: {error}; fix it, or set SoftStart yes \
-         (soft_start = true in TOML) to start anyway and tempfail the mail that needs it"
+        "{at}: {role} server {set} cannot be used: {error}; fix it, or remove SoftStart no \
+         (soft_start = false in TOML) to start anyway and tempfail the mail that needs it"
     )]
     DataSetDown {
         at: String,
@@ -134,10 +134,11 @@ pub fn main(config: Config, reload: Reload) -> Result<(), DaemonError> {
     result
 }
 
-/// OpenDKIM's SoftStart: without it, a table's server that does not answer
-/// at start-up stops the start (before anything is bound); with it, the
-/// daemon starts, says so, and tempfails the mail that needs the server
-/// until it answers. The connections made here are closed, so lookups log
+/// SoftStart (on unless written off): a table's server that does not answer
+/// at start-up does not stop the start; the daemon starts, says so, and
+/// tempfails the mail that needs the server until it answers. With
+/// `SoftStart no` (OpenDKIM's default) it stops the start, before anything
+/// is bound. The connections made here are closed, so lookups log
 /// in as the user the daemon runs as.
 async fn check_data_sets(remote: &crate::policy::RemoteSigning) -> Result<(), DaemonError> {
     for set in remote.remote_sets() {

@@ -268,10 +268,11 @@ fn unusable_entries_get_the_key_action_and_a_clear_log_line() {
 }
 
 /// A wrong bind password: check-config says the server refused the bind;
-/// `run` refuses to start (OpenDKIM's default), or with SoftStart starts
-/// and tempfails the mail that needs the directory.
+/// `run` starts (SoftStart is on unless written off) and tempfails the mail
+/// that needs the directory, or with `SoftStart no` refuses to start, as
+/// OpenDKIM does by default.
 #[test]
-fn a_refused_bind_fails_check_config_and_start_unless_soft_start() {
+fn a_refused_bind_fails_check_config_and_holds_only_the_mail_that_needs_it() {
     let slapd = Slapd::shared(directory);
     let good = sidecar_on(&[slapd.url()], &[]);
     let (ok, text) = check_config(&good);
@@ -283,7 +284,7 @@ fn a_refused_bind_fails_check_config_and_start_unless_soft_start() {
         lines.extend_from_slice(extra);
         sidecar_on(&[slapd.url()], &lines)
     };
-    let sidecar = wrong(&[]);
+    let sidecar = wrong(&["SoftStart no"]);
     let (ok, text) = check_config(&sidecar);
     assert!(!ok, "{text}");
     assert!(text.contains("refused the bind"), "{text}");
@@ -302,7 +303,7 @@ fn a_refused_bind_fails_check_config_and_start_unless_soft_start() {
     assert!(text.contains("SoftStart"), "{text}");
     assert!(!text.contains("not-the-password"), "{text}");
 
-    let sidecar = wrong(&["SoftStart yes"]);
+    let sidecar = wrong(&[]);
     let (milter, addr) = start(&sidecar);
     let outcome = mta::send(
         addr,
@@ -372,8 +373,8 @@ fn a_server_that_never_answers_times_out_into_a_tempfail() {
         .config_line(&format!("LDAPBindUser {}", Slapd::READER))
         .config_line(&format!("LDAPBindPassword {}", Slapd::PASSWORD))
         .config_line("LDAPTimeout 2")
-        // Started with the server silent: SoftStart lets it start.
-        .config_line("SoftStart yes")
+        // Started with the server silent: it starts (SoftStart's default
+        // here) and holds only the mail that needs the server.
         .write();
     let (milter, addr) = start(&sidecar);
     let outcome = mta::send(

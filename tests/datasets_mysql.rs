@@ -332,8 +332,8 @@ fn a_server_that_never_answers_times_out_into_a_tempfail() {
     });
     // The SigningTable answers; the KeyTable's server never does.
     let sidecar = Sidecar::builder()
-        // Started with the server silent: SoftStart lets it start.
-        .config_line("SoftStart yes")
+        // Started with the server silent: it starts (SoftStart's default
+        // here) and holds only the mail that needs the server.
         .config_line(&format!(
             "KeyTable dsn:mysql://{}:{}@{port}+127.0.0.1/{database}/table=keys?keycol=name?datacol=domain,selector,key",
             MariaDb::USER,

@@ -182,8 +182,8 @@ struct TablesSection {
     /// Seconds for one query [5].
     query_timeout: Option<u64>,
     /// Start even when a table's server does not answer at start-up (its
-    /// mail is tempfailed until it does) [false: refuse to start, as
-    /// OpenDKIM's SoftStart].
+    /// mail is tempfailed until it does) [true; false refuses to start, as
+    /// OpenDKIM does by default].
     soft_start: Option<bool>,
 }
 
@@ -768,7 +768,7 @@ impl TomlFile {
         ) {
             Ok(Some(remote)) => {
                 signing.remote = Some(std::sync::Arc::new(
-                    remote.with_soft_start(tables.soft_start.unwrap_or(false)),
+                    remote.with_soft_start(tables.soft_start.unwrap_or(true)),
                 ));
                 true
             }

@@ -491,8 +491,13 @@ impl ConfFile {
                     (&signing_table, self.string("KeyTable"))
                 {
                     let connect = self.remote_connect();
-                    let soft_start = self.boolean("SoftStart").unwrap_or(false)
-                        || self.boolean("LDAPSoftStart").unwrap_or(false);
+                    // On unless written off: a server that is down holds
+                    // only the mail that needs it (OpenDKIM's default is
+                    // off; README, "Differences from OpenDKIM").
+                    let soft_start = self
+                        .boolean("SoftStart")
+                        .or_else(|| self.boolean("LDAPSoftStart"))
+                        .unwrap_or(true);
                     match remote_sets::remote_signing(
                         (&kt, &kt_at),
                         (st, st_at),
@@ -906,6 +911,11 @@ SigningTable refile:$DIR/SigningTable
             warnings(&config)
         );
         let config = dir.load(tables).unwrap();
+        assert!(
+            config.policy.signing.remote.as_ref().unwrap().soft_start,
+            "on unless written off"
+        );
+        let config = dir.load(&format!("{tables}SoftStart no\n")).unwrap();
         assert!(!config.policy.signing.remote.as_ref().unwrap().soft_start);
 
         let err = dir

@@ -201,7 +201,8 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
         logging: config.logging.clone(),
         faults: config.policy.faults().len(),
     };
-    let settings = config.service.server;
+    let mut settings = config.service.server;
+    settings.max_connections = fit_open_files(settings.max_connections);
     let live = Arc::new(LivePolicy::new(config.policy));
     let shutdown = CancellationToken::new();
     let server = tokio::spawn({
@@ -493,6 +494,50 @@ fn watched_files(config: &Config) -> Vec<PathBuf> {
         add(&list.origin().path);
     }
     files
+}
+
+/// File descriptors kept for everything but milter connections: the
+/// listeners, logging, metrics, the key and table files read on reload,
+/// DNS and database sockets.
+const RESERVED_FILES: u64 = 256;
+
+/// Makes room for `max_connections` connections in the open files limit:
+/// raises the soft limit to the hard one when it is too low (as OpenDKIM
+/// does), and says so. Returns the connection limit the process can keep:
+/// `max_connections`, or fewer when the hard limit is too low, with a
+/// warning that says how to raise it.
+fn fit_open_files(max_connections: usize) -> usize {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let needed = max_connections as u64 + RESERVED_FILES;
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return max_connections;
+    };
+    let mut available = soft;
+    if soft < needed && hard > soft {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => {
+                tracing::info!(
+                    "raised the open files limit from {soft} to {hard} (the hard limit) for                      max_connections {max_connections}"
+                );
+                available = hard;
+            }
+            Err(e) => {
+                tracing::warn!("cannot raise the open files limit from {soft} to {hard}: {e}");
+            }
+        }
+    }
+    if available >= needed {
+        return max_connections;
+    }
+    let fits = usize::try_from(available.saturating_sub(RESERVED_FILES))
+        .unwrap_or(max_connections)
+        .max(1);
+    tracing::warn!(
+        "the open files limit ({available}) leaves room for {fits} milter connections, not \
+         max_connections {max_connections}; serving at most {fits}: raise the limit \
+         (LimitNOFILE={needed} in the systemd unit, or ulimit -n) or lower max_connections"
+    );
+    fits
 }
 
 /// Switch to the configured user and group, or refuse to sign as root.

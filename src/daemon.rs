@@ -159,8 +159,9 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
             );
         }
     } else {
+        let access = socket_access(&config.service)?;
         for spec in &config.service.sockets {
-            listeners.extend(server::bind(spec, &config.service.socket_access, 1024)?);
+            listeners.extend(server::bind(spec, &access, 1024)?);
         }
     }
     if listeners.is_empty() {
@@ -464,7 +465,7 @@ fn snapshot(files: &[PathBuf]) -> Vec<FileState> {
 
 /// The configuration file, the table files and the key files with a
 /// fixed name.
-fn watched_files(config: &Config) -> Vec<PathBuf> {
+pub(crate) fn watched_files(config: &Config) -> Vec<PathBuf> {
     let mut files = vec![config.origin.path.clone()];
     let policy: &Policy = &config.policy;
     let mut add = |path: &Path| {
@@ -494,6 +495,45 @@ fn watched_files(config: &Config) -> Vec<PathBuf> {
         add(&list.origin().path);
     }
     files
+}
+
+/// Who owns a Unix socket we create. As with OpenDKIM (which opens its
+/// socket after switching to UserID), a socket made while starting as
+/// root with a UserID belongs to that user and its group, so that the user
+/// can remove it and the group (Postfix's user added to it) can connect;
+/// its mode is what the UMask leaves. SocketOwner / SocketGroup (TOML
+/// `socket_owner`, `socket_group`) say otherwise when set.
+fn socket_access(
+    service: &crate::config::Service,
+) -> Result<server::UnixSocketAccess, DaemonError> {
+    let mut access = service.socket_access.clone();
+    let Some(run_as) = &service.run_as else {
+        return Ok(access);
+    };
+    if !nix::unistd::geteuid().is_root() {
+        // Not switching users (see drop_privileges): the socket is ours.
+        return Ok(access);
+    }
+    if access.user.is_none() {
+        access.user = Some(run_as.user.clone());
+    }
+    if access.group.is_none() {
+        access.group = Some(match &run_as.group {
+            Some(group) => group.clone(),
+            None => {
+                let user = nix::unistd::User::from_name(&run_as.user)
+                    .ok()
+                    .flatten()
+                    .ok_or_else(|| DaemonError::NoSuchUser(run_as.user.clone()))?;
+                nix::unistd::Group::from_gid(user.gid)
+                    .ok()
+                    .flatten()
+                    .map(|g| g.name)
+                    .unwrap_or_else(|| user.gid.to_string())
+            }
+        });
+    }
+    Ok(access)
 }
 
 /// File descriptors kept for everything but milter connections: the

@@ -17,7 +17,10 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 /// A fixture copied into a fresh directory, `@DIR@` replaced by it, with
 /// the test-only keys installed as a real setup has them (mode 0600 under
-/// directories only root can write): `keys/example.com/default.private`
+/// directories only their owner can enter; a fixture that runs as UserID
+/// `opendkim` gets them owned by that user, as the guides' `chown -R
+/// opendkim:opendkim` makes them, when the test runs as root; the others,
+/// root's): `keys/example.com/default.private`
 /// (RSA), `keys/example.com/ed25519.private` and
 /// `keys/example.org/default.private`.
 struct Setup {
@@ -51,6 +54,26 @@ impl Setup {
             let to = to_dir.join(name);
             fs::copy(keys.join(source), &to).unwrap();
             fs::set_permissions(&to, fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let conf = fs::read_to_string(dir.path().join("opendkim.conf")).unwrap_or_default();
+        let runs_as_opendkim = conf
+            .lines()
+            .any(|l| l.starts_with("UserID") && l.contains("opendkim"));
+        if runs_as_opendkim && nix::unistd::geteuid().is_root() {
+            let user = nix::unistd::User::from_name("opendkim")
+                .unwrap()
+                .expect("user opendkim (Debian package opendkim)");
+            let keys = dir.path().join("keys");
+            for entry in [
+                keys.clone(),
+                keys.join("example.com"),
+                keys.join("example.com/default.private"),
+                keys.join("example.com/ed25519.private"),
+                keys.join("example.org"),
+                keys.join("example.org/default.private"),
+            ] {
+                nix::unistd::chown(&entry, Some(user.uid), Some(user.gid)).unwrap();
+            }
         }
         Setup { dir }
     }
@@ -434,4 +457,114 @@ fn check_config_accepts_a_file_without_a_socket_as_opendkim_n_does() {
         "{}",
         stderr(&out)
     );
+}
+
+// ---- check-config: the service as it will run --------------------------------
+
+/// `check-config -x` on `sidecar`'s opendkim.conf, with `extra` arguments.
+fn check_config(setup: &testkit::Sidecar, extra: &[&str]) -> (bool, String) {
+    let config = setup.config().display().to_string();
+    let mut args = vec!["check-config", "-x", &config];
+    args.extend_from_slice(extra);
+    let out = sidecar(&args, setup.dir());
+    (
+        out.status.success(),
+        format!("{}{}", stdout(&out), stderr(&out)),
+    )
+}
+
+#[test]
+fn check_config_fails_when_the_user_id_cannot_read_a_key_and_says_when_run_refuses_root() {
+    testkit::require_root();
+    // No UserID: run would refuse root; said, but not a failure.
+    let plain = testkit::Sidecar::builder().write();
+    let (ok, text) = check_config(&plain, &[]);
+    assert!(ok, "{text}");
+    assert!(text.contains("`run` would refuse to start"), "{text}");
+
+    // UserID opendkim, the key root's and 0600 (as Sidecar writes it): a
+    // reload as opendkim could not read it.
+    let sidecar = testkit::Sidecar::builder()
+        .config_line("UserID opendkim")
+        .write();
+    let key = &sidecar.keys()[0].private_key;
+    let (ok, text) = check_config(&sidecar, &[]);
+    assert!(
+        !ok,
+        "check-config passed a key opendkim cannot read:\n{text}"
+    );
+    assert!(
+        text.contains(&format!("{}: not readable for opendkim", key.display())),
+        "{text}"
+    );
+    assert!(!text.contains("would refuse"), "{text}");
+    // Given to opendkim, it passes.
+    let user = nix::unistd::User::from_name("opendkim").unwrap().unwrap();
+    nix::unistd::chown(key, Some(user.uid), None).unwrap();
+    let (ok, text) = check_config(&sidecar, &[]);
+    assert!(ok, "{text}");
+    assert!(!text.contains("not readable"), "{text}");
+}
+
+#[test]
+fn check_config_warns_when_internal_hosts_leave_out_loopback() {
+    let sidecar = testkit::Sidecar::builder()
+        .internal_hosts(&["192.0.2.0/24"])
+        .write();
+    let (ok, text) = check_config(&sidecar, &[]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("does not include 127.0.0.1 or ::1: mail submitted on this host"),
+        "{text}"
+    );
+    let loopback = testkit::Sidecar::builder()
+        .internal_hosts(&["127.0.0.1", "::1"])
+        .write();
+    let (ok, text) = check_config(&loopback, &[]);
+    assert!(ok, "{text}");
+    assert!(!text.contains("does not include"), "{text}");
+}
+
+#[test]
+fn check_config_warns_when_the_socket_is_outside_a_chrooted_smtpd() {
+    testkit::require_program("/usr/sbin/postconf", "postfix");
+    let postfix = tempfile::tempdir_in(testkit::scratch_base()).unwrap();
+    fs::write(
+        postfix.path().join("main.cf"),
+        "queue_directory = /var/spool/postfix\ncompatibility_level = 3.6\n",
+    )
+    .unwrap();
+    let master = |chroot: &str| {
+        fs::write(
+            postfix.path().join("master.cf"),
+            format!("smtp inet n - {chroot} - - smtpd\npickup unix n - y 60 1 pickup\n"),
+        )
+        .unwrap();
+    };
+    let postfix_dir = postfix.path().display().to_string();
+    let with_socket = |socket: &str| {
+        testkit::Sidecar::builder()
+            .config_line(&format!("Socket {socket}"))
+            .write()
+    };
+    let outside = with_socket("local:/run/dkim-sidecar/dkim.sock");
+    let inside = with_socket("local:/var/spool/postfix/dkim-sidecar/dkim.sock");
+    let args = ["--postfix-config", postfix_dir.as_str()];
+
+    master("y");
+    let (ok, text) = check_config(&outside, &args);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(
+            "socket local:/run/dkim-sidecar/dkim.sock is outside /var/spool/postfix, the chroot"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("service smtp runs chrooted"), "{text}");
+    let (_, text) = check_config(&inside, &args);
+    assert!(!text.contains("is outside"), "{text}");
+    // Without chroot the socket may be anywhere.
+    master("n");
+    let (_, text) = check_config(&outside, &args);
+    assert!(!text.contains("is outside"), "{text}");
 }

@@ -568,3 +568,160 @@ fn check_config_warns_when_the_socket_is_outside_a_chrooted_smtpd() {
     let (_, text) = check_config(&outside, &args);
     assert!(!text.contains("is outside"), "{text}");
 }
+
+// ---- secrets are never shown ------------------------------------------------
+
+/// Each password below is distinctive; none may appear in anything the
+/// program says.
+const SECRETS: [&str; 6] = [
+    "PgPassInKeyTable-7Q",
+    "PgPassInBrokenDsn-8R",
+    "LdapBindPass-9S",
+    "TomlPgPass-1T",
+    // Written unescaped: a `/` breaks the DSN's syntax...
+    "Slash/Pass-2U",
+    // ...and opendkim.conf cuts the line at `#`, this part still a password.
+    "HashPass-3V",
+];
+
+fn assert_no_secret(what: &str, text: &str) {
+    for secret in SECRETS {
+        assert!(!text.contains(secret), "{what} shows a password:\n{text}");
+    }
+}
+
+/// `run` on a configuration that must not start: waits for it to exit
+/// (killing it after 30 s) and returns everything it said.
+fn failed_run(args: &[&str], dir: &Path) -> String {
+    let mut child = std::process::Command::new(testkit::binary())
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = testkit::poll(std::time::Duration::from_secs(30), || {
+        child.try_wait().unwrap()
+    });
+    if exited.is_none() {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(exited.is_some_and(|s| !s.success()), "run started:\n{text}");
+    text
+}
+
+#[test]
+fn passwords_never_appear_in_errors_logs_or_check_config_output() {
+    let dir = tempfile::tempdir_in(testkit::scratch_base()).unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let socket = testkit::MilterSocket::free_inet();
+    // A PostgreSQL KeyTable and SigningTable on a port nothing listens on,
+    // an LDAP bind password, and a broken Canonicalization so that `run`
+    // stops at start-up.
+    let dsn = |table: &str| {
+        format!(
+            "dsn:pgsql://signer:{}@1+127.0.0.1/maildb/table={table}?keycol=id?datacol=domain,selector,key",
+            SECRETS[0]
+        )
+    };
+    let good = format!(
+        "Mode s\nSocket {}\nKeyTable {}\nSigningTable {}\nLDAPBindUser cn=signer\n\
+         LDAPBindPassword {}\n",
+        socket.opendkim_spec(),
+        dsn("keys"),
+        dsn("signing"),
+        SECRETS[2]
+    );
+    fs::write(path("good.conf"), &good).unwrap();
+    fs::write(
+        path("broken.conf"),
+        format!("{good}Canonicalization sideways/backwards\n"),
+    )
+    .unwrap();
+    // A DSN without its table, password and all, in the error.
+    fs::write(
+        path("bad-dsn.conf"),
+        format!(
+            "Mode s\nSocket {}\nKeyTable dsn:pgsql://signer:{}@1+127.0.0.1/maildb\n\
+             SigningTable refile:{}\n",
+            socket.opendkim_spec(),
+            SECRETS[1],
+            path("SigningTable")
+        ),
+    )
+    .unwrap();
+    fs::write(path("SigningTable"), "*@example.com default\n").unwrap();
+    for (name, password) in [("slash.conf", SECRETS[4]), ("hash.conf", SECRETS[5])] {
+        let password = if name == "hash.conf" {
+            format!("{password}#rest")
+        } else {
+            password.to_string()
+        };
+        fs::write(
+            path(name),
+            format!(
+                "Mode s\nKeyTable dsn:pgsql://signer:{password}@1+127.0.0.1/maildb/table=k?keycol=a?datacol=b\n\
+                 SigningTable refile:{}\n",
+                path("SigningTable")
+            ),
+        )
+        .unwrap();
+    }
+    // TOML: a DSN on a line the TOML parser rejects.
+    fs::write(
+        path("broken.toml"),
+        format!(
+            "[server]\nsockets = [\"{}\"]\n[tables]\nkey_table = \"dsn:pgsql://signer:{}@1+127.0.0.1/maildb/table=k?keycol=a?datacol=b\" oops\n",
+            socket.opendkim_spec(),
+            SECRETS[3]
+        ),
+    )
+    .unwrap();
+
+    let here = dir.path();
+    for (flag, file) in [
+        ("-x", "broken.conf"),
+        ("-x", "bad-dsn.conf"),
+        ("-x", "slash.conf"),
+        ("-x", "hash.conf"),
+        ("-c", "broken.toml"),
+    ] {
+        let file = path(file);
+        let said = failed_run(&["run", "--allow-root", flag, &file], here);
+        assert_no_secret(&format!("run {flag} {file}"), &said);
+        assert!(!said.trim().is_empty(), "run said nothing about {file}");
+        let out = sidecar(&["check-config", flag, &file], here);
+        assert!(!out.status.success());
+        assert_no_secret(
+            &format!("check-config {flag} {file}"),
+            &format!("{}{}", stdout(&out), stderr(&out)),
+        );
+    }
+    // The configuration that loads: check-config tries the database (down)
+    // and describes the tables; `run` starts, degraded, and logs the
+    // database being down.
+    let out = sidecar(&["check-config", "-x", &path("good.conf")], here);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(!out.status.success(), "the database is down:\n{text}");
+    assert!(text.contains("signer:"), "the DSN is described:\n{text}");
+    assert_no_secret("check-config on a database that is down", &text);
+    let log = dir.path().join("run.log");
+    let milter =
+        testkit::MilterProcess::start("run on a database that is down", &socket, &log, |_| {
+            let mut command = std::process::Command::new(testkit::binary());
+            command
+                .current_dir(here)
+                .args(["run", "--allow-root", "-x", &path("good.conf")]);
+            command
+        });
+    // A message that needs the database: its lookup fails and is logged.
+    let testkit::MilterSocket::Inet(addr) = socket else {
+        unreachable!()
+    };
+    let _ = testkit::conversation::signed_message(addr, std::time::Duration::from_secs(30));
+    let (_, said) = milter.stop_with_log();
+    assert!(!said.trim().is_empty());
+    assert_no_secret("run on a database that is down", &said);
+}

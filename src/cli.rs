@@ -163,6 +163,12 @@ pub struct RunArgs {
 pub struct CheckConfigArgs {
     #[command(flatten)]
     pub config: ConfigSource,
+
+    /// Postfix's configuration directory to check the socket against
+    /// (`postconf -c DIR`); default: Postfix's own (/etc/postfix), when
+    /// Postfix is installed.
+    #[arg(long, value_name = "DIR")]
+    pub postfix_config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -203,8 +203,9 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
             );
         }
     } else {
+        let access = socket_access(&config.service)?;
         for spec in &config.service.sockets {
-            listeners.extend(server::bind(spec, &config.service.socket_access, 1024)?);
+            listeners.extend(server::bind(spec, &access, 1024)?);
         }
     }
     if listeners.is_empty() {
@@ -245,7 +246,8 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
         logging: config.logging.clone(),
         faults: config.policy.faults().len(),
     };
-    let settings = config.service.server;
+    let mut settings = config.service.server;
+    settings.max_connections = fit_open_files(settings.max_connections);
     let live = Arc::new(LivePolicy::new(config.policy));
     let shutdown = CancellationToken::new();
     let server = tokio::spawn({
@@ -507,7 +509,7 @@ fn snapshot(files: &[PathBuf]) -> Vec<FileState> {
 
 /// The configuration file, the table files and the key files with a
 /// fixed name.
-fn watched_files(config: &Config) -> Vec<PathBuf> {
+pub(crate) fn watched_files(config: &Config) -> Vec<PathBuf> {
     let mut files = vec![config.origin.path.clone()];
     let policy: &Policy = &config.policy;
     let mut add = |path: &Path| {
@@ -537,6 +539,89 @@ fn watched_files(config: &Config) -> Vec<PathBuf> {
         add(&list.origin().path);
     }
     files
+}
+
+/// Who owns a Unix socket we create. As with OpenDKIM (which opens its
+/// socket after switching to UserID), a socket made while starting as
+/// root with a UserID belongs to that user and its group, so that the user
+/// can remove it and the group (Postfix's user added to it) can connect;
+/// its mode is what the UMask leaves. SocketOwner / SocketGroup (TOML
+/// `socket_owner`, `socket_group`) say otherwise when set.
+fn socket_access(
+    service: &crate::config::Service,
+) -> Result<server::UnixSocketAccess, DaemonError> {
+    let mut access = service.socket_access.clone();
+    let Some(run_as) = &service.run_as else {
+        return Ok(access);
+    };
+    if !nix::unistd::geteuid().is_root() {
+        // Not switching users (see drop_privileges): the socket is ours.
+        return Ok(access);
+    }
+    if access.user.is_none() {
+        access.user = Some(run_as.user.clone());
+    }
+    if access.group.is_none() {
+        access.group = Some(match &run_as.group {
+            Some(group) => group.clone(),
+            None => {
+                let user = nix::unistd::User::from_name(&run_as.user)
+                    .ok()
+                    .flatten()
+                    .ok_or_else(|| DaemonError::NoSuchUser(run_as.user.clone()))?;
+                nix::unistd::Group::from_gid(user.gid)
+                    .ok()
+                    .flatten()
+                    .map(|g| g.name)
+                    .unwrap_or_else(|| user.gid.to_string())
+            }
+        });
+    }
+    Ok(access)
+}
+
+/// File descriptors kept for everything but milter connections: the
+/// listeners, logging, metrics, the key and table files read on reload,
+/// DNS and database sockets.
+const RESERVED_FILES: u64 = 256;
+
+/// Makes room for `max_connections` connections in the open files limit:
+/// raises the soft limit to the hard one when it is too low (as OpenDKIM
+/// does), and says so. Returns the connection limit the process can keep:
+/// `max_connections`, or fewer when the hard limit is too low, with a
+/// warning that says how to raise it.
+fn fit_open_files(max_connections: usize) -> usize {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let needed = max_connections as u64 + RESERVED_FILES;
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return max_connections;
+    };
+    let mut available = soft;
+    if soft < needed && hard > soft {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => {
+                tracing::info!(
+                    "raised the open files limit from {soft} to {hard} (the hard limit) for                      max_connections {max_connections}"
+                );
+                available = hard;
+            }
+            Err(e) => {
+                tracing::warn!("cannot raise the open files limit from {soft} to {hard}: {e}");
+            }
+        }
+    }
+    if available >= needed {
+        return max_connections;
+    }
+    let fits = usize::try_from(available.saturating_sub(RESERVED_FILES))
+        .unwrap_or(max_connections)
+        .max(1);
+    tracing::warn!(
+        "the open files limit ({available}) leaves room for {fits} milter connections, not \
+         max_connections {max_connections}; serving at most {fits}: raise the limit \
+         (LimitNOFILE={needed} in the systemd unit, or ulimit -n) or lower max_connections"
+    );
+    fits
 }
 
 /// Switch to the configured user and group, or refuse to sign as root.

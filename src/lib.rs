@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod offline;
 pub mod offline_verify;
 pub mod policy;
+pub mod preflight;
 pub mod remote;
 pub mod rotate;
 pub mod signing;

@@ -17,7 +17,10 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 /// A fixture copied into a fresh directory, `@DIR@` replaced by it, with
 /// the test-only keys installed as a real setup has them (mode 0600 under
-/// directories only root can write): `keys/example.com/default.private`
+/// directories only their owner can enter; a fixture that runs as UserID
+/// `opendkim` gets them owned by that user, as the guides' `chown -R
+/// opendkim:opendkim` makes them, when the test runs as root; the others,
+/// root's): `keys/example.com/default.private`
 /// (RSA), `keys/example.com/ed25519.private` and
 /// `keys/example.org/default.private`.
 struct Setup {
@@ -51,6 +54,26 @@ impl Setup {
             let to = to_dir.join(name);
             fs::copy(keys.join(source), &to).unwrap();
             fs::set_permissions(&to, fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let conf = fs::read_to_string(dir.path().join("opendkim.conf")).unwrap_or_default();
+        let runs_as_opendkim = conf
+            .lines()
+            .any(|l| l.starts_with("UserID") && l.contains("opendkim"));
+        if runs_as_opendkim && nix::unistd::geteuid().is_root() {
+            let user = nix::unistd::User::from_name("opendkim")
+                .unwrap()
+                .expect("user opendkim (Debian package opendkim)");
+            let keys = dir.path().join("keys");
+            for entry in [
+                keys.clone(),
+                keys.join("example.com"),
+                keys.join("example.com/default.private"),
+                keys.join("example.com/ed25519.private"),
+                keys.join("example.org"),
+                keys.join("example.org/default.private"),
+            ] {
+                nix::unistd::chown(&entry, Some(user.uid), Some(user.gid)).unwrap();
+            }
         }
         Setup { dir }
     }
@@ -434,4 +457,271 @@ fn check_config_accepts_a_file_without_a_socket_as_opendkim_n_does() {
         "{}",
         stderr(&out)
     );
+}
+
+// ---- check-config: the service as it will run --------------------------------
+
+/// `check-config -x` on `sidecar`'s opendkim.conf, with `extra` arguments.
+fn check_config(setup: &testkit::Sidecar, extra: &[&str]) -> (bool, String) {
+    let config = setup.config().display().to_string();
+    let mut args = vec!["check-config", "-x", &config];
+    args.extend_from_slice(extra);
+    let out = sidecar(&args, setup.dir());
+    (
+        out.status.success(),
+        format!("{}{}", stdout(&out), stderr(&out)),
+    )
+}
+
+#[test]
+fn check_config_fails_when_the_user_id_cannot_read_a_key_and_says_when_run_refuses_root() {
+    testkit::require_root();
+    // No UserID: run would refuse root; said, but not a failure.
+    let plain = testkit::Sidecar::builder().write();
+    let (ok, text) = check_config(&plain, &[]);
+    assert!(ok, "{text}");
+    assert!(text.contains("`run` would refuse to start"), "{text}");
+
+    // UserID opendkim, the key root's and 0600 (as Sidecar writes it): a
+    // reload as opendkim could not read it.
+    let sidecar = testkit::Sidecar::builder()
+        .config_line("UserID opendkim")
+        .write();
+    let key = &sidecar.keys()[0].private_key;
+    let (ok, text) = check_config(&sidecar, &[]);
+    assert!(
+        !ok,
+        "check-config passed a key opendkim cannot read:\n{text}"
+    );
+    assert!(
+        text.contains(&format!("{}: not readable for opendkim", key.display())),
+        "{text}"
+    );
+    assert!(!text.contains("would refuse"), "{text}");
+    // Given to opendkim, it passes.
+    let user = nix::unistd::User::from_name("opendkim").unwrap().unwrap();
+    nix::unistd::chown(key, Some(user.uid), None).unwrap();
+    let (ok, text) = check_config(&sidecar, &[]);
+    assert!(ok, "{text}");
+    assert!(!text.contains("not readable"), "{text}");
+}
+
+#[test]
+fn check_config_warns_when_internal_hosts_leave_out_loopback() {
+    let sidecar = testkit::Sidecar::builder()
+        .internal_hosts(&["192.0.2.0/24"])
+        .write();
+    let (ok, text) = check_config(&sidecar, &[]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("does not include 127.0.0.1 or ::1: mail submitted on this host"),
+        "{text}"
+    );
+    let loopback = testkit::Sidecar::builder()
+        .internal_hosts(&["127.0.0.1", "::1"])
+        .write();
+    let (ok, text) = check_config(&loopback, &[]);
+    assert!(ok, "{text}");
+    assert!(!text.contains("does not include"), "{text}");
+}
+
+#[test]
+fn check_config_warns_when_the_socket_is_outside_a_chrooted_smtpd() {
+    testkit::require_program("/usr/sbin/postconf", "postfix");
+    let postfix = tempfile::tempdir_in(testkit::scratch_base()).unwrap();
+    fs::write(
+        postfix.path().join("main.cf"),
+        "queue_directory = /var/spool/postfix\ncompatibility_level = 3.6\n",
+    )
+    .unwrap();
+    let master = |chroot: &str| {
+        fs::write(
+            postfix.path().join("master.cf"),
+            format!("smtp inet n - {chroot} - - smtpd\npickup unix n - y 60 1 pickup\n"),
+        )
+        .unwrap();
+    };
+    let postfix_dir = postfix.path().display().to_string();
+    let with_socket = |socket: &str| {
+        testkit::Sidecar::builder()
+            .config_line(&format!("Socket {socket}"))
+            .write()
+    };
+    let outside = with_socket("local:/run/dkim-sidecar/dkim.sock");
+    let inside = with_socket("local:/var/spool/postfix/dkim-sidecar/dkim.sock");
+    let args = ["--postfix-config", postfix_dir.as_str()];
+
+    master("y");
+    let (ok, text) = check_config(&outside, &args);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(
+            "socket local:/run/dkim-sidecar/dkim.sock is outside /var/spool/postfix, the chroot"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("service smtp runs chrooted"), "{text}");
+    let (_, text) = check_config(&inside, &args);
+    assert!(!text.contains("is outside"), "{text}");
+    // Without chroot the socket may be anywhere.
+    master("n");
+    let (_, text) = check_config(&outside, &args);
+    assert!(!text.contains("is outside"), "{text}");
+}
+
+// ---- secrets are never shown ------------------------------------------------
+
+/// Each password below is distinctive; none may appear in anything the
+/// program says.
+const SECRETS: [&str; 6] = [
+    "PgPassInKeyTable-7Q",
+    "PgPassInBrokenDsn-8R",
+    "LdapBindPass-9S",
+    "TomlPgPass-1T",
+    // Written unescaped: a `/` breaks the DSN's syntax...
+    "Slash/Pass-2U",
+    // ...and opendkim.conf cuts the line at `#`, this part still a password.
+    "HashPass-3V",
+];
+
+fn assert_no_secret(what: &str, text: &str) {
+    for secret in SECRETS {
+        assert!(!text.contains(secret), "{what} shows a password:\n{text}");
+    }
+}
+
+/// `run` on a configuration that must not start: waits for it to exit
+/// (killing it after 30 s) and returns everything it said.
+fn failed_run(args: &[&str], dir: &Path) -> String {
+    let mut child = std::process::Command::new(testkit::binary())
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = testkit::poll(std::time::Duration::from_secs(30), || {
+        child.try_wait().unwrap()
+    });
+    if exited.is_none() {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(exited.is_some_and(|s| !s.success()), "run started:\n{text}");
+    text
+}
+
+#[test]
+fn passwords_never_appear_in_errors_logs_or_check_config_output() {
+    let dir = tempfile::tempdir_in(testkit::scratch_base()).unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let socket = testkit::MilterSocket::free_inet();
+    // A PostgreSQL KeyTable and SigningTable on a port nothing listens on,
+    // an LDAP bind password, and a broken Canonicalization so that `run`
+    // stops at start-up.
+    let dsn = |table: &str| {
+        format!(
+            "dsn:pgsql://signer:{}@1+127.0.0.1/maildb/table={table}?keycol=id?datacol=domain,selector,key",
+            SECRETS[0]
+        )
+    };
+    let good = format!(
+        "Mode s\nSocket {}\nKeyTable {}\nSigningTable {}\nLDAPBindUser cn=signer\n\
+         LDAPBindPassword {}\n",
+        socket.opendkim_spec(),
+        dsn("keys"),
+        dsn("signing"),
+        SECRETS[2]
+    );
+    fs::write(path("good.conf"), &good).unwrap();
+    fs::write(
+        path("broken.conf"),
+        format!("{good}Canonicalization sideways/backwards\n"),
+    )
+    .unwrap();
+    // A DSN without its table, password and all, in the error.
+    fs::write(
+        path("bad-dsn.conf"),
+        format!(
+            "Mode s\nSocket {}\nKeyTable dsn:pgsql://signer:{}@1+127.0.0.1/maildb\n\
+             SigningTable refile:{}\n",
+            socket.opendkim_spec(),
+            SECRETS[1],
+            path("SigningTable")
+        ),
+    )
+    .unwrap();
+    fs::write(path("SigningTable"), "*@example.com default\n").unwrap();
+    for (name, password) in [("slash.conf", SECRETS[4]), ("hash.conf", SECRETS[5])] {
+        let password = if name == "hash.conf" {
+            format!("{password}#rest")
+        } else {
+            password.to_string()
+        };
+        fs::write(
+            path(name),
+            format!(
+                "Mode s\nKeyTable dsn:pgsql://signer:{password}@1+127.0.0.1/maildb/table=k?keycol=a?datacol=b\n\
+                 SigningTable refile:{}\n",
+                path("SigningTable")
+            ),
+        )
+        .unwrap();
+    }
+    // TOML: a DSN on a line the TOML parser rejects.
+    fs::write(
+        path("broken.toml"),
+        format!(
+            "[server]\nsockets = [\"{}\"]\n[tables]\nkey_table = \"dsn:pgsql://signer:{}@1+127.0.0.1/maildb/table=k?keycol=a?datacol=b\" oops\n",
+            socket.opendkim_spec(),
+            SECRETS[3]
+        ),
+    )
+    .unwrap();
+
+    let here = dir.path();
+    for (flag, file) in [
+        ("-x", "broken.conf"),
+        ("-x", "bad-dsn.conf"),
+        ("-x", "slash.conf"),
+        ("-x", "hash.conf"),
+        ("-c", "broken.toml"),
+    ] {
+        let file = path(file);
+        let said = failed_run(&["run", "--allow-root", flag, &file], here);
+        assert_no_secret(&format!("run {flag} {file}"), &said);
+        assert!(!said.trim().is_empty(), "run said nothing about {file}");
+        let out = sidecar(&["check-config", flag, &file], here);
+        assert!(!out.status.success());
+        assert_no_secret(
+            &format!("check-config {flag} {file}"),
+            &format!("{}{}", stdout(&out), stderr(&out)),
+        );
+    }
+    // The configuration that loads: check-config tries the database (down)
+    // and describes the tables; `run` starts, degraded, and logs the
+    // database being down.
+    let out = sidecar(&["check-config", "-x", &path("good.conf")], here);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(!out.status.success(), "the database is down:\n{text}");
+    assert!(text.contains("signer:"), "the DSN is described:\n{text}");
+    assert_no_secret("check-config on a database that is down", &text);
+    let log = dir.path().join("run.log");
+    let milter =
+        testkit::MilterProcess::start("run on a database that is down", &socket, &log, |_| {
+            let mut command = std::process::Command::new(testkit::binary());
+            command
+                .current_dir(here)
+                .args(["run", "--allow-root", "-x", &path("good.conf")]);
+            command
+        });
+    // A message that needs the database: its lookup fails and is logged.
+    let testkit::MilterSocket::Inet(addr) = socket else {
+        unreachable!()
+    };
+    let _ = testkit::conversation::signed_message(addr, std::time::Duration::from_secs(30));
+    let (_, said) = milter.stop_with_log();
+    assert!(!said.trim().is_empty());
+    assert_no_secret("run on a database that is down", &said);
 }

@@ -539,21 +539,37 @@ async fn version_one_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_beyond_the_limit_are_closed_and_logged_once() {
+async fn connections_beyond_the_limit_are_closed_and_logged_once_when_none_is_idle() {
+    /// One reply frame: its command byte.
+    async fn reply(s: &mut tokio::net::TcpStream) -> u8 {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).await.unwrap();
+        let mut rest = vec![0u8; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut rest).await.unwrap();
+        rest[0]
+    }
     let settings = Settings {
         max_connections: 2,
         ..Settings::default()
     };
     let server = TestServer::start(false, settings).await;
     let addr = server.tcp.unwrap();
-    // Two connections hold both slots.
+    // Two connections hold both slots, each in a transaction (an idle one
+    // would make room for a newcomer): protocol 2, so MAIL is answered
+    // once the server has taken it.
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(&offer(6)).await.unwrap();
-        let mut reply = [0u8; 5];
-        s.read_exact(&mut reply).await.unwrap();
-        assert_eq!(reply[4], b'O');
+        s.write_all(&offer(2)).await.unwrap();
+        assert_eq!(reply(&mut s).await, b'O');
+        s.write_all(&frame(b'C', b"localhost\x004\x00\x19127.0.0.1\x00"))
+            .await
+            .unwrap();
+        assert_eq!(reply(&mut s).await, b'c');
+        s.write_all(&frame(b'M', b"<a@example.com>\x00"))
+            .await
+            .unwrap();
+        assert_eq!(reply(&mut s).await, b'c');
         held.push(s);
     }
     // Fifty more are closed at once.

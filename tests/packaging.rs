@@ -127,18 +127,90 @@ fn maintainer_scripts_are_valid_shell_and_keep_the_keys() {
     );
 }
 
+/// The one non-empty line of `text`, or a panic showing all of it.
+fn one_line(text: &str) -> &str {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let [line] = lines[..] else {
+        panic!("expected one line, got {}:\n{text}", lines.len());
+    };
+    line
+}
+
 #[test]
-fn the_packaged_configuration_loads_and_signs_nothing_until_keys_are_added() {
-    let out = Command::new(env!("CARGO_BIN_EXE_dkim-sidecar"))
+fn the_packaged_configuration_does_not_listen_until_a_key_is_added() {
+    let packaged = packaging("dkim-sidecar.toml");
+    let fix = "no signing keys are configured: add a [[key]] and a [[rule]]";
+    let check = Command::new(env!("CARGO_BIN_EXE_dkim-sidecar"))
         .args(["check-config", "-c"])
-        .arg(packaging("dkim-sidecar.toml"))
+        .arg(&packaged)
         .output()
         .unwrap();
-    let said =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{said}");
-    assert!(said.contains("listen on: inet:8891@127.0.0.1"), "{said}");
-    assert!(said.contains("no message is signed"), "{said}");
+    assert!(
+        !check.status.success(),
+        "check-config passed a file with no key"
+    );
+    let said = String::from_utf8_lossy(&check.stderr);
+    assert!(one_line(&said).contains(fix), "{said}");
+
+    // `run` as the unit would (root allowed here so that nothing but the
+    // missing key can stop it), on a port of its own.
+    let socket = testkit::MilterSocket::free_inet();
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_dkim-sidecar"))
+        .args([
+            "run",
+            "--allow-root",
+            "--socket",
+            &socket.opendkim_spec(),
+            "-c",
+        ])
+        .arg(&packaged)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = testkit::poll(std::time::Duration::from_secs(30), || {
+        daemon.try_wait().unwrap()
+    });
+    let Some(status) = exited else {
+        let listening = socket.accepts_connections();
+        let _ = daemon.kill();
+        panic!("run kept running on a configuration with no key (listening: {listening})");
+    };
+    let out = daemon.wait_with_output().unwrap();
+    assert!(!status.success());
+    assert!(!socket.accepts_connections());
+    let said = String::from_utf8_lossy(&out.stderr);
+    let line = one_line(&said);
+    assert!(
+        line.contains(fix) && line.contains("dkim-sidecar.toml"),
+        "{said}"
+    );
+}
+
+#[test]
+fn the_readme_example_runs_and_signs() {
+    // `cargo run --release -- run -c conf/dkim-sidecar.toml`, on a port of
+    // its own.
+    let socket = testkit::MilterSocket::free_inet();
+    let testkit::MilterSocket::Inet(addr) = socket else {
+        unreachable!()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let milter = testkit::MilterProcess::start(
+        "README example",
+        &socket,
+        &dir.path().join("readme.log"),
+        |socket| {
+            let mut command = Command::new(env!("CARGO_BIN_EXE_dkim-sidecar"));
+            command
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .args(["run", "-c", "conf/dkim-sidecar.toml", "--socket"])
+                .arg(socket.opendkim_spec());
+            command
+        },
+    );
+    testkit::conversation::signed_message(addr, std::time::Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}\n{}", milter.log()));
 }
 
 #[test]

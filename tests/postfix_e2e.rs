@@ -640,3 +640,47 @@ fn twenty_messages_on_one_connection_are_all_signed_with_protocol_2_and_6() {
         );
     }
 }
+
+// ---- Debian's chrooted smtpd ------------------------------------------------
+
+#[test]
+fn a_chrooted_smtpd_signs_through_a_socket_in_its_queue_owned_by_the_user_id() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let sink = SmtpSink::start();
+    // `unix:/dkim-sidecar/milter.sock` exists only inside the chroot: mail
+    // signed through it proves smtpd ran chrooted.
+    let postfix = Postfix::builder()
+        .relay_to(sink.addr())
+        .chroot_smtpd()
+        .smtpd_milters("unix:/dkim-sidecar/milter.sock")
+        .start();
+    // As the guides say: a directory in the queue for the signer's user,
+    // which Postfix's group may enter.
+    let dir = postfix.queue_dir().join("dkim-sidecar");
+    std::fs::create_dir(&dir).unwrap();
+    let user = nix::unistd::User::from_name("opendkim")
+        .unwrap()
+        .expect("user opendkim");
+    let group = nix::unistd::Group::from_name("postfix")
+        .unwrap()
+        .expect("group postfix");
+    nix::unistd::chown(&dir, Some(user.uid), Some(group.gid)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o750)).unwrap();
+    // Started as root, running as opendkim with postfix's group: the socket
+    // must be theirs, mode 0770 from the UMask, for postfix to connect.
+    let sidecar = Sidecar::builder()
+        .config_line("UserID opendkim:postfix")
+        .config_line("UMask 007")
+        .write();
+    let milter = sidecar.start(&MilterSocket::Unix(dir.join("milter.sock")));
+    Submission::open(postfix.smtp_addr())
+        .send(
+            "alice@example.com",
+            &["bob@example.org"],
+            &alice_to_bob("chroot"),
+        )
+        .expect_ok("send");
+    let received = sink.wait_for_messages(1, DELIVERY);
+    assert_signed_by(&received[0].data, &sidecar.dns_records(), &sidecar.keys());
+    drop(milter);
+}

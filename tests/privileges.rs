@@ -172,6 +172,32 @@ fn the_unix_socket_never_exists_with_more_than_its_configured_mode_and_group() {
 }
 
 #[test]
+fn with_user_id_the_unix_socket_belongs_to_that_user_and_group_with_the_umask_mode() {
+    testkit::require_root();
+    let opendkim = id_of("passwd", "opendkim");
+    let opendkim_group = id_of("group", "opendkim");
+    // As OpenDKIM does: UserID without a group takes the user's own group,
+    // and the socket's mode is what UMask leaves (0777 & ~007).
+    let sidecar = Sidecar::builder()
+        .config_line("UserID opendkim")
+        .config_line("UMask 007")
+        .write();
+    let socket = MilterSocket::unix_in(sidecar.dir());
+    let MilterSocket::Unix(path) = &socket else {
+        unreachable!()
+    };
+    let milter = sidecar.start(&socket);
+    let meta = std::fs::symlink_metadata(path).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.permissions().mode() & 0o777),
+        (opendkim, opendkim_group, 0o770),
+        "owner, group and mode of the socket\n{}",
+        milter.log()
+    );
+    drop(milter);
+}
+
+#[test]
 fn the_pid_file_replaces_a_planted_symlink_without_following_it() {
     testkit::require_root();
     let sidecar = Sidecar::builder().write();

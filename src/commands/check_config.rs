@@ -3,13 +3,18 @@
 //! would start and every key it names can sign (a key that cannot sign
 //! does not stop `run`, but its mail is refused, so it fails here). A file
 //! without a socket passes with a warning, as with OpenDKIM's `-n`: `run
-//! --socket` or a systemd socket unit may supply it.
+//! --socket` or a systemd socket unit may supply it. Then the service as
+//! it will run ([`crate::preflight`]): files its UserID cannot read fail
+//! the check; a start as root that `run` would refuse, loopback missing
+//! from InternalHosts and a socket outside a chrooted smtpd's reach are
+//! warned about.
 
 use std::process::ExitCode;
 
 use super::{Stdout, origin, print_problems};
 use crate::cli::CheckConfigArgs;
 use crate::config::{self, Config, Overrides};
+use crate::preflight;
 
 /// Runs `check-config`.
 pub fn execute(args: &CheckConfigArgs) -> Result<ExitCode, String> {
@@ -20,7 +25,20 @@ pub fn execute(args: &CheckConfigArgs) -> Result<ExitCode, String> {
     match Config::load_with(&origin(&args.config), &overrides) {
         Ok(config) => {
             Stdout::write(config::describe(&config).as_bytes())?;
-            let failed = check_servers(&config)?;
+            let postfix = preflight::Postfix {
+                config_dir: args.postfix_config.clone(),
+            };
+            let findings = preflight::check(&config, &postfix);
+            let mut failed = false;
+            if !findings.is_empty() {
+                let mut text = String::from("\nAs the service will run:\n");
+                for finding in &findings {
+                    failed |= finding.severity == preflight::Severity::Problem;
+                    text.push_str(&format!("  {finding}\n"));
+                }
+                Stdout::write(text.as_bytes())?;
+            }
+            failed |= check_servers(&config)?;
             Ok(if failed || !config.policy.faults().is_empty() {
                 ExitCode::FAILURE
             } else {

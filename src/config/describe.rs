@@ -624,7 +624,8 @@ mod tests {
 
     #[test]
     fn configuration_without_keys_says_nothing_is_signed() {
-        let text = describe_toml("[server]\nsockets = [\"inet:8891@127.0.0.1\"]\n");
+        // `mode` written: verifying without keys is what is wanted.
+        let text = describe_toml("mode = \"sv\"\n[server]\nsockets = [\"inet:8891@127.0.0.1\"]\n");
         assert!(
             text.contains("no signing keys: no message is signed"),
             "{text}"

@@ -337,6 +337,10 @@ impl TomlFile {
             multiple_signatures: signing_section.multiple_signatures,
             subdomains: file.domain.as_ref().is_some_and(|d| d.get_ref().subdomains),
         };
+        let keys_written = file.tables.is_some()
+            || file.domain.is_some()
+            || !file.key.is_empty()
+            || !file.rule.is_empty();
         self.signing_sources(
             &mut signing,
             file.tables,
@@ -382,8 +386,20 @@ impl TomlFile {
         };
         let software_header = signing_section.software_header;
         let signature = self.signature(&mut signing_section);
+        let mode_written = file.mode.is_some();
         let mode = self.mode(file.mode);
         let verification = self.verification(mode, options.minimum_key_bits, file.verify);
+        if !keys_written && !mode_written && self.errors.is_empty() {
+            // The file as installed (the package's, or a new one): nothing
+            // to sign with and no word that only verifying is wanted. Not
+            // listening says so at once, where Postfix with
+            // milter_default_action = accept would send all mail unsigned.
+            self.problem(
+                self.file.clone(),
+                "no signing keys are configured: add a [[key]] and a [[rule]] (or [tables] or \
+                 [domain]) saying what to sign with, or write mode = \"v\" to only verify",
+            );
+        }
         if !self.errors.is_empty() {
             return Err(ConfigError::from_problems(self.errors));
         }
@@ -976,6 +992,27 @@ keys = ["rsa", "ed"]
         assert_eq!(policy.trust.internal_hosts.entries(), ["127.0.0.1", "::1"]);
         assert!(policy.mode.sign && policy.mode.verify, "sv, as OpenDKIM");
         assert!(policy.verification.is_some());
+    }
+
+    #[test]
+    fn no_keys_and_no_mode_stops_start_up_and_says_what_to_add() {
+        let dir = dir();
+        let err = dir
+            .load("[server]\nsockets = [\"inet:8891@127.0.0.1\"]\n")
+            .unwrap_err();
+        let problems: Vec<String> = err.problems().iter().map(ToString::to_string).collect();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("no signing keys are configured: add a [[key]] and a [[rule]]")
+                && problems[0].contains("mode = \"v\""),
+            "{problems:?}"
+        );
+        for mode in ["v", "sv"] {
+            dir.load(&format!(
+                "mode = \"{mode}\"\n[server]\nsockets = [\"inet:8891@127.0.0.1\"]\n"
+            ))
+            .unwrap_or_else(|e| panic!("mode {mode}: {e}"));
+        }
     }
 
     #[test]

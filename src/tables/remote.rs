@@ -256,11 +256,32 @@ impl fmt::Display for RemoteSpec {
 /// `spec` with any password it holds replaced by [`MASK`], for messages
 /// about a specification that could not be parsed. Masks `USER:PASSWORD@`
 /// in a `dsn:` authority and `userinfo@` in any URL.
+///
+/// A specification that does not parse may not split where a good one
+/// does (a `/` or `@` written unescaped in the password, or a `#` that
+/// opendkim.conf took for a comment and cut the line at), so in a `dsn:`,
+/// where `:` is used only between user and password, everything from the
+/// first `:` after `://` to the last `@` is masked, or to the end when no
+/// `@` follows.
 pub fn mask_secrets(spec: &str) -> String {
     let Some(scheme_end) = spec.find("://") else {
         return spec.to_string();
     };
     let authority_start = scheme_end + 3;
+    if spec
+        .get(..4)
+        .is_some_and(|k| k.eq_ignore_ascii_case("dsn:"))
+    {
+        let rest = &spec[authority_start..];
+        let Some(colon) = rest.find(':') else {
+            return spec.to_string();
+        };
+        let user_end = authority_start + colon;
+        return match rest[colon..].rfind('@') {
+            Some(at) => format!("{}:{MASK}{}", &spec[..user_end], &spec[user_end + at..]),
+            None => format!("{}:{MASK}", &spec[..user_end]),
+        };
+    }
     let rest = &spec[authority_start..];
     let authority_len = rest.find('/').unwrap_or(rest.len());
     let authority = &rest[..authority_len];
@@ -752,6 +773,25 @@ mod tests {
         assert_eq!(
             mask_secrets("dsn:pgsql://u:pw@h/d"),
             "dsn:pgsql://u:****@h/d"
+        );
+    }
+
+    #[test]
+    fn mask_secrets_masks_a_password_that_breaks_the_syntax() {
+        // A `/` or `@` written unescaped in the password.
+        assert_eq!(
+            mask_secrets("dsn:pgsql://u:pa/ss@5432+h/d/table=t"),
+            "dsn:pgsql://u:****@5432+h/d/table=t"
+        );
+        assert_eq!(
+            mask_secrets("dsn:pgsql://u:p@ss@h/d"),
+            "dsn:pgsql://u:****@h/d"
+        );
+        // Cut short by a `#` that opendkim.conf took for a comment.
+        assert_eq!(mask_secrets("dsn:pgsql://u:pa"), "dsn:pgsql://u:****");
+        assert_eq!(
+            mask_secrets("ldap://cn=x:pw@h/dc=x"),
+            "ldap://cn=x:****@h/dc=x"
         );
     }
 

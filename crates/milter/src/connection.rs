@@ -17,20 +17,19 @@ use tokio::time::{Instant, timeout, timeout_at};
 
 use super::codec::{Command, EncodeError, FrameDecoder, FrameError, Reply};
 
-/// Read buffer of a new connection, and what an idle one keeps: enough for
-/// a whole small message's frames.
+/// Read buffer of a connection once its peer speaks: enough for a whole
+/// small message's frames. An idle connection (nothing buffered, between
+/// transactions) keeps none: a flood of silent connections costs no
+/// buffers.
 const READ_BUFFER: usize = 8 * 1024;
+
+/// The first read of a connection holding no buffer goes here (on the
+/// task's own state), and into a [`READ_BUFFER`] once bytes arrived.
+const FIRST_READ: usize = 512;
 
 /// Spare room ensured before each read, so that one read takes what the
 /// peer sent instead of trickling into the end of the buffer.
 const READ_SPARE: usize = 4 * 1024;
-
-/// Buffers grown past this (a 64 KiB body chunk, a long header) are given
-/// back when the connection goes idle between transactions.
-const IDLE_LIMIT: usize = 16 * 1024;
-
-/// Write buffer of a new connection.
-const WRITE_BUFFER: usize = 1024;
 
 /// Time limits for one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,24 +93,19 @@ pub struct Connection<S> {
     write_buf: BytesMut,
     decoder: FrameDecoder,
     timeouts: Timeouts,
-    /// The read buffer grew past [`IDLE_LIMIT`] since the last release. Its
-    /// `capacity()` alone cannot say so: once a frame is split off, the
-    /// buffer only shows the room left after it.
-    grown: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Frame `stream` with `decoder` (which sets the largest payload
-    /// accepted) under `timeouts`. The buffers start small (8 KiB to read,
-    /// 1 KiB to write) and grow to fit the frames.
+    /// accepted) under `timeouts`. The buffers start empty, take 8 KiB to
+    /// read once the peer speaks, and grow to fit the frames.
     pub fn new(stream: S, decoder: FrameDecoder, timeouts: Timeouts) -> Self {
         Connection {
             stream,
-            read_buf: BytesMut::with_capacity(READ_BUFFER),
-            write_buf: BytesMut::with_capacity(WRITE_BUFFER),
+            read_buf: BytesMut::new(),
+            write_buf: BytesMut::new(),
             decoder,
             timeouts,
-            grown: false,
         }
     }
 
@@ -125,17 +119,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.read_buf.len()
     }
 
-    /// Give back buffer space a large frame needed, when nothing is
-    /// buffered: a thousand idle connections must not each keep the 64 KiB
+    /// Give back the buffers when nothing is buffered: tens of thousands
+    /// of idle connections must not each keep 8 KiB, let alone the 64 KiB
     /// their last body chunk took.
     pub fn release_idle_buffers(&mut self) {
-        if self.read_buf.is_empty() && self.grown {
-            self.read_buf = BytesMut::with_capacity(READ_BUFFER);
-            self.grown = false;
+        if self.read_buf.is_empty() {
+            self.read_buf = BytesMut::new();
         }
-        if self.write_buf.capacity() > IDLE_LIMIT {
-            self.write_buf = BytesMut::with_capacity(WRITE_BUFFER);
-        }
+        self.write_buf = BytesMut::new();
     }
 
     /// Read the next command. `Ok(None)` is a clean end of stream between
@@ -145,6 +136,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         loop {
             if let Some(command) = self.decoder.decode(&mut self.read_buf)? {
                 return Ok(Some(command));
+            }
+            if self.read_buf.capacity() == 0 {
+                // Idle and holding no buffer: wait for the first bytes
+                // without one. Cancel-safe: nothing is read unless the
+                // read completes.
+                let mut first = [0u8; FIRST_READ];
+                let read = timeout(self.timeouts.idle, self.stream.read(&mut first))
+                    .await
+                    .map_err(|_| ConnectionError::IdleTimeout(self.timeouts.idle))??;
+                if read == 0 {
+                    return Ok(None);
+                }
+                self.read_buf = BytesMut::with_capacity(READ_BUFFER);
+                self.read_buf.extend_from_slice(&first[..read]);
+                continue;
             }
             if !self.read_buf.is_empty() && frame_deadline.is_none() {
                 frame_deadline = Some(Instant::now() + self.timeouts.frame);
@@ -161,7 +167,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     .await
                     .map_err(|_| ConnectionError::IdleTimeout(self.timeouts.idle))?,
             }?;
-            self.grown |= self.read_buf.capacity() > IDLE_LIMIT;
             if read == 0 {
                 return if self.read_buf.is_empty() {
                     Ok(None)
@@ -277,10 +282,9 @@ mod tests {
             conn.read_command().await,
             Ok(Some(Command::Body(_)))
         ));
-        assert!(conn.grown);
         conn.release_idle_buffers();
-        assert!(!conn.grown);
-        assert!(conn.read_buf.capacity() <= READ_BUFFER);
+        assert_eq!(conn.read_buf.capacity(), 0);
+        assert_eq!(conn.write_buf.capacity(), 0);
         // A partial frame is never thrown away.
         mta.write_all(&frame(b'B', &[b'y'; 65535])[..40_000])
             .await

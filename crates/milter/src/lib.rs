@@ -93,6 +93,9 @@ pub enum Ending {
     /// We were asked to shut down and closed while no transaction was in
     /// flight.
     Shutdown,
+    /// The server closed this connection, idle longest, to make room for a
+    /// new one at the connection limit (see [`server`]).
+    Evicted,
 }
 
 /// Why a connection was closed early. The server logs this once, naming the
@@ -146,6 +149,24 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     F: Filter + 'static,
 {
+    serve_in(stream, filter, limits, offload, shutdown, None).await
+}
+
+/// [`serve`], keeping `place` in the server's roster up to date: idle
+/// between transactions, where it may be evicted (and then closes at once,
+/// partial frame or not), busy while a transaction is in flight.
+pub(crate) async fn serve_in<S, F>(
+    stream: S,
+    filter: F,
+    limits: Limits,
+    offload: Option<Offload>,
+    shutdown: CancellationToken,
+    mut place: Option<&mut server::roster::Place>,
+) -> Result<Ending, ServeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: Filter + 'static,
+{
     let mut conn = Connection::new(
         stream,
         FrameDecoder::new(limits.max_payload),
@@ -155,21 +176,42 @@ where
     let mut session = Session::new(filter);
     let mut replies = Vec::with_capacity(4);
     loop {
-        let may_stop_here = !session.in_transaction() && !conn.has_partial_frame();
+        let idle = !session.in_transaction();
+        let may_stop_here = idle && !conn.has_partial_frame();
         if may_stop_here {
             conn.release_idle_buffers();
         }
-        let command = if may_stop_here {
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => {
-                    let _ = conn.shutdown().await;
-                    return Ok(Ending::Shutdown);
+        let command = match place.as_deref_mut() {
+            Some(place) if idle => {
+                place.idle();
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled(), if may_stop_here => {
+                        let _ = conn.shutdown().await;
+                        return Ok(Ending::Shutdown);
+                    }
+                    _ = place.evicted() => {
+                        let _ = conn.shutdown().await;
+                        return Ok(Ending::Evicted);
+                    }
+                    command = conn.read_command() => command?,
                 }
-                command = conn.read_command() => command?,
             }
-        } else {
-            conn.read_command().await?
+            Some(place) => {
+                place.busy();
+                conn.read_command().await?
+            }
+            None if may_stop_here => {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => {
+                        let _ = conn.shutdown().await;
+                        return Ok(Ending::Shutdown);
+                    }
+                    command = conn.read_command() => command?,
+                }
+            }
+            None => conn.read_command().await?,
         };
         let Some(command) = command else {
             return Ok(Ending::Closed);

@@ -236,3 +236,22 @@ pub fn poll<T>(timeout: Duration, mut done: impl FnMut() -> Option<T>) -> Option
         pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
+
+/// Raises this process's open files limit (soft, and hard as far as root
+/// may) towards `wanted`, so that it and the daemons it starts can hold
+/// that many sockets; returns the soft limit in force. Without
+/// CAP_SYS_RESOURCE (a container) the hard limit stays where it is.
+pub fn open_files_at_least(wanted: u64) -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    if soft >= wanted {
+        return soft;
+    }
+    if hard < wanted && setrlimit(Resource::RLIMIT_NOFILE, wanted, wanted).is_ok() {
+        return wanted;
+    }
+    if setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return hard;
+    }
+    soft
+}

@@ -9,9 +9,10 @@
 //! /etc/postfix (except the read-only `postfix-files` the `postfix`
 //! command consults) nor touches the system's Postfix.
 //!
-//! All services run with `chroot = n`: the milter socket, the SASL files
-//! and the log then live at the same absolute paths for every daemon, and
-//! nothing has to be copied into a chroot jail. Daemons run as `postfix`,
+//! All services run with `chroot = n` (unless [`PostfixBuilder::chroot_smtpd`]
+//! asks for Debian's chrooted `smtp` listener): the milter socket, the SASL
+//! files and the log then live at the same absolute paths for every
+//! daemon, and nothing has to be copied into a chroot jail. Daemons run as `postfix`,
 //! so every directory on those paths must be traversable (0755).
 //!
 //! `Drop` stops the instance (`postfix stop`, then SIGKILL for anything
@@ -56,6 +57,7 @@ pub struct PostfixBuilder {
     master_cf: Vec<String>,
     services: Vec<SmtpdService>,
     sasl_users: Vec<SaslUser>,
+    chroot_smtpd: bool,
 }
 
 impl PostfixBuilder {
@@ -68,6 +70,14 @@ impl PostfixBuilder {
     /// `smtpd_milters`, e.g. `inet:127.0.0.1:PORT` or `unix:/path`.
     pub fn smtpd_milters(mut self, value: &str) -> Self {
         self.smtpd_milters = Some(value.to_string());
+        self
+    }
+
+    /// The main `smtp` listener chrooted into the queue directory, as
+    /// Debian's master.cf has it (`smtp inet n - y - - smtpd`): a
+    /// `unix:/path` milter is then `QUEUE/path` ([`Postfix::queue_dir`]).
+    pub fn chroot_smtpd(mut self) -> Self {
+        self.chroot_smtpd = true;
         self
     }
 
@@ -264,7 +274,11 @@ impl PostfixBuilder {
     ) -> Vec<String> {
         let mut lines = vec![
             "# service type private unpriv chroot wakeup maxproc command".to_string(),
-            format!("{} inet n - n - - smtpd", listeners["smtp"]),
+            format!(
+                "{} inet n - {} - - smtpd",
+                listeners["smtp"],
+                if self.chroot_smtpd { "y" } else { "n" }
+            ),
         ];
         for service in &self.services {
             let mut line = format!("{} inet n - n - - smtpd", listeners[&service.name]);
@@ -423,11 +437,17 @@ impl Postfix {
             milter_protocol: 6,
             milter_default_action: "tempfail".to_string(),
             milter_macro_daemon_name: None,
+            chroot_smtpd: false,
             main_cf: Vec::new(),
             master_cf: Vec::new(),
             services: Vec::new(),
             sasl_users: Vec::new(),
         }
+    }
+
+    /// The queue directory: the chroot of a chrooted smtpd.
+    pub fn queue_dir(&self) -> PathBuf {
+        self.instance.queue_dir()
     }
 
     /// The main smtpd listener (`smtp` in master.cf terms).

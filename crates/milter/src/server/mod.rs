@@ -7,13 +7,17 @@
 //! transactions in flight finish (each connection closing as its
 //! transaction ends), and removes the Unix socket files it created. A
 //! connection is idle between transactions: before MAIL, and once the
-//! message had its final answer or its abort. Connections beyond the limit are closed at
-//! once (the MTA applies its `milter_default_action`) and logged at most
-//! once every few seconds, never once per connection. This module knows
-//! nothing about what the filter does, and never reads or writes a frame
-//! itself: that is [`serve`](crate::serve)'s job.
+//! message had its final answer or its abort. At the connection limit, or
+//! when the process runs out of file descriptors, the connection idle
+//! longest is closed to make room ([`roster`]); one with a transaction in
+//! flight never is, and only when every connection has one is a newcomer
+//! closed at once (the MTA applies its `milter_default_action`). Either is
+//! logged at most once every few seconds, never once per connection. This
+//! module knows nothing about what the filter does, and never reads or
+//! writes a frame itself: that is [`serve`](crate::serve)'s job.
 
 mod quickack;
+pub(crate) mod roster;
 pub mod socket;
 
 use std::fmt;
@@ -23,12 +27,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::{ConnectionError, Ending, Filter, Limits, Offload, ServeError, WorkPool};
 use quickack::QuickAck;
+use roster::{Admission, Roster};
 pub use socket::{BindError, Listener, SocketSpec, UnixSocketAccess, bind};
 
 /// How the server treats connections.
@@ -36,7 +40,9 @@ pub use socket::{BindError, Listener, SocketSpec, UnixSocketAccess, bind};
 pub struct Settings {
     /// Payload and time limits for each connection.
     pub limits: Limits,
-    /// Connections served at once; more are closed on arrival.
+    /// Connections served at once. At the limit a newcomer takes the place
+    /// of the connection idle longest; it is closed on arrival only when
+    /// every connection has a transaction in flight.
     pub max_connections: usize,
     /// After a shutdown request, how long transactions in flight may take
     /// to finish before the server stops anyway. Idle connections do not
@@ -52,12 +58,22 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             limits: Limits::default(),
-            max_connections: 1024,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             shutdown_grace: Duration::from_secs(30),
             work_threads: crate::pool::default_threads(),
         }
     }
 }
+
+/// The default connection limit. Postfix holds one milter connection per
+/// smtpd process (and one per message for `non_smtpd_milters`), and even
+/// large installations run a few thousand of those; one peer address
+/// cannot open more than 65,535 connections to one port anyway. So the
+/// limit is never what stops Postfix: it bounds memory (an idle connection
+/// costs a few KiB; see docs/operations.md, "Limits") and, with the
+/// closing of the connection idle longest, keeps a flood of silent
+/// connections from locking Postfix out.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 65_536;
 
 /// Who is on the other end of a milter connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,7 +133,7 @@ pub async fn run<F, M>(
         make_filter,
         settings,
         offload,
-        slots: Arc::new(Semaphore::new(settings.max_connections)),
+        roster: Arc::new(Roster::new(settings.max_connections)),
         next_id: AtomicU64::new(1),
         throttle: Throttle::default(),
         connections: TaskTracker::new(),
@@ -164,7 +180,7 @@ struct ServerState<M> {
     make_filter: M,
     settings: Settings,
     offload: Option<Offload>,
-    slots: Arc<Semaphore>,
+    roster: Arc<Roster>,
     next_id: AtomicU64,
     throttle: Throttle,
     connections: TaskTracker,
@@ -189,13 +205,36 @@ where
                 start(QuickAck::new(stream), Peer::Tcp(addr), shared).await;
             }
             Ok(Accepted::Unix(stream)) => start(stream, Peer::Unix, shared).await,
+            Err(e) if out_of_files(&e) => {
+                // Out of file descriptors: the connection idle longest
+                // gives its own back, and the next accept can succeed.
+                let idle_for = shared.roster.evict_longest_idle();
+                if let Some(evicted) = shared.throttle.due(Kind::OutOfFiles) {
+                    tracing::warn!(
+                        listener = %listener.spec(),
+                        evicted,
+                        "accept failed: {e}; closing the milter connection idle longest ({}) to make room; raise the open files limit (LimitNOFILE=) or lower max_connections",
+                        idle_for.map_or("none is idle".to_string(), |d| format!("idle for {}s", d.as_secs())),
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
             Err(e) => {
-                // Out of file descriptors and the like: do not spin.
+                // Do not spin.
                 tracing::error!(listener = %listener.spec(), "accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }
+}
+
+/// Whether an accept failed because this process (EMFILE) or the system
+/// (ENFILE) has no file descriptor left.
+fn out_of_files(error: &std::io::Error) -> bool {
+    use nix::errno::Errno;
+    error
+        .raw_os_error()
+        .is_some_and(|code| matches!(Errno::from_raw(code), Errno::EMFILE | Errno::ENFILE))
 }
 
 enum Accepted {
@@ -216,25 +255,37 @@ where
     F: Filter + 'static,
     M: Fn(&ConnectionInfo) -> F + Send + Sync + 'static,
 {
-    let Ok(slot) = Arc::clone(&shared.slots).try_acquire_owned() else {
-        if let Some(refused) = shared.throttle.due(Kind::Refused) {
-            tracing::warn!(
-                limit = shared.settings.max_connections,
-                refused,
-                latest_peer = %peer,
-                "connection limit reached; refusing milter connections (the MTA applies milter_default_action)"
-            );
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let mut place = match shared.roster.admit(id) {
+        Admission::Admitted(place) => place,
+        Admission::MadeRoom(place, idle_for) => {
+            if let Some(evicted) = shared.throttle.due(Kind::Evicted) {
+                tracing::warn!(
+                    limit = shared.settings.max_connections,
+                    evicted,
+                    idle_seconds = idle_for.as_secs(),
+                    latest_peer = %peer,
+                    "connection limit reached; closing the milter connections idle longest to make room (never one with a transaction in flight)"
+                );
+            }
+            place
         }
-        drop(stream);
-        return;
+        Admission::Full => {
+            if let Some(refused) = shared.throttle.due(Kind::Refused) {
+                tracing::warn!(
+                    limit = shared.settings.max_connections,
+                    refused,
+                    latest_peer = %peer,
+                    "connection limit reached and every connection has a transaction in flight; refusing milter connections (the MTA applies milter_default_action)"
+                );
+            }
+            drop(stream);
+            return;
+        }
     };
-    let info = ConnectionInfo {
-        id: shared.next_id.fetch_add(1, Ordering::Relaxed),
-        peer,
-    };
+    let info = ConnectionInfo { id, peer };
     let shared = Arc::clone(shared);
     shared.connections.clone().spawn(async move {
-        let _slot = slot;
         let limits = shared.settings.limits;
         let shutdown = shared.shutdown.clone();
         let offload = shared.offload.clone();
@@ -243,7 +294,15 @@ where
         // filter) ends this connection only, with a tempfail and one line.
         let served = crate::panics::CatchUnwind::new(async {
             let filter = (shared.make_filter)(&info);
-            crate::serve(&mut stream, filter, limits, offload, shutdown).await
+            crate::serve_in(
+                &mut stream,
+                filter,
+                limits,
+                offload,
+                shutdown,
+                Some(&mut place),
+            )
+            .await
         })
         .await;
         match served {
@@ -315,6 +374,8 @@ fn log_error(info: &ConnectionInfo, error: &ServeError, throttle: &Throttle) {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Refused,
+    Evicted,
+    OutOfFiles,
     Idle,
     SlowFrame,
     SlowReader,
@@ -325,7 +386,7 @@ enum Kind {
     Protocol,
 }
 
-const KINDS: usize = 9;
+const KINDS: usize = 11;
 
 /// At most one log line per kind per interval.
 #[derive(Default)]

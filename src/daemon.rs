@@ -138,12 +138,30 @@ pub fn main(config: Config, reload: Reload) -> Result<(), DaemonError> {
 /// at start-up does not stop the start; the daemon starts, says so, and
 /// tempfails the mail that needs the server until it answers. With
 /// `SoftStart no` (OpenDKIM's default) it stops the start, before anything
-/// is bound. The connections made here are closed, so lookups log
-/// in as the user the daemon runs as.
+/// is bound. The servers are asked at once, so start-up waits for one
+/// connect timeout at most. The connections made here are closed, so
+/// lookups log in as the user the daemon runs as.
 async fn check_data_sets(remote: &crate::policy::RemoteSigning) -> Result<(), DaemonError> {
-    for set in remote.remote_sets() {
-        let checked = set.check().await;
-        set.disconnect().await;
+    let checks: Vec<_> = remote
+        .remote_sets()
+        .into_iter()
+        .map(|set| {
+            let set = Arc::clone(set);
+            tokio::spawn(async move {
+                let checked = set.check().await;
+                set.disconnect().await;
+                (set, checked)
+            })
+        })
+        .collect();
+    for check in checks {
+        let (set, checked) = match check.await {
+            Ok(done) => done,
+            Err(error) => {
+                tracing::error!("the start-up check of a table server failed: {error}");
+                continue;
+            }
+        };
         let Err(error) = checked else { continue };
         if remote.soft_start {
             tracing::error!(

@@ -862,8 +862,15 @@ fn a_server_that_never_answers_gives_dns_timeouts_not_missing_records() {
     let world = World::new();
     // A UDP socket that reads nothing and a TCP listener that accepts
     // nothing: queries go out and no answer ever comes.
-    let silent = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    let _tcp = TcpListener::bind(silent.local_addr().unwrap()).unwrap();
+    // The UDP port's TCP twin may be taken (an earlier test's connection):
+    // try another.
+    let (silent, _tcp) = (0..50)
+        .find_map(|_| {
+            let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).ok()?;
+            let tcp = TcpListener::bind(udp.local_addr().ok()?).ok()?;
+            Some((udp, tcp))
+        })
+        .expect("a loopback port free for both UDP and TCP");
     let nameserver = silent.local_addr().unwrap().to_string();
     let out = sidecar(
         &[

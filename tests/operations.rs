@@ -681,7 +681,7 @@ fn json_lines_and_log_why_no_keep_the_short_reason() {
     std::fs::write(
         &toml,
         format!(
-            "[logging]\njson = true\nlog_why = false\n\n\
+            "mode = \"s\"\n\n[logging]\njson = true\nlog_why = false\n\n\
              [trust]\ninternal_hosts = [\"192.0.2.1\"]\n\n\
              [tables]\nkey_table = \"file:{}\"\nsigning_table = \"refile:{}\"\n",
             dir.join("KeyTable").display(),

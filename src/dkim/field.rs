@@ -25,84 +25,130 @@ const CONTINUED: usize = 8;
 /// The field value (after the colon: a leading space, folded with CRLF,
 /// no final line break), with `b=` set to `b`, base64, empty for the form
 /// that is signed.
+#[cfg(test)]
 pub(super) fn layout(signature: &Signature, b: &str) -> String {
-    let mut tags: Vec<(&str, String)> = vec![
-        ("v", "1".into()),
-        ("a", algorithm_name(signature.a).into()),
-        (
-            "c",
-            format!(
-                "{}/{}",
-                canonicalization_name(signature.ch),
-                canonicalization_name(signature.cb)
-            ),
-        ),
-        ("d", signature.d.clone()),
-        ("s", signature.s.clone()),
-        ("t", signature.t.to_string()),
-    ];
-    if signature.x > 0 {
-        tags.push(("x", signature.x.to_string()));
-    }
-    if !signature.i.is_empty() {
-        tags.push(("i", quoted_printable(&signature.i)));
-    }
-    if signature.r {
-        tags.push(("r", "y".into()));
-    }
-    if let Some(atps) = &signature.atps {
-        tags.push(("atps", atps.clone()));
-        tags.push(("atpsh", "sha256".into()));
-    }
-    tags.push(("bh", base64(&signature.bh)));
-    if signature.l > 0 {
-        tags.push(("l", signature.l.to_string()));
-    }
-    tags.push(("h", signature.h.join(":")));
+    with_b(&head(signature), b)
+}
 
+/// Everything before the `b=` value: the same for the form that is signed
+/// and the form that is inserted, so a signer lays it out once.
+pub(super) fn head(signature: &Signature) -> String {
     let mut out = String::with_capacity(600);
     out.push(' ');
-    let mut width = INITIAL;
-    for (n, (tag, value)) in tags.iter().enumerate() {
-        let token = format!("{tag}={value};");
-        if n == 0 {
-            out.push_str(&token);
-            width += token.len();
-        } else if width + token.len() > MARGIN {
-            out.push_str("\r\n\t");
-            width = CONTINUED;
-            if *tag == "h" {
-                width = fold_header_list(&mut out, value, width);
-                out.push(';');
-                width += 1;
-            } else {
-                out.push_str(&token);
-                width += token.len();
-            }
-        } else {
-            out.push(' ');
-            out.push_str(&token);
-            width += 1 + token.len();
-        }
+    let mut line = Line {
+        out,
+        width: INITIAL,
+        first: true,
+    };
+    line.tag("v", &["1"]);
+    line.tag("a", &[algorithm_name(signature.a)]);
+    line.tag(
+        "c",
+        &[
+            canonicalization_name(signature.ch),
+            "/",
+            canonicalization_name(signature.cb),
+        ],
+    );
+    line.tag("d", &[&signature.d]);
+    line.tag("s", &[&signature.s]);
+    line.tag("t", &[&signature.t.to_string()]);
+    if signature.x > 0 {
+        line.tag("x", &[&signature.x.to_string()]);
     }
+    if !signature.i.is_empty() {
+        line.tag("i", &[&quoted_printable(&signature.i)]);
+    }
+    if signature.r {
+        line.tag("r", &["y"]);
+    }
+    if let Some(atps) = &signature.atps {
+        line.tag("atps", &[atps]);
+        line.tag("atpsh", &["sha256"]);
+    }
+    line.tag("bh", &[&base64(&signature.bh)]);
+    if signature.l > 0 {
+        line.tag("l", &[&signature.l.to_string()]);
+    }
+    line.header_list(&signature.h);
+    let mut out = line.out;
     out.push_str("\r\n\tb=");
-    width = CONTINUED + 2;
-    for c in b.chars() {
-        if width >= MARGIN {
-            out.push_str("\r\n\t ");
-            width = CONTINUED + 1;
-        }
-        out.push(c);
-        width += 1;
+    out
+}
+
+/// `head` followed by the `b=` value `b`, folded at the margin.
+pub(super) fn with_b(head: &str, b: &str) -> String {
+    let mut out = String::with_capacity(head.len() + b.len() + b.len() / 32 * 4);
+    out.push_str(head);
+    let first = (MARGIN - (CONTINUED + 2)).min(b.len());
+    out.push_str(&b[..first]);
+    // Base64 is ASCII, so any byte offset is a character boundary.
+    for chunk in b.as_bytes()[first..].chunks(MARGIN - (CONTINUED + 1)) {
+        out.push_str("\r\n\t ");
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
     }
     out
 }
 
+/// The line being laid out: where it ends, and whether a tag is on it yet.
+struct Line {
+    out: String,
+    width: usize,
+    first: bool,
+}
+
+impl Line {
+    /// `tag=value;`, the value given in parts, on this line if it fits
+    /// within the margin, else on a new one.
+    fn tag(&mut self, tag: &str, value: &[&str]) {
+        let len = tag.len() + 1 + value.iter().map(|part| part.len()).sum::<usize>() + 1;
+        if self.first {
+            self.first = false;
+        } else if self.width + len > MARGIN {
+            self.out.push_str("\r\n\t");
+            self.width = CONTINUED;
+        } else {
+            self.out.push(' ');
+            self.width += 1;
+        }
+        self.out.push_str(tag);
+        self.out.push('=');
+        for part in value {
+            self.out.push_str(part);
+        }
+        self.out.push(';');
+        self.width += len;
+    }
+
+    /// `h=`, on a new line when it does not fit whole, then broken at
+    /// colons.
+    fn header_list(&mut self, names: &[String]) {
+        let len = 2 + names.iter().map(|n| n.len() + 1).sum::<usize>().max(1);
+        if self.width + len <= MARGIN {
+            self.out.push(' ');
+            self.out.push_str("h=");
+            for (n, name) in names.iter().enumerate() {
+                if n > 0 {
+                    self.out.push(':');
+                }
+                self.out.push_str(name);
+            }
+            self.out.push(';');
+            self.width += 1 + len;
+            return;
+        }
+        self.out.push_str("\r\n\t");
+        self.width = fold_header_list(&mut self.out, names, CONTINUED);
+        self.out.push(';');
+        self.width += 1;
+    }
+}
+
 /// `h=` broken at colons, each continuation line indented by TAB SPACE.
-fn fold_header_list(out: &mut String, names: &str, mut width: usize) -> usize {
+fn fold_header_list(out: &mut String, names: &[String], mut width: usize) -> usize {
     out.push_str("h=");
     width += 2;
-    for (n, name) in names.split(':').enumerate() {
+    for (n, name) in names.iter().enumerate() {
         if n == 0 {
             out.push_str(name);
             width += name.len();

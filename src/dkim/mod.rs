@@ -206,12 +206,13 @@ fn sign_one(
         .into_iter()
         .map(|(name, span)| (name, &wire[span]))
         .collect();
+    let head = field::head(&signature);
     signature.b = request
         .key
         .sign(SigningInput {
             canonicalization: request.header_canonicalization,
             covered: &covered,
-            signature: &signature,
+            head: &head,
         })
         .map_err(|e| SignError::Crypto {
             domain: request.domain.clone(),
@@ -222,7 +223,7 @@ fn sign_one(
         domain: request.domain.clone(),
         selector: request.selector.clone(),
         algorithm: signature.a,
-        value: field_value(&signature),
+        value: field_value(&head, &signature.b),
     })
 }
 
@@ -232,7 +233,8 @@ fn sign_one(
 struct SigningInput<'a> {
     canonicalization: Canonicalization,
     covered: &'a [(&'a [u8], &'a [u8])],
-    signature: &'a Signature,
+    /// The signature field's value up to its empty `b=` ([`field::head`]).
+    head: &'a str,
 }
 
 impl Writable for SigningInput<'_> {
@@ -242,22 +244,18 @@ impl Writable for SigningInput<'_> {
         // The signature field itself, laid out exactly as it will be
         // inserted but with an empty `b=`; its value has no final line
         // break, so neither canonicalization adds one.
-        let value = field::layout(self.signature, "");
         self.canonicalization.canonicalize_headers(
-            std::iter::once((SIGNATURE_FIELD.as_bytes(), value.as_bytes())),
+            std::iter::once((SIGNATURE_FIELD.as_bytes(), self.head.as_bytes())),
             writer,
         );
     }
 }
 
 /// The field value to insert, laid out as OpenDKIM lays it out (`field`),
-/// folded with CRLF as in a message (RFC 5322).
-fn field_value(signature: &Signature) -> String {
+/// folded with CRLF as in a message (RFC 5322): `head` and then `b=`.
+fn field_value(head: &str, b: &[u8]) -> String {
     use base64::Engine as _;
-    field::layout(
-        signature,
-        &base64::engine::general_purpose::STANDARD.encode(&signature.b),
-    )
+    field::with_b(head, &base64::engine::general_purpose::STANDARD.encode(b))
 }
 
 #[cfg(test)]

@@ -11,6 +11,13 @@ use dkim_sidecar::commands::{
     self, check_config, doctor, keygen, rotate, run, sign, testkey, verify,
 };
 
+/// mimalloc rather than glibc's malloc: a message's buffers are often
+/// allocated on a connection thread and freed on a work thread, and
+/// glibc's per-thread arenas make that slow (docs/performance.md, "Where
+/// the time goes").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {

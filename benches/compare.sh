@@ -7,7 +7,11 @@
 # the signatures it gets back. Each measurement alternates between the two
 # milters (ours, OpenDKIM, ours, ...) ROUNDS times and reports the median.
 # The physical limit is measured in the same run: processors x
-# `openssl speed rsa2048` signatures per second on one processor.
+# `openssl speed rsa2048` signatures per second on one processor. So is the
+# yardstick for CPU per signed message: before each throughput round,
+# `milter-bench --sign-cost` signs with the same key on every processor at
+# once and reports the CPU time of one signature; the report gives each
+# milter's CPU per message (from /proc) next to it, and the ratio.
 #
 # Usage: benches/compare.sh [REPORT.md]
 #        benches/compare.sh --report RESULTS_DIR [REPORT.md]  (table only, from
@@ -143,12 +147,23 @@ EOF
         say "  $scenario $name round $round done"
     }
 
-    # scenario NAME KEY ARGS...: ROUNDS alternating runs for both milters.
+    # sign_cost KEY SCENARIO ROUND: the CPU time of one signature with the
+    # milters' key, every processor signing at once, as results/SCENARIO.sign.ROUND.json.
+    sign_cost() {
+        local key=$1 scenario=$2 round=$3 file=default.private
+        if [ "$key" = ed ]; then file=ed25519.private; fi
+        "$BENCH" --sign-cost "$DIR/keys/$file" --threads "$(nproc)" -d 3 --json \
+            >"$DIR/results/$scenario.sign.$round.json" || true
+    }
+
+    # scenario NAME KEY ARGS...: ROUNDS alternating runs for both milters;
+    # before each round of a throughput scenario, the cost of one signature.
     scenario() {
         local scenario=$1 key=$2
         shift 2
         say "$scenario"
         for round in $(seq "$ROUNDS"); do
+            case $scenario in *-c128) sign_cost "$key" "$scenario" "$round" ;; esac
             bench ours "$key" "$scenario" "$round" "$@"
             bench opendkim "$key" "$scenario" "$round" "$@"
         done
@@ -237,7 +252,7 @@ def fmt(v, unit="", digits=0):
     return f"{v:,.{digits}f}{unit}"
 
 def ratio(a, b):
-    return f"{a / b:.1f}x" if a and b else "n/a"
+    return (f"{a / b:.2f}x" if a / b < 2 else f"{a / b:.1f}x") if a and b else "n/a"
 
 rows = []
 def row(what, ours, theirs, rat, target, met):
@@ -254,12 +269,20 @@ row("  share of the physical limit", f"{o / limit:.0%}" if o and limit else "n/a
     f">= 50% (of {cpus} x openssl = {limit:,.0f}/s)", (o >= limit / 2) if o and limit else None)
 row("  latency p50 / p99", f"{fmt(lat('rsa-c128','ours','p50_ms'),' ms',1)} / {fmt(lat('rsa-c128','ours','p99_ms'),' ms',1)}",
     f"{fmt(lat('rsa-c128','opendkim','p50_ms'),' ms',1)} / {fmt(lat('rsa-c128','opendkim','p99_ms'),' ms',1)}", "", "", None)
-row("  milter CPU per message", fmt(cpu("rsa-c128", "ours"), " us"), fmt(cpu("rsa-c128", "opendkim"), " us"),
-    ratio(cpu("rsa-c128", "opendkim"), cpu("rsa-c128", "ours")) + " less" if cpu("rsa-c128", "ours") else "", "", None)
+def sign(s): return med(s, "sign", lambda r: r["cpu_us_per_signature"])
+def cpu_rows(s):
+    co, ct, one = cpu(s, "ours"), cpu(s, "opendkim"), sign(s)
+    row("  milter CPU per message", fmt(co, " us"), fmt(ct, " us"),
+        ratio(ct, co) + " less" if co and ct else "", "", None)
+    row("  one signature with the same key (CPU, every processor signing)", fmt(one, " us"), fmt(one, " us"), "", "", None)
+    row("  CPU per message / one signature", ratio(co, one), ratio(ct, one), "", "<= 1.1x",
+        (co <= 1.1 * one) if co and one else None)
+cpu_rows("rsa-c128")
 o, t = rate("ed-c128", "ours"), rate("ed-c128", "opendkim")
 row("Ed25519, 4 KB, 128 connections: messages/s", fmt(o), fmt(t), ratio(o, t), ">= 10,000", o >= 10000 if o else None)
 row("  latency p50 / p99", f"{fmt(lat('ed-c128','ours','p50_ms'),' ms',1)} / {fmt(lat('ed-c128','ours','p99_ms'),' ms',1)}",
     f"{fmt(lat('ed-c128','opendkim','p50_ms'),' ms',1)} / {fmt(lat('ed-c128','opendkim','p99_ms'),' ms',1)}", "", "", None)
+cpu_rows("ed-c128")
 for key, label in (("rsa", "RSA-2048"), ("ed", "Ed25519")):
     s = f"{key}-c1"
     p50o, p99o = lat(s, "ours", "p50_ms"), lat(s, "ours", "p99_ms")

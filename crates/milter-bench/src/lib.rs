@@ -24,6 +24,7 @@
 pub mod message;
 pub mod process;
 pub mod report;
+pub mod sign_cost;
 pub mod verify;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -26,12 +26,19 @@ use milter_bench::{BenchOptions, KeyRecords, parse_macro};
 #[command(after_help = "Examples:\n  \
     milter-bench --socket inet:8891@127.0.0.1 -c 128 -n 20000 --key-txt default.txt\n  \
     milter-bench --socket unix:/run/opendkim/opendkim.sock -P 2 --auth PLAIN --json\n  \
-    milter-bench --socket inet:8891@127.0.0.1 -c 1000 -n 0 --hold 5 --server-pid 1234")]
+    milter-bench --socket inet:8891@127.0.0.1 -c 1000 -n 0 --hold 5 --server-pid 1234\n  \
+    milter-bench --sign-cost keys/default.private --threads 2 -d 5")]
 struct Args {
     /// The milter's socket (inet:PORT@HOST, inet6:PORT@[HOST], inet:HOST:PORT,
     /// local:/path, unix:/path).
-    #[arg(long, value_name = "SPEC")]
-    socket: String,
+    #[arg(long, value_name = "SPEC", required_unless_present = "sign_cost")]
+    socket: Option<String>,
+
+    /// Talk to no milter: sign with this private key (dkim-sidecar's loader
+    /// and signer) on --threads threads at once for --duration seconds
+    /// (default 3), and report the CPU time of one signature.
+    #[arg(long, value_name = "KEYFILE", conflicts_with = "socket")]
+    sign_cost: Option<PathBuf>,
 
     /// Milter connections kept busy at once.
     #[arg(short = 'c', long, default_value_t = 1)]
@@ -142,6 +149,18 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<ExitCode, String> {
+    if let Some(key) = &args.sign_cost {
+        let duration = Duration::try_from_secs_f64(args.duration.unwrap_or(3.0))
+            .map_err(|_| "--duration: not a number of seconds".to_string())?;
+        let cost = milter_bench::sign_cost::measure(key, args.threads, duration)?;
+        let text = if args.json {
+            serde_json::to_string_pretty(&cost).map_err(|e| e.to_string())? + "\n"
+        } else {
+            cost.to_string()
+        };
+        let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
+        return Ok(ExitCode::SUCCESS);
+    }
     let options = options_from_args(args)?;
     milter_bench::process::raise_open_files_limit();
     let runtime = if args.threads <= 1 {
@@ -176,10 +195,10 @@ fn run(args: &Args) -> Result<ExitCode, String> {
 
 /// The bench's options from the command line.
 fn options_from_args(args: &Args) -> Result<BenchOptions, String> {
-    let target: SocketSpec = args
-        .socket
+    let socket = args.socket.as_deref().unwrap_or_default();
+    let target: SocketSpec = socket
         .parse()
-        .map_err(|e| format!("--socket {}: {e}", args.socket))?;
+        .map_err(|e| format!("--socket {socket}: {e}"))?;
     let seconds = |what: &str, s: f64| {
         Duration::try_from_secs_f64(s).map_err(|_| format!("{what} {s}: not a number of seconds"))
     };

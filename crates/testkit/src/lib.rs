@@ -56,6 +56,7 @@ pub mod sidecar;
 pub mod signers;
 pub mod sink;
 pub mod slapd;
+pub mod smtp_bench;
 pub mod submission;
 pub mod verify;
 

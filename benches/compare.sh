@@ -15,6 +15,10 @@
 #   ROUNDS=3          runs per measurement and milter
 #   SECONDS_PER_RUN=8 length of each throughput and latency run
 #   CRITERION=1       also run the criterion benches (body hash, tables); 0 skips
+#   POSTFIX=1         also run the Postfix end-to-end bench (benches/postfix.rs:
+#                     smtp-source -> Postfix -> smtp-sink with no milter, OpenDKIM
+#                     and ours, ROUNDS rounds; needs root); 0 skips. Its own
+#                     knobs (PF_MESSAGES, PF_SESSIONS, PF_LATENCY, ...) pass through
 #   OURS_CMD=...      how to start our milter; placeholders {socket} {conf}
 #                     {dir} {keytable} {signingtable}. The default runs the
 #                     daemon on the very opendkim.conf OpenDKIM gets:
@@ -29,6 +33,7 @@ ROOT=$(pwd)
 ROUNDS=${ROUNDS:-3}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-8}
 CRITERION=${CRITERION:-1}
+POSTFIX=${POSTFIX:-1}
 REPORT_ONLY=
 if [ "${1:-}" = --report ]; then
     REPORT_ONLY=$(cd "$2/.." && pwd)
@@ -180,6 +185,12 @@ EOF
         cargo bench -p milter --bench codec -- --warm-up-time 1 --measurement-time 3 >&2
         say "criterion: SigningTable of 100,000 refile entries"
         cargo bench --bench tables -- --warm-up-time 1 --measurement-time 3 >&2
+    fi
+
+    if [ "$POSTFIX" = 1 ]; then
+        say "through Postfix: no milter, OpenDKIM, ours (benches/postfix.rs)"
+        ROUNDS=$ROUNDS PF_JSON=$DIR/results/postfix.json \
+            cargo bench --bench postfix >"$DIR/postfix.md"
     fi
 
     cat >"$DIR/params.sh" <<EOF
@@ -340,6 +351,15 @@ for s in ("rsa-c128", "ed-c128", "rsa-c1", "ed-c1", "big", "idle"):
             lines.append(f"{s} {n}: {p} of {c} sampled signatures verified")
 print("Checks: " + "; ".join(lines) + ".")
 PY
+
+if [ -s "$DIR/postfix.md" ]; then
+    {
+        echo
+        echo "Through Postfix (smtp-source -> Postfix -> smtp-sink, benches/postfix.rs):"
+        echo
+        cat "$DIR/postfix.md"
+    } >>"$DIR/report.md"
+fi
 
 cat "$DIR/report.md"
 if [ -n "$REPORT" ]; then cp "$DIR/report.md" "$REPORT"; fi

@@ -19,6 +19,10 @@
 #   ROUNDS=3          runs per measurement and milter
 #   SECONDS_PER_RUN=8 length of each throughput and latency run
 #   CRITERION=1       also run the criterion benches (body hash, tables); 0 skips
+#   POSTFIX=1         also run the Postfix end-to-end bench (benches/postfix.rs:
+#                     smtp-source -> Postfix -> smtp-sink with no milter, OpenDKIM
+#                     and ours, ROUNDS rounds; needs root); 0 skips. Its own
+#                     knobs (PF_MESSAGES, PF_SESSIONS, PF_LATENCY, ...) pass through
 #   OURS_CMD=...      how to start our milter; placeholders {socket} {conf}
 #                     {dir} {keytable} {signingtable}. The default runs the
 #                     daemon on the very opendkim.conf OpenDKIM gets:
@@ -33,6 +37,7 @@ ROOT=$(pwd)
 ROUNDS=${ROUNDS:-3}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-8}
 CRITERION=${CRITERION:-1}
+POSTFIX=${POSTFIX:-1}
 REPORT_ONLY=
 if [ "${1:-}" = --report ]; then
     REPORT_ONLY=$(cd "$2/.." && pwd)
@@ -191,10 +196,18 @@ EOF
     if [ "$CRITERION" = 1 ]; then
         say "criterion: body hash and signing"
         cargo bench --bench dkim -- --warm-up-time 1 --measurement-time 3 body_hash >&2
+        say "criterion: one message's whole path through the milter, and a bare signature"
+        cargo bench --bench dkim -- --warm-up-time 1 --measurement-time 3 per_message_path >&2
         say "criterion: codec"
         cargo bench -p milter --bench codec -- --warm-up-time 1 --measurement-time 3 >&2
         say "criterion: SigningTable of 100,000 refile entries"
         cargo bench --bench tables -- --warm-up-time 1 --measurement-time 3 >&2
+    fi
+
+    if [ "$POSTFIX" = 1 ]; then
+        say "through Postfix: no milter, OpenDKIM, ours (benches/postfix.rs)"
+        ROUNDS=$ROUNDS PF_JSON=$DIR/results/postfix.json \
+            cargo bench --bench postfix >"$DIR/postfix.md"
     fi
 
     cat >"$DIR/params.sh" <<EOF
@@ -326,6 +339,12 @@ if with_criterion == "1":
     ns = criterion_ns("codec", "decode_one_4k_message")
     if ns:
         row("Codec: decode one 4 KB message's frames", fmt(ns / 1000, " us", 2), "", "", "", None)
+    for key, label in (("rsa2048", "RSA-2048"), ("ed25519", "Ed25519")):
+        path = criterion_ns("per_message_path", f"{key}/session")
+        bare = criterion_ns("per_message_path", f"{key}/bare_signature")
+        if path and bare:
+            row(f"One 4 KB message, frames in to final reply (in-process), {label}; bare signature",
+                f"{path / 1000:,.0f} us; {bare / 1000:,.0f} us", "", f"{path / bare:.2f}x the signature", "", None)
 
 ho, ht = held("idle", "ours"), held("idle", "opendkim")
 row("1,000 idle connections: RSS added", fmt(ho, " MiB", 1), fmt(ht, " MiB", 1), "",
@@ -363,6 +382,15 @@ for s in ("rsa-c128", "ed-c128", "rsa-c1", "ed-c1", "big", "idle"):
             lines.append(f"{s} {n}: {p} of {c} sampled signatures verified")
 print("Checks: " + "; ".join(lines) + ".")
 PY
+
+if [ -s "$DIR/postfix.md" ]; then
+    {
+        echo
+        echo "Through Postfix (smtp-source -> Postfix -> smtp-sink, benches/postfix.rs):"
+        echo
+        cat "$DIR/postfix.md"
+    } >>"$DIR/report.md"
+fi
 
 cat "$DIR/report.md"
 if [ -n "$REPORT" ]; then cp "$DIR/report.md" "$REPORT"; fi

@@ -10,7 +10,8 @@
 //!   unsigned zones for verification ([`dns`]), and the milter under test as a
 //!   process ([`milter_process`], [`sidecar`], [`daemon`]) with mail under
 //!   load through it ([`load`]), and one message put to any milter as
-//!   Postfix would ([`mta`]).
+//!   Postfix would ([`mta`]); Postfix's `smtp-source` and `smtp-sink` around
+//!   a tuned Postfix for the end-to-end benchmark ([`smtp_bench`]).
 //! - Independent verifiers: dkimpy and OpenDKIM ([`verify`]); OpenSSL's
 //!   view of a key ([`openssl`]); signers for verification tests: ours,
 //!   dkimpy ([`signers`]).
@@ -56,6 +57,7 @@ pub mod sidecar;
 pub mod signers;
 pub mod sink;
 pub mod slapd;
+pub mod smtp_bench;
 pub mod submission;
 pub mod verify;
 

@@ -100,11 +100,11 @@ impl Sqlite {
     pub(super) async fn fetch(&self, keys: &[String]) -> Result<Rows, BackendError> {
         let connect = self.settings.connect_timeout;
         let timeout = self.settings.query_timeout;
-        let turn =
-            match tokio::time::timeout(connect, Arc::clone(&self.turns).acquire_owned()).await {
-                Ok(Ok(turn)) => turn,
-                _ => return Err(BackendError::ConnectTimeout(connect)),
-            };
+        let Ok(Ok(turn)) =
+            tokio::time::timeout(connect, Arc::clone(&self.turns).acquire_owned()).await
+        else {
+            return Err(BackendError::ConnectTimeout(connect));
+        };
         let job = Job {
             path: self.path.clone(),
             sql: self.sql(keys.len()),

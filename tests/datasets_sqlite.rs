@@ -274,3 +274,35 @@ fn unusable_rows_get_the_key_action_and_a_clear_log_line() {
     assert!(log.contains("KeyTable entry `broken`"), "{log}");
     assert!(log.contains("the value is not UTF-8 text"), "{log}");
 }
+
+/// A writer holding the file's lock past the query timeout (5 s): the
+/// lookup gives up, the message is tempfailed and the log says why; once
+/// the lock is released the sender is signed.
+#[test]
+fn a_file_locked_by_a_writer_past_the_timeout_tempfails_until_released() {
+    let db = SqliteFile::create();
+    let sidecar = sidecar_on(&db);
+    tables(&db, &sidecar, &[("alice@example.com", "rsa")]);
+    let (milter, addr) = start(&sidecar);
+    let alice = message_from("alice@example.com");
+
+    let lock = db.lock();
+    let started = std::time::Instant::now();
+    let outcome = mta::send(addr, &alice, INTERNAL, "mta.example");
+    assert!(is_tempfail(&outcome), "{outcome:?}");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(4),
+        "gave up after {:?}, before the timeout",
+        started.elapsed()
+    );
+    let log = milter.log();
+    assert!(log.contains("database is locked"), "{log}");
+
+    drop(lock);
+    let outcome = mta::send(addr, &alice, INTERNAL, "mta.example");
+    assert_signed_by(
+        &mta::delivered(&alice, &outcome),
+        &sidecar.dns_records(),
+        &sidecar.keys(),
+    );
+}

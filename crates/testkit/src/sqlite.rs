@@ -40,6 +40,16 @@ impl SqliteFile {
             .unwrap_or_else(|e| panic!("sqlite failed: {e}\n{sql}"));
     }
 
+    /// Takes the file's exclusive lock, as a writer in the middle of a
+    /// transaction holds it: readers wait until the guard is dropped.
+    pub fn lock(&self) -> SqliteLock {
+        let conn = rusqlite::Connection::open(self.path())
+            .unwrap_or_else(|e| panic!("open {}: {e}", self.path().display()));
+        conn.execute_batch("BEGIN EXCLUSIVE")
+            .unwrap_or_else(|e| panic!("lock {}: {e}", self.path().display()));
+        SqliteLock { _conn: conn }
+    }
+
     /// The database file.
     pub fn path(&self) -> PathBuf {
         self.dir.path().join(Self::NAME)
@@ -64,4 +74,10 @@ impl SqliteFile {
             Self::DATABASE
         )
     }
+}
+
+/// An exclusive lock on an [`SqliteFile`], released (rolled back) when
+/// dropped.
+pub struct SqliteLock {
+    _conn: rusqlite::Connection,
 }

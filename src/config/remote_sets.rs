@@ -10,7 +10,7 @@ use crate::diagnostics::{Location, Warning};
 use crate::keys::LoadOptions;
 use crate::policy::{KeyStore, RemoteSigning, TableSource};
 use crate::remote::{CacheSettings, ConnectSettings, RemoteSet};
-use crate::tables::{DataSetSpec, KeyTable, SigningTable, TableError};
+use crate::tables::{DataSetSpec, KeyTable, SigningTable};
 
 use super::{ConfigError, data_sets};
 
@@ -35,29 +35,12 @@ pub(crate) fn remote_signing(
     warnings.extend(kt_warnings);
     warnings.extend(st_warnings);
     let mut errors = Vec::new();
-    for (spec, at) in [(&kt_spec, key_table.1), (&st_spec, signing_table.1)] {
-        if let DataSetSpec::Remote(remote) = spec
-            && !RemoteSet::supported(remote)
-        {
-            errors.push(ConfigError::from(TableError::BadRemoteSpec {
-                at: at.clone(),
-                spec: remote.to_string(),
-                reason: format!(
-                    "{} data sets are not supported yet (PostgreSQL, MySQL/MariaDB and LDAP ones are); export the \
-                     table to a file and use `file:/path`",
-                    remote.backend_name()
-                ),
-            }));
-        }
-    }
-    if !errors.is_empty() {
-        return Err(errors);
-    }
     let signing = match st_spec {
         DataSetSpec::Remote(spec) => Some(TableSource::Remote(Arc::new(RemoteSet::new(
             "SigningTable",
             spec,
             signing_table.1.clone(),
+            base,
             cache,
             connect.clone(),
         )))),
@@ -79,6 +62,7 @@ pub(crate) fn remote_signing(
             "KeyTable",
             spec,
             key_table.1.clone(),
+            base,
             cache,
             connect,
         )))),

@@ -3,8 +3,9 @@
 //! Such tables cannot be loaded whole; a message's sender decides which
 //! entries matter. [`RemoteSigning::resolve`] asks the servers for them
 //! (through each set's cache; see [`crate::remote`]) before the decision:
-//! the SigningTable keys OpenDKIM would probe for the sender, then the
-//! KeyTable entries the matches name. The rows found are turned into a
+//! the SigningTable keys OpenDKIM sends its server for the sender (the
+//! domain lowercased, the local part as written), then the KeyTable
+//! entries the matches name. The rows found are turned into a
 //! small SigningTable and KeyTable by the same code that reads files, so a
 //! server-kept table decides exactly as a file with those rows would.
 //! Keys written inline in a KeyTable row are parsed once per distinct value
@@ -21,7 +22,7 @@ use crate::keys::{KeyError, LoadOptions, PrivateKey, load_inline_key, load_key_f
 use crate::remote::{LookupError, RemoteSet};
 use crate::tables::{
     DataSet, DataSetEntry, DataSetKind, KeyTable, ResolvedKeySource, SigningTable, TableError,
-    exact_probes,
+    exact_probes_as_written,
 };
 
 use super::{KeyStore, Sender};
@@ -125,7 +126,11 @@ impl RemoteSigning {
         let signing_table = match &self.signing_table {
             TableSource::Local(table) => table,
             TableSource::Remote(set) => {
-                let probes = exact_probes(&sender.user, &sender.domain);
+                // OpenDKIM's keys: the local part as written, so that the
+                // server's own comparison (case-sensitive in PostgreSQL and
+                // SQLite, the collation's in MySQL, the schema's in LDAP)
+                // decides as it does for OpenDKIM.
+                let probes = exact_probes_as_written(&sender.user, &sender.domain);
                 let values = set.get_many(&probes).await?;
                 let rows = rows(set, probes, values);
                 fetched_table =

@@ -24,8 +24,10 @@ mod cache;
 mod ldap;
 mod mysql;
 mod postgres;
+mod sqlite;
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -112,8 +114,6 @@ pub enum BackendError {
     Connect(String),
     #[error("query failed: {0}")]
     Query(String),
-    #[error("{0} data sets are not supported yet")]
-    Unsupported(&'static str),
 }
 
 /// One row's problem: it is not used, and the message it was for gets the
@@ -155,7 +155,7 @@ enum Backend {
     Postgres(postgres::Postgres),
     Mysql(mysql::Mysql),
     Ldap(ldap::Ldap),
-    Unsupported(&'static str),
+    Sqlite(sqlite::Sqlite),
 }
 
 impl Backend {
@@ -164,7 +164,7 @@ impl Backend {
             Backend::Postgres(pg) => pg.fetch(keys).await,
             Backend::Mysql(my) => my.fetch(keys).await,
             Backend::Ldap(ldap) => ldap.fetch(keys).await,
-            Backend::Unsupported(what) => Err(BackendError::Unsupported(what)),
+            Backend::Sqlite(sqlite) => sqlite.fetch(keys).await,
         }
     }
 }
@@ -198,26 +198,31 @@ impl std::fmt::Debug for RemoteSet {
 
 impl RemoteSet {
     /// A data set for `spec`; no connection is made until the first lookup
-    /// (or [`RemoteSet::check`]).
+    /// (or [`RemoteSet::check`]). `base` is the directory an SQLite file
+    /// name is relative to (OpenDKIM's BaseDirectory).
     pub fn new(
         role: &'static str,
         spec: RemoteSpec,
         at: Location,
+        base: &Path,
         cache: CacheSettings,
         connect: ConnectSettings,
     ) -> RemoteSet {
-        let backend = match &spec {
-            RemoteSpec::Dsn(dsn) => match dsn.backend {
-                crate::tables::remote::SqlBackend::Postgres => {
-                    Backend::Postgres(postgres::Postgres::new(dsn, connect))
-                }
-                crate::tables::remote::SqlBackend::Mysql => {
-                    Backend::Mysql(mysql::Mysql::new(dsn, connect))
-                }
-                crate::tables::remote::SqlBackend::Sqlite => Backend::Unsupported("SQLite"),
-            },
-            RemoteSpec::Ldap(ldap) => Backend::Ldap(ldap::Ldap::new(ldap, connect)),
-        };
+        let backend =
+            match &spec {
+                RemoteSpec::Dsn(dsn) => match dsn.backend {
+                    crate::tables::remote::SqlBackend::Postgres => {
+                        Backend::Postgres(postgres::Postgres::new(dsn, connect))
+                    }
+                    crate::tables::remote::SqlBackend::Mysql => {
+                        Backend::Mysql(mysql::Mysql::new(dsn, connect))
+                    }
+                    crate::tables::remote::SqlBackend::Sqlite => Backend::Sqlite(
+                        sqlite::Sqlite::new(dsn, base.join(dsn.sqlite_file()), connect),
+                    ),
+                },
+                RemoteSpec::Ldap(ldap) => Backend::Ldap(ldap::Ldap::new(ldap, connect)),
+            };
         RemoteSet {
             role,
             spec,
@@ -225,18 +230,6 @@ impl RemoteSet {
             backend,
             cache: Mutex::new(Cache::new(cache)),
             health: Mutex::new(Health::Up),
-        }
-    }
-
-    /// Whether lookups in such a data set are implemented.
-    pub fn supported(spec: &RemoteSpec) -> bool {
-        match spec {
-            RemoteSpec::Dsn(dsn) => matches!(
-                dsn.backend,
-                crate::tables::remote::SqlBackend::Postgres
-                    | crate::tables::remote::SqlBackend::Mysql
-            ),
-            RemoteSpec::Ldap(_) => true,
         }
     }
 

@@ -36,4 +36,6 @@ pub use keytable::{
 };
 pub use pattern::Pattern;
 pub use pattern_index::PatternIndex;
-pub use signingtable::{SigningEntry, SigningMatch, SigningRule, SigningTable, exact_probes};
+pub use signingtable::{
+    SigningEntry, SigningMatch, SigningRule, SigningTable, exact_probes, exact_probes_as_written,
+};

@@ -63,7 +63,7 @@ pub enum SqlBackend {
     Postgres,
     /// `mysql`: MySQL and MariaDB.
     Mysql,
-    /// `sqlite3`: an SQLite file (recognised; not read).
+    /// `sqlite3`: an SQLite file.
     Sqlite,
 }
 
@@ -102,6 +102,15 @@ pub struct DsnSpec {
     pub data_columns: Vec<String>,
     /// SQL ANDed after the key comparison (`WHERE keycol = $1 AND filter`).
     pub filter: Option<String>,
+}
+
+impl DsnSpec {
+    /// The SQLite file a `dsn:sqlite3://` names, as OpenDBX's sqlite3
+    /// backend names it: the host (a directory) with the database name
+    /// appended, no separator added. Relative to OpenDKIM's BaseDirectory.
+    pub fn sqlite_file(&self) -> String {
+        format!("{}{}", self.host, self.database)
+    }
 }
 
 /// How deep an LDAP search goes (RFC 4516's scope).
@@ -709,6 +718,15 @@ mod tests {
             .unwrap();
         assert_eq!(d.password.unwrap().expose(), "p@ss:w/d");
         assert_eq!(d.filter.as_deref(), Some("x = 1"));
+    }
+
+    #[test]
+    fn an_sqlite_file_is_host_and_database_joined_as_opendbx_joins_them() {
+        let d = dsn("sqlite3://data/keys.db/table=t?keycol=k?datacol=v").unwrap();
+        assert_eq!(d.backend, SqlBackend::Sqlite);
+        assert_eq!(d.sqlite_file(), "datakeys.db");
+        let d = dsn("sqlite3://=2Fvar=2Flib=2Fdkim=2F/keys.db/table=t?keycol=k?datacol=v").unwrap();
+        assert_eq!(d.sqlite_file(), "/var/lib/dkim/keys.db");
     }
 
     #[test]

@@ -354,11 +354,8 @@ fn refile_query(user: &str, domain: &str) -> String {
     q
 }
 
-/// Calls `probe` with each lowercased key OpenDKIM tries for `user@domain`
-/// (non-refile tables), in order, until it returns false. Keys with a
-/// non-ASCII byte are skipped: OpenDKIM reports them as not found.
 /// The keys an exact SigningTable is probed with for `user@domain`, in
-/// OpenDKIM's order: what a table kept on a server is asked for.
+/// OpenDKIM's order, lowercased: what a file table is looked up with.
 pub fn exact_probes(user: &str, domain: &str) -> Vec<String> {
     let mut keys = Vec::new();
     probe_exact(user, &domain.to_ascii_lowercase(), |key| {
@@ -368,11 +365,31 @@ pub fn exact_probes(user: &str, domain: &str) -> Vec<String> {
     keys
 }
 
-fn probe_exact(user: &str, domain: &str, mut probe: impl FnMut(&str) -> bool) {
-    let user = user.to_ascii_lowercase();
+/// The keys OpenDKIM sends a SigningTable kept on a server for
+/// `user@domain`, in the same order: the domain lowercased, the local part
+/// as written (`dkimf_apply_signtable`; OpenDKIM lowercases only the
+/// domain, and the server compares with its own rules).
+pub fn exact_probes_as_written(user: &str, domain: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    probe_keys(user, &domain.to_ascii_lowercase(), |key| {
+        keys.push(key.to_string());
+        true
+    });
+    keys
+}
+
+/// Calls `probe` with each lowercased key OpenDKIM tries for `user@domain`
+/// (non-refile tables), in order, until it returns false. Keys with a
+/// non-ASCII byte are skipped: OpenDKIM reports them as not found.
+fn probe_exact(user: &str, domain: &str, probe: impl FnMut(&str) -> bool) {
+    probe_keys(&user.to_ascii_lowercase(), domain, probe);
+}
+
+/// [`probe_exact`] with `user` taken as it is.
+fn probe_keys(user: &str, domain: &str, mut probe: impl FnMut(&str) -> bool) {
     let mut key = String::with_capacity(user.len() + domain.len() + 1);
     let mut try_key = |key: &str| key.is_ascii() && !probe(key);
-    key.push_str(&user);
+    key.push_str(user);
     key.push('@');
     key.push_str(domain);
     if try_key(&key) || try_key(domain) {
@@ -381,7 +398,7 @@ fn probe_exact(user: &str, domain: &str, mut probe: impl FnMut(&str) -> bool) {
     for (dot, _) in domain.match_indices('.') {
         let suffix = &domain[dot..];
         key.clear();
-        key.push_str(&user);
+        key.push_str(user);
         key.push('@');
         key.push_str(suffix);
         if try_key(&key) || try_key(suffix) {
@@ -389,7 +406,7 @@ fn probe_exact(user: &str, domain: &str, mut probe: impl FnMut(&str) -> bool) {
         }
     }
     key.clear();
-    key.push_str(&user);
+    key.push_str(user);
     key.push_str("@*");
     if try_key(&key) {
         return;
@@ -463,6 +480,23 @@ p@example.net kp:x@%
                 "bob@.com",
                 ".com",
                 "bob@*",
+                "*"
+            ]
+        );
+    }
+
+    #[test]
+    fn server_probes_keep_the_local_part_as_written() {
+        assert_eq!(
+            exact_probes_as_written("Bob", "Mail.Example.com"),
+            [
+                "Bob@mail.example.com",
+                "mail.example.com",
+                "Bob@.example.com",
+                ".example.com",
+                "Bob@.com",
+                ".com",
+                "Bob@*",
                 "*"
             ]
         );

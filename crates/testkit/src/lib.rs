@@ -15,6 +15,8 @@
 //! - Independent verifiers: dkimpy and OpenDKIM ([`verify`]); OpenSSL's
 //!   view of a key ([`openssl`]); signers for verification tests: ours,
 //!   dkimpy ([`signers`]).
+//! - Data-set servers on loopback: PostgreSQL ([`postgres`]), MariaDB
+//!   ([`mariadb`]), slapd ([`slapd`]), and an SQLite file ([`sqlite`]).
 //! - Fixtures: the example keys ([`keys`]), messages ([`message`]), the
 //!   example signing policy ([`policy`]), a milter conversation played as
 //!   Postfix ([`conversation`]).
@@ -58,6 +60,7 @@ pub mod signers;
 pub mod sink;
 pub mod slapd;
 pub mod smtp_bench;
+pub mod sqlite;
 pub mod submission;
 pub mod verify;
 

@@ -171,3 +171,21 @@ fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
     std::fs::write(&path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     path
 }
+
+/// `opendkim -f -x CONF -p inet:PORT@127.0.0.1`: Debian's OpenDKIM on an
+/// opendkim.conf a test wrote (the one dkim-sidecar is run on with
+/// [`super::daemon::run_opendkim_conf`]), on a free loopback port; its
+/// output goes to `log`.
+pub fn run_conf(conf: &Path, log: &Path) -> MilterProcess {
+    super::require_program("/usr/sbin/opendkim", "opendkim");
+    MilterProcess::start("opendkim", &MilterSocket::free_inet(), log, |socket| {
+        let mut command = Command::new("/usr/sbin/opendkim");
+        command
+            .arg("-f")
+            .arg("-x")
+            .arg(conf)
+            .arg("-p")
+            .arg(socket.opendkim_spec());
+        command
+    })
+}

@@ -1,0 +1,308 @@
+//! KeyTable and SigningTable kept in an SQLite file (`dsn:sqlite3://`),
+//! end to end: a database file in the test's directory, named as OpenDBX
+//! names it (host and database joined, relative to BaseDirectory),
+//! dkim-sidecar reading an unchanged opendkim.conf whose tables are `dsn:`
+//! data sets, and messages put to it as Postfix would, each signature
+//! checked by dkimpy and OpenDKIM. The file goes missing and comes back
+//! mid-run.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use milter::client::Outcome;
+use testkit::sqlite::SqliteFile;
+use testkit::verify::{assert_signed_by, assert_unsigned};
+use testkit::{MilterProcess, MilterSocket, Sidecar, mta};
+
+const INTERNAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// The tables: `signing(addr, keyname)` and `keys(name, domain, selector,
+/// key)` holding the example RSA key inline.
+fn tables(db: &SqliteFile, sidecar: &Sidecar, signing_rows: &[(&str, &str)]) {
+    let key = &sidecar.test_keys().rsa;
+    let pem = std::fs::read_to_string(&key.private_key).unwrap();
+    db.sql(&format!(
+        "CREATE TABLE signing (addr TEXT, keyname TEXT); \
+         CREATE TABLE keys (name TEXT, domain TEXT, selector TEXT, key TEXT); \
+         INSERT INTO keys VALUES ('rsa', '{}', '{}', '{pem}');",
+        key.domain, key.selector
+    ));
+    for (addr, keyname) in signing_rows {
+        db.sql(&format!(
+            "INSERT INTO signing VALUES ('{}', '{keyname}')",
+            addr.replace('\'', "''")
+        ));
+    }
+}
+
+fn sidecar_on(db: &SqliteFile) -> Sidecar {
+    // The Socket line is for check-config; `run` gets --socket.
+    Sidecar::builder()
+        .config_line("Socket inet:8891@localhost")
+        .config_line(&db.base_directory())
+        .config_line(&format!(
+            "KeyTable {}",
+            db.dsn("keys", "name", "domain,selector,key")
+        ))
+        .config_line(&format!(
+            "SigningTable {}",
+            db.dsn("signing", "addr", "keyname")
+        ))
+        .write()
+}
+
+fn start(sidecar: &Sidecar) -> (MilterProcess, SocketAddr) {
+    let socket = MilterSocket::free_inet();
+    let milter = sidecar.start(&socket);
+    let MilterSocket::Inet(addr) = socket else {
+        unreachable!()
+    };
+    (milter, addr)
+}
+
+fn message_from(from: &str) -> milter::client::Message {
+    mta::message(
+        format!(
+            "From: {from}\nTo: bob@example.org\nSubject: dsn\nMessage-ID: <1@example.com>\n\nHello from the file.\n"
+        )
+        .as_bytes(),
+    )
+}
+
+fn is_tempfail(outcome: &Outcome) -> bool {
+    matches!(outcome, Outcome::Refused { event: 'N', reply } if format!("{reply:?}").contains("451") || format!("{reply:?}").contains("Tempfail"))
+}
+
+fn check_config(sidecar: &Sidecar) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dkim-sidecar"))
+        .args(["check-config", "-x"])
+        .arg(sidecar.config())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn signs_with_keytable_and_signingtable_kept_in_an_sqlite_file() {
+    let db = SqliteFile::create();
+    let sidecar = sidecar_on(&db);
+    tables(
+        &db,
+        &sidecar,
+        &[("alice@example.com", "rsa"), ("example.net", "rsa")],
+    );
+    let (milter, addr) = start(&sidecar);
+
+    let message = message_from("alice@example.com");
+    let outcome = mta::send(addr, &message, INTERNAL, "mta.example");
+    assert_signed_by(
+        &mta::delivered(&message, &outcome),
+        &sidecar.dns_records(),
+        &sidecar.keys(),
+    );
+
+    // No row for this sender: not signed, and said why.
+    let message = message_from("carol@example.com");
+    let outcome = mta::send(addr, &message, INTERNAL, "mta.example");
+    if let Outcome::Delivered { .. } = outcome {
+        assert_unsigned(&mta::delivered(&message, &outcome), &sidecar.dns_records());
+    }
+    let log = milter.log();
+    assert!(
+        log.contains("no SigningTable match for carol@example.com"),
+        "{log}"
+    );
+
+    let (ok, text) = check_config(&sidecar);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("KeyTable server dsn:sqlite3://dkim/keys.sqlite/"),
+        "{text}"
+    );
+    assert!(text.contains("(SQLite): connected"), "{text}");
+}
+
+#[test]
+fn a_sender_written_as_sql_matches_nothing() {
+    let db = SqliteFile::create();
+    let sidecar = sidecar_on(&db);
+    tables(&db, &sidecar, &[("alice@example.com", "rsa")]);
+    let (milter, addr) = start(&sidecar);
+
+    // Pasted into SQL this would match every row; bound as a parameter it
+    // is just an address nobody has.
+    let message = message_from("\"' OR 1=1 --\"@example.com");
+    let outcome = mta::send(addr, &message, INTERNAL, "mta.example");
+    if let Outcome::Delivered { .. } = outcome {
+        assert_unsigned(&mta::delivered(&message, &outcome), &sidecar.dns_records());
+    }
+    let log = milter.log();
+    assert!(log.contains("no SigningTable match"), "{log}");
+}
+
+/// The file missing (say, a deploy that has not run yet), then not an
+/// SQLite file at all: its mail is tempfailed, the log names the file and
+/// the problem once, and nothing is created. A good file put in its place
+/// is read at once, and the recovery logged once.
+#[test]
+fn a_missing_or_broken_file_is_logged_and_tempfails_until_a_good_one_appears() {
+    let db = SqliteFile::create();
+    let sidecar = sidecar_on(&db);
+    std::fs::remove_file(db.path()).unwrap();
+    let (milter, addr) = start(&sidecar);
+
+    let alice = message_from("alice@example.com");
+    for _ in 0..2 {
+        let outcome = mta::send(addr, &alice, INTERNAL, "mta.example");
+        assert!(is_tempfail(&outcome), "{outcome:?}");
+    }
+    assert!(!db.path().exists(), "the missing file was created");
+    let log = milter.log();
+    assert!(
+        log.contains(&format!("/{}: no such file", SqliteFile::NAME)),
+        "{log}"
+    );
+    let (ok, text) = check_config(&sidecar);
+    assert!(!ok, "{text}");
+    assert!(text.contains("no such file"), "{text}");
+
+    std::fs::write(
+        db.path(),
+        "KeyTable rsa example.com:rsa:/etc/key\n".repeat(200),
+    )
+    .unwrap();
+    let outcome = mta::send(addr, &alice, INTERNAL, "mta.example");
+    assert!(is_tempfail(&outcome), "{outcome:?}");
+
+    // A good database in its place.
+    std::fs::remove_file(db.path()).unwrap();
+    tables(&db, &sidecar, &[("alice@example.com", "rsa")]);
+    let outcome = mta::send(addr, &alice, INTERNAL, "mta.example");
+    assert_signed_by(
+        &mta::delivered(&alice, &outcome),
+        &sidecar.dns_records(),
+        &sidecar.keys(),
+    );
+
+    let log = milter.log();
+    assert_eq!(
+        log.matches("logged once per outage").count(),
+        1,
+        "the outage is logged once: {log}"
+    );
+    assert_eq!(
+        log.matches("answers again after").count(),
+        1,
+        "the recovery is logged once: {log}"
+    );
+}
+
+/// Cached senders are still signed while the file is gone; the others
+/// are tempfailed, never accepted unsigned.
+#[test]
+fn file_gone_serves_cached_senders_and_tempfails_the_rest() {
+    let db = SqliteFile::create();
+    let sidecar = sidecar_on(&db);
+    tables(
+        &db,
+        &sidecar,
+        &[("alice@example.com", "rsa"), ("bob@example.com", "rsa")],
+    );
+    let (_milter, addr) = start(&sidecar);
+    let alice = message_from("alice@example.com");
+    let outcome = mta::send(addr, &alice, INTERNAL, "mta.example");
+    assert_signed_by(
+        &mta::delivered(&alice, &outcome),
+        &sidecar.dns_records(),
+        &sidecar.keys(),
+    );
+
+    let aside = db.dir().join("aside.sqlite");
+    std::fs::rename(db.path(), &aside).unwrap();
+    let outcome = mta::send(addr, &alice, INTERNAL, "mta.example");
+    assert_signed_by(
+        &mta::delivered(&alice, &outcome),
+        &sidecar.dns_records(),
+        &sidecar.keys(),
+    );
+    let outcome = mta::send(
+        addr,
+        &message_from("bob@example.com"),
+        INTERNAL,
+        "mta.example",
+    );
+    assert!(is_tempfail(&outcome), "{outcome:?}");
+}
+
+#[test]
+fn unusable_rows_get_the_key_action_and_a_clear_log_line() {
+    let db = SqliteFile::create();
+    let sidecar = sidecar_on(&db);
+    tables(
+        &db,
+        &sidecar,
+        &[
+            ("alice@example.com", "rsa"),
+            ("null@example.com", "nullkey"),
+            ("broken@example.com", "broken"),
+            ("blob@example.com", "blob"),
+        ],
+    );
+    db.sql(
+        "INSERT INTO keys VALUES ('nullkey', 'example.com', NULL, 'x'); \
+         INSERT INTO keys VALUES ('broken', 'example.com', 'broken', 'MIIBnot-a-key'); \
+         INSERT INTO keys VALUES ('blob', 'example.com', 'blob', x'80ff00fe');",
+    );
+    let (milter, addr) = start(&sidecar);
+    for sender in ["null@example.com", "broken@example.com", "blob@example.com"] {
+        let outcome = mta::send(addr, &message_from(sender), INTERNAL, "mta.example");
+        assert!(is_tempfail(&outcome), "{sender}: {outcome:?}");
+    }
+    let alice = message_from("alice@example.com");
+    let outcome = mta::send(addr, &alice, INTERNAL, "mta.example");
+    assert_signed_by(
+        &mta::delivered(&alice, &outcome),
+        &sidecar.dns_records(),
+        &sidecar.keys(),
+    );
+    let log = milter.log();
+    assert!(log.contains("column `selector` is NULL"), "{log}");
+    assert!(log.contains("KeyTable entry `broken`"), "{log}");
+    assert!(log.contains("the value is not UTF-8 text"), "{log}");
+}
+
+/// A writer holding the file's lock past the query timeout (5 s): the
+/// lookup gives up, the message is tempfailed and the log says why; once
+/// the lock is released the sender is signed.
+#[test]
+fn a_file_locked_by_a_writer_past_the_timeout_tempfails_until_released() {
+    let db = SqliteFile::create();
+    let sidecar = sidecar_on(&db);
+    tables(&db, &sidecar, &[("alice@example.com", "rsa")]);
+    let (milter, addr) = start(&sidecar);
+    let alice = message_from("alice@example.com");
+
+    let lock = db.lock();
+    let started = std::time::Instant::now();
+    let outcome = mta::send(addr, &alice, INTERNAL, "mta.example");
+    assert!(is_tempfail(&outcome), "{outcome:?}");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(4),
+        "gave up after {:?}, before the timeout",
+        started.elapsed()
+    );
+    let log = milter.log();
+    assert!(log.contains("database is locked"), "{log}");
+
+    drop(lock);
+    let outcome = mta::send(addr, &alice, INTERNAL, "mta.example");
+    assert_signed_by(
+        &mta::delivered(&alice, &outcome),
+        &sidecar.dns_records(),
+        &sidecar.keys(),
+    );
+}

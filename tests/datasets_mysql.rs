@@ -5,14 +5,13 @@
 //! `dsn:` data sets, and messages put to it as Postfix would, each
 //! signature checked by dkimpy and OpenDKIM.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-
 use milter::client::Outcome;
+use testkit::datasets::{
+    INTERNAL, assert_signed, check_config, is_accepted, is_tempfail, message_from, start,
+};
 use testkit::mariadb::MariaDb;
-use testkit::verify::{assert_signed_by, assert_unsigned};
-use testkit::{MilterProcess, MilterSocket, Sidecar, mta};
-
-const INTERNAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+use testkit::verify::assert_unsigned;
+use testkit::{Sidecar, mta};
 
 /// The tables in `database`: `signing(addr, keyname)` and `keys(name,
 /// domain, selector, key)` holding the example RSA key inline.
@@ -50,53 +49,6 @@ fn sidecar_on(db: &MariaDb, database: &str) -> Sidecar {
         .write()
 }
 
-fn start(sidecar: &Sidecar) -> (MilterProcess, SocketAddr) {
-    let socket = MilterSocket::free_inet();
-    let milter = sidecar.start(&socket);
-    let MilterSocket::Inet(addr) = socket else {
-        unreachable!()
-    };
-    (milter, addr)
-}
-
-fn message_from(from: &str) -> milter::client::Message {
-    mta::message(
-        format!(
-            "From: {from}\nTo: bob@example.org\nSubject: dsn\nMessage-ID: <1@example.com>\n\nHello from MariaDB.\n"
-        )
-        .as_bytes(),
-    )
-}
-
-fn is_tempfail(outcome: &Outcome) -> bool {
-    matches!(outcome, Outcome::Refused { event: 'N', reply } if format!("{reply:?}").contains("451") || format!("{reply:?}").contains("Tempfail"))
-}
-
-fn assert_signed(sidecar: &Sidecar, addr: SocketAddr, from: &str) {
-    let message = message_from(from);
-    let outcome = mta::send(addr, &message, INTERNAL, "mta.example");
-    assert_signed_by(
-        &mta::delivered(&message, &outcome),
-        &sidecar.dns_records(),
-        &sidecar.keys(),
-    );
-}
-
-fn check_config(sidecar: &Sidecar) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dkim-sidecar"))
-        .args(["check-config", "-x"])
-        .arg(sidecar.config())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!text.contains(MariaDb::PASSWORD), "{text}");
-    (out.status.success(), text)
-}
-
 #[test]
 fn signs_with_keytable_and_signingtable_kept_in_mariadb() {
     let db = MariaDb::shared();
@@ -118,13 +70,7 @@ fn signs_with_keytable_and_signingtable_kept_in_mariadb() {
         INTERNAL,
         "mta.example",
     );
-    assert!(
-        matches!(
-            outcome,
-            Outcome::AcceptedEarly { .. } | Outcome::Delivered { .. }
-        ),
-        "{outcome:?}"
-    );
+    assert!(is_accepted(&outcome), "{outcome:?}");
     let log = milter.log();
     assert!(
         log.contains("no SigningTable match for carol@example.com"),
@@ -188,13 +134,7 @@ fn a_filter_written_with_escapes_selects_the_rows() {
         INTERNAL,
         "mta.example",
     );
-    assert!(
-        matches!(
-            outcome,
-            Outcome::AcceptedEarly { .. } | Outcome::Delivered { .. }
-        ),
-        "{outcome:?}"
-    );
+    assert!(is_accepted(&outcome), "{outcome:?}");
     let log = milter.log();
     assert!(
         log.contains("no SigningTable match for retired@example.com"),
@@ -243,7 +183,7 @@ fn check_config_names_the_database_and_refuses_a_wrong_password() {
     let database = db.database("checked");
     let sidecar = sidecar_on(&db, &database);
     tables(&db, &database, &sidecar, &[("alice@example.com", "rsa")]);
-    let (ok, text) = check_config(&sidecar);
+    let (ok, text) = check_config("-x", sidecar.config(), MariaDb::PASSWORD);
     assert!(ok, "{text}");
     assert!(
         text.contains("KeyTable server dsn:mysql://dkim:****@"),
@@ -263,7 +203,7 @@ fn check_config_names_the_database_and_refuses_a_wrong_password() {
             db.dsn(&database, "signing", "addr", "keyname")
         ))
         .write();
-    let (ok, text) = check_config(&wrong);
+    let (ok, text) = check_config("-x", wrong.config(), MariaDb::PASSWORD);
     assert!(!ok, "{text}");
     assert!(text.contains("Access denied"), "{text}");
     assert!(!text.contains("not-the-password"), "{text}");
@@ -359,13 +299,7 @@ fn a_server_that_never_answers_times_out_into_a_tempfail() {
         INTERNAL,
         "mta.example",
     );
-    assert!(
-        matches!(
-            outcome,
-            Outcome::AcceptedEarly { .. } | Outcome::Delivered { .. }
-        ),
-        "{outcome:?}"
-    );
+    assert!(is_accepted(&outcome), "{outcome:?}");
     let log = milter.log();
     assert!(log.contains("no connection within"), "{log}");
     assert!(!log.contains(MariaDb::PASSWORD), "{log}");

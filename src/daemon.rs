@@ -134,16 +134,16 @@ pub fn main(config: Config, reload: Reload) -> Result<(), DaemonError> {
     result
 }
 
-/// SoftStart (on unless written off): a table's server that does not answer
-/// at start-up does not stop the start; the daemon starts, says so, and
-/// tempfails the mail that needs the server until it answers. With
-/// `SoftStart no` (OpenDKIM's default) it stops the start, before anything
-/// is bound. The servers are asked at once, so start-up waits for one
-/// connect timeout at most. The connections made here are closed, so
-/// lookups log in as the user the daemon runs as.
-async fn check_data_sets(remote: &crate::policy::RemoteSigning) -> Result<(), DaemonError> {
-    let checks: Vec<_> = remote
-        .remote_sets()
+/// SoftStart (on unless written off): a data set's server that does not
+/// answer at start-up does not stop the start; the daemon starts, says
+/// so, and tempfails the mail that needs the server until it answers.
+/// With `SoftStart no` (OpenDKIM's default) it stops the start, before
+/// anything is bound. The servers are asked at once, so start-up waits
+/// for one connect timeout at most. The connections made here are
+/// closed, so lookups log in as the user the daemon runs as.
+async fn check_data_sets(policy: &Policy) -> Result<(), DaemonError> {
+    let checks: Vec<_> = policy
+        .server_sets()
         .into_iter()
         .map(|set| {
             let set = Arc::clone(set);
@@ -158,12 +158,12 @@ async fn check_data_sets(remote: &crate::policy::RemoteSigning) -> Result<(), Da
         let (set, checked) = match check.await {
             Ok(done) => done,
             Err(error) => {
-                tracing::error!("the start-up check of a table server failed: {error}");
+                tracing::error!("the check of a data set's server failed: {error}");
                 continue;
             }
         };
         let Err(error) = checked else { continue };
-        if remote.soft_start {
+        if policy.soft_start {
             tracing::error!(
                 "{}: {} server {} cannot be used ({error}); starting anyway (SoftStart): mail \
                  that needs it is tempfailed until it answers",
@@ -196,9 +196,7 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    if let Some(remote) = &config.policy.signing.remote {
-        check_data_sets(remote).await?;
-    }
+    check_data_sets(&config.policy).await?;
     let degraded = log_faults(&config.policy);
     if let Some(mask) = config.service.umask {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask as _));
@@ -549,12 +547,17 @@ pub(crate) fn watched_files(config: &Config) -> Vec<PathBuf> {
             }
         }
     }
-    add(&policy.trust.internal_hosts.origin().path);
-    for list in [&policy.trust.external_ignore, &policy.trust.peers]
-        .into_iter()
-        .flatten()
+    for list in [
+        Some(&policy.trust.internal_hosts),
+        policy.trust.external_ignore.as_ref(),
+        policy.trust.peers.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
     {
-        add(&list.origin().path);
+        if let crate::policy::TableSource::Local(list) = list {
+            add(&list.origin().path);
+        }
     }
     files
 }

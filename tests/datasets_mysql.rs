@@ -7,7 +7,8 @@
 
 use milter::client::Outcome;
 use testkit::datasets::{
-    INTERNAL, assert_signed, check_config, is_accepted, is_tempfail, message_from, start,
+    INTERNAL, assert_accepted_unsigned, assert_signed, assert_signed_from, check_config,
+    is_accepted, is_tempfail, message_from, start,
 };
 use testkit::mariadb::MariaDb;
 use testkit::verify::assert_unsigned;
@@ -302,5 +303,55 @@ fn a_server_that_never_answers_times_out_into_a_tempfail() {
     assert!(is_accepted(&outcome), "{outcome:?}");
     let log = milter.log();
     assert!(log.contains("no connection within"), "{log}");
+    assert!(!log.contains(MariaDb::PASSWORD), "{log}");
+}
+
+/// InternalHosts and PeerList kept in MariaDB: a listed network is
+/// internal and signed, a peer is accepted unsigned (and unverified),
+/// anyone else is not internal.
+#[test]
+fn internal_hosts_and_peer_list_in_mariadb_decide_who_is_signed() {
+    let db = MariaDb::shared();
+    let database = db.database("hostlists");
+    db.sql(&format!(
+        "USE {database}; \
+         CREATE TABLE internal (host varchar(64)); \
+         INSERT INTO internal VALUES ('192.0.2.0/24'), ('2001:db8::/32'); \
+         CREATE TABLE peers (host varchar(64)); \
+         INSERT INTO peers VALUES ('192.0.2.99');"
+    ));
+    let sidecar = Sidecar::builder()
+        .config_line(&format!(
+            "InternalHosts {}",
+            db.dsn(&database, "internal", "host", "host")
+        ))
+        .config_line(&format!(
+            "PeerList {}",
+            db.dsn(&database, "peers", "host", "host")
+        ))
+        .write();
+    let (milter, addr) = start(&sidecar);
+    let keys = sidecar.keys();
+    for ip in ["192.0.2.10", "2001:db8::25"] {
+        assert_signed_from(
+            &sidecar,
+            addr,
+            "alice@example.com",
+            ip.parse().unwrap(),
+            &keys,
+        );
+    }
+    for ip in ["192.0.2.99", "203.0.113.5", "127.0.0.1"] {
+        assert_accepted_unsigned(addr, "alice@example.com", ip.parse().unwrap());
+    }
+    let log = milter.log();
+    assert!(
+        log.contains("client [192.0.2.99] is in PeerList (entry `192.0.2.99`)"),
+        "{log}"
+    );
+    assert!(
+        log.contains("client [203.0.113.5] is not internal"),
+        "{log}"
+    );
     assert!(!log.contains(MariaDb::PASSWORD), "{log}");
 }

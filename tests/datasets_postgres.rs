@@ -2,12 +2,14 @@
 //! end: a private PostgreSQL on loopback, dkim-sidecar reading an
 //! unchanged opendkim.conf whose tables are `dsn:` data sets, and messages
 //! put to it as Postfix would, each signature checked by dkimpy and
-//! OpenDKIM. A fleet of three shares one database, and the database is
-//! stopped and started again mid-run.
+//! OpenDKIM. The other data sets (InternalHosts, ExemptDomains,
+//! DontSignMailTo) are kept there too, a fleet of three shares one
+//! database, and the database is stopped and started again mid-run.
 
 use milter::client::Outcome;
 use testkit::datasets::{
-    INTERNAL, assert_signed_from, check_config, fleet, is_signed, is_tempfail, message_from, start,
+    INTERNAL, assert_accepted_unsigned, assert_signed_from, assert_tempfailed, check_config, fleet,
+    is_accepted, is_signed, is_tempfail, message_from, start,
 };
 use testkit::postgres::Postgres;
 use testkit::verify::{assert_signed_by, assert_unsigned};
@@ -449,4 +451,201 @@ fn a_database_kind_not_read_yet_is_refused_at_load_without_the_password() {
     );
     assert!(text.contains("dkim:****@"), "{text}");
     assert!(!text.contains("my-Secret-99"), "{text}");
+}
+
+/// A client address outside the default InternalHosts.
+fn client(ip: &str) -> std::net::IpAddr {
+    ip.parse().unwrap()
+}
+
+/// `internal(host)`: an address, a network, and a negated address in it.
+fn internal_hosts(pg: &Postgres) {
+    pg.psql(
+        "CREATE TABLE internal (host text); \
+         INSERT INTO internal VALUES ('192.0.2.7'), ('198.51.100.0/24'), ('!198.51.100.9');",
+    );
+}
+
+/// A sidecar whose InternalHosts is the `internal` table (KeyTable and
+/// SigningTable in files: example.com signs), with `extra` lines.
+fn internal_hosts_on(pg: &Postgres, extra: &[&str]) -> Sidecar {
+    let mut builder = Sidecar::builder()
+        .config_line("Socket inet:8891@localhost")
+        .config_line(&format!(
+            "InternalHosts {}",
+            pg.dsn("internal", "host", "host")
+        ));
+    for line in extra {
+        builder = builder.config_line(line);
+    }
+    builder.write()
+}
+
+#[test]
+fn internal_hosts_in_postgresql_sign_mail_from_a_listed_address_or_network_only() {
+    let pg = Postgres::start();
+    internal_hosts(&pg);
+    let sidecar = internal_hosts_on(&pg, &[]);
+    let (milter, addr) = start(&sidecar);
+    let keys = sidecar.keys();
+    // The address itself, and an address in the listed network.
+    assert_signed_from(
+        &sidecar,
+        addr,
+        "alice@example.com",
+        client("192.0.2.7"),
+        &keys,
+    );
+    assert_signed_from(
+        &sidecar,
+        addr,
+        "alice@example.com",
+        client("198.51.100.20"),
+        &keys,
+    );
+    // Negated inside the network, outside every entry, and loopback (the
+    // list replaces the default): accepted unsigned.
+    for ip in ["198.51.100.9", "203.0.113.5", "192.0.2.8", "127.0.0.1"] {
+        assert_accepted_unsigned(addr, "alice@example.com", client(ip));
+    }
+    let log = milter.log();
+    assert!(
+        log.contains("client [203.0.113.5] is not internal"),
+        "{log}"
+    );
+    assert!(!log.contains(Postgres::PASSWORD), "{log}");
+}
+
+#[test]
+fn exempt_domains_and_dont_sign_mail_to_in_postgresql_change_the_decision() {
+    let pg = Postgres::start();
+    pg.psql(
+        "CREATE TABLE exempt (domain text); INSERT INTO exempt VALUES ('example.com'); \
+         CREATE TABLE nosign (rcpt text); INSERT INTO nosign VALUES ('list@example.org');",
+    );
+    // DontSignMailTo: one listed recipient keeps the message unsigned.
+    let sidecar = Sidecar::builder()
+        .config_line(&format!(
+            "DontSignMailTo {}",
+            pg.dsn("nosign", "rcpt", "rcpt")
+        ))
+        .write();
+    let (milter, addr) = start(&sidecar);
+    let message = testkit::datasets::message("alice@example.com", "list@example.org");
+    let outcome = mta::send(addr, &message, INTERNAL, "mta.example");
+    assert!(is_accepted(&outcome) && !is_signed(&outcome), "{outcome:?}");
+    assert_signed_from(
+        &sidecar,
+        addr,
+        "alice@example.com",
+        INTERNAL,
+        &sidecar.keys(),
+    );
+    let log = milter.log();
+    assert!(
+        log.contains("recipient list@example.org is in DontSignMailTo"),
+        "{log}"
+    );
+
+    // ExemptDomains: the sender's domain is listed, so nothing is signed.
+    let exempt = Sidecar::builder()
+        .config_line(&format!(
+            "ExemptDomains {}",
+            pg.dsn("exempt", "domain", "domain")
+        ))
+        .write();
+    let (milter, addr) = start(&exempt);
+    assert_accepted_unsigned(addr, "alice@example.com", INTERNAL);
+    let log = milter.log();
+    assert!(
+        log.contains("sender domain example.com is in ExemptDomains"),
+        "{log}"
+    );
+    assert!(!log.contains(Postgres::PASSWORD), "{log}");
+}
+
+#[test]
+fn a_data_set_server_down_tempfails_what_it_would_decide_and_serves_cached_answers() {
+    let mut pg = Postgres::start();
+    internal_hosts(&pg);
+    let sidecar = internal_hosts_on(&pg, &[]);
+    let (milter, addr) = start(&sidecar);
+    let keys = sidecar.keys();
+    assert_signed_from(
+        &sidecar,
+        addr,
+        "alice@example.com",
+        client("192.0.2.7"),
+        &keys,
+    );
+
+    pg.stop();
+    // Cached: still signed.
+    assert_signed_from(
+        &sidecar,
+        addr,
+        "alice@example.com",
+        client("192.0.2.7"),
+        &keys,
+    );
+    // Not cached, and the answer decides: tempfailed, never unsigned.
+    for _ in 0..2 {
+        assert_tempfailed(addr, "alice@example.com", client("198.51.100.20"));
+    }
+    // Not cached, but no key for the sender: unsigned whatever it says.
+    assert_accepted_unsigned(addr, "carol@example.org", client("198.51.100.20"));
+
+    pg.restart();
+    assert_signed_from(
+        &sidecar,
+        addr,
+        "alice@example.com",
+        client("198.51.100.20"),
+        &keys,
+    );
+    let log = milter.log();
+    assert!(
+        log.contains("InternalHosts dsn:pgsql://postgres:****@"),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("logged once per outage").count(),
+        1,
+        "the outage is logged once: {log}"
+    );
+    assert!(log.contains("answers again after"), "{log}");
+    assert!(!log.contains(Postgres::PASSWORD), "{log}");
+}
+
+#[test]
+fn check_config_names_every_data_set_server_without_its_password() {
+    let mut pg = Postgres::start();
+    internal_hosts(&pg);
+    pg.psql("CREATE TABLE nosign (rcpt text);");
+    let sidecar = internal_hosts_on(
+        &pg,
+        &[&format!(
+            "DontSignMailTo {}",
+            pg.dsn("nosign", "rcpt", "rcpt")
+        )],
+    );
+    let (ok, text) = check_config("-x", sidecar.config(), Postgres::PASSWORD);
+    assert!(ok, "{text}");
+    for role in ["InternalHosts", "DontSignMailTo"] {
+        assert!(
+            text.contains(&format!("{role} server dsn:pgsql://postgres:****@")),
+            "{role}: {text}"
+        );
+    }
+    assert_eq!(text.matches("(PostgreSQL): connected").count(), 2, "{text}");
+    assert!(text.contains("asked per message of dsn:pgsql://"), "{text}");
+
+    pg.stop();
+    let (ok, text) = check_config("-x", sidecar.config(), Postgres::PASSWORD);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("InternalHosts server dsn:pgsql://postgres:****@")
+            && text.contains("cannot connect"),
+        "{text}"
+    );
 }

@@ -26,13 +26,23 @@ use crate::tables::{
 
 use super::{KeyStore, Sender};
 
-/// Where one of the two tables comes from.
-#[derive(Debug)]
+/// Where a table or data set comes from.
+#[derive(Debug, Clone)]
 pub enum TableSource<T> {
-    /// Loaded at start-up (a file).
+    /// Loaded at start-up (a file or a list).
     Local(T),
     /// Looked up per message.
     Remote(Arc<RemoteSet>),
+}
+
+impl<T> TableSource<T> {
+    /// What was loaded, when it was not left on a server.
+    pub fn local(&self) -> Option<&T> {
+        match self {
+            TableSource::Local(loaded) => Some(loaded),
+            TableSource::Remote(_) => None,
+        }
+    }
 }
 
 /// The KeyTable and SigningTable when at least one of them is on a server.

@@ -9,7 +9,7 @@
 use milter::client::Outcome;
 use testkit::datasets::{
     INTERNAL, assert_accepted_unsigned, assert_signed_from, assert_tempfailed, check_config, fleet,
-    is_accepted, is_signed, is_tempfail, message_from, start,
+    is_accepted, is_signed, is_tempfail, message_from, reload, start,
 };
 use testkit::postgres::Postgres;
 use testkit::verify::{assert_signed_by, assert_unsigned};
@@ -648,4 +648,70 @@ fn check_config_names_every_data_set_server_without_its_password() {
             && text.contains("cannot connect"),
         "{text}"
     );
+}
+
+/// SIGHUP reads the configuration again: the data sets kept on a server
+/// get new, empty caches (a row removed since is seen at once, not after
+/// the TTL) and their servers are checked again, a server that is down
+/// logged and, with SoftStart (the default), the reload applied; with
+/// SoftStart off, refused.
+#[test]
+fn reload_clears_the_caches_of_server_sets_and_checks_their_servers_again() {
+    let mut pg = Postgres::start();
+    internal_hosts(&pg);
+    let sidecar = internal_hosts_on(&pg, &[]);
+    let (milter, addr) = start(&sidecar);
+    let keys = sidecar.keys();
+    assert_signed_from(
+        &sidecar,
+        addr,
+        "alice@example.com",
+        client("192.0.2.7"),
+        &keys,
+    );
+    pg.psql("DELETE FROM internal WHERE host = '192.0.2.7'");
+    // Cached for the TTL (five minutes): still internal.
+    assert_signed_from(
+        &sidecar,
+        addr,
+        "alice@example.com",
+        client("192.0.2.7"),
+        &keys,
+    );
+
+    let log = reload(&milter);
+    assert!(
+        log.contains("caches of the 1 data set(s) kept on a server start empty"),
+        "{log}"
+    );
+    assert_accepted_unsigned(addr, "alice@example.com", client("192.0.2.7"));
+
+    // Down at reload: logged, and applied (SoftStart).
+    pg.stop();
+    let log = reload(&milter);
+    assert!(
+        log.contains("InternalHosts server dsn:pgsql://postgres:****@")
+            && log.contains("reloading anyway (SoftStart)"),
+        "{log}"
+    );
+    assert_tempfailed(addr, "alice@example.com", client("198.51.100.20"));
+
+    // SoftStart off: the reload is refused, the running one kept.
+    let conf = std::fs::read_to_string(sidecar.config()).unwrap();
+    std::fs::write(sidecar.config(), format!("{conf}SoftStart no\n")).unwrap();
+    let log = reload(&milter);
+    assert!(
+        log.contains("reload failed, keeping the previous configuration")
+            && log.contains("remove SoftStart no"),
+        "{log}"
+    );
+    pg.restart();
+    assert_signed_from(
+        &sidecar,
+        addr,
+        "alice@example.com",
+        client("198.51.100.20"),
+        &keys,
+    );
+    assert!(!milter.log().contains(Postgres::PASSWORD));
 }

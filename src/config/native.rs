@@ -919,9 +919,7 @@ impl TomlFile {
             self.server.connect.clone(),
         ) {
             Ok(Some(remote)) => {
-                signing.remote = Some(std::sync::Arc::new(
-                    remote.with_soft_start(self.server.soft_start),
-                ));
+                signing.remote = Some(std::sync::Arc::new(remote));
                 true
             }
             Ok(None) => false,

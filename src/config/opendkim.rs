@@ -534,7 +534,6 @@ impl ConfFile {
                     (&signing_table, self.string("KeyTable"))
                 {
                     let connect = self.connect.clone();
-                    let soft_start = self.soft_start();
                     match remote_sets::remote_signing(
                         (&kt, &kt_at),
                         (st, st_at),
@@ -545,8 +544,7 @@ impl ConfFile {
                         connect,
                     ) {
                         Ok(Some(remote)) => {
-                            signing.remote =
-                                Some(std::sync::Arc::new(remote.with_soft_start(soft_start)));
+                            signing.remote = Some(std::sync::Arc::new(remote));
                             return signing;
                         }
                         Ok(None) => {}
@@ -940,20 +938,20 @@ SigningTable refile:$DIR/SigningTable
         let config = dir
             .load(&format!("{tables}LDAPSoftStart yes\nLDAPTimeout 7\n"))
             .unwrap();
-        let remote = config.policy.signing.remote.as_ref().unwrap();
-        assert!(remote.soft_start, "LDAPSoftStart is SoftStart's old name");
+        assert!(config.policy.signing.remote.is_some());
+        assert!(
+            config.policy.soft_start,
+            "LDAPSoftStart is SoftStart's old name"
+        );
         assert!(
             warnings(&config).iter().all(|w| !w.contains("LDAP")),
             "{:?}",
             warnings(&config)
         );
         let config = dir.load(tables).unwrap();
-        assert!(
-            config.policy.signing.remote.as_ref().unwrap().soft_start,
-            "on unless written off"
-        );
+        assert!(config.policy.soft_start, "on unless written off");
         let config = dir.load(&format!("{tables}SoftStart no\n")).unwrap();
-        assert!(!config.policy.signing.remote.as_ref().unwrap().soft_start);
+        assert!(!config.policy.soft_start);
 
         let err = dir
             .load(&format!("{tables}LDAPAuthMechanism DIGEST-MD5\n"))

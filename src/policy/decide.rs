@@ -307,6 +307,11 @@ impl Policy {
         let Ok(sender) = self.sender(facts.headers) else {
             return queries;
         };
+        // A sender no key signs for is not signed whatever the sets say
+        // (mail from outside, mostly): no server is asked.
+        if !self.may_sign_for(&sender) {
+            return queries;
+        }
         if let Some(TableSource::Remote(set)) = &self.trust.peers {
             queries.peer = Some(Query::host(set, facts.client_host, facts.client_ip));
         }
@@ -325,6 +330,26 @@ impl Policy {
             queries.excluded = Some(Query::keys(set, facts.recipients.iter().cloned()));
         }
         queries
+    }
+
+    /// Whether a key may sign for `sender`, as far as is known without a
+    /// server: a SigningTable match, Domain covering the domain, or tables
+    /// kept on a server (asked later).
+    fn may_sign_for(&self, sender: &Sender) -> bool {
+        if self.signing.remote.is_some() {
+            return true;
+        }
+        if let Some(tables) = &self.signing.tables {
+            return !tables
+                .signing_table
+                .find_first(&sender.user, &sender.domain)
+                .is_empty();
+        }
+        self.signing.domain_key.as_ref().is_some_and(|key| {
+            key.domains
+                .covering(&sender.domain, self.signing.subdomains)
+                .is_some()
+        })
     }
 
     /// A server-kept set's answer for this message.
@@ -1266,5 +1291,12 @@ mod tests {
             excluded.contains("[[\"b@x.test\"], [\"c@y.test\"]]"),
             "{excluded}"
         );
+        // No key signs for example.org: nothing to ask.
+        let foreign = self::headers(&[("From", "a@example.org")]);
+        let facts = MessageFacts {
+            headers: &foreign,
+            ..facts
+        };
+        assert!(policy.server_queries(&facts).is_empty());
     }
 }

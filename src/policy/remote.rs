@@ -51,9 +51,6 @@ pub struct RemoteSigning {
     pub signing_table: TableSource<SigningTable>,
     pub key_table: TableSource<(KeyTable, KeyStore)>,
     options: LoadOptions,
-    /// OpenDKIM's SoftStart: start even when a server does not answer at
-    /// start-up (its mail is tempfailed until it does); otherwise refuse.
-    pub soft_start: bool,
     /// Inline keys parsed so far, by the KeyTable value that holds them.
     parsed: Mutex<HashMap<Arc<str>, Arc<PrivateKey>>>,
 }
@@ -100,15 +97,8 @@ impl RemoteSigning {
             signing_table,
             key_table,
             options,
-            soft_start: false,
             parsed: Mutex::new(HashMap::new()),
         }
-    }
-
-    /// The same, with SoftStart set to `soft_start`.
-    pub fn with_soft_start(mut self, soft_start: bool) -> Self {
-        self.soft_start = soft_start;
-        self
     }
 
     /// The sets on servers, for `check-config` and start-up checks.

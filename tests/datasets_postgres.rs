@@ -715,3 +715,43 @@ fn reload_clears_the_caches_of_server_sets_and_checks_their_servers_again() {
     );
     assert!(!milter.log().contains(Postgres::PASSWORD));
 }
+
+/// Whether a DKIM-Signature value has an `l=` tag.
+fn has_body_length(value: &str) -> bool {
+    value.split(';').any(|tag| {
+        tag.chars()
+            .filter(|c| !c.is_whitespace())
+            .collect::<String>()
+            .starts_with("l=")
+    })
+}
+
+#[test]
+fn body_length_db_in_postgresql_adds_l_to_mail_for_listed_recipients() {
+    let pg = Postgres::start();
+    pg.psql(
+        "CREATE TABLE bodylength (rcpt text); INSERT INTO bodylength VALUES ('*@lists.example.org');",
+    );
+    let sidecar = Sidecar::builder()
+        .config_line(&format!(
+            "BodyLengthDB {}",
+            pg.dsn("bodylength", "rcpt", "rcpt")
+        ))
+        .write();
+    let (milter, addr) = start(&sidecar);
+    for (to, expected) in [("dev@lists.example.org", true), ("bob@example.org", false)] {
+        let message = testkit::datasets::message("alice@example.com", to);
+        let outcome = mta::send(addr, &message, INTERNAL, "mta.example");
+        assert_signed_by(
+            &mta::delivered(&message, &outcome),
+            &sidecar.dns_records(),
+            &sidecar.keys(),
+        );
+        let signatures = mta::inserted(&outcome, "DKIM-Signature");
+        assert!(
+            signatures.iter().all(|v| has_body_length(v) == expected),
+            "{to}: {signatures:?}"
+        );
+    }
+    assert!(!milter.log().contains(Postgres::PASSWORD));
+}

@@ -775,11 +775,12 @@ impl TomlFile {
             self.header_list("oversign_headers", section.oversign_headers.as_ref());
         rules.signature_ttl_seconds = section.signature_ttl_seconds;
         rules.request_reports = section.request_reports;
-        rules.atps_domains = section
-            .atps_domains
-            .take()
-            .and_then(|e| self.entries("atps_domains", e))
-            .map(|set| DomainSet::from_names(set.entries.iter().map(|e| e.key.as_str())));
+        rules.atps_domains = section.atps_domains.take().and_then(|value| {
+            self.source("atps_domains", value, |f, value| {
+                f.entries("atps_domains", value)
+                    .map(|set| DomainSet::from_names(set.entries.iter().map(|e| e.key.as_str())))
+            })
+        });
         rules.replace_rules = section.replace_rules.take().map(|path| {
             let at = self.at(&path);
             Written::new("replace_rules", self.path(path.get_ref()), at)
@@ -795,17 +796,14 @@ impl TomlFile {
                     None
                 }
             });
-        rules.body_length_recipients = section
-            .body_length_recipients
-            .take()
-            .and_then(|e| self.entries("body_length_recipients", e))
-            .and_then(|set| match KeySet::from_data_set(&set) {
-                Ok(keys) => Some(keys),
-                Err(e) => {
-                    self.errors.push(e.into());
-                    None
-                }
-            });
+        rules.body_length_recipients = section.body_length_recipients.take().and_then(|value| {
+            self.source("body_length_recipients", value, |f, value| {
+                let set = f.entries("body_length_recipients", value)?;
+                KeySet::from_data_set(&set)
+                    .map_err(|e| f.errors.push(e.into()))
+                    .ok()
+            })
+        });
         Problems::gather(&mut self.errors, &mut self.warnings, |problems| {
             rules.resolve(problems)
         })

@@ -747,8 +747,8 @@ impl ConfFile {
         rules.oversign_headers = self.header_list("OverSignHeaders");
         rules.signature_ttl_seconds = self.count("SignatureTTL");
         rules.request_reports = self.boolean("RequestReports").unwrap_or(false);
-        rules.atps_domains = self.domain_set("ATPSDomains");
-        rules.body_length_recipients = self.key_set("BodyLengthDB");
+        rules.atps_domains = self.source("ATPSDomains", |f| f.domain_set("ATPSDomains"));
+        rules.body_length_recipients = self.source("BodyLengthDB", |f| f.key_set("BodyLengthDB"));
         rules.replace_headers = self.key_set("ReplaceHeaders");
         rules.replace_rules = self.string("ReplaceRules").map(|(path, at)| {
             Written::new("ReplaceRules", data_sets::resolve(&self.base, &path), at)

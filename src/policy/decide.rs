@@ -255,13 +255,35 @@ impl Policy {
                 error: unknown.expect("checked"),
             },
             Ok(mut requests) => {
-                let body_length = self.wants_body_length(facts.recipients);
-                let atps = self
-                    .signature
-                    .atps_domains
-                    .as_ref()
-                    .and_then(|set| set.covering(&sender.domain, false))
-                    .map(|_| sender.domain.clone());
+                // The signature's own sets: an unanswered one would change
+                // the signature (`l=`, `atps=`), so it holds the message.
+                let body_length = match self.wants_body_length(facts) {
+                    Ok(wanted) => wanted,
+                    Err(error) => {
+                        return Decision::DataSetUnavailable {
+                            sender: sender.to_string(),
+                            error,
+                        };
+                    }
+                };
+                let atps = match &self.signature.atps_domains {
+                    None => None,
+                    Some(TableSource::Local(set)) => set
+                        .covering(&sender.domain, false)
+                        .map(|_| sender.domain.clone()),
+                    Some(TableSource::Remote(_)) => {
+                        match Self::server_answer(facts, "ATPSDomains", |a| a.atps.as_ref()) {
+                            Listed::Yes(_) => Some(sender.domain.clone()),
+                            Listed::No => None,
+                            Listed::Unknown(error) => {
+                                return Decision::DataSetUnavailable {
+                                    sender: sender.to_string(),
+                                    error,
+                                };
+                            }
+                        }
+                    }
+                };
                 for request in &mut requests {
                     request.body_length = body_length;
                     request.atps.clone_from(&atps);
@@ -328,6 +350,12 @@ impl Policy {
         }
         if let Some(TableSource::Remote(set)) = &self.dont_sign_mail_to {
             queries.excluded = Some(Query::keys(set, facts.recipients.iter().cloned()));
+        }
+        if let Some(TableSource::Remote(set)) = &self.signature.atps_domains {
+            queries.atps = Some(Query::keys(set, [sender.domain.clone()]));
+        }
+        if let Some(TableSource::Remote(set)) = &self.signature.body_length_recipients {
+            queries.body_length = Some(Query::keys(set, body_length_keys(facts.recipients)));
         }
         queries
     }
@@ -549,26 +577,22 @@ impl Policy {
         }
     }
 
-    /// Whether BodyLengthDB names a recipient. OpenDKIM
-    /// (`dkimf_checkbldb`) looks up `user@host`, `*@host`, then the same
-    /// for each parent suffix of the host (`user@.example.com`), then
-    /// `user@*` and `*`.
-    fn wants_body_length(&self, recipients: &[String]) -> bool {
-        let Some(set) = &self.signature.body_length_recipients else {
-            return false;
-        };
-        recipients.iter().any(|rcpt| {
-            let Some((user, host)) = rcpt.rsplit_once('@') else {
-                return false;
-            };
-            let mut suffixes = vec![host.to_string()];
-            suffixes.extend(host.match_indices('.').map(|(i, _)| host[i..].to_string()));
-            suffixes
+    /// Whether BodyLengthDB names a recipient (see [`body_length_keys`]);
+    /// when it is kept on a server, its answer for this message.
+    fn wants_body_length(&self, facts: &MessageFacts<'_>) -> Result<bool, DataSetProblem> {
+        match &self.signature.body_length_recipients {
+            None => Ok(false),
+            Some(TableSource::Local(set)) => Ok(body_length_keys(facts.recipients)
                 .iter()
-                .flat_map(|s| [format!("{user}@{s}"), format!("*@{s}")])
-                .chain([format!("{user}@*"), "*".to_string()])
-                .any(|key| set.contains(&key))
-        })
+                .any(|key| set.contains(key))),
+            Some(TableSource::Remote(_)) => {
+                match Self::server_answer(facts, "BodyLengthDB", |a| a.body_length.as_ref()) {
+                    Listed::Yes(_) => Ok(true),
+                    Listed::No => Ok(false),
+                    Listed::Unknown(problem) => Err(problem),
+                }
+            }
+        }
     }
 
     /// The signatures to make for this sender: empty when no key applies.
@@ -704,6 +728,30 @@ fn ascii_domain(domain: &[u8]) -> Option<String> {
     }
     let text = std::str::from_utf8(domain).ok()?;
     idna::domain_to_ascii(text).ok()
+}
+
+/// The keys OpenDKIM (`dkimf_checkbldb`) looks up in BodyLengthDB for
+/// the recipients: for each, `user@host`, `*@host`, then the same for
+/// each parent suffix of the host (`user@.example.com`), then `user@*`;
+/// and `*`.
+fn body_length_keys(recipients: &[String]) -> Vec<String> {
+    let mut keys = Vec::new();
+    for rcpt in recipients {
+        let Some((user, host)) = rcpt.rsplit_once('@') else {
+            continue;
+        };
+        let mut suffixes = vec![host.to_string()];
+        suffixes.extend(host.match_indices('.').map(|(i, _)| host[i..].to_string()));
+        for suffix in &suffixes {
+            keys.push(format!("{user}@{suffix}"));
+            keys.push(format!("*@{suffix}"));
+        }
+        keys.push(format!("{user}@*"));
+    }
+    if !keys.is_empty() {
+        keys.push("*".to_string());
+    }
+    keys
 }
 
 /// `host [ip]`, or `[ip]` for a client without a host name (Postfix sends
@@ -1298,5 +1346,67 @@ mod tests {
             ..facts
         };
         assert!(policy.server_queries(&facts).is_empty());
+    }
+
+    #[test]
+    fn body_length_keys_are_opendkims_in_its_order() {
+        assert_eq!(
+            body_length_keys(&["bob@mx.example.org".to_string()]),
+            [
+                "bob@mx.example.org",
+                "*@mx.example.org",
+                "bob@.example.org",
+                "*@.example.org",
+                "bob@.org",
+                "*@.org",
+                "bob@*",
+                "*"
+            ]
+        );
+        assert!(body_length_keys(&["no-domain".to_string()]).is_empty());
+    }
+
+    #[test]
+    fn atps_domains_and_body_length_db_on_a_server_shape_the_signature() {
+        let mut policy = example_policy();
+        policy.signature.atps_domains = Some(TableSource::Remote(server_set("ATPSDomains")));
+        policy.signature.body_length_recipients =
+            Some(TableSource::Remote(server_set("BodyLengthDB")));
+        let from = [("From", "a@example.com")];
+        let decide = |atps: Listed, body_length: Listed| {
+            let answers = Answers {
+                atps: Some(atps),
+                body_length: Some(body_length),
+                ..Answers::default()
+            };
+            decide_with(
+                &policy,
+                "127.0.0.1",
+                &[],
+                &["b@x.test"],
+                &from,
+                Some(&answers),
+            )
+        };
+        let Decision::Sign { requests, .. } =
+            decide(Listed::Yes("example.com".into()), Listed::Yes("*".into()))
+        else {
+            panic!("not signed")
+        };
+        assert!(requests[0].body_length);
+        assert_eq!(requests[0].atps.as_deref(), Some("example.com"));
+        let Decision::Sign { requests, .. } = decide(Listed::No, Listed::No) else {
+            panic!("not signed")
+        };
+        assert!(!requests[0].body_length && requests[0].atps.is_none());
+        // Unanswered: the signature would differ, so the message waits.
+        assert!(matches!(
+            decide(Listed::No, down("BodyLengthDB").unwrap()),
+            Decision::DataSetUnavailable { .. }
+        ));
+        assert!(matches!(
+            decide(down("ATPSDomains").unwrap(), Listed::No),
+            Decision::DataSetUnavailable { .. }
+        ));
     }
 }

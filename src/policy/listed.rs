@@ -1,7 +1,7 @@
 //! The data sets besides the KeyTable and SigningTable that the signing
 //! decision asks about one key at a time (PeerList, InternalHosts, MTA,
-//! ExemptDomains, DontSignMailTo), when they are kept on a server
-//! (`dsn:`, `ldap:`).
+//! ExemptDomains, DontSignMailTo, and for the signature ATPSDomains and
+//! BodyLengthDB), when they are kept on a server (`dsn:`, `ldap:`).
 //!
 //! OpenDKIM asks such a set per message, one key after another
 //! (`dkimf_db_get`): for a host list every key `dkimf_checkhost` and
@@ -10,7 +10,8 @@
 //! /32 down to /0 or /128 down to /0), each first as `!key` (a negation:
 //! the walk stops, not listed) then as `key` (listed); for the others the
 //! one key (the sender's domain, each envelope recipient, the
-//! `{daemon_name}` macro). We ask the same keys, all of one message's keys
+//! `{daemon_name}` macro) or, for BodyLengthDB, the keys
+//! `dkimf_checkbldb` tries for each recipient. We ask the same keys, all of one message's keys
 //! in one batch through the set's cache ([`RemoteSet::get_many`]), before
 //! the decision at end of headers, so a cached answer costs no wait on a
 //! server. A whole-set snapshot is not used: a host list of CIDR blocks
@@ -191,6 +192,8 @@ pub struct Queries {
     pub mta: Option<Query>,
     pub exempt: Option<Query>,
     pub excluded: Option<Query>,
+    pub atps: Option<Query>,
+    pub body_length: Option<Query>,
 }
 
 /// The answers for one message; `None` for a set not asked (kept in a
@@ -202,6 +205,8 @@ pub struct Answers {
     pub mta: Option<Listed>,
     pub exempt: Option<Listed>,
     pub excluded: Option<Listed>,
+    pub atps: Option<Listed>,
+    pub body_length: Option<Listed>,
 }
 
 impl Queries {
@@ -211,6 +216,8 @@ impl Queries {
             && self.mta.is_none()
             && self.exempt.is_none()
             && self.excluded.is_none()
+            && self.atps.is_none()
+            && self.body_length.is_none()
     }
 
     /// Asks every set at once.
@@ -221,12 +228,14 @@ impl Queries {
                 None => None,
             }
         }
-        let (peer, internal, mta, exempt, excluded) = tokio::join!(
+        let (peer, internal, mta, exempt, excluded, atps, body_length) = tokio::join!(
             one(self.peer),
             one(self.internal),
             one(self.mta),
             one(self.exempt),
-            one(self.excluded)
+            one(self.excluded),
+            one(self.atps),
+            one(self.body_length)
         );
         Answers {
             peer,
@@ -234,6 +243,8 @@ impl Queries {
             mta,
             exempt,
             excluded,
+            atps,
+            body_length,
         }
     }
 }

@@ -98,6 +98,12 @@ impl Policy {
         if let Some(TableSource::Remote(set)) = &self.dont_sign_mail_to {
             sets.push(set);
         }
+        if let Some(TableSource::Remote(set)) = &self.signature.atps_domains {
+            sets.push(set);
+        }
+        if let Some(TableSource::Remote(set)) = &self.signature.body_length_recipients {
+            sets.push(set);
+        }
         sets
     }
 
@@ -205,10 +211,10 @@ pub struct SignatureSettings {
     pub request_reports: bool,
     /// OpenDKIM's ATPSDomains: a sender domain listed here is named in
     /// `atps=` (RFC 6541), with `atpsh=sha256`.
-    pub atps_domains: Option<DomainSet>,
+    pub atps_domains: Option<TableSource<DomainSet>>,
     /// OpenDKIM's BodyLengthDB: mail to a listed recipient (an address,
     /// `*@domain`, `user@*`, or `*`) is signed with `l=`.
-    pub body_length_recipients: Option<KeySet>,
+    pub body_length_recipients: Option<TableSource<KeySet>>,
     /// OpenDKIM's ReplaceRules: rewrites applied to the header fields that
     /// are signed (and that the signing decision reads).
     pub replace_rules: Option<Arc<ReplaceRules>>,

@@ -517,6 +517,9 @@ impl Filter for SigningFilter {
         let Message::Collecting(c) = &self.message else {
             return None;
         };
+        if !c.policy.asks_servers() {
+            return None;
+        }
         let replaced = c.replaced_headers();
         let facts = MessageFacts {
             client_host: &self.client_host,

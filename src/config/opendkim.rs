@@ -1574,12 +1574,14 @@ SigningTable refile:$DIR/SigningTable
             .load(&format!(
                 "Mode s\nSocket inet:8891@localhost\nInternalHosts {}\nExternalIgnoreList {}\n\
                  PeerList ldap://127.0.0.1/dc=example?cn?sub?(cn=$d)\nMTA {}\nExemptDomains {}\n\
-                 DontSignMailTo {}\nSoftStart no\n",
+                 DontSignMailTo {}\nATPSDomains {}\nBodyLengthDB {}\nSoftStart no\n",
                 dsn("internal"),
                 dsn("ignore"),
                 dsn("mta"),
                 dsn("exempt"),
-                dsn("nosign")
+                dsn("nosign"),
+                dsn("atps"),
+                dsn("bodylength")
             ))
             .unwrap();
         let policy = &config.policy;
@@ -1589,6 +1591,11 @@ SigningTable refile:$DIR/SigningTable
         assert!(matches!(policy.trust.mta_names, Remote(_)));
         assert!(matches!(policy.exempt_domains, Some(Remote(_))));
         assert!(matches!(policy.dont_sign_mail_to, Some(Remote(_))));
+        assert!(matches!(policy.signature.atps_domains, Some(Remote(_))));
+        assert!(matches!(
+            policy.signature.body_length_recipients,
+            Some(Remote(_))
+        ));
         assert!(!policy.soft_start);
         let roles: Vec<&str> = policy.server_sets().iter().map(|s| s.role()).collect();
         assert_eq!(
@@ -1599,7 +1606,9 @@ SigningTable refile:$DIR/SigningTable
                 "PeerList",
                 "MTA",
                 "ExemptDomains",
-                "DontSignMailTo"
+                "DontSignMailTo",
+                "ATPSDomains",
+                "BodyLengthDB"
             ]
         );
         for set in policy.server_sets() {

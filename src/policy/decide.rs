@@ -1329,6 +1329,8 @@ mod tests {
             remote: None,
             servers: None,
         };
+        assert!(policy.asks_servers());
+        assert!(!example_policy().asks_servers());
         let queries = policy.server_queries(&facts);
         assert!(queries.peer.is_none() && queries.exempt.is_none() && queries.mta.is_none());
         let internal = format!("{:?}", queries.internal.unwrap());

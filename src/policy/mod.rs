@@ -107,6 +107,22 @@ impl Policy {
         sets
     }
 
+    /// Whether a message's decision may need a lookup on a server (the
+    /// tables, or a set asked per message); cheap, asked per message.
+    pub fn asks_servers(&self) -> bool {
+        fn on_server<T>(source: Option<&TableSource<T>>) -> bool {
+            matches!(source, Some(TableSource::Remote(_)))
+        }
+        self.signing.remote.is_some()
+            || on_server(Some(&self.trust.internal_hosts))
+            || on_server(self.trust.peers.as_ref())
+            || on_server(Some(&self.trust.mta_names))
+            || on_server(self.exempt_domains.as_ref())
+            || on_server(self.dont_sign_mail_to.as_ref())
+            || on_server(self.signature.atps_domains.as_ref())
+            || on_server(self.signature.body_length_recipients.as_ref())
+    }
+
     /// Every part of the signing setup that cannot sign, each said once;
     /// empty when every key is usable.
     pub fn faults(&self) -> Vec<&Fault> {

@@ -88,6 +88,9 @@ pub enum ReloadError {
     /// The loader itself panicked.
     #[error("the configuration loader failed: {0}")]
     LoaderFailed(String),
+    /// A data set's server does not answer and SoftStart is off.
+    #[error("{0}")]
+    DataSetDown(Box<DaemonError>),
     /// The new configuration has more keys that cannot sign than the one
     /// running: applying it would refuse mail that is signed now.
     #[error(
@@ -134,16 +137,25 @@ pub fn main(config: Config, reload: Reload) -> Result<(), DaemonError> {
     result
 }
 
-/// SoftStart (on unless written off): a table's server that does not answer
-/// at start-up does not stop the start; the daemon starts, says so, and
-/// tempfails the mail that needs the server until it answers. With
-/// `SoftStart no` (OpenDKIM's default) it stops the start, before anything
-/// is bound. The servers are asked at once, so start-up waits for one
-/// connect timeout at most. The connections made here are closed, so
-/// lookups log in as the user the daemon runs as.
-async fn check_data_sets(remote: &crate::policy::RemoteSigning) -> Result<(), DaemonError> {
-    let checks: Vec<_> = remote
-        .remote_sets()
+/// When the servers of data sets are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checking {
+    Start,
+    Reload,
+}
+
+/// SoftStart (on unless written off): a data set's server that does not
+/// answer at start-up (or when a reload makes new connections) does not
+/// stop it; the daemon starts (or reloads), says so, and tempfails the
+/// mail that needs the server until it answers. With `SoftStart no`
+/// (OpenDKIM's default) it stops the start, before anything is bound, or
+/// the reload, which keeps the running configuration. The servers are
+/// asked at once, so this waits for one connect timeout at most. The
+/// connections made here are closed, so lookups log in as the user the
+/// daemon runs as.
+async fn check_data_sets(policy: &Policy, checking: Checking) -> Result<(), DaemonError> {
+    let checks: Vec<_> = policy
+        .server_sets()
         .into_iter()
         .map(|set| {
             let set = Arc::clone(set);
@@ -158,15 +170,19 @@ async fn check_data_sets(remote: &crate::policy::RemoteSigning) -> Result<(), Da
         let (set, checked) = match check.await {
             Ok(done) => done,
             Err(error) => {
-                tracing::error!("the start-up check of a table server failed: {error}");
+                tracing::error!("the check of a data set's server failed: {error}");
                 continue;
             }
         };
         let Err(error) = checked else { continue };
-        if remote.soft_start {
+        if policy.soft_start {
+            let going_on = match checking {
+                Checking::Start => "starting anyway (SoftStart)",
+                Checking::Reload => "reloading anyway (SoftStart)",
+            };
             tracing::error!(
-                "{}: {} server {} cannot be used ({error}); starting anyway (SoftStart): mail \
-                 that needs it is tempfailed until it answers",
+                "{}: {} server {} cannot be used ({error}); {going_on}: mail that needs it is \
+                 tempfailed until it answers",
                 set.at(),
                 set.role(),
                 set.describe()
@@ -196,9 +212,7 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    if let Some(remote) = &config.policy.signing.remote {
-        check_data_sets(remote).await?;
-    }
+    check_data_sets(&config.policy, Checking::Start).await?;
     let degraded = log_faults(&config.policy);
     if let Some(mask) = config.service.umask {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask as _));
@@ -376,6 +390,15 @@ async fn reload_config(
         }
         Ok(config)
     });
+    // The new configuration's data sets have new caches and connections:
+    // check their servers as at start-up.
+    let loaded = match loaded {
+        Ok(config) => match check_data_sets(&config.policy, Checking::Reload).await {
+            Ok(()) => Ok(config),
+            Err(error) => Err(ReloadError::DataSetDown(Box::new(error))),
+        },
+        Err(error) => Err(error),
+    };
     match loaded {
         Ok(config) => {
             for warning in &config.warnings {
@@ -404,8 +427,16 @@ async fn reload_config(
             if let Some(w) = watcher {
                 w.rebase(&config);
             }
+            let servers = config.policy.server_sets().len();
             live.replace(config.policy);
-            tracing::info!("reload: configuration, tables and keys reloaded");
+            if servers > 0 {
+                tracing::info!(
+                    "reload: configuration, tables and keys reloaded; the caches of the {servers} \
+                     data set(s) kept on a server start empty"
+                );
+            } else {
+                tracing::info!("reload: configuration, tables and keys reloaded");
+            }
             systemd::ready(&format!("signing on {sockets}; reloaded{degraded}"));
         }
         Err(error) => {
@@ -549,12 +580,17 @@ pub(crate) fn watched_files(config: &Config) -> Vec<PathBuf> {
             }
         }
     }
-    add(&policy.trust.internal_hosts.origin().path);
-    for list in [&policy.trust.external_ignore, &policy.trust.peers]
-        .into_iter()
-        .flatten()
+    for list in [
+        Some(&policy.trust.internal_hosts),
+        policy.trust.external_ignore.as_ref(),
+        policy.trust.peers.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
     {
-        add(&list.origin().path);
+        if let crate::policy::TableSource::Local(list) = list {
+            add(&list.origin().path);
+        }
     }
     files
 }

@@ -100,6 +100,9 @@ pub enum Failure {
     HeadersTooLarge,
     /// More recipients than [`crate::signing::MAX_RECIPIENTS`].
     TooManyRecipients,
+    /// A data set kept on a server that could change the decision did not
+    /// answer.
+    DataSetUnavailable,
 }
 
 impl Failure {
@@ -109,6 +112,7 @@ impl Failure {
             Failure::SigningError => "signing_error",
             Failure::HeadersTooLarge => "headers_too_large",
             Failure::TooManyRecipients => "too_many_recipients",
+            Failure::DataSetUnavailable => "data_set_unavailable",
         }
     }
 }
@@ -245,6 +249,7 @@ pub fn not_signed_label(reason: &NotSigned) -> &'static str {
         NotSigned::NoKeyForSender { tables: true, .. } => "no_signing_table_match",
         NotSigned::NoKeyForSender { tables: false, .. } => "domain_not_signed",
         NotSigned::RecipientExcluded { .. } => "recipient_excluded",
+        NotSigned::Peer { .. } => "peer",
     }
 }
 

@@ -330,7 +330,7 @@ pub(crate) mod signing_tests {
     use crate::dkim::HeaderPolicy;
     use crate::keys::{LoadOptions, load_key_file};
     use crate::policy::{
-        DomainKey, DomainSet, ErrorActions, Mode, SignatureSettings, Signing, Trust,
+        DomainKey, DomainSet, ErrorActions, Mode, SignatureSettings, Signing, TableSource, Trust,
     };
     use crate::tables::HostList;
     use mail_auth::dkim::Canonicalization;
@@ -366,15 +366,16 @@ pub(crate) mod signing_tests {
                 subdomains: false,
             },
             trust: Trust {
-                internal_hosts: HostList::default_internal(),
+                internal_hosts: TableSource::Local(HostList::default_internal()),
                 external_ignore: None,
                 peers: None,
                 macros: vec![],
-                mta_names: vec![],
+                mta_names: TableSource::Local(vec![]),
             },
             sender_headers: vec!["from".into()],
             exempt_domains: None,
             dont_sign_mail_to: None,
+            soft_start: true,
             signature: SignatureSettings {
                 header_canonicalization: Canonicalization::Relaxed,
                 body_canonicalization: Canonicalization::Simple,

@@ -172,7 +172,10 @@ impl Identity {
 /// `non_smtpd_milters`, which connect as `localhost` 127.0.0.1 or ::1, or
 /// SMTP from localhost) is signed only when InternalHosts names loopback.
 fn loopback_not_internal(config: &Config) -> Option<Finding> {
-    let internal = &config.policy.trust.internal_hosts;
+    // A list kept on a server is not known before the mail comes.
+    let crate::policy::TableSource::Local(internal) = &config.policy.trust.internal_hosts else {
+        return None;
+    };
     let missing: Vec<String> = [
         IpAddr::from([127, 0, 0, 1]),
         IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),

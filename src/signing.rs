@@ -20,7 +20,8 @@ use bytes::Bytes;
 use crate::dkim::{HeaderBlock, MessageSigning, SIGNATURE_FIELD};
 use crate::message_log::{ConnectionReport, Failure, not_signed_label};
 use crate::policy::{
-    Action, Decision, MacroLookup, MessageFacts, Policy, RemoteKey, RemoteProblem, TrustedBy,
+    Action, Answers, Decision, MacroLookup, MessageFacts, Policy, RemoteKey, RemoteProblem,
+    TableSource, TrustedBy,
 };
 use crate::verifying::{Start, VerifyingMessage};
 use milter::postfix::default_macros;
@@ -96,6 +97,9 @@ struct Collecting {
     /// The sender's keys from tables kept on a server, looked up just
     /// before end of headers ([`Filter::end_of_headers_ready`]).
     remote: Arc<OnceLock<Result<Vec<RemoteKey>, RemoteProblem>>>,
+    /// The answers of the other data sets kept on a server, asked at the
+    /// same time.
+    servers: Arc<OnceLock<Answers>>,
 }
 
 impl Collecting {
@@ -156,6 +160,7 @@ impl SigningFilter {
                 recipient_bytes: 0,
                 too_many_recipients: false,
                 remote: Arc::new(OnceLock::new()),
+                servers: Arc::new(OnceLock::new()),
             });
         }
         match &mut self.message {
@@ -218,7 +223,9 @@ impl Filter for SigningFilter {
         self.client_host = String::from_utf8_lossy(&client.hostname).into_owned();
         self.client_ip = client.address.ip();
         let policy = self.live.current();
-        if let Some(peers) = &policy.trust.peers
+        // A PeerList kept on a server is asked at end of headers, with the
+        // message's other lookups: connect has no room to wait.
+        if let Some(TableSource::Local(peers)) = &policy.trust.peers
             && peers.matches_peer(Some(&self.client_host), self.client_ip)
         {
             tracing::info!(
@@ -335,6 +342,7 @@ impl Filter for SigningFilter {
             recipients: &c.recipients,
             headers: replaced.as_ref().unwrap_or(&c.headers),
             remote: c.remote.get(),
+            servers: c.servers.get(),
         };
         match c.policy.decide(&facts) {
             Decision::Sign {
@@ -362,6 +370,7 @@ impl Filter for SigningFilter {
                         reason,
                         crate::policy::NotSigned::ExemptDomain { .. }
                             | crate::policy::NotSigned::RecipientExcluded { .. }
+                            | crate::policy::NotSigned::Peer { .. }
                     )
                 {
                     let label = not_signed_label(&reason);
@@ -394,6 +403,18 @@ impl Filter for SigningFilter {
                     c.started.elapsed(),
                 );
                 verdict_for(action, "signing key unavailable")
+            }
+            Decision::DataSetUnavailable { sender, error } => {
+                let action = c.policy.errors.internal_error;
+                self.report.failed(
+                    queue_id,
+                    Some(&sender),
+                    Failure::DataSetUnavailable,
+                    &error,
+                    action,
+                    c.started.elapsed(),
+                );
+                verdict_for(action, "data set unavailable")
             }
         }
     }
@@ -483,9 +504,12 @@ impl Filter for SigningFilter {
         }
     }
 
-    /// With tables kept on a server, the sender's entries are looked up
-    /// here (through the cache), so that the decision at end of headers
-    /// has them; only for a message that passes every other check.
+    /// With data sets kept on a server, what this message's decision needs
+    /// is looked up here (through the caches, so a cached answer costs no
+    /// wait), so that the decision at end of headers has it: first the
+    /// sets that say whether to sign (host lists, MTA, ExemptDomains,
+    /// DontSignMailTo), then the sender's KeyTable and SigningTable
+    /// entries, only for a message that passes every other check.
     fn end_of_headers_ready(
         &self,
         macros: &Macros,
@@ -493,7 +517,9 @@ impl Filter for SigningFilter {
         let Message::Collecting(c) = &self.message else {
             return None;
         };
-        c.policy.signing.remote.as_ref()?;
+        if !c.policy.asks_servers() {
+            return None;
+        }
         let replaced = c.replaced_headers();
         let facts = MessageFacts {
             client_host: &self.client_host,
@@ -502,12 +528,50 @@ impl Filter for SigningFilter {
             recipients: &c.recipients,
             headers: replaced.as_ref().unwrap_or(&c.headers),
             remote: None,
+            servers: None,
         };
-        let (remote, sender, multiple) = c.policy.remote_lookup(&facts)?;
-        let slot = Arc::clone(&c.remote);
+        let queries = c.policy.server_queries(&facts);
+        if queries.is_empty() {
+            let (remote, sender, multiple) = c.policy.remote_lookup(&facts)?;
+            let slot = Arc::clone(&c.remote);
+            return Some(Box::pin(async move {
+                let keys = remote.resolve(&sender, multiple).await;
+                let _ = slot.set(keys);
+            }));
+        }
+        // The key lookup waits for the answers (a peer or an exempt
+        // domain needs none), so the facts go along.
+        let servers = Arc::clone(&c.servers);
+        let keys = c.policy.signing.remote.is_some().then(|| {
+            (
+                Arc::clone(&c.policy),
+                Arc::clone(&c.remote),
+                OwnedFacts {
+                    client_host: self.client_host.clone(),
+                    client_ip: self.client_ip,
+                    macros: macros.clone(),
+                    recipients: c.recipients.clone(),
+                    headers: replaced.unwrap_or_else(|| c.headers.clone()),
+                },
+            )
+        });
         Some(Box::pin(async move {
-            let keys = remote.resolve(&sender, multiple).await;
-            let _ = slot.set(keys);
+            let answers = queries.ask().await;
+            if let Some((policy, slot, owned)) = keys {
+                let lookup = policy.remote_lookup(&MessageFacts {
+                    client_host: &owned.client_host,
+                    client_ip: owned.client_ip,
+                    macros: &owned.macros,
+                    recipients: &owned.recipients,
+                    headers: &owned.headers,
+                    remote: None,
+                    servers: Some(&answers),
+                });
+                if let Some((signing, sender, multiple)) = lookup {
+                    let _ = slot.set(signing.resolve(&sender, multiple).await);
+                }
+            }
+            let _ = servers.set(answers);
         }))
     }
 
@@ -520,6 +584,16 @@ impl Filter for SigningFilter {
         self.client_host.clear();
         self.client_ip = None;
     }
+}
+
+/// What the decision reads about a message, kept for a lookup that runs
+/// after the callback returned.
+struct OwnedFacts {
+    client_host: String,
+    client_ip: Option<IpAddr>,
+    macros: Macros,
+    recipients: Vec<String>,
+    headers: HeaderBlock,
 }
 
 fn unix_time() -> u64 {

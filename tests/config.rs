@@ -130,15 +130,17 @@ fn guide_with_keytable_refile_signingtable_and_trustedhosts_loads() {
     );
     assert!(signing_keys(&config, "alice", "example.org").is_empty());
     let trust = &config.policy.trust;
-    assert!(
-        trust
-            .internal_hosts
-            .check_ip("192.168.0.77".parse().unwrap())
-    );
-    assert!(trust.internal_hosts.matches_client("localhost", None));
+    let internal_hosts = trust.internal_hosts.local().unwrap();
+    assert!(internal_hosts.check_ip("192.168.0.77".parse().unwrap()));
+    assert!(internal_hosts.matches_client("localhost", None));
     assert_eq!(
-        trust.external_ignore.as_ref().unwrap().entries(),
-        trust.internal_hosts.entries()
+        trust
+            .external_ignore
+            .as_ref()
+            .and_then(|s| s.local())
+            .unwrap()
+            .entries(),
+        internal_hosts.entries()
     );
     let w = warnings(&config);
     let trusted = setup.dir.path().join("TrustedHosts").display().to_string();
@@ -188,7 +190,7 @@ fn guide_with_domain_star_keyfile_and_selector_loads() {
         )
     );
     assert_eq!(signature.headers.oversigned(), ["from"]);
-    assert_eq!(config.policy.trust.internal_hosts.len(), 3);
+    assert_eq!(config.policy.trust.internal_hosts.local().unwrap().len(), 3);
 }
 
 #[test]
@@ -287,6 +289,8 @@ fn shipped_toml_example_dual_signs_example_com() {
             .policy
             .trust
             .internal_hosts
+            .local()
+            .unwrap()
             .check_ip("::1".parse().unwrap())
     );
     // A clone leaves the keys 0644; the example relaxes the check for that

@@ -9,16 +9,15 @@
 //! escaped), the KeyTable by base (`ou=dkim,$D`: key `example.com` is the
 //! entry `ou=dkim,dc=example,dc=com`).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-
 use base64::Engine as _;
 use milter::client::Outcome;
+use testkit::datasets::{
+    INTERNAL, assert_signed, check_config, is_accepted, is_tempfail, message_from, start,
+};
 use testkit::keys::TestKeys;
 use testkit::slapd::Slapd;
-use testkit::verify::{assert_signed_by, assert_unsigned};
-use testkit::{MilterProcess, MilterSocket, Sidecar, mta};
-
-const INTERNAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+use testkit::verify::assert_unsigned;
+use testkit::{Sidecar, mta};
 
 fn b64(text: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(text)
@@ -133,60 +132,6 @@ fn sidecar_on(servers: &[String], extra: &[&str]) -> Sidecar {
     builder.write()
 }
 
-fn start(sidecar: &Sidecar) -> (MilterProcess, SocketAddr) {
-    let socket = MilterSocket::free_inet();
-    let milter = sidecar.start(&socket);
-    let MilterSocket::Inet(addr) = socket else {
-        unreachable!()
-    };
-    (milter, addr)
-}
-
-fn message_from(from: &str) -> milter::client::Message {
-    mta::message(
-        format!(
-            "From: {from}\nTo: carol@example.org\nSubject: ldap\nMessage-ID: <1@example.com>\n\nHello from the directory.\n"
-        )
-        .as_bytes(),
-    )
-}
-
-fn is_tempfail(outcome: &Outcome) -> bool {
-    matches!(outcome, Outcome::Refused { event: 'N', reply } if format!("{reply:?}").contains("451") || format!("{reply:?}").contains("Tempfail"))
-}
-
-fn is_accepted(outcome: &Outcome) -> bool {
-    matches!(
-        outcome,
-        Outcome::AcceptedEarly { .. } | Outcome::Delivered { .. }
-    )
-}
-
-fn assert_signed(sidecar: &Sidecar, addr: SocketAddr, from: &str) {
-    let message = message_from(from);
-    let outcome = mta::send(addr, &message, INTERNAL, "mta.example");
-    assert_signed_by(
-        &mta::delivered(&message, &outcome),
-        &sidecar.dns_records(),
-        &sidecar.keys(),
-    );
-}
-
-fn check_config(sidecar: &Sidecar) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dkim-sidecar"))
-        .args(["check-config", "-x"])
-        .arg(sidecar.config())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!text.contains(Slapd::PASSWORD), "{text}");
-    (out.status.success(), text)
-}
-
 #[test]
 fn signs_with_tables_in_ldap_and_a_sender_never_widens_the_filter() {
     let slapd = Slapd::shared(directory);
@@ -275,7 +220,7 @@ fn unusable_entries_get_the_key_action_and_a_clear_log_line() {
 fn a_refused_bind_fails_check_config_and_holds_only_the_mail_that_needs_it() {
     let slapd = Slapd::shared(directory);
     let good = sidecar_on(&[slapd.url()], &[]);
-    let (ok, text) = check_config(&good);
+    let (ok, text) = check_config("-x", good.config(), Slapd::PASSWORD);
     assert!(ok, "{text}");
     assert!(text.contains("(LDAP): connected"), "{text}");
 
@@ -285,7 +230,7 @@ fn a_refused_bind_fails_check_config_and_holds_only_the_mail_that_needs_it() {
         sidecar_on(&[slapd.url()], &lines)
     };
     let sidecar = wrong(&["SoftStart no"]);
-    let (ok, text) = check_config(&sidecar);
+    let (ok, text) = check_config("-x", sidecar.config(), Slapd::PASSWORD);
     assert!(!ok, "{text}");
     assert!(text.contains("refused the bind"), "{text}");
     assert!(!text.contains("not-the-password"), "{text}");

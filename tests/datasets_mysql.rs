@@ -5,14 +5,14 @@
 //! `dsn:` data sets, and messages put to it as Postfix would, each
 //! signature checked by dkimpy and OpenDKIM.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-
 use milter::client::Outcome;
+use testkit::datasets::{
+    INTERNAL, assert_accepted_unsigned, assert_signed, assert_signed_from, check_config,
+    is_accepted, is_tempfail, message_from, start,
+};
 use testkit::mariadb::MariaDb;
-use testkit::verify::{assert_signed_by, assert_unsigned};
-use testkit::{MilterProcess, MilterSocket, Sidecar, mta};
-
-const INTERNAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+use testkit::verify::assert_unsigned;
+use testkit::{Sidecar, mta};
 
 /// The tables in `database`: `signing(addr, keyname)` and `keys(name,
 /// domain, selector, key)` holding the example RSA key inline.
@@ -50,53 +50,6 @@ fn sidecar_on(db: &MariaDb, database: &str) -> Sidecar {
         .write()
 }
 
-fn start(sidecar: &Sidecar) -> (MilterProcess, SocketAddr) {
-    let socket = MilterSocket::free_inet();
-    let milter = sidecar.start(&socket);
-    let MilterSocket::Inet(addr) = socket else {
-        unreachable!()
-    };
-    (milter, addr)
-}
-
-fn message_from(from: &str) -> milter::client::Message {
-    mta::message(
-        format!(
-            "From: {from}\nTo: bob@example.org\nSubject: dsn\nMessage-ID: <1@example.com>\n\nHello from MariaDB.\n"
-        )
-        .as_bytes(),
-    )
-}
-
-fn is_tempfail(outcome: &Outcome) -> bool {
-    matches!(outcome, Outcome::Refused { event: 'N', reply } if format!("{reply:?}").contains("451") || format!("{reply:?}").contains("Tempfail"))
-}
-
-fn assert_signed(sidecar: &Sidecar, addr: SocketAddr, from: &str) {
-    let message = message_from(from);
-    let outcome = mta::send(addr, &message, INTERNAL, "mta.example");
-    assert_signed_by(
-        &mta::delivered(&message, &outcome),
-        &sidecar.dns_records(),
-        &sidecar.keys(),
-    );
-}
-
-fn check_config(sidecar: &Sidecar) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dkim-sidecar"))
-        .args(["check-config", "-x"])
-        .arg(sidecar.config())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!text.contains(MariaDb::PASSWORD), "{text}");
-    (out.status.success(), text)
-}
-
 #[test]
 fn signs_with_keytable_and_signingtable_kept_in_mariadb() {
     let db = MariaDb::shared();
@@ -118,13 +71,7 @@ fn signs_with_keytable_and_signingtable_kept_in_mariadb() {
         INTERNAL,
         "mta.example",
     );
-    assert!(
-        matches!(
-            outcome,
-            Outcome::AcceptedEarly { .. } | Outcome::Delivered { .. }
-        ),
-        "{outcome:?}"
-    );
+    assert!(is_accepted(&outcome), "{outcome:?}");
     let log = milter.log();
     assert!(
         log.contains("no SigningTable match for carol@example.com"),
@@ -188,13 +135,7 @@ fn a_filter_written_with_escapes_selects_the_rows() {
         INTERNAL,
         "mta.example",
     );
-    assert!(
-        matches!(
-            outcome,
-            Outcome::AcceptedEarly { .. } | Outcome::Delivered { .. }
-        ),
-        "{outcome:?}"
-    );
+    assert!(is_accepted(&outcome), "{outcome:?}");
     let log = milter.log();
     assert!(
         log.contains("no SigningTable match for retired@example.com"),
@@ -243,7 +184,7 @@ fn check_config_names_the_database_and_refuses_a_wrong_password() {
     let database = db.database("checked");
     let sidecar = sidecar_on(&db, &database);
     tables(&db, &database, &sidecar, &[("alice@example.com", "rsa")]);
-    let (ok, text) = check_config(&sidecar);
+    let (ok, text) = check_config("-x", sidecar.config(), MariaDb::PASSWORD);
     assert!(ok, "{text}");
     assert!(
         text.contains("KeyTable server dsn:mysql://dkim:****@"),
@@ -263,7 +204,7 @@ fn check_config_names_the_database_and_refuses_a_wrong_password() {
             db.dsn(&database, "signing", "addr", "keyname")
         ))
         .write();
-    let (ok, text) = check_config(&wrong);
+    let (ok, text) = check_config("-x", wrong.config(), MariaDb::PASSWORD);
     assert!(!ok, "{text}");
     assert!(text.contains("Access denied"), "{text}");
     assert!(!text.contains("not-the-password"), "{text}");
@@ -359,14 +300,58 @@ fn a_server_that_never_answers_times_out_into_a_tempfail() {
         INTERNAL,
         "mta.example",
     );
-    assert!(
-        matches!(
-            outcome,
-            Outcome::AcceptedEarly { .. } | Outcome::Delivered { .. }
-        ),
-        "{outcome:?}"
-    );
+    assert!(is_accepted(&outcome), "{outcome:?}");
     let log = milter.log();
     assert!(log.contains("no connection within"), "{log}");
+    assert!(!log.contains(MariaDb::PASSWORD), "{log}");
+}
+
+/// InternalHosts and PeerList kept in MariaDB: a listed network is
+/// internal and signed, a peer is accepted unsigned (and unverified),
+/// anyone else is not internal.
+#[test]
+fn internal_hosts_and_peer_list_in_mariadb_decide_who_is_signed() {
+    let db = MariaDb::shared();
+    let database = db.database("hostlists");
+    db.sql(&format!(
+        "USE {database}; \
+         CREATE TABLE internal (host varchar(64)); \
+         INSERT INTO internal VALUES ('192.0.2.0/24'), ('2001:db8::/32'); \
+         CREATE TABLE peers (host varchar(64)); \
+         INSERT INTO peers VALUES ('192.0.2.99');"
+    ));
+    let sidecar = Sidecar::builder()
+        .config_line(&format!(
+            "InternalHosts {}",
+            db.dsn(&database, "internal", "host", "host")
+        ))
+        .config_line(&format!(
+            "PeerList {}",
+            db.dsn(&database, "peers", "host", "host")
+        ))
+        .write();
+    let (milter, addr) = start(&sidecar);
+    let keys = sidecar.keys();
+    for ip in ["192.0.2.10", "2001:db8::25"] {
+        assert_signed_from(
+            &sidecar,
+            addr,
+            "alice@example.com",
+            ip.parse().unwrap(),
+            &keys,
+        );
+    }
+    for ip in ["192.0.2.99", "203.0.113.5", "127.0.0.1"] {
+        assert_accepted_unsigned(addr, "alice@example.com", ip.parse().unwrap());
+    }
+    let log = milter.log();
+    assert!(
+        log.contains("client [192.0.2.99] is in PeerList (entry `192.0.2.99`)"),
+        "{log}"
+    );
+    assert!(
+        log.contains("client [203.0.113.5] is not internal"),
+        "{log}"
+    );
     assert!(!log.contains(MariaDb::PASSWORD), "{log}");
 }

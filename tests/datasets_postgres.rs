@@ -2,16 +2,18 @@
 //! end: a private PostgreSQL on loopback, dkim-sidecar reading an
 //! unchanged opendkim.conf whose tables are `dsn:` data sets, and messages
 //! put to it as Postfix would, each signature checked by dkimpy and
-//! OpenDKIM. The database is stopped and started again mid-run.
-
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+//! OpenDKIM. The other data sets (InternalHosts, ExemptDomains,
+//! DontSignMailTo) are kept there too, a fleet of three shares one
+//! database, and the database is stopped and started again mid-run.
 
 use milter::client::Outcome;
+use testkit::datasets::{
+    INTERNAL, assert_accepted_unsigned, assert_signed_from, assert_tempfailed, check_config, fleet,
+    is_accepted, is_signed, is_tempfail, message_from, reload, start,
+};
 use testkit::postgres::Postgres;
 use testkit::verify::{assert_signed_by, assert_unsigned};
-use testkit::{MilterProcess, MilterSocket, Sidecar, mta};
-
-const INTERNAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+use testkit::{Sidecar, mta};
 
 /// The tables: `signing(addr, keyname)` and `keys(name, domain, selector,
 /// key)` holding the example RSA key inline, as a fleet keeps them.
@@ -47,28 +49,6 @@ fn sidecar_on(pg: &Postgres) -> Sidecar {
             pg.dsn("signing", "addr", "keyname")
         ))
         .write()
-}
-
-fn start(sidecar: &Sidecar) -> (MilterProcess, SocketAddr) {
-    let socket = MilterSocket::free_inet();
-    let milter = sidecar.start(&socket);
-    let MilterSocket::Inet(addr) = socket else {
-        unreachable!()
-    };
-    (milter, addr)
-}
-
-fn message_from(from: &str) -> milter::client::Message {
-    mta::message(
-        format!(
-            "From: {from}\nTo: bob@example.org\nSubject: dsn\nMessage-ID: <1@example.com>\n\nHello from the database.\n"
-        )
-        .as_bytes(),
-    )
-}
-
-fn is_tempfail(outcome: &Outcome) -> bool {
-    matches!(outcome, Outcome::Refused { event: 'N', reply } if format!("{reply:?}").contains("451") || format!("{reply:?}").contains("Tempfail"))
 }
 
 #[test]
@@ -185,21 +165,7 @@ fn check_config_names_the_database_without_its_password() {
     let mut pg = Postgres::start();
     let sidecar = sidecar_on(&pg);
     tables(&pg, &sidecar, &[("alice@example.com", "rsa")]);
-    let check = || {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dkim-sidecar"))
-            .args(["check-config", "-x"])
-            .arg(sidecar.config())
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(!text.contains(Postgres::PASSWORD), "{text}");
-        (out.status.success(), text)
-    };
-    let (ok, text) = check();
+    let (ok, text) = check_config("-x", sidecar.config(), Postgres::PASSWORD);
     assert!(ok, "{text}");
     assert!(
         text.contains("KeyTable server dsn:pgsql://postgres:****@"),
@@ -208,7 +174,7 @@ fn check_config_names_the_database_without_its_password() {
     assert!(text.contains("(PostgreSQL): connected"), "{text}");
 
     pg.stop();
-    let (ok, text) = check();
+    let (ok, text) = check_config("-x", sidecar.config(), Postgres::PASSWORD);
     assert!(!ok, "{text}");
     assert!(text.contains("cannot connect"), "{text}");
 }
@@ -251,6 +217,18 @@ fn unusable_rows_get_the_key_action_and_a_clear_log_line() {
     assert!(!log.contains(Postgres::PASSWORD), "{log}");
 }
 
+/// A fleet's native TOML: tables on `pg`, answers cached `ttl` seconds.
+fn fleet_toml(pg: &Postgres, ttl: u64) -> String {
+    format!(
+        "[server]\nsockets = [\"inet:8891@127.0.0.1\"]\nallow_root = true\n\
+         [signing]\nrequire_safe_keys = false\n\
+         [trust]\ninternal_hosts = [\"127.0.0.1\"]\n\
+         [tables]\nkey_table = \"{}\"\nsigning_table = \"{}\"\ncache_ttl = {ttl}\n",
+        pg.dsn("keys", "name", "domain,selector,key"),
+        pg.dsn("signing", "addr", "keyname")
+    )
+}
+
 /// Three signers on one database, as a fleet runs: a changed row (a new
 /// selector and key for the domain) is used by all three within the cache
 /// TTL (1 s here, from the native TOML), with no restart or reload.
@@ -259,43 +237,15 @@ fn a_fleet_on_one_database_signs_with_a_changed_row_without_restart() {
     let pg = Postgres::start();
     let first = Sidecar::builder().write();
     tables(&pg, &first, &[("example.com", "rsa")]);
-    let fleet: Vec<(Sidecar, MilterProcess, SocketAddr)> = (0..3)
-        .map(|_| {
-            let sidecar = Sidecar::builder().write();
-            let toml = sidecar.dir().join("dkim-sidecar.toml");
-            std::fs::write(
-                &toml,
-                format!(
-                    "[server]\nsockets = [\"inet:8891@127.0.0.1\"]\nallow_root = true\n\
-                     [signing]\nrequire_safe_keys = false\n\
-                     [trust]\ninternal_hosts = [\"127.0.0.1\"]\n\
-                     [tables]\nkey_table = \"{}\"\nsigning_table = \"{}\"\ncache_ttl = 1\n",
-                    pg.dsn("keys", "name", "domain,selector,key"),
-                    pg.dsn("signing", "addr", "keyname")
-                ),
-            )
-            .unwrap();
-            let socket = MilterSocket::free_inet();
-            let daemon = testkit::daemon::Daemon {
-                metrics: None,
-                watch: None,
-                toml: Some(toml),
-            }
-            .start(&sidecar, &socket);
-            let MilterSocket::Inet(addr) = socket else {
-                unreachable!()
-            };
-            (sidecar, daemon, addr)
-        })
-        .collect();
+    let fleet = fleet(3, |_| fleet_toml(&pg, 1));
 
     let alice = message_from("alice@example.com");
     let rsa = &first.test_keys().rsa;
-    for (sidecar, _, addr) in &fleet {
-        let outcome = mta::send(*addr, &alice, INTERNAL, "mta.example");
+    for member in &fleet {
+        let outcome = mta::send(member.addr, &alice, INTERNAL, "mta.example");
         assert_signed_by(
             &mta::delivered(&alice, &outcome),
-            &sidecar.dns_records(),
+            &member.sidecar.dns_records(),
             &[rsa],
         );
     }
@@ -306,27 +256,118 @@ fn a_fleet_on_one_database_signs_with_a_changed_row_without_restart() {
         "UPDATE keys SET selector = '{}', key = $k${pem}$k$ WHERE name = 'rsa'",
         ed25519.selector
     ));
-    for (sidecar, daemon, addr) in &fleet {
+    for member in &fleet {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
-            let outcome = mta::send(*addr, &alice, INTERNAL, "mta.example");
+            let outcome = mta::send(member.addr, &alice, INTERNAL, "mta.example");
             let delivered = mta::delivered(&alice, &outcome);
             let selectors: Vec<String> = mta::inserted(&outcome, "DKIM-Signature")
                 .iter()
                 .filter_map(|v| selector_of(v))
                 .collect();
             if selectors == [ed25519.selector.clone()] {
-                assert_signed_by(&delivered, &sidecar.dns_records(), &[ed25519]);
+                assert_signed_by(&delivered, &member.sidecar.dns_records(), &[ed25519]);
                 break;
             }
             assert!(
                 std::time::Instant::now() < deadline,
                 "still {selectors:?}: {}",
-                daemon.log()
+                member.daemon.log()
             );
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
-        assert!(!daemon.log().contains(Postgres::PASSWORD));
+        assert!(!member.daemon.log().contains(Postgres::PASSWORD));
+    }
+}
+
+/// The issue's fleet through an outage: three daemons on one database,
+/// each with a sender of its own cached; the database stops. Every
+/// daemon keeps signing its cached sender, tempfails senders it has not
+/// cached, and never accepts unsigned a message that should be signed
+/// (every reply is checked). The database comes back on the same data
+/// directory and port, and all three sign the unknown senders again with
+/// no restart.
+#[test]
+fn a_fleet_rides_out_a_database_outage_and_recovers_without_restart() {
+    let mut pg = Postgres::start();
+    let first = Sidecar::builder().write();
+    let senders = ["one@example.com", "two@example.com", "three@example.com"];
+    let unknown = ["new1@example.com", "new2@example.com", "new3@example.com"];
+    let rows: Vec<(&str, &str)> = senders
+        .iter()
+        .chain(&unknown)
+        .map(|s| (*s, "rsa"))
+        .collect();
+    tables(&pg, &first, &rows);
+    // Answers are fresh for 1 s, then served stale while the server is
+    // down (the stale limit is an hour).
+    let fleet = fleet(3, |_| fleet_toml(&pg, 1));
+    let rsa = &first.test_keys().rsa;
+    for (member, sender) in fleet.iter().zip(senders) {
+        assert_signed_from(&member.sidecar, member.addr, sender, INTERNAL, &[rsa]);
+    }
+
+    pg.stop();
+    // Past the TTL: every answer now comes from the stale cache or not
+    // at all.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    for _round in 0..3 {
+        for (member, (sender, stranger)) in fleet.iter().zip(senders.iter().zip(unknown)) {
+            // Its own cached sender: signed, and the signature verifies.
+            assert_signed_from(&member.sidecar, member.addr, sender, INTERNAL, &[rsa]);
+            // A sender no daemon has cached: tempfailed, never accepted.
+            let outcome = mta::send(
+                member.addr,
+                &message_from(stranger),
+                INTERNAL,
+                "mta.example",
+            );
+            assert!(is_tempfail(&outcome), "{stranger}: {outcome:?}");
+            // Another daemon's sender is not in this one's cache either.
+            for other in senders.iter().filter(|s| *s != sender) {
+                let outcome = mta::send(member.addr, &message_from(other), INTERNAL, "mta.example");
+                assert!(is_tempfail(&outcome), "{other}: {outcome:?}");
+            }
+        }
+    }
+
+    pg.restart();
+    for (member, stranger) in fleet.iter().zip(unknown) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let message = message_from(stranger);
+            let outcome = mta::send(member.addr, &message, INTERNAL, "mta.example");
+            if is_signed(&outcome) {
+                assert_signed_by(
+                    &mta::delivered(&message, &outcome),
+                    &member.sidecar.dns_records(),
+                    &[rsa],
+                );
+                break;
+            }
+            assert!(
+                is_tempfail(&outcome),
+                "{stranger} accepted unsigned: {outcome:?}"
+            );
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not signed again after the database came back: {}",
+                member.daemon.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        // Each table's outage and recovery is logged once.
+        let log = member.daemon.log();
+        for role in ["SigningTable", "KeyTable"] {
+            let lines = |what: &str| {
+                log.lines()
+                    .filter(|l| l.contains(&format!("{role} dsn:pgsql://")) && l.contains(what))
+                    .count()
+            };
+            assert_eq!(lines("logged once per outage"), 1, "{role}: {log}");
+            assert_eq!(lines("answers again after"), 1, "{role}: {log}");
+        }
+        assert!(!log.contains(Postgres::PASSWORD), "{log}");
     }
 }
 
@@ -410,4 +451,307 @@ fn a_database_where_only_a_file_works_is_refused_at_load_without_the_password() 
     );
     assert!(text.contains("postgres:****@"), "{text}");
     assert!(!text.contains("my-Secret-99"), "{text}");
+}
+
+/// A client address outside the default InternalHosts.
+fn client(ip: &str) -> std::net::IpAddr {
+    ip.parse().unwrap()
+}
+
+/// `internal(host)`: an address, a network, and a negated address in it.
+fn internal_hosts(pg: &Postgres) {
+    pg.psql(
+        "CREATE TABLE internal (host text); \
+         INSERT INTO internal VALUES ('192.0.2.7'), ('198.51.100.0/24'), ('!198.51.100.9');",
+    );
+}
+
+/// A sidecar whose InternalHosts is the `internal` table (KeyTable and
+/// SigningTable in files: example.com signs), with `extra` lines.
+fn internal_hosts_on(pg: &Postgres, extra: &[&str]) -> Sidecar {
+    let mut builder = Sidecar::builder()
+        .config_line("Socket inet:8891@localhost")
+        .config_line(&format!(
+            "InternalHosts {}",
+            pg.dsn("internal", "host", "host")
+        ));
+    for line in extra {
+        builder = builder.config_line(line);
+    }
+    builder.write()
+}
+
+#[test]
+fn internal_hosts_in_postgresql_sign_mail_from_a_listed_address_or_network_only() {
+    let pg = Postgres::start();
+    internal_hosts(&pg);
+    let sidecar = internal_hosts_on(&pg, &[]);
+    let (milter, addr) = start(&sidecar);
+    let keys = sidecar.keys();
+    // The address itself, and an address in the listed network.
+    assert_signed_from(
+        &sidecar,
+        addr,
+        "alice@example.com",
+        client("192.0.2.7"),
+        &keys,
+    );
+    assert_signed_from(
+        &sidecar,
+        addr,
+        "alice@example.com",
+        client("198.51.100.20"),
+        &keys,
+    );
+    // Negated inside the network, outside every entry, and loopback (the
+    // list replaces the default): accepted unsigned.
+    for ip in ["198.51.100.9", "203.0.113.5", "192.0.2.8", "127.0.0.1"] {
+        assert_accepted_unsigned(addr, "alice@example.com", client(ip));
+    }
+    let log = milter.log();
+    assert!(
+        log.contains("client [203.0.113.5] is not internal"),
+        "{log}"
+    );
+    assert!(!log.contains(Postgres::PASSWORD), "{log}");
+}
+
+#[test]
+fn exempt_domains_and_dont_sign_mail_to_in_postgresql_change_the_decision() {
+    let pg = Postgres::start();
+    pg.psql(
+        "CREATE TABLE exempt (domain text); INSERT INTO exempt VALUES ('example.com'); \
+         CREATE TABLE nosign (rcpt text); INSERT INTO nosign VALUES ('list@example.org');",
+    );
+    // DontSignMailTo: one listed recipient keeps the message unsigned.
+    let sidecar = Sidecar::builder()
+        .config_line(&format!(
+            "DontSignMailTo {}",
+            pg.dsn("nosign", "rcpt", "rcpt")
+        ))
+        .write();
+    let (milter, addr) = start(&sidecar);
+    let message = testkit::datasets::message("alice@example.com", "list@example.org");
+    let outcome = mta::send(addr, &message, INTERNAL, "mta.example");
+    assert!(is_accepted(&outcome) && !is_signed(&outcome), "{outcome:?}");
+    assert_signed_from(
+        &sidecar,
+        addr,
+        "alice@example.com",
+        INTERNAL,
+        &sidecar.keys(),
+    );
+    let log = milter.log();
+    assert!(
+        log.contains("recipient list@example.org is in DontSignMailTo"),
+        "{log}"
+    );
+
+    // ExemptDomains: the sender's domain is listed, so nothing is signed.
+    let exempt = Sidecar::builder()
+        .config_line(&format!(
+            "ExemptDomains {}",
+            pg.dsn("exempt", "domain", "domain")
+        ))
+        .write();
+    let (milter, addr) = start(&exempt);
+    assert_accepted_unsigned(addr, "alice@example.com", INTERNAL);
+    let log = milter.log();
+    assert!(
+        log.contains("sender domain example.com is in ExemptDomains"),
+        "{log}"
+    );
+    assert!(!log.contains(Postgres::PASSWORD), "{log}");
+}
+
+#[test]
+fn a_data_set_server_down_tempfails_what_it_would_decide_and_serves_cached_answers() {
+    let mut pg = Postgres::start();
+    internal_hosts(&pg);
+    let sidecar = internal_hosts_on(&pg, &[]);
+    let (milter, addr) = start(&sidecar);
+    let keys = sidecar.keys();
+    assert_signed_from(
+        &sidecar,
+        addr,
+        "alice@example.com",
+        client("192.0.2.7"),
+        &keys,
+    );
+
+    pg.stop();
+    // Cached: still signed.
+    assert_signed_from(
+        &sidecar,
+        addr,
+        "alice@example.com",
+        client("192.0.2.7"),
+        &keys,
+    );
+    // Not cached, and the answer decides: tempfailed, never unsigned.
+    for _ in 0..2 {
+        assert_tempfailed(addr, "alice@example.com", client("198.51.100.20"));
+    }
+    // Not cached, but no key for the sender: unsigned whatever it says.
+    assert_accepted_unsigned(addr, "carol@example.org", client("198.51.100.20"));
+
+    pg.restart();
+    assert_signed_from(
+        &sidecar,
+        addr,
+        "alice@example.com",
+        client("198.51.100.20"),
+        &keys,
+    );
+    let log = milter.log();
+    assert!(
+        log.contains("InternalHosts dsn:pgsql://postgres:****@"),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("logged once per outage").count(),
+        1,
+        "the outage is logged once: {log}"
+    );
+    assert!(log.contains("answers again after"), "{log}");
+    assert!(!log.contains(Postgres::PASSWORD), "{log}");
+}
+
+#[test]
+fn check_config_names_every_data_set_server_without_its_password() {
+    let mut pg = Postgres::start();
+    internal_hosts(&pg);
+    pg.psql("CREATE TABLE nosign (rcpt text);");
+    let sidecar = internal_hosts_on(
+        &pg,
+        &[&format!(
+            "DontSignMailTo {}",
+            pg.dsn("nosign", "rcpt", "rcpt")
+        )],
+    );
+    let (ok, text) = check_config("-x", sidecar.config(), Postgres::PASSWORD);
+    assert!(ok, "{text}");
+    for role in ["InternalHosts", "DontSignMailTo"] {
+        assert!(
+            text.contains(&format!("{role} server dsn:pgsql://postgres:****@")),
+            "{role}: {text}"
+        );
+    }
+    assert_eq!(text.matches("(PostgreSQL): connected").count(), 2, "{text}");
+    assert!(text.contains("asked per message of dsn:pgsql://"), "{text}");
+
+    pg.stop();
+    let (ok, text) = check_config("-x", sidecar.config(), Postgres::PASSWORD);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("InternalHosts server dsn:pgsql://postgres:****@")
+            && text.contains("cannot connect"),
+        "{text}"
+    );
+}
+
+/// SIGHUP reads the configuration again: the data sets kept on a server
+/// get new, empty caches (a row removed since is seen at once, not after
+/// the TTL) and their servers are checked again, a server that is down
+/// logged and, with SoftStart (the default), the reload applied; with
+/// SoftStart off, refused.
+#[test]
+fn reload_clears_the_caches_of_server_sets_and_checks_their_servers_again() {
+    let mut pg = Postgres::start();
+    internal_hosts(&pg);
+    let sidecar = internal_hosts_on(&pg, &[]);
+    let (milter, addr) = start(&sidecar);
+    let keys = sidecar.keys();
+    assert_signed_from(
+        &sidecar,
+        addr,
+        "alice@example.com",
+        client("192.0.2.7"),
+        &keys,
+    );
+    pg.psql("DELETE FROM internal WHERE host = '192.0.2.7'");
+    // Cached for the TTL (five minutes): still internal.
+    assert_signed_from(
+        &sidecar,
+        addr,
+        "alice@example.com",
+        client("192.0.2.7"),
+        &keys,
+    );
+
+    let log = reload(&milter);
+    assert!(
+        log.contains("caches of the 1 data set(s) kept on a server start empty"),
+        "{log}"
+    );
+    assert_accepted_unsigned(addr, "alice@example.com", client("192.0.2.7"));
+
+    // Down at reload: logged, and applied (SoftStart).
+    pg.stop();
+    let log = reload(&milter);
+    assert!(
+        log.contains("InternalHosts server dsn:pgsql://postgres:****@")
+            && log.contains("reloading anyway (SoftStart)"),
+        "{log}"
+    );
+    assert_tempfailed(addr, "alice@example.com", client("198.51.100.20"));
+
+    // SoftStart off: the reload is refused, the running one kept.
+    let conf = std::fs::read_to_string(sidecar.config()).unwrap();
+    std::fs::write(sidecar.config(), format!("{conf}SoftStart no\n")).unwrap();
+    let log = reload(&milter);
+    assert!(
+        log.contains("reload failed, keeping the previous configuration")
+            && log.contains("remove SoftStart no"),
+        "{log}"
+    );
+    pg.restart();
+    assert_signed_from(
+        &sidecar,
+        addr,
+        "alice@example.com",
+        client("198.51.100.20"),
+        &keys,
+    );
+    assert!(!milter.log().contains(Postgres::PASSWORD));
+}
+
+/// Whether a DKIM-Signature value has an `l=` tag.
+fn has_body_length(value: &str) -> bool {
+    value.split(';').any(|tag| {
+        tag.chars()
+            .filter(|c| !c.is_whitespace())
+            .collect::<String>()
+            .starts_with("l=")
+    })
+}
+
+#[test]
+fn body_length_db_in_postgresql_adds_l_to_mail_for_listed_recipients() {
+    let pg = Postgres::start();
+    pg.psql(
+        "CREATE TABLE bodylength (rcpt text); INSERT INTO bodylength VALUES ('*@lists.example.org');",
+    );
+    let sidecar = Sidecar::builder()
+        .config_line(&format!(
+            "BodyLengthDB {}",
+            pg.dsn("bodylength", "rcpt", "rcpt")
+        ))
+        .write();
+    let (milter, addr) = start(&sidecar);
+    for (to, expected) in [("dev@lists.example.org", true), ("bob@example.org", false)] {
+        let message = testkit::datasets::message("alice@example.com", to);
+        let outcome = mta::send(addr, &message, INTERNAL, "mta.example");
+        assert_signed_by(
+            &mta::delivered(&message, &outcome),
+            &sidecar.dns_records(),
+            &sidecar.keys(),
+        );
+        let signatures = mta::inserted(&outcome, "DKIM-Signature");
+        assert!(
+            signatures.iter().all(|v| has_body_length(v) == expected),
+            "{to}: {signatures:?}"
+        );
+    }
+    assert!(!milter.log().contains(Postgres::PASSWORD));
 }

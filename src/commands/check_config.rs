@@ -49,18 +49,20 @@ pub fn execute(args: &CheckConfigArgs) -> Result<ExitCode, String> {
     }
 }
 
-/// Connects to each data set's server and runs one lookup; says which
-/// answered. True when one did not.
+/// Connects to each data set's server (the tables' and every other
+/// set's) and runs one lookup; says which answered, naming each set and
+/// its server (password masked). True when one did not.
 fn check_servers(config: &Config) -> Result<bool, String> {
-    let Some(remote) = &config.policy.signing.remote else {
+    let sets = config.policy.server_sets();
+    if sets.is_empty() {
         return Ok(false);
-    };
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     let mut failed = false;
-    for set in remote.remote_sets() {
+    for set in sets {
         let line = match runtime.block_on(set.check()) {
             Ok(()) => format!(
                 "{} server {}: connected, lookup ok\n",

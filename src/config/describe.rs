@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use mail_auth::dkim::Canonicalization;
 
 use crate::keys::{KeyType, PrivateKey};
-use crate::policy::{Action, DomainSet, SigningTables};
+use crate::policy::{Action, DomainSet, SigningTables, TableSource};
 use crate::tables::{DataSetKind, HostList, KeyDomain, KeySource};
 
 use super::{Config, Format};
@@ -356,13 +356,26 @@ fn hosts(list: &HostList) -> String {
     format!("{text}  ({})", list.origin())
 }
 
+/// A data set read at start-up, shown by `local`, or the server it is
+/// asked of per message.
+fn source<T>(source: &TableSource<T>, local: impl Fn(&T) -> String) -> String {
+    match source {
+        TableSource::Local(set) => local(set),
+        TableSource::Remote(set) => format!(
+            "asked per message of {}, through a cache  ({})",
+            set.describe(),
+            set.at()
+        ),
+    }
+}
+
 fn trust(out: &mut String, config: &Config) {
     let trust = &config.policy.trust;
     heading(out, "Trusted origins (mail from them is signed):");
     line(
         out,
         1,
-        format!("internal hosts: {}", hosts(&trust.internal_hosts)),
+        format!("internal hosts: {}", source(&trust.internal_hosts, hosts)),
     );
     line(out, 1, "clients that authenticated with SMTP AUTH");
     line(
@@ -373,7 +386,7 @@ fn trust(out: &mut String, config: &Config) {
             trust
                 .external_ignore
                 .as_ref()
-                .map_or("none".to_string(), hosts)
+                .map_or("none".to_string(), |s| source(s, hosts))
         ),
     );
     line(
@@ -381,10 +394,20 @@ fn trust(out: &mut String, config: &Config) {
         1,
         format!(
             "peer list (accepted unseen): {}",
-            trust.peers.as_ref().map_or("none".to_string(), hosts)
+            trust
+                .peers
+                .as_ref()
+                .map_or("none".to_string(), |s| source(s, hosts))
         ),
     );
-    line(out, 1, format!("MTA names: {}", list(&trust.mta_names)));
+    line(
+        out,
+        1,
+        format!(
+            "MTA names: {}",
+            source(&trust.mta_names, |names| list(names))
+        ),
+    );
     let macros: Vec<String> = trust
         .macros
         .iter()
@@ -458,7 +481,7 @@ fn signature(out: &mut String, config: &Config) {
             policy
                 .exempt_domains
                 .as_ref()
-                .map_or("none".to_string(), domains)
+                .map_or("none".to_string(), |s| source(s, domains))
         ),
     );
     line(
@@ -469,9 +492,9 @@ fn signature(out: &mut String, config: &Config) {
             policy
                 .dont_sign_mail_to
                 .as_ref()
-                .map_or("none".to_string(), |set| {
+                .map_or("none".to_string(), |s| source(s, |set| {
                     format!("{}  ({})", list(set.entries()), set.origin())
-                })
+                }))
         ),
     );
     line(

@@ -17,8 +17,12 @@
 //!
 //! The data set settings (trust lists, exempt domains) and `[tables]` take
 //! either an inline list or a data set string as in `opendkim.conf`
-//! (`file:/path`, `refile:/path`, `csl:a,b`), except that a name without a
-//! type is always a file, relative to this file's directory.
+//! (`file:/path`, `refile:/path`, `csl:a,b`, `dsn:...`, `ldap://...`),
+//! except that a name without a type is always a file, relative to this
+//! file's directory. How data sets kept on a server are cached and
+//! reached (the cache, timeouts, SoftStart and OpenDKIM's LDAP options)
+//! is said once, under `[tables]`, for every such set; `[tables]` may hold
+//! only those settings.
 //!
 //! `conf/dkim-sidecar.toml` is the commented reference. This module never
 //! logs.
@@ -156,8 +160,7 @@ struct TrustSection {
     internal_hosts: Option<Spanned<Entries>>,
     external_ignore: Option<Spanned<Entries>>,
     peers: Option<Spanned<Entries>>,
-    #[serde(default)]
-    mta_names: Vec<String>,
+    mta_names: Option<Spanned<Entries>>,
     #[serde(default)]
     macros: Vec<String>,
 }
@@ -165,8 +168,8 @@ struct TrustSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TablesSection {
-    key_table: Spanned<String>,
-    signing_table: Spanned<String>,
+    key_table: Option<Spanned<String>>,
+    signing_table: Option<Spanned<String>>,
     /// For tables kept on a server (`dsn:`): seconds an answer is used
     /// without asking again [300].
     cache_ttl: Option<u64>,
@@ -185,6 +188,25 @@ struct TablesSection {
     /// mail is tempfailed until it does) [true; false refuses to start, as
     /// OpenDKIM does by default].
     soft_start: Option<bool>,
+    /// OpenDKIM's LDAPBindUser: the DN to bind as [anonymous].
+    ldap_bind_user: Option<String>,
+    /// OpenDKIM's LDAPBindPassword.
+    ldap_bind_password: Option<String>,
+    /// OpenDKIM's LDAPAuthMechanism: `simple` or `EXTERNAL` [simple].
+    ldap_auth_mechanism: Option<Spanned<String>>,
+    /// OpenDKIM's LDAPUseTLS: StartTLS on `ldap://` [false].
+    ldap_use_tls: Option<bool>,
+    /// OpenDKIM's LDAPTimeout: seconds to connect and for each search;
+    /// sets both timeouts for LDAP servers [5].
+    ldap_timeout: Option<u64>,
+}
+
+/// How every data set kept on a server is cached and reached.
+#[derive(Debug, Clone, Default)]
+struct ServerSettings {
+    cache: CacheSettings,
+    connect: ConnectSettings,
+    soft_start: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -250,6 +272,10 @@ pub(crate) fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigE
         file,
         text,
         base,
+        server: ServerSettings {
+            soft_start: true,
+            ..ServerSettings::default()
+        },
         errors: Vec::new(),
         warnings: Vec::new(),
     }
@@ -285,6 +311,7 @@ struct TomlFile {
     file: Location,
     text: String,
     base: PathBuf,
+    server: ServerSettings,
     errors: Vec<ConfigError>,
     warnings: Vec<Warning>,
 }
@@ -337,13 +364,20 @@ impl TomlFile {
             multiple_signatures: signing_section.multiple_signatures,
             subdomains: file.domain.as_ref().is_some_and(|d| d.get_ref().subdomains),
         };
-        let keys_written = file.tables.is_some()
+        if let Some(tables) = &file.tables {
+            self.server = self.server_settings(tables);
+        }
+        // A [tables] with neither table holds only the server settings.
+        let tables = file
+            .tables
+            .filter(|t| t.get_ref().key_table.is_some() || t.get_ref().signing_table.is_some());
+        let keys_written = tables.is_some()
             || file.domain.is_some()
             || !file.key.is_empty()
             || !file.rule.is_empty();
         self.signing_sources(
             &mut signing,
-            file.tables,
+            tables,
             file.domain,
             file.key,
             file.rule,
@@ -351,24 +385,20 @@ impl TomlFile {
         );
         let trust = self.trust(file.trust);
         let errors = self.error_actions(file.on_error);
-        let exempt_domains = signing_section
-            .exempt_domains
-            .take()
-            .map(|e| self.entries("exempt_domains", e))
-            .and_then(|set| {
-                set.map(|s| DomainSet::from_names(s.entries.iter().map(|e| e.key.as_str())))
-            });
-        let dont_sign_mail_to = signing_section
-            .dont_sign_mail_to
-            .take()
-            .and_then(|e| self.entries("dont_sign_mail_to", e))
-            .and_then(|set| match KeySet::from_data_set(&set) {
-                Ok(keys) => Some(keys),
-                Err(e) => {
-                    self.errors.push(e.into());
-                    None
-                }
-            });
+        let exempt_domains = signing_section.exempt_domains.take().and_then(|value| {
+            self.source("exempt_domains", value, |f, value| {
+                f.entries("exempt_domains", value)
+                    .map(|set| DomainSet::from_names(set.entries.iter().map(|e| e.key.as_str())))
+            })
+        });
+        let dont_sign_mail_to = signing_section.dont_sign_mail_to.take().and_then(|value| {
+            self.source("dont_sign_mail_to", value, |f, value| {
+                let set = f.entries("dont_sign_mail_to", value)?;
+                KeySet::from_data_set(&set)
+                    .map_err(|e| f.errors.push(e.into()))
+                    .ok()
+            })
+        });
         let sender_headers = signing_section
             .sender_headers
             .take()
@@ -430,9 +460,110 @@ impl TomlFile {
                 max_header_count,
                 software_header,
                 verification,
+                soft_start: self.server.soft_start,
             },
             warnings: self.warnings,
         })
+    }
+
+    /// `[tables]`' settings for data sets kept on a server.
+    fn server_settings(&mut self, tables: &Spanned<TablesSection>) -> ServerSettings {
+        use crate::remote::{LdapLogin, LdapMechanism};
+        let at = self.at(tables);
+        let tables = tables.get_ref();
+        let secs = std::time::Duration::from_secs;
+        let defaults = CacheSettings::default();
+        let ttl = tables.cache_ttl.map_or(defaults.ttl, secs);
+        let cache = CacheSettings {
+            ttl,
+            negative_ttl: tables.cache_negative_ttl.map_or(ttl, secs),
+            stale_limit: tables.cache_stale_limit.map_or(defaults.stale_limit, secs),
+            max_entries: tables.cache_max_entries.unwrap_or(defaults.max_entries),
+        };
+        let connect_defaults = ConnectSettings::default();
+        let mut connect = ConnectSettings {
+            connect_timeout: tables
+                .connect_timeout
+                .map_or(connect_defaults.connect_timeout, secs),
+            query_timeout: tables
+                .query_timeout
+                .map_or(connect_defaults.query_timeout, secs),
+            ..connect_defaults
+        };
+        let mechanism = match &tables.ldap_auth_mechanism {
+            None => LdapMechanism::Simple,
+            Some(value) => match LdapMechanism::parse(value.get_ref().trim()) {
+                Some(m) => m,
+                None => {
+                    let at = self.at(value);
+                    self.invalid(
+                        at,
+                        "ldap_auth_mechanism",
+                        value.get_ref().clone(),
+                        "`simple` (or `none`), or `EXTERNAL` (SASL over ldapi://)",
+                    );
+                    LdapMechanism::Simple
+                }
+            },
+        };
+        connect.ldap = LdapLogin {
+            bind_user: tables.ldap_bind_user.clone(),
+            bind_password: tables
+                .ldap_bind_password
+                .clone()
+                .map(crate::tables::remote::Secret::new),
+            mechanism,
+            start_tls: tables.ldap_use_tls.unwrap_or(false),
+        };
+        match tables.ldap_timeout {
+            Some(0) => self.invalid(
+                at,
+                "ldap_timeout",
+                "0".to_string(),
+                "a number of seconds, at least 1",
+            ),
+            Some(limit) => {
+                connect.connect_timeout = secs(limit);
+                connect.query_timeout = secs(limit);
+            }
+            None => {}
+        }
+        ServerSettings {
+            cache,
+            connect,
+            soft_start: tables.soft_start.unwrap_or(true),
+        }
+    }
+
+    /// A data set that may be kept on a server: a [`RemoteSet`] asked per
+    /// message when the value is a `dsn:`/`ldap:` string, otherwise what
+    /// `local` reads. `None` when it cannot be used (the error is kept).
+    ///
+    /// [`RemoteSet`]: crate::remote::RemoteSet
+    fn source<T>(
+        &mut self,
+        name: &'static str,
+        value: Spanned<Entries>,
+        local: impl FnOnce(&mut Self, Spanned<Entries>) -> Option<T>,
+    ) -> Option<crate::policy::TableSource<T>> {
+        if let Entries::DataSet(spec) = value.get_ref() {
+            let at = self.at(&value);
+            match remote_sets::server_set(
+                name,
+                &file_by_default(spec),
+                &at,
+                self.server.cache,
+                self.server.connect.clone(),
+            ) {
+                Ok(Some(set)) => return Some(crate::policy::TableSource::Remote(set)),
+                Ok(None) => {}
+                Err(e) => {
+                    self.errors.push(e);
+                    return None;
+                }
+            }
+        }
+        local(self, value).map(crate::policy::TableSource::Local)
     }
 
     fn service(&mut self, server: ServerSection, overrides: &Overrides) -> (Service, Option<u32>) {
@@ -539,27 +670,40 @@ impl TomlFile {
         }
     }
 
-    fn host_list(&mut self, name: &str, value: Option<Spanned<Entries>>) -> Option<HostList> {
-        let set = self.entries(name, value?)?;
-        match HostList::from_data_set(set) {
-            Ok(list) => {
-                self.warnings.extend(list.warnings().iter().cloned());
-                Some(list)
+    fn host_list(
+        &mut self,
+        name: &'static str,
+        value: Option<Spanned<Entries>>,
+    ) -> Option<crate::policy::TableSource<HostList>> {
+        self.source(name, value?, |f, value| {
+            let set = f.entries(name, value)?;
+            match HostList::from_data_set(set) {
+                Ok(list) => {
+                    f.warnings.extend(list.warnings().iter().cloned());
+                    Some(list)
+                }
+                Err(e) => {
+                    f.errors.push(e.into());
+                    None
+                }
             }
-            Err(e) => {
-                self.errors.push(e.into());
-                None
-            }
-        }
+        })
     }
 
     fn trust(&mut self, section: TrustSection) -> Trust {
-        let internal_hosts = match section.internal_hosts {
-            Some(value) => self
-                .host_list("internal_hosts", Some(value))
-                .unwrap_or_else(HostList::default_internal),
-            None => HostList::default_internal(),
-        };
+        use crate::policy::TableSource;
+        let internal_hosts = self
+            .host_list("internal_hosts", section.internal_hosts)
+            .unwrap_or_else(|| TableSource::Local(HostList::default_internal()));
+        let mta_names = section
+            .mta_names
+            .and_then(|value| {
+                self.source("mta_names", value, |f, value| {
+                    f.entries("mta_names", value)
+                        .map(|set| data_sets::keys(&set))
+                })
+            })
+            .unwrap_or_else(|| TableSource::Local(Vec::new()));
         Trust {
             internal_hosts,
             external_ignore: self.host_list("external_ignore", section.external_ignore),
@@ -572,7 +716,7 @@ impl TomlFile {
                     None => macro_rule(m, None),
                 })
                 .collect(),
-            mta_names: section.mta_names,
+            mta_names,
         }
     }
 
@@ -631,11 +775,12 @@ impl TomlFile {
             self.header_list("oversign_headers", section.oversign_headers.as_ref());
         rules.signature_ttl_seconds = section.signature_ttl_seconds;
         rules.request_reports = section.request_reports;
-        rules.atps_domains = section
-            .atps_domains
-            .take()
-            .and_then(|e| self.entries("atps_domains", e))
-            .map(|set| DomainSet::from_names(set.entries.iter().map(|e| e.key.as_str())));
+        rules.atps_domains = section.atps_domains.take().and_then(|value| {
+            self.source("atps_domains", value, |f, value| {
+                f.entries("atps_domains", value)
+                    .map(|set| DomainSet::from_names(set.entries.iter().map(|e| e.key.as_str())))
+            })
+        });
         rules.replace_rules = section.replace_rules.take().map(|path| {
             let at = self.at(&path);
             Written::new("replace_rules", self.path(path.get_ref()), at)
@@ -651,17 +796,14 @@ impl TomlFile {
                     None
                 }
             });
-        rules.body_length_recipients = section
-            .body_length_recipients
-            .take()
-            .and_then(|e| self.entries("body_length_recipients", e))
-            .and_then(|set| match KeySet::from_data_set(&set) {
-                Ok(keys) => Some(keys),
-                Err(e) => {
-                    self.errors.push(e.into());
-                    None
-                }
-            });
+        rules.body_length_recipients = section.body_length_recipients.take().and_then(|value| {
+            self.source("body_length_recipients", value, |f, value| {
+                let set = f.entries("body_length_recipients", value)?;
+                KeySet::from_data_set(&set)
+                    .map_err(|e| f.errors.push(e.into()))
+                    .ok()
+            })
+        });
         Problems::gather(&mut self.errors, &mut self.warnings, |problems| {
             rules.resolve(problems)
         })
@@ -698,12 +840,22 @@ impl TomlFile {
             return;
         }
         if let Some(tables) = tables {
+            let at = self.at(&tables);
             let tables = tables.into_inner();
-            if self.remote_tables(signing, &tables, options) {
+            let (Some(key_table), Some(signing_table)) = (tables.key_table, tables.signing_table)
+            else {
+                self.problem(
+                    at,
+                    "[tables] needs both key_table and signing_table (or neither, when it only \
+                     says how data sets kept on a server are reached)",
+                );
+                return;
+            };
+            if self.remote_tables(signing, &key_table, &signing_table, options) {
                 return;
             }
-            let key_table = self.key_table_file(tables.key_table);
-            let signing_table = self.signing_table_file(tables.signing_table);
+            let key_table = self.key_table_file(key_table);
+            let signing_table = self.signing_table_file(signing_table);
             if let (Some(kt), Some(st)) = (key_table, signing_table) {
                 self.signing_tables(signing, kt, st, options);
             }
@@ -747,45 +899,25 @@ impl TomlFile {
     fn remote_tables(
         &mut self,
         signing: &mut Signing,
-        tables: &TablesSection,
+        key_table: &Spanned<String>,
+        signing_table: &Spanned<String>,
         options: &LoadOptions,
     ) -> bool {
-        let secs = std::time::Duration::from_secs;
-        let defaults = CacheSettings::default();
-        let ttl = tables.cache_ttl.map_or(defaults.ttl, secs);
-        let cache = CacheSettings {
-            ttl,
-            negative_ttl: tables.cache_negative_ttl.map_or(ttl, secs),
-            stale_limit: tables.cache_stale_limit.map_or(defaults.stale_limit, secs),
-            max_entries: tables.cache_max_entries.unwrap_or(defaults.max_entries),
-        };
-        let connect_defaults = ConnectSettings::default();
-        let connect = ConnectSettings {
-            connect_timeout: tables
-                .connect_timeout
-                .map_or(connect_defaults.connect_timeout, secs),
-            query_timeout: tables
-                .query_timeout
-                .map_or(connect_defaults.query_timeout, secs),
-            ..connect_defaults
-        };
-        let kt_at = self.at(&tables.key_table);
-        let st_at = self.at(&tables.signing_table);
-        let kt = file_by_default(tables.key_table.get_ref());
-        let st = file_by_default(tables.signing_table.get_ref());
+        let kt_at = self.at(key_table);
+        let st_at = self.at(signing_table);
+        let kt = file_by_default(key_table.get_ref());
+        let st = file_by_default(signing_table.get_ref());
         match remote_sets::remote_signing(
             (&kt, &kt_at),
             (&st, &st_at),
             &self.base,
             options,
             &mut self.warnings,
-            cache,
-            connect,
+            self.server.cache,
+            self.server.connect.clone(),
         ) {
             Ok(Some(remote)) => {
-                signing.remote = Some(std::sync::Arc::new(
-                    remote.with_soft_start(tables.soft_start.unwrap_or(true)),
-                ));
+                signing.remote = Some(std::sync::Arc::new(remote));
                 true
             }
             Ok(None) => false,
@@ -989,7 +1121,10 @@ keys = ["rsa", "ed"]
             Canonicalization::Simple
         );
         assert_eq!(policy.errors, ErrorActions::default());
-        assert_eq!(policy.trust.internal_hosts.entries(), ["127.0.0.1", "::1"]);
+        assert_eq!(
+            policy.trust.internal_hosts.local().unwrap().entries(),
+            ["127.0.0.1", "::1"]
+        );
         assert!(policy.mode.sign && policy.mode.verify, "sv, as OpenDKIM");
         assert!(policy.verification.is_some());
     }
@@ -1099,12 +1234,16 @@ subdomains = true
             policy
                 .trust
                 .internal_hosts
+                .local()
+                .unwrap()
                 .check_ip("10.1.1.1".parse().unwrap())
         );
         assert!(
             !policy
                 .trust
                 .internal_hosts
+                .local()
+                .unwrap()
                 .check_ip("10.9.9.9".parse().unwrap())
         );
         assert_eq!(policy.trust.macros.len(), 2);
@@ -1118,6 +1257,7 @@ subdomains = true
             policy
                 .exempt_domains
                 .as_ref()
+                .and_then(|s| s.local())
                 .unwrap()
                 .covering("lists.example.com", false)
                 .is_some()
@@ -1262,7 +1402,7 @@ subdomains = true
                 "{DUAL}\n[trust]\ninternal_hosts = \"TrustedHosts\"\n"
             ))
             .unwrap();
-        let hosts = &config.policy.trust.internal_hosts;
+        let hosts = config.policy.trust.internal_hosts.local().unwrap();
         assert_eq!(hosts.entries(), ["192.0.2.0/24"]);
         assert_eq!(hosts.origin().path.as_ref(), dir.path("TrustedHosts"));
     }
@@ -1273,6 +1413,59 @@ subdomains = true
         let errors = dir.errors("[signing]\nmultiple_signatures = true\n");
         assert!(
             errors[0].contains("no socket to listen on") && errors[0].contains("sockets = "),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn data_sets_on_a_server_and_ldap_login_are_said_in_toml() {
+        use crate::policy::TableSource::{Local, Remote};
+        let dir = dir();
+        let config = dir
+            .load(&format!(
+                "{DUAL}\n[tables]\ncache_ttl = 7\nsoft_start = false\n\
+                 ldap_bind_user = \"cn=reader,dc=example,dc=com\"\n\
+                 ldap_bind_password = \"pw-LDAP-1\"\nldap_auth_mechanism = \"simple\"\n\
+                 ldap_use_tls = true\nldap_timeout = 3\n\
+                 [trust]\ninternal_hosts = \"ldap://127.0.0.1/dc=example?cn?sub?(cn=$d)\"\n\
+                 peers = \"dsn:pgsql://u:pw-9@127.0.0.1/db/table=p?keycol=h?datacol=h\"\n\
+                 mta_names = [\"submission\"]\n"
+            ))
+            .unwrap();
+        let policy = &config.policy;
+        assert!(!policy.soft_start);
+        assert!(
+            policy.signing.tables.is_some(),
+            "[[key]]/[[rule]] still sign"
+        );
+        let Remote(internal) = &policy.trust.internal_hosts else {
+            panic!("not on a server")
+        };
+        assert_eq!(internal.role(), "internal_hosts");
+        assert!(matches!(policy.trust.peers, Some(Remote(_))));
+        assert!(matches!(&policy.trust.mta_names, Local(names) if names == &["submission"]));
+        let shown = format!("{internal:?}");
+        assert!(!shown.contains("pw-LDAP-1"), "{shown}");
+        assert_eq!(policy.server_sets().len(), 2);
+
+        let errors = dir.errors(&format!(
+            "{DUAL}\n[tables]\nldap_auth_mechanism = \"DIGEST-MD5\"\nldap_timeout = 0\n"
+        ));
+        assert!(
+            errors.iter().any(|e| e.contains("ldap_auth_mechanism")),
+            "{errors:?}"
+        );
+        assert!(
+            errors.iter().any(|e| e.contains("ldap_timeout")),
+            "{errors:?}"
+        );
+        let errors = dir.errors(
+            "[server]\nsockets = [\"inet:8891@127.0.0.1\"]\n[tables]\nkey_table = \"kt\"\n",
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("both key_table and signing_table")),
             "{errors:?}"
         );
     }

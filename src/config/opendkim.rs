@@ -82,6 +82,8 @@ struct ConfFile {
     all: Vec<Setting>,
     last: HashMap<&'static str, usize>,
     base: PathBuf,
+    /// How to reach data sets kept on a server (read once).
+    connect: crate::remote::ConnectSettings,
     errors: Vec<ConfigError>,
     warnings: Vec<Warning>,
 }
@@ -96,9 +98,11 @@ impl ConfFile {
             all,
             last,
             base: cwd.clone(),
+            connect: crate::remote::ConnectSettings::default(),
             errors: Vec::new(),
             warnings: Vec::new(),
         };
+        reading.connect = reading.remote_connect();
         if let Some((dir, _)) = reading.string("BaseDirectory") {
             reading.base = data_sets::resolve(&cwd, dir);
         }
@@ -174,8 +178,9 @@ impl ConfFile {
         let signing = self.signing(mode, &options);
         let trust = self.trust();
         let sender_headers = self.sender_headers();
-        let exempt_domains = self.domain_set("ExemptDomains");
-        let dont_sign_mail_to = self.key_set("DontSignMailTo");
+        let exempt_domains = self.source("ExemptDomains", |f| f.domain_set("ExemptDomains"));
+        let dont_sign_mail_to = self.source("DontSignMailTo", |f| f.key_set("DontSignMailTo"));
+        let soft_start = self.soft_start();
         let signature = self.signature();
         let errors = self.error_actions();
         let max_header_bytes = match self.count("MaximumHeaders") {
@@ -220,9 +225,47 @@ impl ConfFile {
                 max_header_count: DEFAULT_MAX_HEADER_COUNT,
                 software_header,
                 verification,
+                soft_start,
             },
             warnings: self.warnings,
         })
+    }
+
+    /// On unless written off: a server that is down holds only the mail
+    /// that needs it (OpenDKIM's default is off; README, "Differences from
+    /// OpenDKIM"). LDAPSoftStart is its old name.
+    fn soft_start(&self) -> bool {
+        self.boolean("SoftStart")
+            .or_else(|| self.boolean("LDAPSoftStart"))
+            .unwrap_or(true)
+    }
+
+    /// A data set that may be kept on a server: a [`RemoteSet`] asked per
+    /// message when its specification names one, otherwise what `local`
+    /// reads from the file or list. `None` when the option is not set or
+    /// cannot be used (the error is recorded).
+    ///
+    /// [`RemoteSet`]: crate::remote::RemoteSet
+    fn source<T>(
+        &mut self,
+        name: &'static str,
+        local: impl FnOnce(&mut Self) -> Option<T>,
+    ) -> Option<crate::policy::TableSource<T>> {
+        let (spec, at) = self.string(name)?;
+        match remote_sets::server_set(
+            name,
+            &spec,
+            &at,
+            crate::remote::CacheSettings::default(),
+            self.connect.clone(),
+        ) {
+            Ok(Some(set)) => Some(crate::policy::TableSource::Remote(set)),
+            Ok(None) => local(self).map(crate::policy::TableSource::Local),
+            Err(e) => {
+                self.errors.push(e);
+                None
+            }
+        }
     }
 
     /// One warning per line for options OpenDKIM knows that we do not
@@ -490,14 +533,7 @@ impl ConfFile {
                 if let (Some((st, st_at)), Some((kt, kt_at))) =
                     (&signing_table, self.string("KeyTable"))
                 {
-                    let connect = self.remote_connect();
-                    // On unless written off: a server that is down holds
-                    // only the mail that needs it (OpenDKIM's default is
-                    // off; README, "Differences from OpenDKIM").
-                    let soft_start = self
-                        .boolean("SoftStart")
-                        .or_else(|| self.boolean("LDAPSoftStart"))
-                        .unwrap_or(true);
+                    let connect = self.connect.clone();
                     match remote_sets::remote_signing(
                         (&kt, &kt_at),
                         (st, st_at),
@@ -508,8 +544,7 @@ impl ConfFile {
                         connect,
                     ) {
                         Ok(Some(remote)) => {
-                            signing.remote =
-                                Some(std::sync::Arc::new(remote.with_soft_start(soft_start)));
+                            signing.remote = Some(std::sync::Arc::new(remote));
                             return signing;
                         }
                         Ok(None) => {}
@@ -610,21 +645,21 @@ impl ConfFile {
     }
 
     fn trust(&mut self) -> Trust {
-        let internal_hosts = match self.get("InternalHosts") {
-            Some(_) => self
-                .host_list("InternalHosts")
-                .unwrap_or_else(HostList::default_internal),
-            None => HostList::default_internal(),
-        };
+        use crate::policy::TableSource;
+        let internal_hosts = self
+            .source("InternalHosts", |f| f.host_list("InternalHosts"))
+            .unwrap_or_else(|| TableSource::Local(HostList::default_internal()));
         Trust {
             internal_hosts,
-            external_ignore: self.host_list("ExternalIgnoreList"),
-            peers: self.host_list("PeerList"),
+            external_ignore: self
+                .source("ExternalIgnoreList", |f| f.host_list("ExternalIgnoreList")),
+            peers: self.source("PeerList", |f| f.host_list("PeerList")),
             macros: self.macro_rules(),
             mta_names: self
-                .data_set("MTA")
-                .map(|set| data_sets::keys(&set))
-                .unwrap_or_default(),
+                .source("MTA", |f| {
+                    f.data_set("MTA").map(|set| data_sets::keys(&set))
+                })
+                .unwrap_or_else(|| TableSource::Local(Vec::new())),
         }
     }
 
@@ -712,8 +747,8 @@ impl ConfFile {
         rules.oversign_headers = self.header_list("OverSignHeaders");
         rules.signature_ttl_seconds = self.count("SignatureTTL");
         rules.request_reports = self.boolean("RequestReports").unwrap_or(false);
-        rules.atps_domains = self.domain_set("ATPSDomains");
-        rules.body_length_recipients = self.key_set("BodyLengthDB");
+        rules.atps_domains = self.source("ATPSDomains", |f| f.domain_set("ATPSDomains"));
+        rules.body_length_recipients = self.source("BodyLengthDB", |f| f.key_set("BodyLengthDB"));
         rules.replace_headers = self.key_set("ReplaceHeaders");
         rules.replace_rules = self.string("ReplaceRules").map(|(path, at)| {
             Written::new("ReplaceRules", data_sets::resolve(&self.base, &path), at)
@@ -903,20 +938,20 @@ SigningTable refile:$DIR/SigningTable
         let config = dir
             .load(&format!("{tables}LDAPSoftStart yes\nLDAPTimeout 7\n"))
             .unwrap();
-        let remote = config.policy.signing.remote.as_ref().unwrap();
-        assert!(remote.soft_start, "LDAPSoftStart is SoftStart's old name");
+        assert!(config.policy.signing.remote.is_some());
+        assert!(
+            config.policy.soft_start,
+            "LDAPSoftStart is SoftStart's old name"
+        );
         assert!(
             warnings(&config).iter().all(|w| !w.contains("LDAP")),
             "{:?}",
             warnings(&config)
         );
         let config = dir.load(tables).unwrap();
-        assert!(
-            config.policy.signing.remote.as_ref().unwrap().soft_start,
-            "on unless written off"
-        );
+        assert!(config.policy.soft_start, "on unless written off");
         let config = dir.load(&format!("{tables}SoftStart no\n")).unwrap();
-        assert!(!config.policy.signing.remote.as_ref().unwrap().soft_start);
+        assert!(!config.policy.soft_start);
 
         let err = dir
             .load(&format!("{tables}LDAPAuthMechanism DIGEST-MD5\n"))
@@ -1473,11 +1508,21 @@ SigningTable refile:$DIR/SigningTable
             )
             .unwrap();
         let trust = &config.policy.trust;
-        assert_eq!(trust.internal_hosts.len(), 4);
-        assert!(trust.internal_hosts.check_ip("10.1.2.3".parse().unwrap()));
-        assert!(trust.external_ignore.is_some());
-        assert_eq!(trust.peers.as_ref().unwrap().entries(), ["192.0.2.1"]);
-        assert_eq!(trust.mta_names, ["submission", "smtps"]);
+        use crate::policy::TableSource::Local;
+        let Local(internal) = &trust.internal_hosts else {
+            panic!("read from a file")
+        };
+        assert_eq!(internal.len(), 4);
+        assert!(internal.check_ip("10.1.2.3".parse().unwrap()));
+        assert!(matches!(trust.external_ignore, Some(Local(_))));
+        let Some(Local(peers)) = &trust.peers else {
+            panic!("a list")
+        };
+        assert_eq!(peers.entries(), ["192.0.2.1"]);
+        let Local(mta_names) = &trust.mta_names else {
+            panic!("a list")
+        };
+        assert_eq!(mta_names, &["submission", "smtps"]);
         assert_eq!(
             trust.macros,
             vec![
@@ -1515,6 +1560,68 @@ SigningTable refile:$DIR/SigningTable
         assert!(
             w[0].contains("`{auth_authen}` never matches") && w[0].contains("(`auth_authen`)"),
             "{w:?}"
+        );
+    }
+
+    #[test]
+    fn every_per_key_data_set_may_be_kept_on_a_server() {
+        use crate::policy::TableSource::Remote;
+        let dir = dir();
+        let dsn = |table: &str| {
+            format!("dsn:pgsql://dkim:pw-77@127.0.0.1/mail/table={table}?keycol=k?datacol=k")
+        };
+        let config = dir
+            .load(&format!(
+                "Mode s\nSocket inet:8891@localhost\nInternalHosts {}\nExternalIgnoreList {}\n\
+                 PeerList ldap://127.0.0.1/dc=example?cn?sub?(cn=$d)\nMTA {}\nExemptDomains {}\n\
+                 DontSignMailTo {}\nATPSDomains {}\nBodyLengthDB {}\nSoftStart no\n",
+                dsn("internal"),
+                dsn("ignore"),
+                dsn("mta"),
+                dsn("exempt"),
+                dsn("nosign"),
+                dsn("atps"),
+                dsn("bodylength")
+            ))
+            .unwrap();
+        let policy = &config.policy;
+        assert!(matches!(policy.trust.internal_hosts, Remote(_)));
+        assert!(matches!(policy.trust.external_ignore, Some(Remote(_))));
+        assert!(matches!(policy.trust.peers, Some(Remote(_))));
+        assert!(matches!(policy.trust.mta_names, Remote(_)));
+        assert!(matches!(policy.exempt_domains, Some(Remote(_))));
+        assert!(matches!(policy.dont_sign_mail_to, Some(Remote(_))));
+        assert!(matches!(policy.signature.atps_domains, Some(Remote(_))));
+        assert!(matches!(
+            policy.signature.body_length_recipients,
+            Some(Remote(_))
+        ));
+        assert!(!policy.soft_start);
+        let roles: Vec<&str> = policy.server_sets().iter().map(|s| s.role()).collect();
+        assert_eq!(
+            roles,
+            [
+                "InternalHosts",
+                "ExternalIgnoreList",
+                "PeerList",
+                "MTA",
+                "ExemptDomains",
+                "DontSignMailTo",
+                "ATPSDomains",
+                "BodyLengthDB"
+            ]
+        );
+        for set in policy.server_sets() {
+            assert!(!set.describe().contains("pw-77"), "{}", set.describe());
+        }
+        // A set read whole at start-up cannot come from a server yet.
+        let errors = dir.errors(&format!(
+            "Mode s\nSocket inet:8891@localhost\nMacroList {}\n",
+            dsn("macros")
+        ));
+        assert!(
+            errors[0].starts_with(&dir.line(3)) && !errors[0].contains("pw-77"),
+            "{errors:?}"
         );
     }
 }

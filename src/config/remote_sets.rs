@@ -1,7 +1,9 @@
-//! KeyTable and SigningTable kept on a server (`dsn:`, `ldap:`): turning
-//! the two specifications into a [`RemoteSigning`] when at least one of
-//! them names a server. The other one, if it is a file, is loaded and
-//! checked as usual. No connection is made here; nothing is logged.
+//! Data sets kept on a server (`dsn:`, `ldap:`): the KeyTable and
+//! SigningTable turned into a [`RemoteSigning`] when at least one of them
+//! names a server (the other one, if it is a file, is loaded and checked
+//! as usual), and the other data sets the decision asks per key
+//! (InternalHosts, PeerList, MTA, ExemptDomains, ...) turned into a
+//! [`RemoteSet`] each. No connection is made here; nothing is logged.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -94,4 +96,38 @@ pub(crate) fn remote_signing(
         }
         _ => Err(errors),
     }
+}
+
+/// A data set besides the two tables, when `spec` names a server:
+/// `Ok(None)` when it does not (or does not parse: the caller reads it as a
+/// file or list and reports that). `role` is the option's name, for logs
+/// and `check-config`. No connection is made here.
+pub(crate) fn server_set(
+    role: &'static str,
+    spec: &str,
+    at: &Location,
+    cache: CacheSettings,
+    connect: ConnectSettings,
+) -> Result<Option<Arc<RemoteSet>>, ConfigError> {
+    let Ok((DataSetSpec::Remote(remote), _)) = DataSetSpec::parse(spec, at) else {
+        return Ok(None);
+    };
+    if !RemoteSet::supported(&remote) {
+        return Err(ConfigError::from(TableError::BadRemoteSpec {
+            at: at.clone(),
+            spec: remote.to_string(),
+            reason: format!(
+                "{} data sets are not supported yet (PostgreSQL, MySQL/MariaDB and LDAP ones \
+                 are); export the set to a file and use `file:/path`",
+                remote.backend_name()
+            ),
+        }));
+    }
+    Ok(Some(Arc::new(RemoteSet::new(
+        role,
+        remote,
+        at.clone(),
+        cache,
+        connect,
+    ))))
 }

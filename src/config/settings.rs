@@ -25,7 +25,7 @@ use crate::diagnostics::{Location, Warning};
 use crate::dkim::headers::{
     DEFAULT_SIGNED_HEADERS, HeaderNames, HeaderPolicy, OPENDKIM_OMITTED_HEADERS,
 };
-use crate::policy::{DomainSet, ReplaceRules, SignatureSettings};
+use crate::policy::{DomainSet, ReplaceRules, SignatureSettings, TableSource};
 use crate::tables::KeySet;
 use milter::server::{self, SocketSpec, UnixSocketAccess};
 use milter::{Limits, Timeouts};
@@ -319,10 +319,10 @@ pub(super) struct SignatureRules {
     /// `r=y` (OpenDKIM's RequestReports).
     pub request_reports: bool,
     /// Sender domains given `atps=` (OpenDKIM's ATPSDomains).
-    pub atps_domains: Option<DomainSet>,
+    pub atps_domains: Option<TableSource<DomainSet>>,
     /// Recipients whose mail is signed with `l=` (OpenDKIM's
     /// BodyLengthDB).
-    pub body_length_recipients: Option<KeySet>,
+    pub body_length_recipients: Option<TableSource<KeySet>>,
     /// OpenDKIM's ReplaceRules file, with ReplaceHeaders.
     pub replace_rules: Option<Written<PathBuf>>,
     pub replace_headers: Option<KeySet>,

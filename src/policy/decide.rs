@@ -12,6 +12,11 @@
 //!    Domain/KeyFile/Selector key when Domain covers the sender's domain.
 //! 4. Sign when both hold, unless the sender's domain is exempt or a
 //!    recipient is in DontSignMailTo.
+//!
+//! Sets kept on a server are answered before the decision (see
+//! [`super::listed`]); an answer that could not be had is carried along,
+//! and the message is tempfailed only if it would otherwise be signed
+//! ([`Decision::DataSetUnavailable`]).
 
 use std::fmt;
 use std::net::IpAddr;
@@ -20,7 +25,10 @@ use std::sync::Arc;
 use crate::dkim::{HeaderBlock, SignRequest};
 use crate::keys::KeyError;
 
-use super::{Policy, RemoteKey, RemoteProblem, RemoteSigning, SignatureSettings, address};
+use super::listed::{Answers, DataSetProblem, Listed, Queries, Query};
+use super::{
+    Policy, RemoteKey, RemoteProblem, RemoteSigning, SignatureSettings, TableSource, address,
+};
 
 /// Read access to the MTA's macros, by name without braces.
 pub trait MacroLookup {
@@ -41,6 +49,9 @@ pub struct MessageFacts<'a> {
     /// The keys looked up on a server for this message's sender (see
     /// [`Policy::remote_lookup`]); `None` when there was nothing to look up.
     pub remote: Option<&'a Result<Vec<RemoteKey>, RemoteProblem>>,
+    /// The answers of the other sets kept on a server (see
+    /// [`Policy::server_queries`]); `None` when none was asked.
+    pub servers: Option<&'a Answers>,
 }
 
 /// Why the origin counts as trusted.
@@ -76,6 +87,12 @@ pub enum Decision {
     NotSigned(NotSigned),
     /// The message should be signed, but a key it needs cannot be used.
     KeyUnavailable { sender: String, error: KeyProblem },
+    /// The message would be signed, but a data set kept on a server that
+    /// could change that did not answer (and the answer is not cached).
+    DataSetUnavailable {
+        sender: String,
+        error: DataSetProblem,
+    },
 }
 
 /// Why a key the SigningTable chose for a message cannot sign it. OpenDKIM
@@ -138,6 +155,12 @@ pub enum NotSigned {
     RecipientExcluded {
         recipient: String,
     },
+    /// The client is in a PeerList kept on a server (a PeerList in a file
+    /// is answered at connect).
+    Peer {
+        client: String,
+        entry: String,
+    },
 }
 
 impl fmt::Display for NotSigned {
@@ -175,6 +198,9 @@ impl fmt::Display for NotSigned {
             NotSigned::RecipientExcluded { recipient } => {
                 write!(f, "recipient {recipient} is in DontSignMailTo")
             }
+            NotSigned::Peer { client, entry } => {
+                write!(f, "client {client} is in PeerList (entry `{entry}`)")
+            }
         }
     }
 }
@@ -192,10 +218,30 @@ impl fmt::Display for Sender {
     }
 }
 
+/// A message that passed every check before the keys.
+struct Screened {
+    sender: Sender,
+    trusted_by: TrustedBy,
+    /// A server-kept set that did not answer and might have said no.
+    unknown: Option<DataSetProblem>,
+}
+
+/// Whether the origin is trusted.
+enum Trusted {
+    Yes(TrustedBy),
+    /// Only if a server-kept set that did not answer lists it.
+    Unknown(TrustedBy, DataSetProblem),
+    No,
+}
+
 impl Policy {
     /// Decide what to do with one message; see the module docs.
     pub fn decide(&self, facts: &MessageFacts<'_>) -> Decision {
-        let (sender, trusted_by) = match self.screen(facts) {
+        let Screened {
+            sender,
+            trusted_by,
+            unknown,
+        } = match self.screen(facts) {
             Ok(passed) => passed,
             Err(reason) => return Decision::NotSigned(reason),
         };
@@ -204,14 +250,40 @@ impl Policy {
                 sender: sender.to_string(),
                 tables: self.signing.tables.is_some() || self.signing.remote.is_some(),
             }),
+            Ok(_) if unknown.is_some() => Decision::DataSetUnavailable {
+                sender: sender.to_string(),
+                error: unknown.expect("checked"),
+            },
             Ok(mut requests) => {
-                let body_length = self.wants_body_length(facts.recipients);
-                let atps = self
-                    .signature
-                    .atps_domains
-                    .as_ref()
-                    .and_then(|set| set.covering(&sender.domain, false))
-                    .map(|_| sender.domain.clone());
+                // The signature's own sets: an unanswered one would change
+                // the signature (`l=`, `atps=`), so it holds the message.
+                let body_length = match self.wants_body_length(facts) {
+                    Ok(wanted) => wanted,
+                    Err(error) => {
+                        return Decision::DataSetUnavailable {
+                            sender: sender.to_string(),
+                            error,
+                        };
+                    }
+                };
+                let atps = match &self.signature.atps_domains {
+                    None => None,
+                    Some(TableSource::Local(set)) => set
+                        .covering(&sender.domain, false)
+                        .map(|_| sender.domain.clone()),
+                    Some(TableSource::Remote(_)) => {
+                        match Self::server_answer(facts, "ATPSDomains", |a| a.atps.as_ref()) {
+                            Listed::Yes(_) => Some(sender.domain.clone()),
+                            Listed::No => None,
+                            Listed::Unknown(error) => {
+                                return Decision::DataSetUnavailable {
+                                    sender: sender.to_string(),
+                                    error,
+                                };
+                            }
+                        }
+                    }
+                };
                 for request in &mut requests {
                     request.body_length = body_length;
                     request.atps.clone_from(&atps);
@@ -238,34 +310,176 @@ impl Policy {
         facts: &MessageFacts<'_>,
     ) -> Option<(Arc<RemoteSigning>, Sender, bool)> {
         let remote = self.signing.remote.as_ref()?;
-        let (sender, _) = self.screen(facts).ok()?;
-        Some((Arc::clone(remote), sender, self.signing.multiple_signatures))
+        let screened = self.screen(facts).ok()?;
+        Some((
+            Arc::clone(remote),
+            screened.sender,
+            self.signing.multiple_signatures,
+        ))
     }
 
-    /// Every check before the keys: signing on, a sender, not exempt, a
-    /// trusted origin, no excluded recipient.
-    fn screen(&self, facts: &MessageFacts<'_>) -> Result<(Sender, TrustedBy), NotSigned> {
+    /// The questions for the sets kept on a server (other than the
+    /// KeyTable and SigningTable) that this message's decision may need;
+    /// none when signing is off, there is no sender, or no such set.
+    pub fn server_queries(&self, facts: &MessageFacts<'_>) -> Queries {
+        let mut queries = Queries::default();
+        if !self.mode.sign {
+            return queries;
+        }
+        let Ok(sender) = self.sender(facts.headers) else {
+            return queries;
+        };
+        // A sender no key signs for is not signed whatever the sets say
+        // (mail from outside, mostly): no server is asked.
+        if !self.may_sign_for(&sender) {
+            return queries;
+        }
+        if let Some(TableSource::Remote(set)) = &self.trust.peers {
+            queries.peer = Some(Query::host(set, facts.client_host, facts.client_ip));
+        }
+        if let TableSource::Remote(set) = &self.trust.internal_hosts {
+            queries.internal = Some(Query::host(set, facts.client_host, facts.client_ip));
+        }
+        if let TableSource::Remote(set) = &self.trust.mta_names
+            && let Some(daemon) = facts.macros.lookup("daemon_name")
+        {
+            queries.mta = Some(Query::keys(set, [daemon.to_string()]));
+        }
+        if let Some(TableSource::Remote(set)) = &self.exempt_domains {
+            queries.exempt = Some(Query::keys(set, [sender.domain.clone()]));
+        }
+        if let Some(TableSource::Remote(set)) = &self.dont_sign_mail_to {
+            queries.excluded = Some(Query::keys(set, facts.recipients.iter().cloned()));
+        }
+        if let Some(TableSource::Remote(set)) = &self.signature.atps_domains {
+            queries.atps = Some(Query::keys(set, [sender.domain.clone()]));
+        }
+        if let Some(TableSource::Remote(set)) = &self.signature.body_length_recipients {
+            queries.body_length = Some(Query::keys(set, body_length_keys(facts.recipients)));
+        }
+        queries
+    }
+
+    /// Whether a key may sign for `sender`, as far as is known without a
+    /// server: a SigningTable match, Domain covering the domain, or tables
+    /// kept on a server (asked later).
+    fn may_sign_for(&self, sender: &Sender) -> bool {
+        if self.signing.remote.is_some() {
+            return true;
+        }
+        if let Some(tables) = &self.signing.tables {
+            return !tables
+                .signing_table
+                .find_first(&sender.user, &sender.domain)
+                .is_empty();
+        }
+        self.signing.domain_key.as_ref().is_some_and(|key| {
+            key.domains
+                .covering(&sender.domain, self.signing.subdomains)
+                .is_some()
+        })
+    }
+
+    /// A server-kept set's answer for this message.
+    fn server_answer(
+        facts: &MessageFacts<'_>,
+        role: &'static str,
+        pick: impl Fn(&Answers) -> Option<&Listed>,
+    ) -> Listed {
+        match facts.servers.and_then(pick) {
+            Some(listed) => listed.clone(),
+            None => Listed::Unknown(DataSetProblem::NotLookedUp(role)),
+        }
+    }
+
+    /// Every check before the keys: signing on, a sender, not a peer, not
+    /// exempt, a trusted origin, no excluded recipient. A server-kept set
+    /// that did not answer does not stop the checks: the first such
+    /// problem comes back with the sender, for the decision to tempfail
+    /// the message if it would be signed.
+    fn screen(&self, facts: &MessageFacts<'_>) -> Result<Screened, NotSigned> {
         if !self.mode.sign {
             return Err(NotSigned::SigningDisabled);
         }
         let sender = self.sender(facts.headers)?;
-        if let Some(exempt) = &self.exempt_domains
-            && exempt.covering(&sender.domain, false).is_some()
-        {
-            return Err(NotSigned::ExemptDomain {
-                domain: sender.domain,
-            });
+        let mut unknown: Option<DataSetProblem> = None;
+        if let Some(TableSource::Remote(_)) = &self.trust.peers {
+            match Self::server_answer(facts, "PeerList", |a| a.peer.as_ref()) {
+                Listed::Yes(entry) => {
+                    return Err(NotSigned::Peer {
+                        client: client_label(facts),
+                        entry,
+                    });
+                }
+                Listed::No => {}
+                Listed::Unknown(problem) => {
+                    unknown.get_or_insert(problem);
+                }
+            }
         }
-        let Some(trusted_by) = self.trusted_by(facts) else {
-            return Err(NotSigned::UntrustedOrigin {
-                client: client_label(facts),
-                sender: sender.to_string(),
-            });
+        match &self.exempt_domains {
+            None => {}
+            Some(TableSource::Local(exempt))
+                if exempt.covering(&sender.domain, false).is_some() =>
+            {
+                return Err(NotSigned::ExemptDomain {
+                    domain: sender.domain,
+                });
+            }
+            Some(TableSource::Local(_)) => {}
+            Some(TableSource::Remote(_)) => {
+                match Self::server_answer(facts, "ExemptDomains", |a| a.exempt.as_ref()) {
+                    Listed::Yes(_) => {
+                        return Err(NotSigned::ExemptDomain {
+                            domain: sender.domain,
+                        });
+                    }
+                    Listed::No => {}
+                    Listed::Unknown(problem) => {
+                        unknown.get_or_insert(problem);
+                    }
+                }
+            }
+        }
+        let trusted_by = match self.trusted_by(facts) {
+            Trusted::Yes(by) => by,
+            Trusted::Unknown(by, problem) => {
+                unknown.get_or_insert(problem);
+                by
+            }
+            Trusted::No => {
+                return Err(NotSigned::UntrustedOrigin {
+                    client: client_label(facts),
+                    sender: sender.to_string(),
+                });
+            }
         };
-        if let Some(recipient) = self.excluded_recipient(facts.recipients) {
-            return Err(NotSigned::RecipientExcluded { recipient });
+        match &self.dont_sign_mail_to {
+            None => {}
+            Some(TableSource::Local(set)) => {
+                if let Some(recipient) = facts.recipients.iter().find(|r| set.contains(r)) {
+                    return Err(NotSigned::RecipientExcluded {
+                        recipient: recipient.clone(),
+                    });
+                }
+            }
+            Some(TableSource::Remote(_)) => {
+                match Self::server_answer(facts, "DontSignMailTo", |a| a.excluded.as_ref()) {
+                    Listed::Yes(recipient) => {
+                        return Err(NotSigned::RecipientExcluded { recipient });
+                    }
+                    Listed::No => {}
+                    Listed::Unknown(problem) => {
+                        unknown.get_or_insert(problem);
+                    }
+                }
+            }
         }
-        Ok((sender, trusted_by))
+        Ok(Screened {
+            sender,
+            trusted_by,
+            unknown,
+        })
     }
 
     /// The address in the first SenderHeaders field present, as OpenDKIM
@@ -300,12 +514,29 @@ impl Policy {
     }
 
     /// OpenDKIM's order: MTA name, MacroList, internal client, SMTP AUTH.
-    fn trusted_by(&self, facts: &MessageFacts<'_>) -> Option<TrustedBy> {
+    /// A server-kept MTA or InternalHosts that did not answer makes the
+    /// origin trusted only maybe, unless another rule trusts it.
+    fn trusted_by(&self, facts: &MessageFacts<'_>) -> Trusted {
         let trust = &self.trust;
-        if let Some(daemon) = facts.macros.lookup("daemon_name")
-            && trust.mta_names.iter().any(|m| m == daemon)
-        {
-            return Some(TrustedBy::Mta(daemon.to_string()));
+        let mut maybe: Option<(TrustedBy, DataSetProblem)> = None;
+        if let Some(daemon) = facts.macros.lookup("daemon_name") {
+            let listed = match &trust.mta_names {
+                TableSource::Local(names) => {
+                    if names.iter().any(|m| m == daemon) {
+                        Listed::Yes(daemon.to_string())
+                    } else {
+                        Listed::No
+                    }
+                }
+                TableSource::Remote(_) => Self::server_answer(facts, "MTA", |a| a.mta.as_ref()),
+            };
+            match listed {
+                Listed::Yes(_) => return Trusted::Yes(TrustedBy::Mta(daemon.to_string())),
+                Listed::No => {}
+                Listed::Unknown(problem) => {
+                    maybe = Some((TrustedBy::Mta(daemon.to_string()), problem));
+                }
+            }
         }
         // A rule without values matches a macro the MTA defined, even empty
         // (OpenDKIM's manual: "defined but may contain any value").
@@ -313,49 +544,55 @@ impl Policy {
             if let Some(value) = facts.macros.lookup(&rule.name)
                 && (rule.values.is_empty() || rule.values.iter().any(|v| v == value))
             {
-                return Some(TrustedBy::Macro(rule.name.clone()));
+                return Trusted::Yes(TrustedBy::Macro(rule.name.clone()));
             }
         }
-        if trust
-            .internal_hosts
-            .matches_client(facts.client_host, facts.client_ip)
-        {
-            return Some(TrustedBy::InternalHost);
+        let internal = match &trust.internal_hosts {
+            TableSource::Local(hosts) => {
+                if hosts.matches_client(facts.client_host, facts.client_ip) {
+                    Listed::Yes(String::new())
+                } else {
+                    Listed::No
+                }
+            }
+            TableSource::Remote(_) => {
+                Self::server_answer(facts, "InternalHosts", |a| a.internal.as_ref())
+            }
+        };
+        match internal {
+            Listed::Yes(_) => return Trusted::Yes(TrustedBy::InternalHost),
+            Listed::No => {}
+            Listed::Unknown(problem) => {
+                maybe.get_or_insert((TrustedBy::InternalHost, problem));
+            }
         }
         match facts.macros.lookup("auth_type") {
-            Some(mech) if !mech.is_empty() => Some(TrustedBy::Authenticated(mech.to_string())),
-            _ => None,
+            Some(mech) if !mech.is_empty() => {
+                Trusted::Yes(TrustedBy::Authenticated(mech.to_string()))
+            }
+            _ => match maybe {
+                Some((by, problem)) => Trusted::Unknown(by, problem),
+                None => Trusted::No,
+            },
         }
     }
 
-    /// The first recipient DontSignMailTo names. OpenDKIM looks each
-    /// envelope recipient up whole (`mlfi_eoh`): an entry is an address
-    /// (or, in a `refile:`, an address pattern), never a domain.
-    fn excluded_recipient(&self, recipients: &[String]) -> Option<String> {
-        let set = self.dont_sign_mail_to.as_ref()?;
-        recipients.iter().find(|rcpt| set.contains(rcpt)).cloned()
-    }
-
-    /// Whether BodyLengthDB names a recipient. OpenDKIM
-    /// (`dkimf_checkbldb`) looks up `user@host`, `*@host`, then the same
-    /// for each parent suffix of the host (`user@.example.com`), then
-    /// `user@*` and `*`.
-    fn wants_body_length(&self, recipients: &[String]) -> bool {
-        let Some(set) = &self.signature.body_length_recipients else {
-            return false;
-        };
-        recipients.iter().any(|rcpt| {
-            let Some((user, host)) = rcpt.rsplit_once('@') else {
-                return false;
-            };
-            let mut suffixes = vec![host.to_string()];
-            suffixes.extend(host.match_indices('.').map(|(i, _)| host[i..].to_string()));
-            suffixes
+    /// Whether BodyLengthDB names a recipient (see [`body_length_keys`]);
+    /// when it is kept on a server, its answer for this message.
+    fn wants_body_length(&self, facts: &MessageFacts<'_>) -> Result<bool, DataSetProblem> {
+        match &self.signature.body_length_recipients {
+            None => Ok(false),
+            Some(TableSource::Local(set)) => Ok(body_length_keys(facts.recipients)
                 .iter()
-                .flat_map(|s| [format!("{user}@{s}"), format!("*@{s}")])
-                .chain([format!("{user}@*"), "*".to_string()])
-                .any(|key| set.contains(&key))
-        })
+                .any(|key| set.contains(key))),
+            Some(TableSource::Remote(_)) => {
+                match Self::server_answer(facts, "BodyLengthDB", |a| a.body_length.as_ref()) {
+                    Listed::Yes(_) => Ok(true),
+                    Listed::No => Ok(false),
+                    Listed::Unknown(problem) => Err(problem),
+                }
+            }
+        }
     }
 
     /// The signatures to make for this sender: empty when no key applies.
@@ -493,6 +730,30 @@ fn ascii_domain(domain: &[u8]) -> Option<String> {
     idna::domain_to_ascii(text).ok()
 }
 
+/// The keys OpenDKIM (`dkimf_checkbldb`) looks up in BodyLengthDB for
+/// the recipients: for each, `user@host`, `*@host`, then the same for
+/// each parent suffix of the host (`user@.example.com`), then `user@*`;
+/// and `*`.
+fn body_length_keys(recipients: &[String]) -> Vec<String> {
+    let mut keys = Vec::new();
+    for rcpt in recipients {
+        let Some((user, host)) = rcpt.rsplit_once('@') else {
+            continue;
+        };
+        let mut suffixes = vec![host.to_string()];
+        suffixes.extend(host.match_indices('.').map(|(i, _)| host[i..].to_string()));
+        for suffix in &suffixes {
+            keys.push(format!("{user}@{suffix}"));
+            keys.push(format!("*@{suffix}"));
+        }
+        keys.push(format!("{user}@*"));
+    }
+    if !keys.is_empty() {
+        keys.push("*".to_string());
+    }
+    keys
+}
+
 /// `host [ip]`, or `[ip]` for a client without a host name (Postfix sends
 /// the address in brackets as its name then).
 fn client_label(facts: &MessageFacts<'_>) -> String {
@@ -547,6 +808,18 @@ mod tests {
         recipients: &[&str],
         fields: &[(&str, &str)],
     ) -> Decision {
+        decide_with(policy, ip, macros, recipients, fields, None)
+    }
+
+    /// The same, with the answers of server-kept sets.
+    fn decide_with(
+        policy: &Policy,
+        ip: &str,
+        macros: &[(&'static str, &'static str)],
+        recipients: &[&str],
+        fields: &[(&str, &str)],
+        servers: Option<&Answers>,
+    ) -> Decision {
         let ip: IpAddr = ip.parse().unwrap();
         let macros = Macros(macros.iter().copied().collect());
         let recipients: Vec<String> = recipients.iter().map(ToString::to_string).collect();
@@ -558,6 +831,7 @@ mod tests {
             recipients: &recipients,
             headers: &headers,
             remote: None,
+            servers,
         })
     }
 
@@ -570,6 +844,9 @@ mod tests {
                 .collect()),
             Decision::NotSigned(reason) => Err(reason.to_string()),
             Decision::KeyUnavailable { error, .. } => Err(format!("key unavailable: {error}")),
+            Decision::DataSetUnavailable { error, .. } => {
+                Err(format!("data set unavailable: {error}"))
+            }
         }
     }
 
@@ -805,11 +1082,13 @@ mod tests {
     #[test]
     fn macro_without_values_matches_when_defined_even_empty() {
         let mut policy = example_policy();
-        policy.trust.internal_hosts = crate::tables::HostList::from_data_set(DataSet::from_csl(
-            "192.0.2.1",
-            &Location::file("conf"),
-        ))
-        .unwrap();
+        policy.trust.internal_hosts = TableSource::Local(
+            crate::tables::HostList::from_data_set(DataSet::from_csl(
+                "192.0.2.1",
+                &Location::file("conf"),
+            ))
+            .unwrap(),
+        );
         policy.trust.macros = vec![MacroRule {
             name: "auth_authen".into(),
             values: vec![],
@@ -826,12 +1105,14 @@ mod tests {
         // OpenDKIM lets the last MacroList macro present decide (a bug);
         // we trust the origin when any of them matches.
         let mut policy = example_policy();
-        policy.trust.internal_hosts = crate::tables::HostList::from_data_set(DataSet::from_csl(
-            "192.0.2.1",
-            &Location::file("conf"),
-        ))
-        .unwrap();
-        policy.trust.mta_names = vec!["submission".into()];
+        policy.trust.internal_hosts = TableSource::Local(
+            crate::tables::HostList::from_data_set(DataSet::from_csl(
+                "192.0.2.1",
+                &Location::file("conf"),
+            ))
+            .unwrap(),
+        );
+        policy.trust.mta_names = TableSource::Local(vec!["submission".into()]);
         policy.trust.macros = vec![
             MacroRule {
                 name: "daemon_name".into(),
@@ -864,13 +1145,13 @@ mod tests {
     #[test]
     fn dont_sign_mail_to_matches_whole_addresses_only() {
         let mut policy = example_policy();
-        policy.dont_sign_mail_to = Some(
+        policy.dont_sign_mail_to = Some(TableSource::Local(
             KeySet::from_data_set(&DataSet::from_csl(
                 "nosign@example.net,example.edu",
                 &Location::file("conf"),
             ))
             .unwrap(),
-        );
+        ));
         let from = [("From", "a@example.com")];
         let d = decide(
             &policy,
@@ -888,7 +1169,7 @@ mod tests {
     fn exempt_domain_is_matched_whole() {
         let mut policy = example_policy();
         policy.signing.subdomains = true;
-        policy.exempt_domains = Some(DomainSet::from_names(["example.com"]));
+        policy.exempt_domains = Some(TableSource::Local(DomainSet::from_names(["example.com"])));
         let d = decide(&policy, "127.0.0.1", &[], &[], &[("From", "a@Example.COM")]);
         assert!(signers(d).unwrap_err().contains("ExemptDomains"));
         let d = decide(
@@ -899,5 +1180,235 @@ mod tests {
             &[("From", "a@mail.example.com")],
         );
         assert!(signers(d).is_ok());
+    }
+
+    /// A set on a server that is never reached: its answers are given.
+    fn server_set(role: &'static str) -> Arc<crate::remote::RemoteSet> {
+        let at = Location::file("conf");
+        let (crate::tables::DataSetSpec::Remote(spec), _) = crate::tables::DataSetSpec::parse(
+            "dsn:pgsql://u@127.0.0.1/db/table=t?keycol=k?datacol=k",
+            &at,
+        )
+        .unwrap() else {
+            panic!("not a server spec")
+        };
+        Arc::new(crate::remote::RemoteSet::new(
+            role,
+            spec,
+            at,
+            crate::remote::CacheSettings::default(),
+            crate::remote::ConnectSettings::default(),
+        ))
+    }
+
+    fn down(role: &'static str) -> Option<Listed> {
+        Some(Listed::Unknown(DataSetProblem::NotLookedUp(role)))
+    }
+
+    #[test]
+    fn internal_hosts_on_a_server_decide_by_its_answer() {
+        let mut policy = example_policy();
+        policy.trust.internal_hosts = TableSource::Remote(server_set("InternalHosts"));
+        let from = [("From", "a@example.com")];
+        let listed = Answers {
+            internal: Some(Listed::Yes("192.0.2.0/24".into())),
+            ..Answers::default()
+        };
+        let d = decide_with(&policy, "192.0.2.7", &[], &[], &from, Some(&listed));
+        assert_eq!(signers(d), signed_as("example.com"));
+        let not_listed = Answers {
+            internal: Some(Listed::No),
+            ..Answers::default()
+        };
+        let d = decide_with(&policy, "192.0.2.7", &[], &[], &from, Some(&not_listed));
+        assert!(signers(d).unwrap_err().contains("not internal"));
+    }
+
+    #[test]
+    fn an_unanswered_set_tempfails_only_mail_it_could_change() {
+        let mut policy = example_policy();
+        policy.trust.internal_hosts = TableSource::Remote(server_set("InternalHosts"));
+        let unknown = Answers {
+            internal: down("InternalHosts"),
+            ..Answers::default()
+        };
+        // Would be signed if internal: tempfailed, never guessed.
+        let from = [("From", "a@example.com")];
+        let d = decide_with(&policy, "192.0.2.7", &[], &[], &from, Some(&unknown));
+        assert!(
+            matches!(d, Decision::DataSetUnavailable { .. }),
+            "{:?}",
+            signers(d)
+        );
+        // Authenticated: trusted whatever the list says.
+        let d = decide_with(
+            &policy,
+            "192.0.2.7",
+            &[("auth_type", "PLAIN")],
+            &[],
+            &from,
+            Some(&unknown),
+        );
+        assert_eq!(signers(d), signed_as("example.com"));
+        // No key for the sender: not signed either way.
+        let other = [("From", "a@example.org")];
+        let d = decide_with(&policy, "192.0.2.7", &[], &[], &other, Some(&unknown));
+        assert!(signers(d).unwrap_err().contains("not in Domain"));
+        // No answers at all (the lookup did not run): the same tempfail.
+        let d = decide_with(&policy, "192.0.2.7", &[], &[], &from, None);
+        assert!(matches!(d, Decision::DataSetUnavailable { .. }));
+    }
+
+    #[test]
+    fn exempt_domains_and_dont_sign_mail_to_on_a_server_stop_signing() {
+        let mut policy = example_policy();
+        policy.exempt_domains = Some(TableSource::Remote(server_set("ExemptDomains")));
+        policy.dont_sign_mail_to = Some(TableSource::Remote(server_set("DontSignMailTo")));
+        let from = [("From", "a@example.com")];
+        let answers = |exempt: Listed, excluded: Listed| Answers {
+            exempt: Some(exempt),
+            excluded: Some(excluded),
+            ..Answers::default()
+        };
+        let d = decide_with(
+            &policy,
+            "127.0.0.1",
+            &[],
+            &["b@x.test"],
+            &from,
+            Some(&answers(Listed::Yes("example.com".into()), Listed::No)),
+        );
+        assert!(signers(d).unwrap_err().contains("ExemptDomains"));
+        let d = decide_with(
+            &policy,
+            "127.0.0.1",
+            &[],
+            &["b@x.test"],
+            &from,
+            Some(&answers(Listed::No, Listed::Yes("b@x.test".into()))),
+        );
+        assert!(signers(d).unwrap_err().contains("DontSignMailTo"));
+        let d = decide_with(
+            &policy,
+            "127.0.0.1",
+            &[],
+            &["b@x.test"],
+            &from,
+            Some(&answers(Listed::No, Listed::No)),
+        );
+        assert_eq!(signers(d), signed_as("example.com"));
+        // Exempt for sure beats a DontSignMailTo that did not answer.
+        let d = decide_with(
+            &policy,
+            "127.0.0.1",
+            &[],
+            &["b@x.test"],
+            &from,
+            Some(&answers(
+                Listed::Yes("example.com".into()),
+                Listed::Unknown(DataSetProblem::NotLookedUp("DontSignMailTo")),
+            )),
+        );
+        assert!(signers(d).unwrap_err().contains("ExemptDomains"));
+    }
+
+    #[test]
+    fn queries_ask_each_server_set_for_this_message_keys() {
+        let mut policy = example_policy();
+        policy.trust.internal_hosts = TableSource::Remote(server_set("InternalHosts"));
+        policy.dont_sign_mail_to = Some(TableSource::Remote(server_set("DontSignMailTo")));
+        let macros = Macros(HashMap::new());
+        let recipients = vec!["b@x.test".to_string(), "c@y.test".to_string()];
+        let headers = headers(&[("From", "a@example.com")]);
+        let facts = MessageFacts {
+            client_host: "[192.0.2.7]",
+            client_ip: Some("192.0.2.7".parse().unwrap()),
+            macros: &macros,
+            recipients: &recipients,
+            headers: &headers,
+            remote: None,
+            servers: None,
+        };
+        assert!(policy.asks_servers());
+        assert!(!example_policy().asks_servers());
+        let queries = policy.server_queries(&facts);
+        assert!(queries.peer.is_none() && queries.exempt.is_none() && queries.mta.is_none());
+        let internal = format!("{:?}", queries.internal.unwrap());
+        assert!(internal.contains("\"192.0.2.0/24\""), "{internal}");
+        assert!(!internal.contains("\"[192.0.2.7]\", \"!."), "{internal}");
+        let excluded = format!("{:?}", queries.excluded.unwrap());
+        assert!(
+            excluded.contains("[[\"b@x.test\"], [\"c@y.test\"]]"),
+            "{excluded}"
+        );
+        // No key signs for example.org: nothing to ask.
+        let foreign = self::headers(&[("From", "a@example.org")]);
+        let facts = MessageFacts {
+            headers: &foreign,
+            ..facts
+        };
+        assert!(policy.server_queries(&facts).is_empty());
+    }
+
+    #[test]
+    fn body_length_keys_are_opendkims_in_its_order() {
+        assert_eq!(
+            body_length_keys(&["bob@mx.example.org".to_string()]),
+            [
+                "bob@mx.example.org",
+                "*@mx.example.org",
+                "bob@.example.org",
+                "*@.example.org",
+                "bob@.org",
+                "*@.org",
+                "bob@*",
+                "*"
+            ]
+        );
+        assert!(body_length_keys(&["no-domain".to_string()]).is_empty());
+    }
+
+    #[test]
+    fn atps_domains_and_body_length_db_on_a_server_shape_the_signature() {
+        let mut policy = example_policy();
+        policy.signature.atps_domains = Some(TableSource::Remote(server_set("ATPSDomains")));
+        policy.signature.body_length_recipients =
+            Some(TableSource::Remote(server_set("BodyLengthDB")));
+        let from = [("From", "a@example.com")];
+        let decide = |atps: Listed, body_length: Listed| {
+            let answers = Answers {
+                atps: Some(atps),
+                body_length: Some(body_length),
+                ..Answers::default()
+            };
+            decide_with(
+                &policy,
+                "127.0.0.1",
+                &[],
+                &["b@x.test"],
+                &from,
+                Some(&answers),
+            )
+        };
+        let Decision::Sign { requests, .. } =
+            decide(Listed::Yes("example.com".into()), Listed::Yes("*".into()))
+        else {
+            panic!("not signed")
+        };
+        assert!(requests[0].body_length);
+        assert_eq!(requests[0].atps.as_deref(), Some("example.com"));
+        let Decision::Sign { requests, .. } = decide(Listed::No, Listed::No) else {
+            panic!("not signed")
+        };
+        assert!(!requests[0].body_length && requests[0].atps.is_none());
+        // Unanswered: the signature would differ, so the message waits.
+        assert!(matches!(
+            decide(Listed::No, down("BodyLengthDB").unwrap()),
+            Decision::DataSetUnavailable { .. }
+        ));
+        assert!(matches!(
+            decide(down("ATPSDomains").unwrap(), Listed::No),
+            Decision::DataSetUnavailable { .. }
+        ));
     }
 }

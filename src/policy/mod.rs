@@ -11,6 +11,7 @@ pub(crate) mod address;
 mod decide;
 mod domains;
 mod keystore;
+mod listed;
 mod remote;
 mod replace;
 
@@ -22,12 +23,14 @@ use mail_auth::dkim::Canonicalization;
 use crate::diagnostics::Fault;
 use crate::dkim::HeaderPolicy;
 use crate::keys::PrivateKey;
+use crate::remote::RemoteSet;
 use crate::tables::{HostList, KeySet, KeyTable, SigningTable};
 pub use replace::ReplaceRules;
 
 pub use decide::{Decision, KeyProblem, MacroLookup, MessageFacts, NotSigned, Sender, TrustedBy};
 pub use domains::DomainSet;
 pub use keystore::{KeyStore, KeyStoreError};
+pub use listed::{Answers, DataSetProblem, Listed, Queries, Query};
 pub use remote::{RemoteKey, RemoteProblem, RemoteSigning, TableSource};
 
 /// Everything the sign decision and the signer need.
@@ -41,10 +44,10 @@ pub struct Policy {
     pub sender_headers: Vec<String>,
     /// OpenDKIM's ExemptDomains: senders' domains whose mail is passed
     /// through untouched.
-    pub exempt_domains: Option<DomainSet>,
+    pub exempt_domains: Option<TableSource<DomainSet>>,
     /// OpenDKIM's DontSignMailTo: a recipient address in this set means
     /// the message is not signed.
-    pub dont_sign_mail_to: Option<KeySet>,
+    pub dont_sign_mail_to: Option<TableSource<KeySet>>,
     pub signature: SignatureSettings,
     pub errors: ErrorActions,
     /// OpenDKIM's MaximumHeaders: bytes of header data accepted per message.
@@ -59,9 +62,67 @@ pub struct Policy {
     /// How messages not signed are verified (Mode has v); `None` in sign-only
     /// mode.
     pub verification: Option<Arc<crate::verifying::VerificationPolicy>>,
+    /// OpenDKIM's SoftStart: start even when a data set's server does not
+    /// answer at start-up (the mail that needs it is tempfailed until it
+    /// does); otherwise refuse to start.
+    pub soft_start: bool,
 }
 
 impl Policy {
+    /// Every data set kept on a server, the KeyTable and SigningTable
+    /// first, for `check-config`, start-up checks and reload.
+    pub fn server_sets(&self) -> Vec<&Arc<RemoteSet>> {
+        let mut sets = Vec::new();
+        if let Some(remote) = &self.signing.remote {
+            sets.extend(remote.remote_sets());
+        }
+        let trust = &self.trust;
+        for source in [
+            Some(&trust.internal_hosts),
+            trust.external_ignore.as_ref(),
+            trust.peers.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if let TableSource::Remote(set) = source {
+                sets.push(set);
+            }
+        }
+        if let TableSource::Remote(set) = &trust.mta_names {
+            sets.push(set);
+        }
+        if let Some(TableSource::Remote(set)) = &self.exempt_domains {
+            sets.push(set);
+        }
+        if let Some(TableSource::Remote(set)) = &self.dont_sign_mail_to {
+            sets.push(set);
+        }
+        if let Some(TableSource::Remote(set)) = &self.signature.atps_domains {
+            sets.push(set);
+        }
+        if let Some(TableSource::Remote(set)) = &self.signature.body_length_recipients {
+            sets.push(set);
+        }
+        sets
+    }
+
+    /// Whether a message's decision may need a lookup on a server (the
+    /// tables, or a set asked per message); cheap, asked per message.
+    pub fn asks_servers(&self) -> bool {
+        fn on_server<T>(source: Option<&TableSource<T>>) -> bool {
+            matches!(source, Some(TableSource::Remote(_)))
+        }
+        self.signing.remote.is_some()
+            || on_server(Some(&self.trust.internal_hosts))
+            || on_server(self.trust.peers.as_ref())
+            || on_server(Some(&self.trust.mta_names))
+            || on_server(self.exempt_domains.as_ref())
+            || on_server(self.dont_sign_mail_to.as_ref())
+            || on_server(self.signature.atps_domains.as_ref())
+            || on_server(self.signature.body_length_recipients.as_ref())
+    }
+
     /// Every part of the signing setup that cannot sign, each said once;
     /// empty when every key is usable.
     pub fn faults(&self) -> Vec<&Fault> {
@@ -131,18 +192,20 @@ pub struct SigningTables {
 pub struct Trust {
     /// OpenDKIM's InternalHosts (default 127.0.0.1 and ::1): mail from
     /// these clients is signed.
-    pub internal_hosts: HostList,
+    pub internal_hosts: TableSource<HostList>,
     /// OpenDKIM's ExternalIgnoreList: clients allowed to send as our
-    /// domains without being internal; only quiets a log line.
-    pub external_ignore: Option<HostList>,
+    /// domains without being internal; only quiets a log line (so one kept
+    /// on a server is never asked).
+    pub external_ignore: Option<TableSource<HostList>>,
     /// OpenDKIM's PeerList: connections from these clients are accepted at
-    /// connect and never looked at.
-    pub peers: Option<HostList>,
+    /// connect and never looked at (when kept on a server: at end of
+    /// headers, once the answer is in).
+    pub peers: Option<TableSource<HostList>>,
     /// OpenDKIM's MacroList: a macro with one of these values (any value
     /// when none is listed) makes the origin trusted.
     pub macros: Vec<MacroRule>,
     /// OpenDKIM's MTA: `{daemon_name}` values whose mail is signed.
-    pub mta_names: Vec<String>,
+    pub mta_names: TableSource<Vec<String>>,
 }
 
 /// One MacroList entry: `name` or `name=value1|value2`.
@@ -164,10 +227,10 @@ pub struct SignatureSettings {
     pub request_reports: bool,
     /// OpenDKIM's ATPSDomains: a sender domain listed here is named in
     /// `atps=` (RFC 6541), with `atpsh=sha256`.
-    pub atps_domains: Option<DomainSet>,
+    pub atps_domains: Option<TableSource<DomainSet>>,
     /// OpenDKIM's BodyLengthDB: mail to a listed recipient (an address,
     /// `*@domain`, `user@*`, or `*`) is signed with `l=`.
-    pub body_length_recipients: Option<KeySet>,
+    pub body_length_recipients: Option<TableSource<KeySet>>,
     /// OpenDKIM's ReplaceRules: rewrites applied to the header fields that
     /// are signed (and that the signing decision reads).
     pub replace_rules: Option<Arc<ReplaceRules>>,

@@ -27,13 +27,23 @@ use crate::tables::{
 
 use super::{KeyStore, Sender};
 
-/// Where one of the two tables comes from.
-#[derive(Debug)]
+/// Where a table or data set comes from.
+#[derive(Debug, Clone)]
 pub enum TableSource<T> {
-    /// Loaded at start-up (a file).
+    /// Loaded at start-up (a file or a list).
     Local(T),
     /// Looked up per message.
     Remote(Arc<RemoteSet>),
+}
+
+impl<T> TableSource<T> {
+    /// What was loaded, when it was not left on a server.
+    pub fn local(&self) -> Option<&T> {
+        match self {
+            TableSource::Local(loaded) => Some(loaded),
+            TableSource::Remote(_) => None,
+        }
+    }
 }
 
 /// The KeyTable and SigningTable when at least one of them is on a server.
@@ -42,9 +52,6 @@ pub struct RemoteSigning {
     pub signing_table: TableSource<SigningTable>,
     pub key_table: TableSource<(KeyTable, KeyStore)>,
     options: LoadOptions,
-    /// OpenDKIM's SoftStart: start even when a server does not answer at
-    /// start-up (its mail is tempfailed until it does); otherwise refuse.
-    pub soft_start: bool,
     /// Inline keys parsed so far, by the KeyTable value that holds them.
     parsed: Mutex<HashMap<Arc<str>, Arc<PrivateKey>>>,
 }
@@ -91,15 +98,8 @@ impl RemoteSigning {
             signing_table,
             key_table,
             options,
-            soft_start: false,
             parsed: Mutex::new(HashMap::new()),
         }
-    }
-
-    /// The same, with SoftStart set to `soft_start`.
-    pub fn with_soft_start(mut self, soft_start: bool) -> Self {
-        self.soft_start = soft_start;
-        self
     }
 
     /// The sets on servers, for `check-config` and start-up checks.

@@ -12,6 +12,9 @@
 //!   load through it ([`load`]), and one message put to any milter as
 //!   Postfix would ([`mta`]); Postfix's `smtp-source` and `smtp-sink` around
 //!   a tuned Postfix for the end-to-end benchmark ([`smtp_bench`]).
+//! - The harness of the data-set tests (PostgreSQL, MariaDB, LDAP): a
+//!   daemon on an opendkim.conf or TOML, a message from a sender, its
+//!   answer read, `check-config`, a fleet, a reload ([`datasets`]).
 //! - Independent verifiers: dkimpy and OpenDKIM ([`verify`]); OpenSSL's
 //!   view of a key ([`openssl`]); signers for verification tests: ours,
 //!   dkimpy ([`signers`]).
@@ -39,6 +42,7 @@ pub mod bind;
 pub mod command;
 pub mod conversation;
 pub mod daemon;
+pub mod datasets;
 pub mod dns;
 pub mod dnsmasq;
 pub mod keys;

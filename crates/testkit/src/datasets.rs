@@ -1,0 +1,194 @@
+//! What the tests of data sets kept on a server (`dsn:`, `ldap:`) share:
+//! dkim-sidecar started on an opendkim.conf or a native TOML file, a
+//! message from a given sender put to it as Postfix would, the reading of
+//! its answer (signed, accepted unsigned, tempfailed), `check-config` run
+//! with the server's password checked absent from its output, and a fleet
+//! of daemons on one server.
+//!
+//! It never starts a server itself: the tests bring theirs
+//! ([`crate::postgres`], [`crate::mariadb`], [`crate::slapd`]).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+
+use milter::client::{Message, Outcome};
+
+use crate::daemon::Daemon;
+use crate::verify::assert_signed_by;
+use crate::{MilterProcess, MilterSocket, Sidecar, TestKey, binary, mta};
+
+/// A client address in the default InternalHosts (127.0.0.1).
+pub const INTERNAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// dkim-sidecar on the Sidecar's opendkim.conf, on a free loopback port.
+pub fn start(sidecar: &Sidecar) -> (MilterProcess, SocketAddr) {
+    let socket = MilterSocket::free_inet();
+    let milter = sidecar.start(&socket);
+    (milter, inet(socket))
+}
+
+/// dkim-sidecar on the native TOML file `toml` (keys and logs in the
+/// Sidecar's directory), on a free loopback port.
+pub fn start_toml(sidecar: &Sidecar, toml: &Path) -> (MilterProcess, SocketAddr) {
+    let socket = MilterSocket::free_inet();
+    let daemon = Daemon {
+        metrics: None,
+        watch: None,
+        toml: Some(toml.to_path_buf()),
+    }
+    .start(sidecar, &socket);
+    (daemon, inet(socket))
+}
+
+fn inet(socket: MilterSocket) -> SocketAddr {
+    let MilterSocket::Inet(addr) = socket else {
+        unreachable!("free_inet gives an inet socket")
+    };
+    addr
+}
+
+/// A short message from `from` to bob@example.org.
+pub fn message_from(from: &str) -> Message {
+    message(from, "bob@example.org")
+}
+
+/// A short message from `from` to `to` (the header and the envelope).
+pub fn message(from: &str, to: &str) -> Message {
+    let raw = format!(
+        "From: {from}\nTo: {to}\nSubject: data sets\nMessage-ID: <1@example.com>\n\nHello from a server-kept data set.\n"
+    );
+    milter_bench::message::from_raw(raw.as_bytes(), to)
+        .unwrap_or_else(|e| panic!("not a message: {e}"))
+}
+
+/// The milter's answer to a message from `from`, sent by client `ip`.
+pub fn send_from(addr: SocketAddr, from: &str, ip: IpAddr) -> Outcome {
+    mta::send(addr, &message_from(from), ip, "mta.example")
+}
+
+/// A bare tempfail, as the milter answers when a lookup it needs fails.
+pub fn is_tempfail(outcome: &Outcome) -> bool {
+    matches!(outcome, Outcome::Refused { event: 'N', reply } if format!("{reply:?}").contains("451") || format!("{reply:?}").contains("Tempfail"))
+}
+
+/// Accepted (at end of headers or delivered).
+pub fn is_accepted(outcome: &Outcome) -> bool {
+    matches!(
+        outcome,
+        Outcome::AcceptedEarly { .. } | Outcome::Delivered { .. }
+    )
+}
+
+/// Whether the milter inserted a DKIM-Signature.
+pub fn is_signed(outcome: &Outcome) -> bool {
+    !mta::inserted(outcome, "DKIM-Signature").is_empty()
+}
+
+/// Sends a message from `from` (client `ip`) and checks that it comes back
+/// signed by one of `keys`, as dkimpy and OpenDKIM see it.
+pub fn assert_signed_from(
+    sidecar: &Sidecar,
+    addr: SocketAddr,
+    from: &str,
+    ip: IpAddr,
+    keys: &[&TestKey],
+) {
+    let message = message_from(from);
+    let outcome = mta::send(addr, &message, ip, "mta.example");
+    assert_signed_by(
+        &mta::delivered(&message, &outcome),
+        &sidecar.dns_records(),
+        keys,
+    );
+}
+
+/// [`assert_signed_from`] from an internal client with the Sidecar's keys.
+pub fn assert_signed(sidecar: &Sidecar, addr: SocketAddr, from: &str) {
+    assert_signed_from(sidecar, addr, from, INTERNAL, &sidecar.keys());
+}
+
+/// Sends a message from `from` (client `ip`) and checks that it is
+/// accepted with no signature.
+pub fn assert_accepted_unsigned(addr: SocketAddr, from: &str, ip: IpAddr) {
+    let outcome = send_from(addr, from, ip);
+    assert!(
+        is_accepted(&outcome) && !is_signed(&outcome),
+        "{from} from {ip}: {outcome:?}"
+    );
+}
+
+/// Sends a message from `from` (client `ip`) and checks that it is
+/// tempfailed.
+pub fn assert_tempfailed(addr: SocketAddr, from: &str, ip: IpAddr) {
+    let outcome = send_from(addr, from, ip);
+    assert!(is_tempfail(&outcome), "{from} from {ip}: {outcome:?}");
+}
+
+/// `dkim-sidecar check-config` on `config` (`-x` for an opendkim.conf,
+/// `-c` for TOML): whether it passed, and stdout and stderr together.
+/// Panics if `secret` appears in the output.
+pub fn check_config(flag: &str, config: &Path, secret: &str) -> (bool, String) {
+    let out = std::process::Command::new(binary())
+        .args(["check-config", flag])
+        .arg(config)
+        .output()
+        .expect("run dkim-sidecar check-config");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains(secret), "the password shows: {text}");
+    (out.status.success(), text)
+}
+
+/// One daemon of a fleet: its directory (keys, logs), the process and its
+/// address.
+pub struct FleetMember {
+    pub sidecar: Sidecar,
+    pub daemon: MilterProcess,
+    pub addr: SocketAddr,
+}
+
+/// `size` daemons, each on its own native TOML file made by `toml` from
+/// the member's Sidecar (which holds its keys), as a fleet on one server
+/// runs.
+pub fn fleet(size: usize, toml: impl Fn(&Sidecar) -> String) -> Vec<FleetMember> {
+    (0..size)
+        .map(|_| {
+            let sidecar = Sidecar::builder().write();
+            let path = sidecar.dir().join("dkim-sidecar.toml");
+            std::fs::write(&path, toml(&sidecar))
+                .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+            let (daemon, addr) = start_toml(&sidecar, &path);
+            FleetMember {
+                sidecar,
+                daemon,
+                addr,
+            }
+        })
+        .collect()
+}
+
+/// Sends SIGHUP to the daemon and waits (up to 30 s) until it logs the
+/// outcome of that reload (done, or failed and the running configuration
+/// kept); returns the log then.
+pub fn reload(daemon: &MilterProcess) -> String {
+    let outcomes = |log: &str| {
+        log.matches("reload: configuration").count() + log.matches("reload failed").count()
+    };
+    let before = outcomes(&daemon.log());
+    crate::processes::signal(daemon.pid() as i32, crate::processes::Signal::SIGHUP);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let log = daemon.log();
+        if outcomes(&log) > before {
+            return log;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reload logged after SIGHUP: {log}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

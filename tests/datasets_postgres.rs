@@ -423,15 +423,15 @@ fn a_server_that_never_answers_times_out_into_a_tempfail() {
     assert!(!log.contains(Postgres::PASSWORD), "{log}");
 }
 
-/// InternalHosts (like the other host and domain lists) is read whole at
-/// start-up; a `dsn:` there is refused, naming the option, and the
-/// password stays masked.
+/// MacroList (like the header lists, which OpenDKIM reads whole at
+/// start-up) cannot be kept on a server; a `dsn:` there is refused,
+/// naming the option, and the password stays masked.
 #[test]
 fn a_database_where_only_a_file_works_is_refused_at_load_without_the_password() {
     let sidecar = Sidecar::builder()
         .config_line("Socket inet:8891@localhost")
         .config_line(
-            "InternalHosts dsn:pgsql://postgres:my-Secret-99@127.0.0.1/postgres/table=h?keycol=n?datacol=n",
+            "MacroList dsn:pgsql://postgres:my-Secret-99@127.0.0.1/postgres/table=h?keycol=n?datacol=n",
         )
         .write();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_dkim-sidecar"))

@@ -552,6 +552,7 @@ impl TomlFile {
                 name,
                 &file_by_default(spec),
                 &at,
+                &self.base,
                 self.server.cache,
                 self.server.connect.clone(),
             ) {

@@ -256,6 +256,7 @@ impl ConfFile {
             name,
             &spec,
             &at,
+            &self.base,
             crate::remote::CacheSettings::default(),
             self.connect.clone(),
         ) {

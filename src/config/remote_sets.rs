@@ -106,27 +106,18 @@ pub(crate) fn server_set(
     role: &'static str,
     spec: &str,
     at: &Location,
+    base: &Path,
     cache: CacheSettings,
     connect: ConnectSettings,
 ) -> Result<Option<Arc<RemoteSet>>, ConfigError> {
     let Ok((DataSetSpec::Remote(remote), _)) = DataSetSpec::parse(spec, at) else {
         return Ok(None);
     };
-    if !RemoteSet::supported(&remote) {
-        return Err(ConfigError::from(TableError::BadRemoteSpec {
-            at: at.clone(),
-            spec: remote.to_string(),
-            reason: format!(
-                "{} data sets are not supported yet (PostgreSQL, MySQL/MariaDB and LDAP ones \
-                 are); export the set to a file and use `file:/path`",
-                remote.backend_name()
-            ),
-        }));
-    }
     Ok(Some(Arc::new(RemoteSet::new(
         role,
         remote,
         at.clone(),
+        base,
         cache,
         connect,
     ))))

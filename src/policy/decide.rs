@@ -1196,6 +1196,7 @@ mod tests {
             role,
             spec,
             at,
+            std::path::Path::new("/"),
             crate::remote::CacheSettings::default(),
             crate::remote::ConnectSettings::default(),
         ))

@@ -444,6 +444,45 @@ pub fn register(registry: &mut Registry) {
     );
 }
 
+/// The statement of a backend that binds a lookup's keys as a list,
+/// `... WHERE key IN (?, ?, ...)` (MySQL, SQLite): the text before the
+/// list and after it. Every column is cast to text as the backend spells
+/// the type, and every checked plain name (`db.table`, `column`) quoted
+/// with the backend's identifier quote, so that a column called `key` or
+/// a table called `keys` (reserved words) works; values are only ever
+/// parameters.
+struct SelectIn {
+    head: String,
+    tail: String,
+}
+
+impl SelectIn {
+    fn new(dsn: &crate::tables::remote::DsnSpec, text_type: &str, quote: char) -> SelectIn {
+        let quoted = |name: &str| {
+            name.split('.')
+                .map(|part| format!("{quote}{part}{quote}"))
+                .collect::<Vec<_>>()
+                .join(".")
+        };
+        let select: Vec<String> = std::iter::once(&dsn.key_column)
+            .chain(&dsn.data_columns)
+            .map(|c| format!("CAST({} AS {text_type})", quoted(c)))
+            .collect();
+        SelectIn {
+            head: format!(
+                "SELECT {} FROM {} WHERE {} IN ",
+                select.join(", "),
+                quoted(&dsn.table),
+                quoted(&dsn.key_column)
+            ),
+            tail: match &dsn.filter {
+                Some(filter) => format!(" AND ({filter})"),
+                None => String::new(),
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::LdapMechanism;

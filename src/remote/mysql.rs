@@ -21,7 +21,7 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable as _;
 use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row, Value};
 
-use super::{BackendError, BadRow, ConnectSettings, MAX_VALUE_BYTES, Rows};
+use super::{BackendError, BadRow, ConnectSettings, MAX_VALUE_BYTES, Rows, SelectIn};
 use crate::tables::remote::DsnSpec;
 
 /// MySQL's port when the specification names none.
@@ -61,20 +61,7 @@ impl Mysql {
             // by asking the server.
             .prefer_socket(false)
             .pool_opts(pool_opts);
-        let select: Vec<String> = std::iter::once(&dsn.key_column)
-            .chain(&dsn.data_columns)
-            .map(|c| format!("CAST({} AS CHAR)", quoted(c)))
-            .collect();
-        let head = format!(
-            "SELECT {} FROM {} WHERE {} IN ",
-            select.join(", "),
-            quoted(&dsn.table),
-            quoted(&dsn.key_column)
-        );
-        let tail = match &dsn.filter {
-            Some(filter) => format!(" AND ({filter})"),
-            None => String::new(),
-        };
+        let SelectIn { head, tail } = SelectIn::new(dsn, "CHAR", '`');
         Mysql {
             pool: Pool::new(Opts::from(opts)),
             head,
@@ -170,15 +157,6 @@ impl Mysql {
         }
         Ok(parts.join(":"))
     }
-}
-
-/// A checked plain name (`db.table`, `column`) quoted for MySQL, so that a
-/// column called `key` or a table called `keys` (reserved words) works.
-fn quoted(name: &str) -> String {
-    name.split('.')
-        .map(|part| format!("`{part}`"))
-        .collect::<Vec<_>>()
-        .join(".")
 }
 
 /// Closes a connection that cannot be trusted with another query, in the

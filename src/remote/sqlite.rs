@@ -41,7 +41,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::Semaphore;
 
-use super::{BackendError, BadRow, ConnectSettings, MAX_VALUE_BYTES, Rows};
+use super::{BackendError, BadRow, ConnectSettings, MAX_VALUE_BYTES, Rows, SelectIn};
 use crate::tables::remote::DsnSpec;
 
 pub(super) struct Sqlite {
@@ -66,20 +66,7 @@ struct Open {
 impl Sqlite {
     /// A data set on the SQLite file at `path` (already made absolute).
     pub(super) fn new(dsn: &DsnSpec, path: PathBuf, settings: ConnectSettings) -> Sqlite {
-        let select: Vec<String> = std::iter::once(&dsn.key_column)
-            .chain(&dsn.data_columns)
-            .map(|c| format!("CAST({} AS TEXT)", quoted(c)))
-            .collect();
-        let head = format!(
-            "SELECT {} FROM {} WHERE {} IN ",
-            select.join(", "),
-            quoted(&dsn.table),
-            quoted(&dsn.key_column)
-        );
-        let tail = match &dsn.filter {
-            Some(filter) => format!(" AND ({filter})"),
-            None => String::new(),
-        };
+        let SelectIn { head, tail } = SelectIn::new(dsn, "TEXT", '"');
         Sqlite {
             path,
             head,
@@ -269,15 +256,6 @@ fn describe(error: &rusqlite::Error, path: &Path) -> String {
         }
         other => format!("{}: {other}", path.display()),
     }
-}
-
-/// A checked plain name (`schema.table`, `column`) quoted for SQLite, so
-/// that a column called `key` or a table called `keys` works.
-fn quoted(name: &str) -> String {
-    name.split('.')
-        .map(|part| format!("\"{part}\""))
-        .collect::<Vec<_>>()
-        .join(".")
 }
 
 #[cfg(test)]

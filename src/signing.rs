@@ -100,15 +100,24 @@ struct Collecting {
     /// The answers of the other data sets kept on a server, asked at the
     /// same time.
     servers: Arc<OnceLock<Answers>>,
+    /// The header block after ReplaceRules, when they change it; worked
+    /// out once, at end of headers ([`Collecting::signed_headers`]).
+    replaced: OnceLock<Option<HeaderBlock>>,
 }
 
 impl Collecting {
-    /// The header block after ReplaceRules, when they change it: the copy
-    /// that is signed and that the signing decision reads. Verification
-    /// keeps the fields as received.
-    fn replaced_headers(&self) -> Option<HeaderBlock> {
-        let rules = self.policy.signature.replace_rules.as_ref()?;
-        rules.apply(&self.headers)
+    /// The header block the signing decision reads and that is signed:
+    /// after ReplaceRules when they change it, else the fields as received
+    /// (which verification always keeps). Only at end of headers, when
+    /// every field is in: the result is kept for the rest of the message.
+    fn signed_headers(&self) -> &HeaderBlock {
+        self.replaced
+            .get_or_init(|| {
+                let rules = self.policy.signature.replace_rules.as_ref()?;
+                rules.apply(&self.headers)
+            })
+            .as_ref()
+            .unwrap_or(&self.headers)
     }
 }
 
@@ -161,6 +170,7 @@ impl SigningFilter {
                 too_many_recipients: false,
                 remote: Arc::new(OnceLock::new()),
                 servers: Arc::new(OnceLock::new()),
+                replaced: OnceLock::new(),
             });
         }
         match &mut self.message {
@@ -334,13 +344,12 @@ impl Filter for SigningFilter {
                 text: "Too many recipients".into(),
             });
         }
-        let replaced = c.replaced_headers();
         let facts = MessageFacts {
             client_host: &self.client_host,
             client_ip: self.client_ip,
             macros,
             recipients: &c.recipients,
-            headers: replaced.as_ref().unwrap_or(&c.headers),
+            headers: c.signed_headers(),
             remote: c.remote.get(),
             servers: c.servers.get(),
         };
@@ -355,7 +364,7 @@ impl Filter for SigningFilter {
                     started: c.started,
                     sender,
                     trusted_by,
-                    headers: replaced.unwrap_or(c.headers),
+                    headers: c.replaced.into_inner().flatten().unwrap_or(c.headers),
                     signing: MessageSigning::new(requests),
                 });
                 Verdict::Continue
@@ -520,13 +529,12 @@ impl Filter for SigningFilter {
         if !c.policy.asks_servers() {
             return None;
         }
-        let replaced = c.replaced_headers();
         let facts = MessageFacts {
             client_host: &self.client_host,
             client_ip: self.client_ip,
             macros,
             recipients: &c.recipients,
-            headers: replaced.as_ref().unwrap_or(&c.headers),
+            headers: c.signed_headers(),
             remote: None,
             servers: None,
         };
@@ -551,7 +559,7 @@ impl Filter for SigningFilter {
                     client_ip: self.client_ip,
                     macros: macros.clone(),
                     recipients: c.recipients.clone(),
-                    headers: replaced.unwrap_or_else(|| c.headers.clone()),
+                    headers: c.signed_headers().clone(),
                 },
             )
         });

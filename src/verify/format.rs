@@ -46,15 +46,25 @@ const AT_MOST_ONCE: &[&str] = &[
     "Subject",
 ];
 
+/// Whether the first From field names an address (a user and a domain,
+/// as libopendkim's `dkim_mail_parse` reads it); `None` without a From.
+fn first_from_names_an_address(headers: &HeaderBlock) -> Option<bool> {
+    let from = headers.first("From")?;
+    let parsed = dkim_mail_parse(&from.value).unwrap_or_default();
+    Some(parsed.user.is_some_and(|u| !u.is_empty()) && parsed.domain.is_some_and(|d| !d.is_empty()))
+}
+
 /// Why the header block cannot be verified, if it cannot.
 pub fn violation(headers: &HeaderBlock, checks: FormatChecks) -> Option<String> {
+    if !checks.sender && !checks.strict {
+        return None;
+    }
+    let sender = first_from_names_an_address(headers);
     if checks.sender {
-        let Some(from) = headers.first("From") else {
-            return Some("no from header field detected".into());
-        };
-        let parsed = dkim_mail_parse(&from.value).unwrap_or_default();
-        if parsed.user.is_none_or(|u| u.is_empty()) || parsed.domain.is_none_or(|d| d.is_empty()) {
-            return Some("can't determine sender address".into());
+        match sender {
+            None => return Some("no from header field detected".into()),
+            Some(false) => return Some("can't determine sender address".into()),
+            Some(true) => {}
         }
     }
     if !checks.strict {
@@ -71,9 +81,7 @@ pub fn violation(headers: &HeaderBlock, checks: FormatChecks) -> Option<String> 
         1 => {}
         _ => return Some("multiple From: header fields present".into()),
     }
-    let from = headers.first("From")?;
-    let parsed = dkim_mail_parse(&from.value).unwrap_or_default();
-    if parsed.user.is_none_or(|u| u.is_empty()) || parsed.domain.is_none_or(|d| d.is_empty()) {
+    if sender == Some(false) {
         return Some("From: header field cannot be parsed".into());
     }
     AT_MOST_ONCE

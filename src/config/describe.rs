@@ -458,6 +458,22 @@ fn signature(out: &mut String, config: &Config) {
         1,
         format!("oversigned headers: {}", list(headers.oversigned())),
     );
+    if let Some(rules) = &signature.replace_rules {
+        line(
+            out,
+            1,
+            format!(
+                "rewritten before signing (ReplaceRules): {} rule{}, the file's last line first, on {}",
+                rules.len(),
+                if rules.len() == 1 { "" } else { "s" },
+                if rules.cover_every_field() {
+                    "every field"
+                } else {
+                    "the ReplaceHeaders fields"
+                }
+            ),
+        );
+    }
     line(
         out,
         1,
@@ -643,6 +659,31 @@ mod tests {
         ] {
             assert!(text.contains(expected), "{expected}:\n{text}");
         }
+    }
+
+    #[test]
+    fn replace_rules_are_listed_with_the_fields_they_rewrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = dir.path().join("rules");
+        fs::write(&rules, "@.*\\.example\\.com\t@example.com\nold\tnew\n").unwrap();
+        let every = describe_toml(&format!(
+            "mode = \"sv\"\n[server]\nsockets = [\"inet:8891@127.0.0.1\"]\n\
+             [signing]\nreplace_rules = \"{}\"\n",
+            rules.display()
+        ));
+        assert!(
+            every.contains(
+                "rewritten before signing (ReplaceRules): 2 rules, the file's last line first, \
+                 on every field"
+            ),
+            "{every}"
+        );
+        let some = describe_toml(&format!(
+            "mode = \"sv\"\n[server]\nsockets = [\"inet:8891@127.0.0.1\"]\n\
+             [signing]\nreplace_rules = \"{}\"\nreplace_headers = [\"From\"]\n",
+            rules.display()
+        ));
+        assert!(some.contains("on the ReplaceHeaders fields"), "{some}");
     }
 
     #[test]

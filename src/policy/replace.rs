@@ -129,6 +129,11 @@ impl ReplaceRules {
         self.rules.is_empty()
     }
 
+    /// Whether the rules rewrite every field (no ReplaceHeaders).
+    pub fn cover_every_field(&self) -> bool {
+        self.fields.is_none()
+    }
+
     /// The header block with the rules applied, or `None` when no rule
     /// changed anything.
     pub fn apply(&self, headers: &HeaderBlock) -> Option<HeaderBlock> {

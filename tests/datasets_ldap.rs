@@ -13,6 +13,7 @@ use base64::Engine as _;
 use milter::client::Outcome;
 use testkit::datasets::{
     INTERNAL, assert_signed, check_config, is_accepted, is_tempfail, message_from, start,
+    start_trusting,
 };
 use testkit::keys::TestKeys;
 use testkit::slapd::Slapd;
@@ -182,6 +183,41 @@ fn sasl_external_over_ldapi_logs_in_without_a_password() {
         .write();
     let (_milter, addr) = start(&sidecar);
     assert_signed(&sidecar, addr, "alice@example.com");
+}
+
+/// TLS to the directory, verified: over `ldaps://`, and over `ldap://`
+/// with StartTLS (LDAPUseTLS), dkim-sidecar signs once the directory's CA
+/// is trusted (given as SSL_CERT_FILE, as the system's store would hold
+/// it). A certificate nobody vouches for is refused: the mail that needs
+/// the directory is tempfailed and the log names the server, never the
+/// password.
+#[test]
+fn tls_to_the_directory_is_verified_over_ldaps_and_with_starttls() {
+    let slapd = Slapd::shared(directory);
+    let ldaps = sidecar_on(&[slapd.ldaps_url()], &[]);
+    let (_milter, addr) = start_trusting(&ldaps, &slapd.ca_file());
+    assert_signed(&ldaps, addr, "alice@example.com");
+
+    let starttls = sidecar_on(&[slapd.url()], &["LDAPUseTLS yes"]);
+    let (_milter, addr) = start_trusting(&starttls, &slapd.ca_file());
+    assert_signed(&starttls, addr, "alice@example.com");
+
+    for (sidecar, server) in [(&ldaps, slapd.ldaps_url()), (&starttls, slapd.url())] {
+        let nobody = sidecar.dir().join("no-authority.pem");
+        std::fs::write(&nobody, "").unwrap();
+        let (milter, addr) = start_trusting(sidecar, &nobody);
+        let outcome = mta::send(
+            addr,
+            &message_from("alice@example.com"),
+            INTERNAL,
+            "mta.example",
+        );
+        assert!(is_tempfail(&outcome), "{server}: {outcome:?}");
+        let log = milter.log();
+        assert!(log.contains(&server), "{log}");
+        assert!(log.to_lowercase().contains("certificate"), "{log}");
+        assert!(!log.contains(Slapd::PASSWORD), "{log}");
+    }
 }
 
 #[test]

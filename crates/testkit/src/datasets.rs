@@ -27,6 +27,24 @@ pub fn start(sidecar: &Sidecar) -> (MilterProcess, SocketAddr) {
     (milter, inet(socket))
 }
 
+/// Like [`start`], with the certificate authorities in the PEM file `ca`
+/// as the only ones trusted for TLS to a data set's server
+/// (`SSL_CERT_FILE`, read in place of the system's store).
+pub fn start_trusting(sidecar: &Sidecar, ca: &Path) -> (MilterProcess, SocketAddr) {
+    let socket = MilterSocket::free_inet();
+    let milter = MilterProcess::start(
+        "dkim-sidecar daemon",
+        &socket,
+        &sidecar.dir().join("daemon.log"),
+        |socket| {
+            let mut command = Daemon::default().command(sidecar, &socket.opendkim_spec());
+            command.env("SSL_CERT_FILE", ca).env_remove("SSL_CERT_DIR");
+            command
+        },
+    );
+    (milter, inet(socket))
+}
+
 /// dkim-sidecar on the native TOML file `toml` (keys and logs in the
 /// Sidecar's directory), on a free loopback port.
 pub fn start_toml(sidecar: &Sidecar, toml: &Path) -> (MilterProcess, SocketAddr) {

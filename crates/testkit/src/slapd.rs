@@ -1,7 +1,10 @@
 //! A private OpenLDAP server on loopback: Debian's `slapd` with a
 //! `slapd.conf` and an MDB database in the test's scratch directory,
-//! listening on a loopback TCP port and on an `ldapi://` socket in that
-//! directory, stopped in `Drop`. No system service is started or touched.
+//! listening on a loopback TCP port (plain, StartTLS offered), on a second
+//! one for `ldaps://`, and on an `ldapi://` socket in that directory,
+//! stopped in `Drop`. No system service is started or touched. Its TLS
+//! certificate (for 127.0.0.1) comes from a CA made for the instance
+//! ([`Slapd::ca_file`]), which no system store trusts.
 //!
 //! The directory holds `dc=example,dc=com` with the OpenDKIM schema's
 //! attribute names (`DKIMDomain`, `DKIMSelector`, `DKIMKey`, as in
@@ -44,6 +47,7 @@ pub struct Slapd {
     dir: TempDir,
     child: Option<Child>,
     port: u16,
+    tls_port: u16,
 }
 
 impl Slapd {
@@ -73,6 +77,7 @@ impl Slapd {
         let path = dir.path();
         fs::create_dir(path.join("db")).unwrap();
         fs::write(path.join("dkim.schema"), SCHEMA).unwrap();
+        make_certificates(path);
         let config = format!(
             "include /etc/ldap/schema/core.schema\n\
              include /etc/ldap/schema/cosine.schema\n\
@@ -81,6 +86,9 @@ impl Slapd {
              modulepath /usr/lib/ldap\n\
              moduleload back_mdb\n\
              pidfile {dir}/slapd.pid\n\
+             TLSCACertificateFile {dir}/ca.pem\n\
+             TLSCertificateFile {dir}/server.pem\n\
+             TLSCertificateKeyFile {dir}/server.key\n\
              authz-regexp \"gidNumber=0.uidNumber=0,cn=peercred,cn=external,cn=auth\" \"{reader}\"\n\
              database mdb\n\
              maxsize 268435456\n\
@@ -117,10 +125,12 @@ impl Slapd {
             String::from_utf8_lossy(&out.stderr)
         );
         let port = crate::free_local_addr().port();
+        let tls_port = crate::free_local_addr().port();
         let mut slapd = Slapd {
             dir,
             child: None,
             port,
+            tls_port,
         };
         slapd.run();
         slapd
@@ -133,8 +143,9 @@ impl Slapd {
             .arg(self.dir.path().join("slapd.conf"))
             .arg("-h")
             .arg(format!(
-                "ldap://127.0.0.1:{}/ {}",
+                "ldap://127.0.0.1:{}/ {}/ {}",
                 self.port,
+                self.ldaps_url(),
                 self.ldapi_url()
             ))
             // In the foreground, logging connections and operations.
@@ -190,6 +201,16 @@ impl Slapd {
         format!("ldap://127.0.0.1:{}", self.port)
     }
 
+    /// `ldaps://127.0.0.1:PORT`: TLS from the first byte.
+    pub fn ldaps_url(&self) -> String {
+        format!("ldaps://127.0.0.1:{}", self.tls_port)
+    }
+
+    /// The PEM certificate of the CA that signed the server's certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
     fn socket(&self) -> PathBuf {
         self.dir.path().join("ldapi")
     }
@@ -234,6 +255,79 @@ impl Slapd {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+}
+
+/// A CA (`ca.pem`) and a server certificate for 127.0.0.1 and localhost
+/// signed by it (`server.pem`, `server.key`), P-256, valid for two days,
+/// written into `dir` with the openssl command.
+fn make_certificates(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &[
+                "req",
+                "-x509",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=dkim-sidecar test LDAP CA",
+            ][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.pem"],
+            &["-addext", "basicConstraints=critical,CA:TRUE"],
+            &["-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req", "-subj", "/CN=127.0.0.1"][..],
+            &ec,
+            &["-keyout", "server.key", "-out", "server.csr"],
+        ]
+        .concat(),
+    );
+    fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-days",
+        "2",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.pem",
+    ]);
 }
 
 impl Drop for Slapd {

@@ -54,13 +54,18 @@ pub(crate) fn decode(data: &[u8], origin: &KeyOrigin) -> Result<KeyMaterial, Key
         found: found.to_string(),
     };
 
-    if data.first() == Some(&0x30) {
-        // Binary DER (a SEQUENCE): `openssl pkey -outform DER` output.
-        return decode_der(data, origin)
-            .ok_or_else(|| unrecognized("binary data that is not a PKCS#1 or PKCS#8 key"))?;
+    // Binary DER (a SEQUENCE): `openssl pkey -outform DER` output. A 0x30
+    // is also the character `0`, which base64 text (dkimpy's Ed25519 seed)
+    // may start with, so data that does not parse as DER is read as text.
+    if data.first() == Some(&0x30)
+        && let Some(der) = decode_der(data, origin)
+    {
+        return der;
     }
     let Ok(text) = std::str::from_utf8(data) else {
-        return Err(unrecognized("binary data that is not DER"));
+        return Err(unrecognized(
+            "binary data that is not a PKCS#1 or PKCS#8 key in DER",
+        ));
     };
     let text = text.trim();
     if text.is_empty() {
@@ -283,6 +288,16 @@ fn uint_bits(bytes: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base64_seed_starting_with_zero_is_not_taken_for_der() {
+        // `0` is 0x30, DER's SEQUENCE tag: one dkimpy seed in 64 starts so.
+        let seed = [0xd3u8; 32];
+        let text = STANDARD.encode(seed);
+        assert!(text.starts_with('0'), "{text}");
+        let material = decode(text.as_bytes(), &KeyOrigin::Inline(None)).unwrap();
+        assert!(matches!(material.secret, Secret::Ed25519Seed(_)));
+    }
 
     #[test]
     fn uint_bits_counts_from_the_highest_set_bit() {

@@ -48,7 +48,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::policy::Policy;
+use crate::policy::{Policy, TableSource};
 use crate::tables::{KeyDomain, KeySource};
 
 type Labels = Vec<(&'static str, String)>;
@@ -212,12 +212,14 @@ impl Metrics {
         if let Some(key) = &policy.signing.domain_key
             && let Some(modified) = modified(&key.key_file)
         {
-            let mut domains: Vec<&str> = key.domains.names().collect();
-            domains.sort_unstable();
-            let domains = if key.domains.is_any() {
-                "*".to_string()
-            } else {
-                domains.join(",")
+            let domains = match &key.domains {
+                TableSource::Local(domains) if domains.is_any() => "*".to_string(),
+                TableSource::Local(domains) => {
+                    let mut names: Vec<&str> = domains.names().collect();
+                    names.sort_unstable();
+                    names.join(",")
+                }
+                TableSource::Remote(_) => "(Domain kept on a server)".to_string(),
             };
             self.key_modified
                 .get_or_create(&vec![

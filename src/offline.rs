@@ -355,7 +355,7 @@ pub(crate) mod signing_tests {
             },
             signing: Signing {
                 domain_key: Some(DomainKey {
-                    domains: DomainSet::from_names(["example.com"]),
+                    domains: TableSource::Local(DomainSet::from_names(["example.com"])),
                     selector: "default".into(),
                     key: Ok(key),
                     key_file,

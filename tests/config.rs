@@ -168,7 +168,11 @@ fn guide_with_domain_star_keyfile_and_selector_loads() {
         .domain_key
         .as_ref()
         .expect("Domain key");
-    assert!(key.domains.is_any());
+    assert!(
+        key.domains
+            .local()
+            .is_some_and(dkim_sidecar::policy::DomainSet::is_any)
+    );
     assert_eq!(key.selector, "default");
     assert_eq!(
         key.key.as_ref().expect("the key loads").key_type(),

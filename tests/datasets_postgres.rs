@@ -755,3 +755,45 @@ fn body_length_db_in_postgresql_adds_l_to_mail_for_listed_recipients() {
     }
     assert!(!milter.log().contains(Postgres::PASSWORD));
 }
+
+#[test]
+fn domain_kept_in_postgresql_signs_listed_domains_and_their_subdomains() {
+    let mut pg = Postgres::start();
+    pg.psql("CREATE TABLE domains (name text); INSERT INTO domains VALUES ('example.com');");
+    let sidecar = Sidecar::builder()
+        .domain(&pg.dsn("domains", "name", "name"))
+        .config_line("SubDomains yes")
+        .write();
+    let (milter, addr) = start(&sidecar);
+    let keys = sidecar.keys();
+    // Listed, and a subdomain of a listed domain (signed as the parent).
+    assert_signed_from(&sidecar, addr, "alice@example.com", INTERNAL, &keys);
+    let message = message_from("bob@mail.example.com");
+    let outcome = mta::send(addr, &message, INTERNAL, "mta.example");
+    let delivered = mta::delivered(&message, &outcome);
+    assert_signed_by(&delivered, &sidecar.dns_records(), &keys);
+    assert!(
+        String::from_utf8_lossy(&delivered).contains("i=@example.com"),
+        "a parent's signature names the parent: {outcome:?}"
+    );
+    // Not listed: accepted unsigned.
+    assert_accepted_unsigned(addr, "carol@example.org", INTERNAL);
+
+    pg.stop();
+    // Cached: still signed; not cached: tempfailed, never guessed.
+    assert_signed_from(&sidecar, addr, "alice@example.com", INTERNAL, &keys);
+    assert_tempfailed(addr, "dave@new.example.net", INTERNAL);
+    pg.restart();
+    assert_accepted_unsigned(addr, "dave@new.example.net", INTERNAL);
+
+    let log = milter.log();
+    assert!(
+        log.contains("sender carol@example.org is not in Domain"),
+        "{log}"
+    );
+    assert!(log.contains("Domain dsn:pgsql://postgres:****@"), "{log}");
+    assert!(!log.contains(Postgres::PASSWORD), "{log}");
+    let (ok, out) = check_config("-x", sidecar.config(), Postgres::PASSWORD);
+    assert!(ok, "{out}");
+    assert!(out.contains("asked per message"), "{out}");
+}

@@ -215,7 +215,13 @@ fn signing(out: &mut String, config: &Config) {
             1,
             format!(
                 "domains: {}{}",
-                domains(&key.domains),
+                match &key.domains {
+                    TableSource::Local(set) => domains(set),
+                    TableSource::Remote(set) => format!(
+                        "those {} lists, asked per message (the sender's domain, then *)",
+                        set.describe()
+                    ),
+                },
                 if signing.subdomains {
                     " and their subdomains"
                 } else {

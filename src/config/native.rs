@@ -35,7 +35,9 @@ use toml::Spanned;
 
 use crate::diagnostics::{Location, Warning};
 use crate::keys::{DEFAULT_MINIMUM_KEY_BITS, LoadOptions};
-use crate::policy::{Action, DomainSet, ErrorActions, Policy, SignatureSettings, Signing, Trust};
+use crate::policy::{
+    Action, DomainSet, ErrorActions, Policy, SignatureSettings, Signing, TableSource, Trust,
+};
 use crate::tables::{
     DataSet, HostList, KeyDomain, KeyEntry, KeySet, KeySource, KeyTable, PathTemplate, SigningRule,
     SigningTable,
@@ -545,7 +547,7 @@ impl TomlFile {
         name: &'static str,
         value: Spanned<Entries>,
         local: impl FnOnce(&mut Self, Spanned<Entries>) -> Option<T>,
-    ) -> Option<crate::policy::TableSource<T>> {
+    ) -> Option<TableSource<T>> {
         if let Entries::DataSet(spec) = value.get_ref() {
             let at = self.at(&value);
             match remote_sets::server_set(
@@ -556,7 +558,7 @@ impl TomlFile {
                 self.server.cache,
                 self.server.connect.clone(),
             ) {
-                Ok(Some(set)) => return Some(crate::policy::TableSource::Remote(set)),
+                Ok(Some(set)) => return Some(TableSource::Remote(set)),
                 Ok(None) => {}
                 Err(e) => {
                     self.errors.push(e);
@@ -564,7 +566,7 @@ impl TomlFile {
                 }
             }
         }
-        local(self, value).map(crate::policy::TableSource::Local)
+        local(self, value).map(TableSource::Local)
     }
 
     fn service(&mut self, server: ServerSection, overrides: &Overrides) -> (Service, Option<u32>) {
@@ -675,7 +677,7 @@ impl TomlFile {
         &mut self,
         name: &'static str,
         value: Option<Spanned<Entries>>,
-    ) -> Option<crate::policy::TableSource<HostList>> {
+    ) -> Option<TableSource<HostList>> {
         self.source(name, value?, |f, value| {
             let set = f.entries(name, value)?;
             match HostList::from_data_set(set) {
@@ -865,9 +867,12 @@ impl TomlFile {
         } else if let Some(domain) = domain {
             let domain = domain.into_inner();
             let names = self
-                .entries("names", domain.names)
-                .map(|set| DomainSet::from_names(set.entries.iter().map(|e| e.key.as_str())))
-                .unwrap_or_default();
+                .source("[domain] names", domain.names, |f, value| {
+                    f.entries("names", value).map(|set| {
+                        DomainSet::from_names(set.entries.iter().map(|e| e.key.as_str()))
+                    })
+                })
+                .unwrap_or_else(|| TableSource::Local(DomainSet::default()));
             let at = self.at(&domain.key_file);
             let file = self.path(domain.key_file.get_ref());
             signing.domain_key = Some(signing_keys::domain_key(
@@ -1251,7 +1256,11 @@ subdomains = true
         let key = policy.signing.domain_key.as_ref().unwrap();
         assert!(policy.signing.subdomains);
         assert_eq!(
-            key.domains.covering("a.example.com", true).as_deref(),
+            key.domains
+                .local()
+                .unwrap()
+                .covering("a.example.com", true)
+                .as_deref(),
             Some("example.com")
         );
         assert!(
@@ -1420,7 +1429,7 @@ subdomains = true
 
     #[test]
     fn data_sets_on_a_server_and_ldap_login_are_said_in_toml() {
-        use crate::policy::TableSource::{Local, Remote};
+        use TableSource::{Local, Remote};
         let dir = dir();
         let config = dir
             .load(&format!(
@@ -1448,6 +1457,19 @@ subdomains = true
         let shown = format!("{internal:?}");
         assert!(!shown.contains("pw-LDAP-1"), "{shown}");
         assert_eq!(policy.server_sets().len(), 2);
+
+        let config = dir
+            .load(
+                "[server]\nsockets = [\"inet:8891@127.0.0.1\"]\n[domain]\n\
+                 names = \"dsn:pgsql://u@127.0.0.1/db/table=d?keycol=n?datacol=n\"\n\
+                 selector = \"s\"\nkey_file = \"default.private\"\n",
+            )
+            .unwrap();
+        let key = config.policy.signing.domain_key.as_ref().unwrap();
+        let Remote(domains) = &key.domains else {
+            panic!("[domain] names is a data set on a server")
+        };
+        assert_eq!(domains.role(), "[domain] names");
 
         let errors = dir.errors(&format!(
             "{DUAL}\n[tables]\nldap_auth_mechanism = \"DIGEST-MD5\"\nldap_timeout = 0\n"

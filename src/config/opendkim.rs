@@ -44,7 +44,8 @@ use mail_auth::dkim::Canonicalization;
 use crate::diagnostics::{Location, Warning};
 use crate::keys::{DEFAULT_MINIMUM_KEY_BITS, LoadOptions};
 use crate::policy::{
-    Action, DomainSet, ErrorActions, MacroRule, Mode, Policy, SignatureSettings, Signing, Trust,
+    Action, DomainSet, ErrorActions, MacroRule, Mode, Policy, SignatureSettings, Signing,
+    TableSource, Trust,
 };
 use crate::tables::{DataSet, DataSetKind, HostList, KeySet, KeyTable, SigningTable};
 
@@ -250,7 +251,7 @@ impl ConfFile {
         &mut self,
         name: &'static str,
         local: impl FnOnce(&mut Self) -> Option<T>,
-    ) -> Option<crate::policy::TableSource<T>> {
+    ) -> Option<TableSource<T>> {
         let (spec, at) = self.string(name)?;
         match remote_sets::server_set(
             name,
@@ -260,8 +261,8 @@ impl ConfFile {
             crate::remote::CacheSettings::default(),
             self.connect.clone(),
         ) {
-            Ok(Some(set)) => Some(crate::policy::TableSource::Remote(set)),
-            Ok(None) => local(self).map(crate::policy::TableSource::Local),
+            Ok(Some(set)) => Some(TableSource::Remote(set)),
+            Ok(None) => local(self).map(TableSource::Local),
             Err(e) => {
                 self.errors.push(e);
                 None
@@ -625,14 +626,16 @@ impl ConfFile {
         let ((file, file_at), (selector, _)) = (key_file?, selector?);
         let (file, selector) = (data_sets::resolve(&self.base, file), selector.clone());
         let domains = match domain {
-            Some(_) => self.domain_set("Domain").unwrap_or_default(),
+            Some(_) => self
+                .source("Domain", |f| f.domain_set("Domain"))
+                .unwrap_or_else(|| TableSource::Local(DomainSet::default())),
             None => {
                 self.warn(
                     Some(file_at.clone()),
                     "KeyFile and Selector are set but Domain is not, so no domain is signed with \
                      this key (as in OpenDKIM); add `Domain example.com` (or `Domain *`)",
                 );
-                DomainSet::default()
+                TableSource::Local(DomainSet::default())
             }
         };
         Some(signing_keys::domain_key(
@@ -1509,7 +1512,7 @@ SigningTable refile:$DIR/SigningTable
             )
             .unwrap();
         let trust = &config.policy.trust;
-        use crate::policy::TableSource::Local;
+        use TableSource::Local;
         let Local(internal) = &trust.internal_hosts else {
             panic!("read from a file")
         };
@@ -1566,7 +1569,7 @@ SigningTable refile:$DIR/SigningTable
 
     #[test]
     fn every_per_key_data_set_may_be_kept_on_a_server() {
-        use crate::policy::TableSource::Remote;
+        use TableSource::Remote;
         let dir = dir();
         let dsn = |table: &str| {
             format!("dsn:pgsql://dkim:pw-77@127.0.0.1/mail/table={table}?keycol=k?datacol=k")

@@ -14,7 +14,7 @@ use std::path::Path;
 
 use crate::diagnostics::{Fault, Location, Warning};
 use crate::keys::{LoadOptions, load_key_file};
-use crate::policy::{DomainKey, DomainSet, KeyStore, SigningTables};
+use crate::policy::{DomainKey, DomainSet, KeyStore, SigningTables, TableSource};
 use crate::tables::{KeyTable, SigningTable, TableError};
 
 use super::ConfigError;
@@ -58,7 +58,7 @@ pub(crate) fn signing_tables(
 /// fault of the returned entry: mail for `domains` is refused, the rest
 /// passes as it would.
 pub(crate) fn domain_key(
-    domains: DomainSet,
+    domains: TableSource<DomainSet>,
     selector: String,
     key_file: &Path,
     at: &Location,

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use super::{DomainInput, Inputs, QUERY_TIMEOUT, RUN_BOUND, SelectorInput, SignedFrom, Sourced};
 use crate::config::Config;
 use crate::keys::PrivateKey;
-use crate::policy::Signing;
+use crate::policy::{Signing, TableSource};
 use crate::tables::{KeyDomain, KeyTable, ResolvedKeySource, SigningTable};
 
 /// What the command line says.
@@ -82,10 +82,18 @@ fn domains(signing: &Signing, only: &[String]) -> Vec<DomainInput> {
         .collect();
     let mut found: BTreeMap<String, DomainInput> = BTreeMap::new();
     if let Some(key) = &signing.domain_key {
-        let mut names: Vec<&str> = key.domains.names().collect();
+        // A Domain kept on a server cannot be listed: the domains asked
+        // for with --domain are checked with its key.
+        let (mut names, source): (Vec<&str>, &str) = match &key.domains {
+            TableSource::Local(domains) => (domains.names().collect(), "Domain"),
+            TableSource::Remote(_) => (
+                only.iter().map(String::as_str).collect(),
+                "--domain (Domain is kept on a server)",
+            ),
+        };
         names.sort_unstable();
         for name in names {
-            if let Some(input) = entry(&mut found, &only, name, "Domain") {
+            if let Some(input) = entry(&mut found, &only, name, source) {
                 input.selectors.push(SelectorInput {
                     selector: key.selector.clone(),
                     key: key

@@ -245,7 +245,16 @@ impl Policy {
             Ok(passed) => passed,
             Err(reason) => return Decision::NotSigned(reason),
         };
-        match self.requests(&sender, facts.remote) {
+        let covering = match self.domain_covering(&sender, facts) {
+            Ok(covering) => covering,
+            Err(error) => {
+                return Decision::DataSetUnavailable {
+                    sender: sender.to_string(),
+                    error,
+                };
+            }
+        };
+        match self.requests(&sender, facts.remote, covering) {
             Ok(requests) if requests.is_empty() => Decision::NotSigned(NotSigned::NoKeyForSender {
                 sender: sender.to_string(),
                 tables: self.signing.tables.is_some() || self.signing.remote.is_some(),
@@ -334,6 +343,10 @@ impl Policy {
         if !self.may_sign_for(&sender) {
             return queries;
         }
+        if let Some(TableSource::Remote(set)) = self.signing.domain_key.as_ref().map(|k| &k.domains)
+        {
+            queries.domain = Some(Query::domain(set, &sender.domain, self.signing.subdomains));
+        }
         if let Some(TableSource::Remote(set)) = &self.trust.peers {
             queries.peer = Some(Query::host(set, facts.client_host, facts.client_ip));
         }
@@ -373,11 +386,15 @@ impl Policy {
                 .find_first(&sender.user, &sender.domain)
                 .is_empty();
         }
-        self.signing.domain_key.as_ref().is_some_and(|key| {
-            key.domains
-                .covering(&sender.domain, self.signing.subdomains)
-                .is_some()
-        })
+        self.signing
+            .domain_key
+            .as_ref()
+            .is_some_and(|key| match &key.domains {
+                TableSource::Local(domains) => domains
+                    .covering(&sender.domain, self.signing.subdomains)
+                    .is_some(),
+                TableSource::Remote(_) => true,
+            })
     }
 
     /// A server-kept set's answer for this message.
@@ -595,11 +612,39 @@ impl Policy {
         }
     }
 
+    /// The domain the one KeyFile key signs this sender's mail as, when
+    /// Domain covers it (itself, or with SubDomains a parent); for a
+    /// Domain kept on a server, from its answer for this message.
+    fn domain_covering(
+        &self,
+        sender: &Sender,
+        facts: &MessageFacts<'_>,
+    ) -> Result<Option<String>, DataSetProblem> {
+        let Some(domain_key) = &self.signing.domain_key else {
+            return Ok(None);
+        };
+        match &domain_key.domains {
+            TableSource::Local(domains) => {
+                Ok(domains.covering(&sender.domain, self.signing.subdomains))
+            }
+            TableSource::Remote(_) => {
+                match Self::server_answer(facts, "Domain", |a| a.domain.as_ref()) {
+                    Listed::Yes(key) if key == "*" => Ok(Some(sender.domain.clone())),
+                    Listed::Yes(key) => Ok(Some(key)),
+                    Listed::No => Ok(None),
+                    Listed::Unknown(problem) => Err(problem),
+                }
+            }
+        }
+    }
+
     /// The signatures to make for this sender: empty when no key applies.
+    /// `covering` is what [`Policy::domain_covering`] found.
     fn requests(
         &self,
         sender: &Sender,
         remote: Option<&Result<Vec<RemoteKey>, RemoteProblem>>,
+        covering: Option<String>,
     ) -> Result<Vec<SignRequest>, KeyProblem> {
         let settings = &self.signature;
         if self.signing.remote.is_some() {
@@ -663,9 +708,7 @@ impl Policy {
             return Ok(requests);
         }
         if let Some(domain_key) = &self.signing.domain_key
-            && let Some(domain) = domain_key
-                .domains
-                .covering(&sender.domain, self.signing.subdomains)
+            && let Some(domain) = covering
         {
             // When SubDomains matched a parent, OpenDKIM (`mlfi_eoh`,
             // `setidentity`) sets the identity to `@parent`.
@@ -858,7 +901,8 @@ mod tests {
     fn internationalised_sender_domain_signs_as_its_a_label() {
         let mut policy = example_policy();
         if let Some(domain_key) = &mut policy.signing.domain_key {
-            domain_key.domains = DomainSet::from_names(["xn--bcher-kva.example"]);
+            domain_key.domains =
+                TableSource::Local(DomainSet::from_names(["xn--bcher-kva.example"]));
         }
         let d = decide(
             &policy,
@@ -1223,6 +1267,88 @@ mod tests {
         };
         let d = decide_with(&policy, "192.0.2.7", &[], &[], &from, Some(&not_listed));
         assert!(signers(d).unwrap_err().contains("not internal"));
+    }
+
+    #[test]
+    fn domain_on_a_server_signs_as_the_key_it_answers() {
+        let mut policy = example_policy();
+        policy.signing.subdomains = true;
+        let set = server_set("Domain");
+        if let Some(key) = &mut policy.signing.domain_key {
+            key.domains = TableSource::Remote(Arc::clone(&set));
+        }
+        let from = [("From", "a@mail.example.com")];
+        let with = |listed: Listed| Answers {
+            domain: Some(listed),
+            ..Answers::default()
+        };
+        let (macros, recipients, headers) = (Macros(HashMap::new()), Vec::new(), headers(&from));
+        let facts = MessageFacts {
+            client_host: "client.test",
+            client_ip: None,
+            macros: &macros,
+            recipients: &recipients,
+            headers: &headers,
+            remote: None,
+            servers: None,
+        };
+        let asked = format!("{:?}", policy.server_queries(&facts).domain);
+        assert!(
+            asked.contains(r#"[["mail.example.com"], ["*"], ["example.com"], ["com"]]"#),
+            "a Domain on a server is asked for every sender: {asked}"
+        );
+        // The sender's own domain, `*` (the sender's own), a parent.
+        let d = decide_with(
+            &policy,
+            "127.0.0.1",
+            &[],
+            &[],
+            &from,
+            Some(&with(Listed::Yes("mail.example.com".into()))),
+        );
+        assert_eq!(signers(d), signed_as("mail.example.com"));
+        let d = decide_with(
+            &policy,
+            "127.0.0.1",
+            &[],
+            &[],
+            &from,
+            Some(&with(Listed::Yes("*".into()))),
+        );
+        assert_eq!(signers(d), signed_as("mail.example.com"));
+        let d = decide_with(
+            &policy,
+            "127.0.0.1",
+            &[],
+            &[],
+            &from,
+            Some(&with(Listed::Yes("example.com".into()))),
+        );
+        let parent = (
+            "example.com".to_string(),
+            "default".to_string(),
+            Some("@example.com".to_string()),
+        );
+        assert_eq!(signers(d), Ok(vec![parent]));
+        // Not listed: not signed; not known: tempfailed, never guessed.
+        let d = decide_with(
+            &policy,
+            "127.0.0.1",
+            &[],
+            &[],
+            &from,
+            Some(&with(Listed::No)),
+        );
+        assert!(signers(d).unwrap_err().contains("not in Domain"));
+        let d = decide_with(
+            &policy,
+            "127.0.0.1",
+            &[],
+            &[],
+            &from,
+            Some(&with(down("Domain").unwrap())),
+        );
+        assert!(matches!(d, Decision::DataSetUnavailable { .. }));
     }
 
     #[test]

@@ -88,6 +88,14 @@ impl Query {
         }
     }
 
+    /// Domain's question for a sender's domain, in OpenDKIM's order
+    /// (`mlfi_eoh`): the domain, `*`, then with SubDomains each parent
+    /// (`a.b.example.com`: `b.example.com`, `example.com`, `com`). The
+    /// answer is the key found first: `*` means the sender's own domain.
+    pub fn domain(set: &Arc<RemoteSet>, domain: &str, subdomains: bool) -> Query {
+        Query::keys(set, domain_keys(domain, subdomains))
+    }
+
     /// Asks the set (through its cache) and reads the answer.
     pub async fn ask(&self) -> Listed {
         let mut keys: Vec<String> = Vec::new();
@@ -128,6 +136,22 @@ fn first_listed(walks: &[Vec<String>], negations: bool, has: impl Fn(&String) ->
         }
     }
     Listed::No
+}
+
+/// The keys Domain is asked for a sender's domain, in order.
+fn domain_keys(domain: &str, subdomains: bool) -> Vec<String> {
+    let mut keys = vec![domain.to_string(), "*".to_string()];
+    if subdomains {
+        let mut rest = domain;
+        while let Some((_, parent)) = rest.split_once('.') {
+            if parent.is_empty() {
+                break;
+            }
+            keys.push(parent.to_string());
+            rest = parent;
+        }
+    }
+    keys
 }
 
 /// `!host`, `host`, then the same for each parent `.suffix`
@@ -187,6 +211,8 @@ fn ip_walk(ip: IpAddr) -> Vec<String> {
 /// The questions for one message, one per set kept on a server.
 #[derive(Debug, Clone, Default)]
 pub struct Queries {
+    /// Domain (the one KeyFile key's domains).
+    pub domain: Option<Query>,
     pub peer: Option<Query>,
     pub internal: Option<Query>,
     pub mta: Option<Query>,
@@ -200,6 +226,7 @@ pub struct Queries {
 /// file, or nothing to ask).
 #[derive(Debug, Clone, Default)]
 pub struct Answers {
+    pub domain: Option<Listed>,
     pub peer: Option<Listed>,
     pub internal: Option<Listed>,
     pub mta: Option<Listed>,
@@ -211,7 +238,8 @@ pub struct Answers {
 
 impl Queries {
     pub fn is_empty(&self) -> bool {
-        self.peer.is_none()
+        self.domain.is_none()
+            && self.peer.is_none()
             && self.internal.is_none()
             && self.mta.is_none()
             && self.exempt.is_none()
@@ -228,7 +256,8 @@ impl Queries {
                 None => None,
             }
         }
-        let (peer, internal, mta, exempt, excluded, atps, body_length) = tokio::join!(
+        let (domain, peer, internal, mta, exempt, excluded, atps, body_length) = tokio::join!(
+            one(self.domain),
             one(self.peer),
             one(self.internal),
             one(self.mta),
@@ -238,6 +267,7 @@ impl Queries {
             one(self.body_length)
         );
         Answers {
+            domain,
             peer,
             internal,
             mta,
@@ -252,6 +282,35 @@ impl Queries {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn domain_is_asked_the_domain_then_star_then_each_parent() {
+        assert_eq!(
+            domain_keys("a.b.example.com", true),
+            [
+                "a.b.example.com",
+                "*",
+                "b.example.com",
+                "example.com",
+                "com"
+            ]
+        );
+        assert_eq!(domain_keys("example.com", false), ["example.com", "*"]);
+        let walks: Vec<Vec<String>> = domain_keys("a.example.com", true)
+            .into_iter()
+            .map(|k| vec![k])
+            .collect();
+        // The sender's own domain wins over `*`, and `*` over a parent.
+        let listed =
+            |rows: &[&str]| match first_listed(&walks, false, |k| rows.contains(&k.as_str())) {
+                Listed::Yes(key) => key,
+                other => format!("{other:?}"),
+            };
+        assert_eq!(listed(&["example.com", "a.example.com"]), "a.example.com");
+        assert_eq!(listed(&["example.com", "*"]), "*");
+        assert_eq!(listed(&["example.com"]), "example.com");
+        assert_eq!(listed(&["other.example"]), "No");
+    }
 
     #[test]
     fn a_host_walk_tries_each_parent_domain_negation_first() {

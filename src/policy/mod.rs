@@ -92,6 +92,10 @@ impl Policy {
         if let TableSource::Remote(set) = &trust.mta_names {
             sets.push(set);
         }
+        if let Some(TableSource::Remote(set)) = self.signing.domain_key.as_ref().map(|k| &k.domains)
+        {
+            sets.push(set);
+        }
         if let Some(TableSource::Remote(set)) = &self.exempt_domains {
             sets.push(set);
         }
@@ -114,6 +118,7 @@ impl Policy {
             matches!(source, Some(TableSource::Remote(_)))
         }
         self.signing.remote.is_some()
+            || on_server(self.signing.domain_key.as_ref().map(|k| &k.domains))
             || on_server(Some(&self.trust.internal_hosts))
             || on_server(self.trust.peers.as_ref())
             || on_server(Some(&self.trust.mta_names))
@@ -165,7 +170,10 @@ pub struct Signing {
 /// `Domain`, `KeyFile` and `Selector`.
 #[derive(Debug, Clone)]
 pub struct DomainKey {
-    pub domains: DomainSet,
+    /// The domains it signs for: a list, or a set kept on a server and
+    /// asked per message (the sender's domain, `*`, then with SubDomains
+    /// each parent, as OpenDKIM asks).
+    pub domains: TableSource<DomainSet>,
     pub selector: String,
     /// The key, or why it could not be loaded (mail for `domains` then
     /// gets the On-KeyError action).

@@ -26,6 +26,7 @@ use toml::Spanned;
 
 use crate::config::{Config, Format};
 use crate::keys::KeyType;
+use crate::policy::TableSource;
 use crate::tables::{DataSet, DataSetKind, KeyDomain, KeySource, KeyTable, SigningTable};
 
 use super::edit::{self, LineError, TextFile};
@@ -88,7 +89,11 @@ pub fn configured_keys(config: &Config) -> (Vec<ConfiguredKey>, Vec<Unrotatable>
     let mut keys = Vec::new();
     let mut refused = Vec::new();
     if let Some(domain_key) = &config.policy.signing.domain_key {
-        for domain in domain_key.domains.names() {
+        let names: Vec<String> = match &domain_key.domains {
+            TableSource::Local(domains) => domains.names().map(str::to_string).collect(),
+            TableSource::Remote(set) => vec![format!("(the domains {} lists)", set.describe())],
+        };
+        for domain in names {
             refused.push(Unrotatable {
                 domain: domain.to_ascii_lowercase(),
                 reason: format!(

@@ -24,6 +24,7 @@ pub struct SidecarBuilder {
     keys: Vec<SigningKey>,
     internal_hosts: Vec<String>,
     extra_lines: Vec<String>,
+    domain: Option<String>,
 }
 
 impl SidecarBuilder {
@@ -36,6 +37,14 @@ impl SidecarBuilder {
     /// Replaces the InternalHosts list (default 127.0.0.1).
     pub fn internal_hosts(mut self, hosts: &[&str]) -> Self {
         self.internal_hosts = hosts.iter().map(ToString::to_string).collect();
+        self
+    }
+
+    /// Signs with the first key as OpenDKIM's `Domain`, `KeyFile` and
+    /// `Selector`, `Domain` being `spec` (a list or a data set), in place
+    /// of the KeyTable and SigningTable.
+    pub fn domain(mut self, spec: &str) -> Self {
+        self.domain = Some(spec.to_string());
         self
     }
 
@@ -80,6 +89,21 @@ impl SidecarBuilder {
             "InternalHosts",
             &(self.internal_hosts.join("\n") + "\n"),
         );
+        // Where the keys come from, where the usual layout says it.
+        let keys_lines = match (&self.domain, chosen.first()) {
+            (Some(spec), Some(key)) => vec![
+                format!("Domain {spec}"),
+                format!("KeyFile {}", key.private_key.display()),
+                format!("Selector {}", key.selector),
+            ],
+            _ => vec![
+                format!("KeyTable file:{}", path.join("KeyTable").display()),
+                format!(
+                    "SigningTable refile:{}",
+                    path.join("SigningTable").display()
+                ),
+            ],
+        };
         let mut conf = vec![
             "# The usual guide layout, read unchanged by dkim-sidecar.".to_string(),
             "Mode s".to_string(),
@@ -87,11 +111,9 @@ impl SidecarBuilder {
             "UMask 000".to_string(),
             "Canonicalization relaxed/simple".to_string(),
             "OversignHeaders From".to_string(),
-            format!("KeyTable file:{}", path.join("KeyTable").display()),
-            format!(
-                "SigningTable refile:{}",
-                path.join("SigningTable").display()
-            ),
+        ];
+        conf.extend(keys_lines);
+        conf.extend([
             format!(
                 "InternalHosts file:{}",
                 path.join("InternalHosts").display()
@@ -100,8 +122,8 @@ impl SidecarBuilder {
                 "ExternalIgnoreList file:{}",
                 path.join("InternalHosts").display()
             ),
-        ];
-        if chosen.len() > 1 {
+        ]);
+        if chosen.len() > 1 && self.domain.is_none() {
             conf.push("MultipleSignatures yes".to_string());
         }
         conf.extend(self.extra_lines);
@@ -131,6 +153,7 @@ impl Sidecar {
             keys: vec![SigningKey::Rsa],
             internal_hosts: vec!["127.0.0.1".to_string()],
             extra_lines: Vec::new(),
+            domain: None,
         }
     }
 

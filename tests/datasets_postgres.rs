@@ -9,7 +9,7 @@
 use milter::client::Outcome;
 use testkit::datasets::{
     INTERNAL, assert_accepted_unsigned, assert_signed_from, assert_tempfailed, check_config, fleet,
-    is_accepted, is_signed, is_tempfail, message_from, reload, start,
+    is_accepted, is_signed, is_tempfail, message_from, reload, signature_tag, start,
 };
 use testkit::postgres::Postgres;
 use testkit::verify::{assert_signed_by, assert_unsigned};
@@ -263,7 +263,7 @@ fn a_fleet_on_one_database_signs_with_a_changed_row_without_restart() {
             let delivered = mta::delivered(&alice, &outcome);
             let selectors: Vec<String> = mta::inserted(&outcome, "DKIM-Signature")
                 .iter()
-                .filter_map(|v| selector_of(v))
+                .filter_map(|v| signature_tag(v, "s"))
                 .collect();
             if selectors == [ed25519.selector.clone()] {
                 assert_signed_by(&delivered, &member.sidecar.dns_records(), &[ed25519]);
@@ -369,14 +369,6 @@ fn a_fleet_rides_out_a_database_outage_and_recovers_without_restart() {
         }
         assert!(!log.contains(Postgres::PASSWORD), "{log}");
     }
-}
-
-/// The `s=` tag of a DKIM-Signature value.
-fn selector_of(value: &str) -> Option<String> {
-    value.split(';').find_map(|tag| {
-        let tag: String = tag.chars().filter(|c| !c.is_whitespace()).collect();
-        tag.strip_prefix("s=").map(str::to_string)
-    })
 }
 
 /// A server that accepts connections and never answers: the lookup gives
@@ -717,15 +709,6 @@ fn reload_clears_the_caches_of_server_sets_and_checks_their_servers_again() {
 }
 
 /// Whether a DKIM-Signature value has an `l=` tag.
-fn has_body_length(value: &str) -> bool {
-    value.split(';').any(|tag| {
-        tag.chars()
-            .filter(|c| !c.is_whitespace())
-            .collect::<String>()
-            .starts_with("l=")
-    })
-}
-
 #[test]
 fn body_length_db_in_postgresql_adds_l_to_mail_for_listed_recipients() {
     let pg = Postgres::start();
@@ -749,7 +732,9 @@ fn body_length_db_in_postgresql_adds_l_to_mail_for_listed_recipients() {
         );
         let signatures = mta::inserted(&outcome, "DKIM-Signature");
         assert!(
-            signatures.iter().all(|v| has_body_length(v) == expected),
+            signatures
+                .iter()
+                .all(|v| signature_tag(v, "l").is_some() == expected),
             "{to}: {signatures:?}"
         );
     }
@@ -796,4 +781,56 @@ fn domain_kept_in_postgresql_signs_listed_domains_and_their_subdomains() {
     let (ok, out) = check_config("-x", sidecar.config(), Postgres::PASSWORD);
     assert!(ok, "{out}");
     assert!(out.contains("asked per message"), "{out}");
+}
+
+#[test]
+fn header_lists_kept_in_postgresql_are_read_at_start_up() {
+    let mut pg = Postgres::start();
+    pg.psql(
+        "CREATE TABLE signhdrs (name text); INSERT INTO signhdrs VALUES ('*'), ('-subject'); \
+         CREATE TABLE oversign (name text); INSERT INTO oversign VALUES ('From'), ('To');",
+    );
+    let sidecar = Sidecar::builder()
+        .config_line(&format!(
+            "SignHeaders {}",
+            pg.dsn("signhdrs", "name", "name")
+        ))
+        .config_line(&format!(
+            "OverSignHeaders {}",
+            pg.dsn("oversign", "name", "name")
+        ))
+        .write();
+    let (ok, out) = check_config("-x", sidecar.config(), Postgres::PASSWORD);
+    assert!(ok, "{out}");
+    let (milter, addr) = start(&sidecar);
+    let message = message_from("alice@example.com");
+    let outcome = mta::send(addr, &message, INTERNAL, "mta.example");
+    assert_signed_by(
+        &mta::delivered(&message, &outcome),
+        &sidecar.dns_records(),
+        &sidecar.keys(),
+    );
+    let signature = mta::inserted(&outcome, "DKIM-Signature").remove(0);
+    let signed = signature_tag(&signature, "h").unwrap().to_ascii_lowercase();
+    let names: Vec<&str> = signed.split(':').collect();
+    // `*` then `-subject`: the defaults less Subject; From and To
+    // oversigned (listed once more than present).
+    assert!(!names.contains(&"subject"), "{signed}");
+    assert_eq!(names.iter().filter(|n| **n == "to").count(), 2, "{signed}");
+    assert_eq!(
+        names.iter().filter(|n| **n == "from").count(),
+        2,
+        "{signed}"
+    );
+    drop(milter);
+
+    // Read whole at start-up, as OpenDKIM does: with the database down
+    // the configuration is refused, naming the line and the server.
+    pg.stop();
+    let (ok, out) = check_config("-x", sidecar.config(), Postgres::PASSWORD);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("SignHeaders is read whole") && out.contains("dsn:pgsql://postgres:****@"),
+        "{out}"
+    );
 }

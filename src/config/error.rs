@@ -164,6 +164,25 @@ pub enum ConfigError {
     #[error("{at}: {problem}")]
     ReplaceRules { at: Location, problem: String },
 
+    #[error(
+        "{at}: {name} is read whole when the configuration is loaded (as OpenDKIM reads it), \
+         and {set} could not be read: {error}; start the server or list the names in a file"
+    )]
+    WholeSetUnreadable {
+        at: Location,
+        name: String,
+        /// The specification, password masked.
+        set: String,
+        error: crate::remote::BackendError,
+    },
+
+    #[error(
+        "{at}: {name} is read whole when the configuration is loaded, and an LDAP directory \
+         cannot be listed (OpenDKIM refuses it too); keep the names in a file, a list or a \
+         dsn: table"
+    )]
+    WholeSetOnLdap { at: Location, name: String },
+
     #[error(transparent)]
     Table(#[from] TableError),
 

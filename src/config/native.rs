@@ -122,10 +122,10 @@ struct SigningSection {
     canonicalization: Option<Spanned<String>>,
     #[serde(default)]
     multiple_signatures: bool,
-    sender_headers: Option<Vec<String>>,
-    sign_headers: Option<Spanned<Vec<String>>>,
-    omit_headers: Option<Spanned<Vec<String>>>,
-    oversign_headers: Option<Spanned<Vec<String>>>,
+    sender_headers: Option<Spanned<Entries>>,
+    sign_headers: Option<Spanned<Entries>>,
+    omit_headers: Option<Spanned<Entries>>,
+    oversign_headers: Option<Spanned<Entries>>,
     signature_ttl_seconds: Option<u64>,
     max_header_bytes: Option<usize>,
     max_header_count: Option<usize>,
@@ -404,7 +404,8 @@ impl TomlFile {
         let sender_headers = signing_section
             .sender_headers
             .take()
-            .map(|names| names.iter().map(|n| n.to_ascii_lowercase()).collect())
+            .and_then(|value| self.whole_set("sender_headers", value))
+            .map(|names| names.iter().map(|(n, _)| n.to_ascii_lowercase()).collect())
             .unwrap_or_else(|| vec!["from".to_string()]);
         let max_header_bytes = match signing_section.max_header_bytes {
             Some(0) => usize::MAX,
@@ -752,18 +753,42 @@ impl TomlFile {
 
     /// A header list, every entry located at the list.
     fn header_list(
-        &self,
+        &mut self,
         name: &'static str,
-        value: Option<&Spanned<Vec<String>>>,
+        value: Option<Spanned<Entries>>,
     ) -> Option<Written<Vec<(String, Location)>>> {
         let value = value?;
-        let at = self.at(value);
-        let entries = value
-            .get_ref()
-            .iter()
-            .map(|entry| (entry.clone(), at.clone()))
-            .collect();
+        let at = self.at(&value);
+        let entries = self.whole_set(name, value)?;
         Some(Written::new(name, entries, at))
+    }
+
+    /// The names of a list OpenDKIM reads whole at start-up: written
+    /// inline, in a file, or asked of a server now.
+    fn whole_set(
+        &mut self,
+        name: &'static str,
+        value: Spanned<Entries>,
+    ) -> Option<Vec<(String, Location)>> {
+        let at = self.at(&value);
+        if let Entries::DataSet(spec) = value.get_ref() {
+            match remote_sets::read_whole(
+                name,
+                &file_by_default(spec),
+                &at,
+                &self.base,
+                self.server.connect.clone(),
+            ) {
+                Ok(Some(keys)) => return Some(keys.into_iter().map(|k| (k, at.clone())).collect()),
+                Ok(None) => {}
+                Err(e) => {
+                    self.errors.push(e);
+                    return None;
+                }
+            }
+        }
+        let set = self.entries(name, value)?;
+        Some(set.entries.into_iter().map(|e| (e.key, e.at)).collect())
     }
 
     fn signature(&mut self, section: &mut SigningSection) -> SignatureSettings {
@@ -772,10 +797,10 @@ impl TomlFile {
             .canonicalization
             .clone()
             .map(|c| self.written("canonicalization", c));
-        rules.sign_headers = self.header_list("sign_headers", section.sign_headers.as_ref());
-        rules.omit_headers = self.header_list("omit_headers", section.omit_headers.as_ref());
+        rules.sign_headers = self.header_list("sign_headers", section.sign_headers.take());
+        rules.omit_headers = self.header_list("omit_headers", section.omit_headers.take());
         rules.oversign_headers =
-            self.header_list("oversign_headers", section.oversign_headers.as_ref());
+            self.header_list("oversign_headers", section.oversign_headers.take());
         rules.signature_ttl_seconds = section.signature_ttl_seconds;
         rules.request_reports = section.request_reports;
         rules.atps_domains = section.atps_domains.take().and_then(|value| {

@@ -704,11 +704,10 @@ impl ConfFile {
     }
 
     fn sender_headers(&mut self) -> Vec<String> {
-        match self.data_set("SenderHeaders") {
-            Some(set) => set
-                .entries
+        match self.whole_set("SenderHeaders") {
+            Some(names) => names
                 .iter()
-                .map(|e| e.key.to_ascii_lowercase())
+                .map(|(name, _)| name.to_ascii_lowercase())
                 .collect(),
             None => vec!["from".to_string()],
         }
@@ -717,9 +716,26 @@ impl ConfFile {
     /// A header list option's entries, each with its own location.
     fn header_list(&mut self, name: &'static str) -> Option<Written<Vec<(String, Location)>>> {
         let at = self.get(name)?.at.clone();
-        let set = self.data_set(name)?;
-        let entries = set.entries.into_iter().map(|e| (e.key, e.at)).collect();
+        let entries = self.whole_set(name)?;
         Some(Written::new(name, entries, at))
+    }
+
+    /// The keys of a set OpenDKIM reads whole at start-up, each with its
+    /// location: from a file or list, or asked of its server now (a key
+    /// from a server is located at the option).
+    fn whole_set(&mut self, name: &'static str) -> Option<Vec<(String, Location)>> {
+        let (spec, at) = self.string(name)?;
+        match remote_sets::read_whole(name, &spec, &at, &self.base, self.connect.clone()) {
+            Ok(Some(keys)) => Some(keys.into_iter().map(|k| (k, at.clone())).collect()),
+            Ok(None) => {
+                let set = self.data_set(name)?;
+                Some(set.entries.into_iter().map(|e| (e.key, e.at)).collect())
+            }
+            Err(e) => {
+                self.errors.push(e);
+                None
+            }
+        }
     }
 
     fn signature(&mut self) -> SignatureSettings {
@@ -1462,6 +1478,30 @@ SigningTable refile:$DIR/SigningTable
             dir.path("KeyTable")
         );
         assert!(tables.keys.loaded_key("rsa").is_some());
+    }
+
+    #[test]
+    fn a_header_list_in_a_directory_is_refused_as_opendkim_refuses_it() {
+        let dir = dir();
+        let errors = dir.errors(&format!(
+            "{TABLES}SignHeaders ldap://127.0.0.1/dc=example?cn?sub?(cn=$d)\n"
+        ));
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("SignHeaders") && e.contains("cannot be listed")),
+            "{errors:?}"
+        );
+        // A database that is not there: refused, naming the server.
+        let errors = dir.errors(&format!(
+            "{TABLES}SenderHeaders dsn:sqlite3://nowhere/senders.db/table=h?keycol=n?datacol=n\n"
+        ));
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("SenderHeaders is read whole") && e.contains("no such file")),
+            "{errors:?}"
+        );
     }
 
     #[test]

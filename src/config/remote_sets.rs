@@ -122,3 +122,59 @@ pub(crate) fn server_set(
         connect,
     ))))
 }
+
+/// The keys of a set OpenDKIM reads whole at start-up (`dkimf_db_mkarray`:
+/// SignHeaders, OmitHeaders, OversignHeaders, SenderHeaders) when `spec`
+/// names a server: `Ok(None)` when it does not. The server is asked now,
+/// once (on a thread of its own, so that this works inside or outside an
+/// async runtime), within the connect and query timeouts; a set that
+/// cannot be read refuses the configuration, as in OpenDKIM.
+pub(crate) fn read_whole(
+    name: &'static str,
+    spec: &str,
+    at: &Location,
+    base: &Path,
+    connect: ConnectSettings,
+) -> Result<Option<Vec<String>>, ConfigError> {
+    let Ok((DataSetSpec::Remote(remote), _)) = DataSetSpec::parse(spec, at) else {
+        return Ok(None);
+    };
+    let set = RemoteSet::new(
+        name,
+        remote,
+        at.clone(),
+        base,
+        CacheSettings::default(),
+        connect,
+    );
+    let answer = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| crate::remote::BackendError::Connect(e.to_string()))
+                    .map(|runtime| runtime.block_on(set.keys()))
+            })
+            .join()
+    });
+    match answer {
+        Ok(Ok(Some(Ok(keys)))) => Ok(Some(keys)),
+        Ok(Ok(None)) => Err(ConfigError::WholeSetOnLdap {
+            at: at.clone(),
+            name: name.to_string(),
+        }),
+        Ok(Ok(Some(Err(error))) | Err(error)) => Err(ConfigError::WholeSetUnreadable {
+            at: at.clone(),
+            name: name.to_string(),
+            set: set.describe(),
+            error,
+        }),
+        Err(_) => Err(ConfigError::WholeSetUnreadable {
+            at: at.clone(),
+            name: name.to_string(),
+            set: set.describe(),
+            error: crate::remote::BackendError::Query("the lookup failed".to_string()),
+        }),
+    }
+}

@@ -99,6 +99,10 @@ impl Default for ConnectSettings {
     }
 }
 
+/// A set read whole (a header list) with more keys than this is refused:
+/// no header list has that many names.
+pub const MAX_WHOLE_KEYS: usize = 10_000;
+
 /// A value longer than this is refused (a KeyTable value holds a key of a
 /// few kilobytes; a 10 MB cell is a mistake or an attack).
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
@@ -114,6 +118,8 @@ pub enum BackendError {
     Connect(String),
     #[error("query failed: {0}")]
     Query(String),
+    #[error("the table has more than {MAX_WHOLE_KEYS} keys")]
+    TooManyKeys,
 }
 
 /// One row's problem: it is not used, and the message it was for gets the
@@ -159,6 +165,17 @@ enum Backend {
 }
 
 impl Backend {
+    /// Every key of the set (at most [`MAX_WHOLE_KEYS`]); `None` for a
+    /// directory, which OpenDKIM cannot list either.
+    async fn keys(&self) -> Option<Result<Vec<String>, BackendError>> {
+        Some(match self {
+            Backend::Postgres(pg) => pg.keys().await,
+            Backend::Mysql(my) => my.keys().await,
+            Backend::Sqlite(sqlite) => sqlite.keys().await,
+            Backend::Ldap(_) => return None,
+        })
+    }
+
     async fn fetch(&self, keys: &[String]) -> Result<Rows, BackendError> {
         match self {
             Backend::Postgres(pg) => pg.fetch(keys).await,
@@ -256,6 +273,15 @@ impl RemoteSet {
             .fetch(&["dkim-sidecar-connection-check".to_string()])
             .await
             .map(|_| ())
+    }
+
+    /// Every key of the set, for a list OpenDKIM reads whole at start-up
+    /// (`dkimf_db_mkarray`: SignHeaders, OmitHeaders, ...); not cached.
+    /// `None` for an LDAP directory, which cannot be listed.
+    pub async fn keys(&self) -> Option<Result<Vec<String>, BackendError>> {
+        let result = self.backend.keys().await?;
+        self.record_health(&result);
+        Some(result)
     }
 
     /// Closes a connection kept open between lookups (an LDAP server's),
@@ -454,6 +480,8 @@ pub fn register(registry: &mut Registry) {
 struct SelectIn {
     head: String,
     tail: String,
+    /// Every key of the set: `SELECT keycol FROM table [WHERE (filter)]`.
+    whole: String,
 }
 
 impl SelectIn {
@@ -468,7 +496,12 @@ impl SelectIn {
             .chain(&dsn.data_columns)
             .map(|c| format!("CAST({} AS {text_type})", quoted(c)))
             .collect();
+        let mut whole = format!("SELECT {} FROM {}", select[0], quoted(&dsn.table));
+        if let Some(filter) = &dsn.filter {
+            whole.push_str(&format!(" WHERE ({filter})"));
+        }
         SelectIn {
+            whole,
             head: format!(
                 "SELECT {} FROM {} WHERE {} IN ",
                 select.join(", "),

@@ -32,6 +32,8 @@ pub(super) struct Mysql {
     /// The statement up to the key list, and after it.
     head: String,
     tail: String,
+    /// Every key: ``SELECT CAST(`keycol` AS CHAR) FROM `table` ...``.
+    whole: String,
     columns: Vec<String>,
     settings: ConnectSettings,
 }
@@ -61,11 +63,12 @@ impl Mysql {
             // by asking the server.
             .prefer_socket(false)
             .pool_opts(pool_opts);
-        let SelectIn { head, tail } = SelectIn::new(dsn, "CHAR", '`');
+        let SelectIn { head, tail, whole } = SelectIn::new(dsn, "CHAR", '`');
         Mysql {
             pool: Pool::new(Opts::from(opts)),
             head,
             tail,
+            whole,
             columns: dsn.data_columns.clone(),
             settings,
         }
@@ -75,6 +78,34 @@ impl Mysql {
     fn sql(&self, n: usize) -> String {
         let marks = vec!["?"; n].join(", ");
         format!("{}({marks}){}", self.head, self.tail)
+    }
+
+    /// Every key of the set.
+    pub(super) async fn keys(&self) -> Result<Vec<String>, BackendError> {
+        let connect = self.settings.connect_timeout;
+        let mut conn = match tokio::time::timeout(connect, self.pool.get_conn()).await {
+            Err(_) => return Err(BackendError::ConnectTimeout(connect)),
+            Ok(Err(e)) => return Err(BackendError::Connect(describe(&e))),
+            Ok(Ok(conn)) => conn,
+        };
+        let timeout = self.settings.query_timeout;
+        let keys: Vec<Option<Vec<u8>>> =
+            match tokio::time::timeout(timeout, conn.query(&self.whole)).await {
+                Err(_) => {
+                    discard(conn, connect);
+                    return Err(BackendError::QueryTimeout(timeout));
+                }
+                Ok(Err(e)) => return Err(BackendError::Query(describe(&e))),
+                Ok(Ok(keys)) => keys,
+            };
+        if keys.len() > super::MAX_WHOLE_KEYS {
+            return Err(BackendError::TooManyKeys);
+        }
+        Ok(keys
+            .into_iter()
+            .flatten()
+            .filter_map(|k| String::from_utf8(k).ok())
+            .collect())
     }
 
     pub(super) async fn fetch(&self, keys: &[String]) -> Result<Rows, BackendError> {

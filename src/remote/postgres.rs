@@ -25,6 +25,8 @@ use crate::tables::remote::DsnSpec;
 pub(super) struct Postgres {
     pool: Result<Pool, String>,
     sql: String,
+    /// Every key: `SELECT keycol::text FROM table [WHERE (filter)]`.
+    whole: String,
     columns: Vec<String>,
     settings: ConnectSettings,
 }
@@ -67,33 +69,61 @@ impl Postgres {
             dsn.table,
             dsn.key_column
         );
+        let mut whole = format!("SELECT {} FROM {}", select[0], dsn.table);
         if let Some(filter) = &dsn.filter {
             sql.push_str(&format!(" AND ({filter})"));
+            whole.push_str(&format!(" WHERE ({filter})"));
         }
         Postgres {
             pool,
             sql,
+            whole,
             columns: dsn.data_columns.clone(),
             settings,
         }
     }
 
-    pub(super) async fn fetch(&self, keys: &[String]) -> Result<Rows, BackendError> {
+    /// A connection from the pool, within the connect and query timeouts.
+    async fn client(&self) -> Result<deadpool_postgres::Object, BackendError> {
         let pool = self
             .pool
             .as_ref()
             .map_err(|e| BackendError::Connect(e.clone()))?;
         let timeout = self.settings.query_timeout;
-        let client =
-            match tokio::time::timeout(self.settings.connect_timeout + timeout, pool.get()).await {
-                Err(_) => return Err(BackendError::ConnectTimeout(self.settings.connect_timeout)),
-                Ok(Err(PoolError::Timeout(_))) => {
-                    return Err(BackendError::ConnectTimeout(self.settings.connect_timeout));
-                }
-                Ok(Err(PoolError::Backend(e))) => return Err(BackendError::Connect(describe(&e))),
-                Ok(Err(e)) => return Err(BackendError::Connect(e.to_string())),
-                Ok(Ok(client)) => client,
-            };
+        match tokio::time::timeout(self.settings.connect_timeout + timeout, pool.get()).await {
+            Err(_) | Ok(Err(PoolError::Timeout(_))) => {
+                Err(BackendError::ConnectTimeout(self.settings.connect_timeout))
+            }
+            Ok(Err(PoolError::Backend(e))) => Err(BackendError::Connect(describe(&e))),
+            Ok(Err(e)) => Err(BackendError::Connect(e.to_string())),
+            Ok(Ok(client)) => Ok(client),
+        }
+    }
+
+    /// Every key of the set.
+    pub(super) async fn keys(&self) -> Result<Vec<String>, BackendError> {
+        let client = self.client().await?;
+        let timeout = self.settings.query_timeout;
+        let rows = match tokio::time::timeout(timeout, client.query(&self.whole, &[])).await {
+            Err(_) => {
+                let _ = deadpool_postgres::Object::take(client);
+                return Err(BackendError::QueryTimeout(timeout));
+            }
+            Ok(Err(e)) => return Err(BackendError::Query(describe(&e))),
+            Ok(Ok(rows)) => rows,
+        };
+        if rows.len() > super::MAX_WHOLE_KEYS {
+            return Err(BackendError::TooManyKeys);
+        }
+        Ok(rows
+            .iter()
+            .filter_map(|row| row.try_get::<_, Option<String>>(0).ok().flatten())
+            .collect())
+    }
+
+    pub(super) async fn fetch(&self, keys: &[String]) -> Result<Rows, BackendError> {
+        let client = self.client().await?;
+        let timeout = self.settings.query_timeout;
         let keys = keys.to_vec();
         let rows = match tokio::time::timeout(timeout, async {
             let statement = client.prepare_cached(&self.sql).await?;

@@ -49,6 +49,8 @@ pub(super) struct Sqlite {
     /// The statement up to the key list, and after it.
     head: String,
     tail: String,
+    /// Every key: `SELECT CAST("keycol" AS TEXT) FROM "table" ...`.
+    whole: String,
     columns: Vec<String>,
     settings: ConnectSettings,
     /// Turns to run a lookup (`max_connections`).
@@ -66,11 +68,12 @@ struct Open {
 impl Sqlite {
     /// A data set on the SQLite file at `path` (already made absolute).
     pub(super) fn new(dsn: &DsnSpec, path: PathBuf, settings: ConnectSettings) -> Sqlite {
-        let SelectIn { head, tail } = SelectIn::new(dsn, "TEXT", '"');
+        let SelectIn { head, tail, whole } = SelectIn::new(dsn, "TEXT", '"');
         Sqlite {
             path,
             head,
             tail,
+            whole,
             columns: dsn.data_columns.clone(),
             turns: Arc::new(Semaphore::new(settings.max_connections.max(1))),
             idle: Arc::new(Mutex::new(Vec::new())),
@@ -82,6 +85,37 @@ impl Sqlite {
     fn sql(&self, n: usize) -> String {
         let marks = vec!["?"; n].join(", ");
         format!("{}({marks}){}", self.head, self.tail)
+    }
+
+    /// Every key of the set, on a connection of its own (asked once, at
+    /// start-up).
+    pub(super) async fn keys(&self) -> Result<Vec<String>, BackendError> {
+        let (path, sql) = (self.path.clone(), self.whole.clone());
+        let busy = self.settings.query_timeout;
+        let task = tokio::task::spawn_blocking(move || {
+            identity(&path)?;
+            let conn = open(&path, busy)?;
+            let failed = |e: rusqlite::Error| BackendError::Query(describe(&e, &path));
+            let mut statement = conn.prepare(&sql).map_err(failed)?;
+            let mut rows = statement.query([]).map_err(failed)?;
+            let mut keys = Vec::new();
+            while let Some(row) = rows.next().map_err(failed)? {
+                if let Ok(ValueRef::Text(key)) = row.get_ref(0)
+                    && let Ok(key) = std::str::from_utf8(key)
+                {
+                    keys.push(key.to_string());
+                }
+                if keys.len() > super::MAX_WHOLE_KEYS {
+                    return Err(BackendError::TooManyKeys);
+                }
+            }
+            Ok(keys)
+        });
+        match tokio::time::timeout(busy + self.settings.connect_timeout, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(BackendError::Query(format!("the lookup failed: {join}"))),
+            Err(_) => Err(BackendError::QueryTimeout(busy)),
+        }
     }
 
     pub(super) async fn fetch(&self, keys: &[String]) -> Result<Rows, BackendError> {

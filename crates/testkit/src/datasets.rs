@@ -210,3 +210,13 @@ pub fn reload(daemon: &MilterProcess) -> String {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// The value of tag `name` (`s`, `h`, `l`) in a DKIM-Signature value,
+/// folding whitespace removed.
+pub fn signature_tag(value: &str, name: &str) -> Option<String> {
+    value.split(';').find_map(|tag| {
+        let tag: String = tag.chars().filter(|c| !c.is_whitespace()).collect();
+        let (found, value) = tag.split_once('=')?;
+        (found == name).then(|| value.to_string())
+    })
+}

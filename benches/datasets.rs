@@ -21,30 +21,18 @@
 //! `cargo bench --bench datasets`. This is a benchmark: it measures and
 //! asserts nothing about speed.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use milter::server::SocketSpec;
 use milter_bench::{BenchOptions, KeyRecords};
 use testkit::daemon::{Daemon, scrape};
+use testkit::measure::{knob, median};
 use testkit::postgres::Postgres;
 use testkit::{MilterProcess, MilterSocket, Sidecar};
 
 const CONNECTIONS: usize = 128;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-}
 
 /// The sum of every sample of a counter, whatever its labels.
 fn counter(metrics: &str, name: &str) -> f64 {
@@ -88,7 +76,7 @@ struct Run {
 }
 
 fn run_once(setup: &Setup, seconds: u64, records: &Arc<KeyRecords>, sender: &str) -> Run {
-    let metrics = free_port();
+    let metrics = testkit::free_local_addr();
     let (daemon, addr) = setup.start(metrics);
     let target: SocketSpec = format!("inet:{}@{}", addr.port(), addr.ip())
         .parse()
@@ -140,15 +128,10 @@ fn grouped(value: f64) -> String {
     if value < 0.0 { format!("-{out}") } else { out }
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 fn main() {
     // `cargo bench` passes `--bench`; this harness takes no arguments.
-    let rounds = env_or("ROUNDS", 3).max(1);
-    let seconds = env_or("SECONDS_PER_RUN", 8).max(1);
+    let rounds = knob("ROUNDS", 3).max(1);
+    let seconds = knob("SECONDS_PER_RUN", 8).max(1);
 
     let pg = Postgres::start();
     let files = Sidecar::builder().write();

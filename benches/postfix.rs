@@ -30,15 +30,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use testkit::daemon;
+use testkit::measure::{knob, median, percentile};
 use testkit::opendkim::{OpenDkimSigner, SigningKey};
 use testkit::smtp_bench::{
-    PostfixSmtpSink, SmtpSource, TUNING, VERIFY_DOMAIN, bench_postfix, percentile,
-    time_transactions,
+    PostfixSmtpSink, SmtpSource, TUNING, VERIFY_DOMAIN, bench_postfix, time_transactions,
 };
 use testkit::verify::{assert_signed_by, assert_unsigned};
 use testkit::{MilterProcess, MilterSocket, Postfix, SmtpSink};
@@ -62,25 +61,16 @@ struct Params {
     json: PathBuf,
 }
 
-fn env<T: FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(value) if !value.is_empty() => value
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={value:?} is not a valid value")),
-        _ => default,
-    }
-}
-
 impl Params {
     fn from_env() -> Params {
         Params {
-            rounds: env("ROUNDS", 3),
-            messages: env("PF_MESSAGES", 3000),
-            warm_up: env("PF_WARMUP", 300),
-            sessions: env("PF_SESSIONS", 20),
-            latency: env("PF_LATENCY", 300),
-            interval: Duration::from_millis(env("PF_INTERVAL_MS", 20)),
-            body: env("PF_BODY", 4096),
+            rounds: knob("ROUNDS", 3),
+            messages: knob("PF_MESSAGES", 3000),
+            warm_up: knob("PF_WARMUP", 300),
+            sessions: knob("PF_SESSIONS", 20),
+            latency: knob("PF_LATENCY", 300),
+            interval: Duration::from_millis(knob("PF_INTERVAL_MS", 20)),
+            body: knob("PF_BODY", 4096),
             json: std::env::var_os("PF_JSON")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| testkit::target_dir().join("postfix-bench.json")),
@@ -290,16 +280,6 @@ fn message(body: usize) -> Vec<u8> {
 
 fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    }
 }
 
 fn load_average() -> String {

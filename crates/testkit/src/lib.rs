@@ -49,6 +49,7 @@ pub mod keys;
 pub mod knot;
 pub mod load;
 pub mod mariadb;
+pub mod measure;
 pub mod message;
 pub mod milter_process;
 pub mod mta;

@@ -296,33 +296,3 @@ pub fn time_transactions(
     }
     times
 }
-
-/// The `p`th percentile (0-100) by nearest rank; `None` when empty.
-pub fn percentile(times: &[Duration], p: f64) -> Option<Duration> {
-    if times.is_empty() {
-        return None;
-    }
-    let mut sorted = times.to_vec();
-    sorted.sort();
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    Some(sorted[rank.clamp(1, sorted.len()) - 1])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles_are_by_nearest_rank() {
-        let times: Vec<Duration> = (1..=100).rev().map(Duration::from_millis).collect();
-        assert_eq!(percentile(&times, 50.0), Some(Duration::from_millis(50)));
-        assert_eq!(percentile(&times, 99.0), Some(Duration::from_millis(99)));
-        assert_eq!(percentile(&times, 100.0), Some(Duration::from_millis(100)));
-        assert_eq!(percentile(&times, 0.0), Some(Duration::from_millis(1)));
-        assert_eq!(
-            percentile(&[Duration::from_millis(7)], 99.0),
-            Some(Duration::from_millis(7))
-        );
-        assert_eq!(percentile(&[], 50.0), None);
-    }
-}

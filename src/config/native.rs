@@ -786,17 +786,14 @@ impl TomlFile {
             let at = self.at(&path);
             Written::new("replace_rules", self.path(path.get_ref()), at)
         });
-        rules.replace_headers = section
-            .replace_headers
-            .take()
-            .and_then(|e| self.entries("replace_headers", e))
-            .and_then(|set| match KeySet::from_data_set(&set) {
-                Ok(keys) => Some(keys),
-                Err(e) => {
-                    self.errors.push(e.into());
-                    None
-                }
-            });
+        rules.replace_headers = section.replace_headers.take().and_then(|value| {
+            self.source("replace_headers", value, |f, value| {
+                let set = f.entries("replace_headers", value)?;
+                KeySet::from_data_set(&set)
+                    .map_err(|e| f.errors.push(e.into()))
+                    .ok()
+            })
+        });
         rules.body_length_recipients = section.body_length_recipients.take().and_then(|value| {
             self.source("body_length_recipients", value, |f, value| {
                 let set = f.entries("body_length_recipients", value)?;

@@ -750,7 +750,7 @@ impl ConfFile {
         rules.request_reports = self.boolean("RequestReports").unwrap_or(false);
         rules.atps_domains = self.source("ATPSDomains", |f| f.domain_set("ATPSDomains"));
         rules.body_length_recipients = self.source("BodyLengthDB", |f| f.key_set("BodyLengthDB"));
-        rules.replace_headers = self.key_set("ReplaceHeaders");
+        rules.replace_headers = self.source("ReplaceHeaders", |f| f.key_set("ReplaceHeaders"));
         rules.replace_rules = self.string("ReplaceRules").map(|(path, at)| {
             Written::new("ReplaceRules", data_sets::resolve(&self.base, &path), at)
         });

@@ -434,6 +434,7 @@ impl Filter for SigningFilter {
                         macros,
                         label,
                         c.started,
+                        c.policy.errors.internal_error,
                     ) {
                         Start::Verify(v) => {
                             self.message = Message::Verifying(v);

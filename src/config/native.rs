@@ -1467,4 +1467,28 @@ subdomains = true
             "{errors:?}"
         );
     }
+
+    #[test]
+    fn remove_ar_from_and_replace_headers_on_a_server_are_said_in_toml() {
+        use crate::policy::TableSource::Remote;
+        let dir = dir();
+        dir.write("rules", "@host\\.example\t@example\n");
+        let config = dir
+            .load(&format!(
+                "{DUAL}\n[signing]\nreplace_rules = \"rules\"\n\
+                 replace_headers = \"dsn:pgsql://u:pw-8@127.0.0.1/db/table=h?keycol=n?datacol=n\"\n\
+                 [verify]\n\
+                 remove_ar_from = \"ldap://127.0.0.1/dc=example?cn?sub?(cn=$d)\"\n"
+            ))
+            .unwrap();
+        let policy = &config.policy;
+        let rules = policy.signature.replace_rules.as_ref().unwrap();
+        assert_eq!(rules.fields_on_server().unwrap().role(), "replace_headers");
+        let verification = policy.verification.as_ref().unwrap();
+        let Some(Remote(remove_from)) = &verification.remove_from else {
+            panic!("not on a server")
+        };
+        assert_eq!(remove_from.role(), "remove_ar_from");
+        assert_eq!(policy.server_sets().len(), 2);
+    }
 }

@@ -112,12 +112,20 @@ impl Policy {
         {
             sets.push(set);
         }
+        if let Some(TableSource::Remote(set)) = self
+            .verification
+            .as_ref()
+            .and_then(|v| v.remove_from.as_ref())
+        {
+            sets.push(set);
+        }
         sets
     }
 
     /// Whether a message's decision may need a lookup on a server (the
     /// tables, or a set asked per message); cheap, asked per message.
-    /// ReplaceHeaders ([`Policy::replace_lookup`]) is not counted here.
+    /// ReplaceHeaders ([`Policy::replace_lookup`]) and RemoveARFrom (asked
+    /// at end of message by verification) are not counted here.
     pub fn asks_servers(&self) -> bool {
         fn on_server<T>(source: Option<&TableSource<T>>) -> bool {
             matches!(source, Some(TableSource::Remote(_)))

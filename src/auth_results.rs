@@ -344,6 +344,30 @@ impl Removal {
     }
 }
 
+/// With RemoveARFrom kept on a server: the authserv-id of a field that is
+/// removed if the set lists it (one with a dkim result, or any with
+/// RemoveARAll); `None` for a field that stays whatever the set says.
+pub fn removable_authserv_id(value: &[u8], all: bool) -> Option<String> {
+    read_existing(value)
+        .filter(|field| all || field.has_dkim)
+        .map(|field| field.authserv_id)
+}
+
+/// The keys asked of RemoveARFrom kept on a server for an authserv-id
+/// (lower-case): the id itself (OpenDKIM's one key), then `.id` and each
+/// parent `.suffix`, so that a row `.example.com` covers example.com and
+/// its subdomains as it does in a file.
+pub fn removal_keys(authserv_id: &str) -> Vec<String> {
+    let mut keys = vec![authserv_id.to_string(), format!(".{authserv_id}")];
+    keys.extend(
+        authserv_id
+            .match_indices('.')
+            .map(|(i, _)| authserv_id[i..].to_string())
+            .filter(|suffix| suffix.len() > 1),
+    );
+    keys
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -468,6 +492,39 @@ mod tests {
         ] {
             assert!(!removal.removes(kept.as_bytes()), "{kept:?}");
         }
+    }
+
+    #[test]
+    fn an_authserv_id_on_a_server_is_asked_with_each_parent_domain() {
+        assert_eq!(
+            removal_keys("mx.trusted.example"),
+            [
+                "mx.trusted.example",
+                ".mx.trusted.example",
+                ".trusted.example",
+                ".example"
+            ]
+        );
+        assert_eq!(removal_keys("localhost"), ["localhost", ".localhost"]);
+        // A trailing dot makes no empty `.` key.
+        assert_eq!(removal_keys("mx."), ["mx.", ".mx."]);
+    }
+
+    #[test]
+    fn only_fields_with_a_dkim_result_are_asked_about_unless_remove_all() {
+        assert_eq!(
+            removable_authserv_id(b" Trusted.Example/42; dkim=pass", false).as_deref(),
+            Some("trusted.example")
+        );
+        assert_eq!(
+            removable_authserv_id(b" trusted.example; spf=pass", false),
+            None
+        );
+        assert_eq!(
+            removable_authserv_id(b" trusted.example; spf=pass", true).as_deref(),
+            Some("trusted.example")
+        );
+        assert_eq!(removable_authserv_id(b" ; dkim=pass", true), None);
     }
 
     #[test]

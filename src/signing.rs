@@ -20,8 +20,8 @@ use bytes::Bytes;
 use crate::dkim::{HeaderBlock, MessageSigning, SIGNATURE_FIELD};
 use crate::message_log::{ConnectionReport, Failure, not_signed_label};
 use crate::policy::{
-    Action, Answers, Decision, MacroLookup, MessageFacts, Policy, RemoteKey, RemoteProblem,
-    TableSource, TrustedBy,
+    Action, Answers, DataSetProblem, Decision, MacroLookup, MessageFacts, Policy, RemoteKey,
+    RemoteProblem, TableSource, TrustedBy,
 };
 use crate::verifying::{Start, VerifyingMessage};
 use milter::postfix::default_macros;
@@ -100,6 +100,10 @@ struct Collecting {
     /// The answers of the other data sets kept on a server, asked at the
     /// same time.
     servers: Arc<OnceLock<Answers>>,
+    /// ReplaceHeaders kept on a server: the names (as written) of the
+    /// fields it lists among those the rules would rewrite, or why that is
+    /// not known; asked first, just before end of headers.
+    replace_answer: Arc<OnceLock<Result<Vec<String>, DataSetProblem>>>,
     /// The header block after ReplaceRules, when they change it; worked
     /// out once, at end of headers ([`Collecting::signed_headers`]).
     replaced: OnceLock<Option<HeaderBlock>>,
@@ -114,10 +118,44 @@ impl Collecting {
         self.replaced
             .get_or_init(|| {
                 let rules = self.policy.signature.replace_rules.as_ref()?;
-                rules.apply(&self.headers)
+                match self.replace_answer.get() {
+                    Some(Ok(listed)) => rules.apply_listed(&self.headers, listed),
+                    _ => rules.apply(&self.headers),
+                }
             })
             .as_ref()
             .unwrap_or(&self.headers)
+    }
+
+    /// Why the ReplaceHeaders answer this message needs is not known
+    /// (`None` when it is, or when nothing depends on it).
+    fn replace_problem(&self) -> Option<DataSetProblem> {
+        match self.replace_answer.get() {
+            Some(Ok(_)) => None,
+            Some(Err(problem)) => Some(problem.clone()),
+            None => self
+                .policy
+                .replace_lookup(&self.headers)
+                .map(|_| DataSetProblem::NotLookedUp("ReplaceHeaders")),
+        }
+    }
+
+    /// What the decision reads, with `headers`, kept for lookups that run
+    /// after the callback returned.
+    fn owned_facts(
+        &self,
+        client_host: &str,
+        client_ip: Option<IpAddr>,
+        macros: &Macros,
+        headers: &HeaderBlock,
+    ) -> OwnedFacts {
+        OwnedFacts {
+            client_host: client_host.to_string(),
+            client_ip,
+            macros: macros.clone(),
+            recipients: self.recipients.clone(),
+            headers: headers.clone(),
+        }
     }
 }
 
@@ -170,6 +208,7 @@ impl SigningFilter {
                 too_many_recipients: false,
                 remote: Arc::new(OnceLock::new()),
                 servers: Arc::new(OnceLock::new()),
+                replace_answer: Arc::new(OnceLock::new()),
                 replaced: OnceLock::new(),
             });
         }
@@ -353,7 +392,13 @@ impl Filter for SigningFilter {
             remote: c.remote.get(),
             servers: c.servers.get(),
         };
-        match c.policy.decide(&facts) {
+        let mut decision = c.policy.decide(&facts);
+        if let Some(problem) = c.replace_problem() {
+            decision = c
+                .policy
+                .without_replace_answer(decision, &c.headers, problem);
+        }
+        match decision {
             Decision::Sign {
                 sender,
                 trusted_by,
@@ -389,6 +434,7 @@ impl Filter for SigningFilter {
                         macros,
                         label,
                         c.started,
+                        c.policy.errors.internal_error,
                     ) {
                         Start::Verify(v) => {
                             self.message = Message::Verifying(v);
@@ -515,8 +561,9 @@ impl Filter for SigningFilter {
 
     /// With data sets kept on a server, what this message's decision needs
     /// is looked up here (through the caches, so a cached answer costs no
-    /// wait), so that the decision at end of headers has it: first the
-    /// sets that say whether to sign (host lists, MTA, ExemptDomains,
+    /// wait), so that the decision at end of headers has it: first
+    /// ReplaceHeaders (the sender is read from the rewritten fields), then
+    /// the sets that say whether to sign (host lists, MTA, ExemptDomains,
     /// DontSignMailTo), then the sender's KeyTable and SigningTable
     /// entries, only for a message that passes every other check.
     fn end_of_headers_ready(
@@ -526,6 +573,32 @@ impl Filter for SigningFilter {
         let Message::Collecting(c) = &self.message else {
             return None;
         };
+        if let Some(lookup) = c.policy.replace_lookup(&c.headers) {
+            let policy = Arc::clone(&c.policy);
+            let slot = Arc::clone(&c.replace_answer);
+            let remote = Arc::clone(&c.remote);
+            let servers = Arc::clone(&c.servers);
+            // The fields as received (the answer says which to rewrite;
+            // the signed view is worked out at end of headers, with it).
+            let mut owned = c.owned_facts(&self.client_host, self.client_ip, macros, &c.headers);
+            return Some(Box::pin(async move {
+                let answer = lookup.ask().await;
+                if let (Ok(listed), Some(rules)) = (&answer, &policy.signature.replace_rules)
+                    && let Some(rewritten) = rules.apply_listed(&owned.headers, listed)
+                {
+                    owned.headers = rewritten;
+                }
+                let _ = slot.set(answer);
+                if !policy.asks_servers() {
+                    return;
+                }
+                let more =
+                    server_lookups(&policy, &owned.facts(), || owned.clone(), remote, servers);
+                if let Some(more) = more {
+                    more.await;
+                }
+            }));
+        }
         if !c.policy.asks_servers() {
             return None;
         }
@@ -538,49 +611,20 @@ impl Filter for SigningFilter {
             remote: None,
             servers: None,
         };
-        let queries = c.policy.server_queries(&facts);
-        if queries.is_empty() {
-            let (remote, sender, multiple) = c.policy.remote_lookup(&facts)?;
-            let slot = Arc::clone(&c.remote);
-            return Some(Box::pin(async move {
-                let keys = remote.resolve(&sender, multiple).await;
-                let _ = slot.set(keys);
-            }));
-        }
-        // The key lookup waits for the answers (a peer or an exempt
-        // domain needs none), so the facts go along.
-        let servers = Arc::clone(&c.servers);
-        let keys = c.policy.signing.remote.is_some().then(|| {
-            (
-                Arc::clone(&c.policy),
-                Arc::clone(&c.remote),
-                OwnedFacts {
-                    client_host: self.client_host.clone(),
-                    client_ip: self.client_ip,
-                    macros: macros.clone(),
-                    recipients: c.recipients.clone(),
-                    headers: c.signed_headers().clone(),
-                },
-            )
-        });
-        Some(Box::pin(async move {
-            let answers = queries.ask().await;
-            if let Some((policy, slot, owned)) = keys {
-                let lookup = policy.remote_lookup(&MessageFacts {
-                    client_host: &owned.client_host,
-                    client_ip: owned.client_ip,
-                    macros: &owned.macros,
-                    recipients: &owned.recipients,
-                    headers: &owned.headers,
-                    remote: None,
-                    servers: Some(&answers),
-                });
-                if let Some((signing, sender, multiple)) = lookup {
-                    let _ = slot.set(signing.resolve(&sender, multiple).await);
-                }
-            }
-            let _ = servers.set(answers);
-        }))
+        server_lookups(
+            &c.policy,
+            &facts,
+            || {
+                c.owned_facts(
+                    &self.client_host,
+                    self.client_ip,
+                    macros,
+                    c.signed_headers(),
+                )
+            },
+            Arc::clone(&c.remote),
+            Arc::clone(&c.servers),
+        )
     }
 
     fn abort(&mut self) {
@@ -596,12 +640,68 @@ impl Filter for SigningFilter {
 
 /// What the decision reads about a message, kept for a lookup that runs
 /// after the callback returned.
+#[derive(Clone)]
 struct OwnedFacts {
     client_host: String,
     client_ip: Option<IpAddr>,
     macros: Macros,
     recipients: Vec<String>,
     headers: HeaderBlock,
+}
+
+impl OwnedFacts {
+    fn facts(&self) -> MessageFacts<'_> {
+        MessageFacts {
+            client_host: &self.client_host,
+            client_ip: self.client_ip,
+            macros: &self.macros,
+            recipients: &self.recipients,
+            headers: &self.headers,
+            remote: None,
+            servers: None,
+        }
+    }
+}
+
+/// The lookups of the sets kept on a server (other than ReplaceHeaders)
+/// that the decision for `facts` needs, as one future: the sets asked
+/// per message at once, then the sender's KeyTable and SigningTable
+/// entries with their answers (a peer or an exempt domain needs none).
+/// `None` when nothing is to be asked.
+fn server_lookups(
+    policy: &Arc<Policy>,
+    facts: &MessageFacts<'_>,
+    owned: impl FnOnce() -> OwnedFacts,
+    remote: Arc<OnceLock<Result<Vec<RemoteKey>, RemoteProblem>>>,
+    servers: Arc<OnceLock<Answers>>,
+) -> Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>> {
+    let queries = policy.server_queries(facts);
+    if queries.is_empty() {
+        let (signing, sender, multiple) = policy.remote_lookup(facts)?;
+        return Some(Box::pin(async move {
+            let keys = signing.resolve(&sender, multiple).await;
+            let _ = remote.set(keys);
+        }));
+    }
+    // The key lookup waits for the answers, so the facts go along.
+    let keys = policy
+        .signing
+        .remote
+        .is_some()
+        .then(|| (Arc::clone(policy), remote, owned()));
+    Some(Box::pin(async move {
+        let answers = queries.ask().await;
+        if let Some((policy, slot, owned)) = keys {
+            let lookup = policy.remote_lookup(&MessageFacts {
+                servers: Some(&answers),
+                ..owned.facts()
+            });
+            if let Some((signing, sender, multiple)) = lookup {
+                let _ = slot.set(signing.resolve(&sender, multiple).await);
+            }
+        }
+        let _ = servers.set(answers);
+    }))
 }
 
 fn unix_time() -> u64 {

@@ -4,7 +4,13 @@
 //!
 //! [`VerifyingMessage::start`] removes nothing yet: it notes the existing
 //! Authentication-Results fields that claim our authserv-id (to delete
-//! later) and starts [`MessageVerification`] (key lookups begin here). It
+//! later) and starts [`MessageVerification`] (key lookups begin here). With
+//! RemoveARFrom kept on a server, it notes the fields the set decides (those
+//! with a dkim result, or all with RemoveARAll), and the set is asked for
+//! their authserv-ids in one batch while the key lookups finish
+//! ([`VerifyingMessage::keys_ready`]); when it cannot answer, the message
+//! gets the On-InternalError action rather than keep a field that may be a
+//! forgery (OpenDKIM keeps it: a failed lookup is "not listed"). It
 //! answers at once only when every signature is malformed and
 //! On-BadSignature refuses the message, as OpenDKIM does. At end of
 //! message [`VerifyingMessage::finish`] turns the verdicts into the
@@ -18,7 +24,7 @@
 use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -26,7 +32,7 @@ use bytes::Bytes;
 use crate::auth_results::{self, Removal};
 use crate::dkim::HeaderBlock;
 use crate::dns::{DnsSettings, Resolver};
-use crate::policy::Action;
+use crate::policy::{Action, DataSetProblem, Query, TableSource};
 use crate::verify::{
     DkimResult, MessageVerification, Problem, SignatureVerdict, VerifySettings, decisive,
     metrics as verify_metrics,
@@ -92,8 +98,10 @@ pub struct VerificationPolicy {
     pub keep_auth_results: bool,
     /// OpenDKIM's RemoveARAll.
     pub remove_all: bool,
-    /// OpenDKIM's RemoveARFrom.
-    pub remove_from: Option<Vec<String>>,
+    /// OpenDKIM's RemoveARFrom: the hosts (`.example.com` for a domain and
+    /// its subdomains) whose fields are removed instead of ours, or the set
+    /// kept on a server that lists them.
+    pub remove_from: Option<TableSource<Vec<String>>>,
     pub actions: VerifyActions,
 }
 
@@ -180,8 +188,16 @@ pub fn describe(policy: &VerificationPolicy) -> Vec<String> {
             action(policy.actions.security.unwrap_or(Action::Reject))
         ),
     ];
-    if let Some(from) = &policy.remove_from {
-        lines.push(format!("RemoveARFrom: {}", from.join(", ")));
+    match &policy.remove_from {
+        None => {}
+        Some(TableSource::Local(from)) => {
+            lines.push(format!("RemoveARFrom: {}", from.join(", ")));
+        }
+        Some(TableSource::Remote(set)) => lines.push(format!(
+            "RemoveARFrom: asked per message of {}, through a cache  ({})",
+            set.describe(),
+            set.at()
+        )),
     }
     lines
 }
@@ -218,33 +234,87 @@ pub struct VerifyingMessage {
     not_signed: &'static str,
     /// 1-based indexes among Authentication-Results fields to delete.
     forged: Vec<u32>,
+    /// RemoveARFrom kept on a server: the fields it decides.
+    removal: Option<RemovalLookup>,
+    /// On-InternalError, for a RemoveARFrom answer that cannot be had.
+    internal_error: Action,
+}
+
+/// The fields of one message that RemoveARFrom kept on a server decides,
+/// and its answer once asked.
+struct RemovalLookup {
+    /// 1-based indexes among Authentication-Results fields, one per walk
+    /// of `query`.
+    indexes: Vec<u32>,
+    query: Query,
+    answer: Arc<OnceLock<Result<Vec<bool>, DataSetProblem>>>,
+}
+
+impl RemovalLookup {
+    /// The fields to delete, or why that is not known.
+    fn forged(&self) -> Result<Vec<u32>, DataSetProblem> {
+        match self.answer.get() {
+            Some(Ok(listed)) => Ok(self
+                .indexes
+                .iter()
+                .zip(listed)
+                .filter(|(_, listed)| **listed)
+                .map(|(&index, _)| index)
+                .collect()),
+            Some(Err(problem)) => Err(problem.clone()),
+            None => Err(DataSetProblem::NotLookedUp("RemoveARFrom")),
+        }
+    }
 }
 
 impl VerifyingMessage {
     /// At end of headers: read the signatures and start their lookups.
+    /// `internal_error` is On-InternalError.
     pub fn start(
         policy: &Arc<VerificationPolicy>,
         headers: HeaderBlock,
         macros: &Macros,
         not_signed: &'static str,
         started: Instant,
+        internal_error: Action,
     ) -> Start {
+        let mut removal = None;
         let forged = if policy.keep_auth_results {
             Vec::new()
         } else {
-            let removal = Removal {
-                authserv_id: policy.authserv_id(macros).to_ascii_lowercase(),
-                from: policy.remove_from.clone(),
-                all: policy.remove_all,
-            };
-            headers
+            let existing = headers
                 .fields()
                 .iter()
                 .filter(|f| f.is_named(auth_results::FIELD))
-                .zip(1u32..)
-                .filter(|(f, _)| removal.removes(&f.value))
-                .map(|(_, n)| n)
-                .collect()
+                .zip(1u32..);
+            match &policy.remove_from {
+                Some(TableSource::Remote(set)) => {
+                    let (indexes, walks): (Vec<u32>, Vec<Vec<String>>) = existing
+                        .filter_map(|(f, n)| {
+                            auth_results::removable_authserv_id(&f.value, policy.remove_all)
+                                .map(|id| (n, auth_results::removal_keys(&id)))
+                        })
+                        .unzip();
+                    // No field the set could remove: nothing is asked.
+                    removal = (!indexes.is_empty()).then(|| RemovalLookup {
+                        indexes,
+                        query: Query::each(set, walks),
+                        answer: Arc::new(OnceLock::new()),
+                    });
+                    Vec::new()
+                }
+                from => {
+                    let removal = Removal {
+                        authserv_id: policy.authserv_id(macros).to_ascii_lowercase(),
+                        from: from.as_ref().and_then(TableSource::local).cloned(),
+                        all: policy.remove_all,
+                    };
+                    existing
+                        .filter(|(f, _)| removal.removes(&f.value))
+                        .map(|(_, n)| n)
+                        .collect()
+                }
+            }
         };
         let verification =
             MessageVerification::start(&headers, &policy.settings, &policy.resolver, unix_time());
@@ -260,6 +330,8 @@ impl VerifyingMessage {
             started,
             not_signed,
             forged,
+            removal,
+            internal_error,
         };
         if refused_now {
             return Start::Answered(message.finish(macros).verdict);
@@ -276,11 +348,37 @@ impl VerifyingMessage {
         self.verification.wants_body()
     }
 
-    /// The key lookups still running, as one future.
+    /// The key lookups still running and the RemoveARFrom lookup (on a
+    /// server, not asked yet), as one future.
     pub fn keys_ready(&self) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
-        self.verification
-            .keys_ready()
-            .map(|f| Box::pin(f) as Pin<Box<dyn Future<Output = ()> + Send>>)
+        let keys = self.verification.keys_ready();
+        let removal = self
+            .removal
+            .as_ref()
+            .filter(|r| r.answer.get().is_none())
+            .map(|r| {
+                let query = r.query.clone();
+                let slot = Arc::clone(&r.answer);
+                async move {
+                    let _ = slot.set(query.ask_each().await);
+                }
+            });
+        if keys.is_none() && removal.is_none() {
+            return None;
+        }
+        Some(Box::pin(async move {
+            let keys = async {
+                if let Some(keys) = keys {
+                    keys.await;
+                }
+            };
+            let removal = async {
+                if let Some(removal) = removal {
+                    removal.await;
+                }
+            };
+            tokio::join!(keys, removal);
+        }))
     }
 
     /// At end of message: the answer, the changes, one log line.
@@ -295,6 +393,24 @@ impl VerifyingMessage {
         }
         let deciding = decisive(&verdicts);
         let (action, why) = action_for(deciding, &policy.actions);
+        let (forged, held) = match &self.removal {
+            None => (self.forged.clone(), None),
+            Some(removal) => match removal.forged() {
+                Ok(forged) => (forged, None),
+                Err(problem) => (Vec::new(), Some(problem)),
+            },
+        };
+        // Which fields go matters only for a message let through.
+        let held = held.filter(|_| matches!(action, Action::Accept | Action::Quarantine));
+        let (action, why) = match &held {
+            Some(_) => (
+                self.internal_error,
+                "the Authentication-Results fields RemoveARFrom removes are not known (data set \
+                 unavailable)"
+                    .to_string(),
+            ),
+            None => (action, why),
+        };
         let result = deciding.map_or("none", |v| v.result.as_str());
         let metrics = verify_metrics::verify();
         metrics.message(result);
@@ -307,7 +423,8 @@ impl VerifyingMessage {
             &verdicts,
             action,
             self.not_signed,
-            self.forged.len(),
+            forged.len(),
+            held.as_ref(),
             self.started,
         );
         let verdict = match action {
@@ -329,8 +446,7 @@ impl VerifyingMessage {
         if !matches!(verdict, Verdict::Accept) {
             return EndOfMessage::verdict(verdict);
         }
-        let mut modifications: Vec<Modification> = self
-            .forged
+        let mut modifications: Vec<Modification> = forged
             .iter()
             .rev()
             .map(|&index| Modification::ChangeHeader {
@@ -398,6 +514,9 @@ fn action_for(deciding: Option<&SignatureVerdict>, actions: &VerifyActions) -> (
     }
 }
 
+/// The message's one log line; an error when RemoveARFrom's answer could
+/// not be had (`held`), saying why.
+#[allow(clippy::too_many_arguments)]
 fn log(
     queue_id: &str,
     result: &str,
@@ -405,6 +524,7 @@ fn log(
     action: Action,
     not_signed: &str,
     removed: usize,
+    held: Option<&DataSetProblem>,
     started: Instant,
 ) {
     let mut signatures = String::new();
@@ -434,6 +554,19 @@ fn log(
         Action::Reject => "reject",
         Action::Tempfail => "tempfail",
     };
+    if let Some(problem) = held {
+        tracing::error!(
+            queue_id = %queue_id,
+            result = %result,
+            signatures = %signatures,
+            action = %action,
+            reason = %"data_set_unavailable",
+            not_signed = %not_signed,
+            elapsed_ms,
+            "verified, but existing Authentication-Results fields are not removed: {problem}"
+        );
+        return;
+    }
     tracing::info!(
         queue_id = %queue_id,
         result = %result,
@@ -451,4 +584,162 @@ fn unix_time() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A verifying policy (test keys, AuthservID mx.test) with `lines`;
+    /// the directory holds its files.
+    fn policy(lines: &str) -> (tempfile::TempDir, Arc<VerificationPolicy>) {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys");
+        std::fs::write(&keys, "sel._domainkey.example.com v=DKIM1; p=\n").unwrap();
+        let conf = dir.path().join("opendkim.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "Mode v\nSocket inet:8891@localhost\nAuthservID mx.test\nTestPublicKeys {}\n\
+                 {lines}\n",
+                keys.display()
+            ),
+        )
+        .unwrap();
+        let config = crate::config::Config::from_opendkim_file(&conf).unwrap();
+        (dir, config.policy.verification.unwrap())
+    }
+
+    /// RemoveARFrom on a PostgreSQL port nothing listens on.
+    const ON_A_SERVER_DOWN: &str =
+        "RemoveARFrom dsn:pgsql://u:pw-5@1+127.0.0.1/db/table=t?keycol=k?datacol=k";
+
+    fn headers(fields: &[(&str, &str)]) -> HeaderBlock {
+        let mut block = HeaderBlock::new();
+        for (name, value) in fields {
+            block.push_copy(name.as_bytes(), format!(" {value}").as_bytes());
+        }
+        block
+    }
+
+    fn start(policy: &Arc<VerificationPolicy>, fields: &[(&str, &str)]) -> VerifyingMessage {
+        let Start::Verify(message) = VerifyingMessage::start(
+            policy,
+            headers(fields),
+            &Macros::new(),
+            "untrusted",
+            Instant::now(),
+            Action::Tempfail,
+        ) else {
+            panic!("answered at end of headers")
+        };
+        *message
+    }
+
+    fn run(ready: Pin<Box<dyn Future<Output = ()> + Send>>) {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(ready);
+    }
+
+    /// The indexes of the Authentication-Results fields deleted.
+    fn removed(end: &EndOfMessage) -> Vec<u32> {
+        end.modifications
+            .iter()
+            .filter_map(|m| match m {
+                Modification::ChangeHeader { index, .. } => Some(*index),
+                _ => None,
+            })
+            .collect()
+    }
+
+    const FROM: (&str, &str) = ("From", "a@example.org");
+
+    #[test]
+    fn remove_ar_from_on_a_server_removes_the_fields_of_listed_authserv_ids() {
+        let (_dir, policy) = policy(ON_A_SERVER_DOWN);
+        let message = start(
+            &policy,
+            &[
+                ("Authentication-Results", "trusted.example; dkim=pass"),
+                ("Authentication-Results", "mx.test; dkim=pass"),
+                (
+                    "Authentication-Results",
+                    "Relay.Trusted.Example/7; spf=pass",
+                ),
+                ("Authentication-Results", "relay.trusted.example; dkim=fail"),
+                FROM,
+            ],
+        );
+        let removal = message.removal.as_ref().expect("a lookup");
+        // The fields with a dkim result, each with its authserv-id's walk.
+        assert_eq!(removal.indexes, [1, 2, 4]);
+        // Answered: the first and the last are listed.
+        removal.answer.set(Ok(vec![true, false, true])).unwrap();
+        let end = message.finish(&Macros::new());
+        assert!(matches!(end.verdict, Verdict::Accept), "{:?}", end.verdict);
+        assert_eq!(removed(&end), [4, 1]);
+    }
+
+    #[test]
+    fn remove_ar_from_on_a_server_down_tempfails_a_message_with_a_field_it_decides() {
+        let (_dir, policy) = policy(ON_A_SERVER_DOWN);
+        let message = start(
+            &policy,
+            &[
+                ("Authentication-Results", "trusted.example; dkim=pass"),
+                FROM,
+            ],
+        );
+        run(message.keys_ready().expect("the set is asked"));
+        let end = message.finish(&Macros::new());
+        let Verdict::Smtp(reply) = &end.verdict else {
+            panic!("not refused: {:?}", end.verdict)
+        };
+        assert_eq!(reply.code, 451, "{reply:?}");
+        assert!(!reply.text.contains("pw-5"), "{reply:?}");
+        assert!(end.modifications.is_empty());
+    }
+
+    #[test]
+    fn remove_ar_from_on_a_server_is_not_asked_when_no_field_could_go() {
+        let (_dir, policy) = policy(ON_A_SERVER_DOWN);
+        let message = start(
+            &policy,
+            &[
+                ("Authentication-Results", "trusted.example; spf=pass"),
+                FROM,
+            ],
+        );
+        assert!(message.removal.is_none());
+        assert!(message.keys_ready().is_none());
+        let end = message.finish(&Macros::new());
+        assert!(matches!(end.verdict, Verdict::Accept), "{:?}", end.verdict);
+        assert!(removed(&end).is_empty());
+    }
+
+    #[test]
+    fn a_remove_ar_from_answer_not_had_follows_on_internal_error() {
+        let (_dir, policy) = policy(ON_A_SERVER_DOWN);
+        let Start::Verify(message) = VerifyingMessage::start(
+            &policy,
+            headers(&[
+                ("Authentication-Results", "trusted.example; dkim=pass"),
+                FROM,
+            ]),
+            &Macros::new(),
+            "untrusted",
+            Instant::now(),
+            Action::Accept,
+        ) else {
+            panic!("answered at end of headers")
+        };
+        // Never asked (the lookup did not run): accepted as On-InternalError
+        // says, with nothing removed.
+        let end = message.finish(&Macros::new());
+        assert!(matches!(end.verdict, Verdict::Accept), "{:?}", end.verdict);
+        assert!(removed(&end).is_empty());
+    }
 }

@@ -472,10 +472,13 @@ fn signature(out: &mut String, config: &Config) {
                 "rewritten before signing (ReplaceRules): {} rule{}, the file's last line first, on {}",
                 rules.len(),
                 if rules.len() == 1 { "" } else { "s" },
-                if rules.cover_every_field() {
-                    "every field"
-                } else {
-                    "the ReplaceHeaders fields"
+                match rules.fields() {
+                    None => "every field".to_string(),
+                    Some(TableSource::Local(_)) => "the ReplaceHeaders fields".to_string(),
+                    Some(fields) => format!(
+                        "the ReplaceHeaders fields, {}",
+                        source(fields, |_| String::new())
+                    ),
                 }
             ),
         );

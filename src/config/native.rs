@@ -813,17 +813,14 @@ impl TomlFile {
             let at = self.at(&path);
             Written::new("replace_rules", self.path(path.get_ref()), at)
         });
-        rules.replace_headers = section
-            .replace_headers
-            .take()
-            .and_then(|e| self.entries("replace_headers", e))
-            .and_then(|set| match KeySet::from_data_set(&set) {
-                Ok(keys) => Some(keys),
-                Err(e) => {
-                    self.errors.push(e.into());
-                    None
-                }
-            });
+        rules.replace_headers = section.replace_headers.take().and_then(|value| {
+            self.source("replace_headers", value, |f, value| {
+                let set = f.entries("replace_headers", value)?;
+                KeySet::from_data_set(&set)
+                    .map_err(|e| f.errors.push(e.into()))
+                    .ok()
+            })
+        });
         rules.body_length_recipients = section.body_length_recipients.take().and_then(|value| {
             self.source("body_length_recipients", value, |f, value| {
                 let set = f.entries("body_length_recipients", value)?;
@@ -1516,5 +1513,29 @@ subdomains = true
                 .any(|e| e.contains("both key_table and signing_table")),
             "{errors:?}"
         );
+    }
+
+    #[test]
+    fn remove_ar_from_and_replace_headers_on_a_server_are_said_in_toml() {
+        use crate::policy::TableSource::Remote;
+        let dir = dir();
+        dir.write("rules", "@host\\.example\t@example\n");
+        let config = dir
+            .load(&format!(
+                "{DUAL}\n[signing]\nreplace_rules = \"rules\"\n\
+                 replace_headers = \"dsn:pgsql://u:pw-8@127.0.0.1/db/table=h?keycol=n?datacol=n\"\n\
+                 [verify]\n\
+                 remove_ar_from = \"ldap://127.0.0.1/dc=example?cn?sub?(cn=$d)\"\n"
+            ))
+            .unwrap();
+        let policy = &config.policy;
+        let rules = policy.signature.replace_rules.as_ref().unwrap();
+        assert_eq!(rules.fields_on_server().unwrap().role(), "replace_headers");
+        let verification = policy.verification.as_ref().unwrap();
+        let Some(Remote(remove_from)) = &verification.remove_from else {
+            panic!("not on a server")
+        };
+        assert_eq!(remove_from.role(), "remove_ar_from");
+        assert_eq!(policy.server_sets().len(), 2);
     }
 }

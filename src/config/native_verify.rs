@@ -150,10 +150,12 @@ impl TomlFile {
                 (this.path(v.get_ref()), at)
             })
         };
-        let remove_from = section
-            .remove_ar_from
-            .and_then(|e| self.entries("remove_ar_from", e))
-            .map(|set| set.entries.iter().map(|e| e.key.clone()).collect());
+        let remove_from = section.remove_ar_from.and_then(|value| {
+            self.source("remove_ar_from", value, |f, value| {
+                f.entries("remove_ar_from", value)
+                    .map(|set| set.entries.iter().map(|e| e.key.clone()).collect())
+            })
+        });
         let test_dns_data = section
             .test_dns_data
             .and_then(|e| self.entries("test_dns_data", e))

@@ -769,7 +769,7 @@ impl ConfFile {
         rules.request_reports = self.boolean("RequestReports").unwrap_or(false);
         rules.atps_domains = self.source("ATPSDomains", |f| f.domain_set("ATPSDomains"));
         rules.body_length_recipients = self.source("BodyLengthDB", |f| f.key_set("BodyLengthDB"));
-        rules.replace_headers = self.key_set("ReplaceHeaders");
+        rules.replace_headers = self.source("ReplaceHeaders", |f| f.key_set("ReplaceHeaders"));
         rules.replace_rules = self.string("ReplaceRules").map(|(path, at)| {
             Written::new("ReplaceRules", data_sets::resolve(&self.base, &path), at)
         });
@@ -1369,8 +1369,10 @@ SigningTable refile:$DIR/SigningTable
         assert_eq!(v.actions.dns_error, Action::Accept);
         assert_eq!(v.dns.test_records.as_ref().unwrap().len(), 1);
         assert_eq!(
-            v.remove_from,
-            Some(vec![
+            v.remove_from
+                .as_ref()
+                .and_then(TableSource::local),
+            Some(&vec![
                 "mx.example.org".to_string(),
                 ".example.net".to_string()
             ])
@@ -1666,6 +1668,39 @@ SigningTable refile:$DIR/SigningTable
         assert!(
             errors[0].starts_with(&dir.line(3)) && !errors[0].contains("pw-77"),
             "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn remove_ar_from_and_replace_headers_may_be_kept_on_a_server() {
+        use crate::policy::TableSource::Remote;
+        let dir = dir();
+        dir.write("rules", "@host\\.example\t@example\n");
+        let dsn = |table: &str| {
+            format!("dsn:pgsql://dkim:pw-78@127.0.0.1/mail/table={table}?keycol=k?datacol=k")
+        };
+        let config = dir
+            .load(&format!(
+                "Socket inet:8891@localhost\nReplaceRules $DIR/rules\nReplaceHeaders {}\n\
+                 RemoveARFrom {}\n",
+                dsn("headers"),
+                dsn("remar")
+            ))
+            .unwrap();
+        let policy = &config.policy;
+        let rules = policy.signature.replace_rules.as_ref().unwrap();
+        assert!(rules.fields_on_server().is_some());
+        let verification = policy.verification.as_ref().unwrap();
+        assert!(matches!(verification.remove_from, Some(Remote(_))));
+        let roles: Vec<&str> = policy.server_sets().iter().map(|s| s.role()).collect();
+        assert_eq!(roles, ["ReplaceHeaders", "RemoveARFrom"]);
+        for set in policy.server_sets() {
+            assert!(!set.describe().contains("pw-78"), "{}", set.describe());
+        }
+        let shown = crate::verifying::describe(verification).join("\n");
+        assert!(
+            shown.contains("RemoveARFrom: asked per message of dsn:pgsql://dkim:****@"),
+            "{shown}"
         );
     }
 }

@@ -52,9 +52,9 @@ impl ConfFile {
             strict_headers: self.boolean("StrictHeaders").unwrap_or(false),
             weak_syntax_checks: self.boolean("WeakSyntaxChecks").unwrap_or(false),
             remove_all: self.boolean("RemoveARAll").unwrap_or(false),
-            remove_from: self
-                .data_set("RemoveARFrom")
-                .map(|set| data_sets::keys(&set)),
+            remove_from: self.source("RemoveARFrom", |f| {
+                f.data_set("RemoveARFrom").map(|set| data_sets::keys(&set))
+            }),
             max_signatures: self.integer("MaximumSignaturesToVerify"),
             minimum_key_bits,
             dns_timeout: self.integer("DNSTimeout"),

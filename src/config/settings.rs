@@ -323,9 +323,10 @@ pub(super) struct SignatureRules {
     /// Recipients whose mail is signed with `l=` (OpenDKIM's
     /// BodyLengthDB).
     pub body_length_recipients: Option<TableSource<KeySet>>,
-    /// OpenDKIM's ReplaceRules file, with ReplaceHeaders.
+    /// OpenDKIM's ReplaceRules file, with ReplaceHeaders (a file or list,
+    /// or a set kept on a server).
     pub replace_rules: Option<Written<PathBuf>>,
-    pub replace_headers: Option<KeySet>,
+    pub replace_headers: Option<TableSource<KeySet>>,
 }
 
 impl SignatureRules {

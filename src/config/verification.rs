@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::diagnostics::Location;
 use crate::dns::{self, DnsSettings, Resolver, TestRecords};
+use crate::policy::TableSource;
 use crate::verify::{
     DEFAULT_CLOCK_DRIFT, DEFAULT_MAX_SIGNATURES, FormatChecks, KeyAction, VerifySettings,
 };
@@ -37,7 +38,8 @@ pub(crate) struct Raw {
     pub strict_headers: bool,
     pub weak_syntax_checks: bool,
     pub remove_all: bool,
-    pub remove_from: Option<Vec<String>>,
+    /// RemoveARFrom: the hosts, or the set kept on a server.
+    pub remove_from: Option<TableSource<Vec<String>>>,
     pub max_signatures: Option<(i64, Location)>,
     pub minimum_key_bits: u32,
     pub dns_timeout: Option<(i64, Location)>,

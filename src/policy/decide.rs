@@ -376,7 +376,7 @@ impl Policy {
     /// Whether a key may sign for `sender`, as far as is known without a
     /// server: a SigningTable match, Domain covering the domain, or tables
     /// kept on a server (asked later).
-    fn may_sign_for(&self, sender: &Sender) -> bool {
+    pub(super) fn may_sign_for(&self, sender: &Sender) -> bool {
         if self.signing.remote.is_some() {
             return true;
         }

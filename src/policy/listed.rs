@@ -1,7 +1,11 @@
 //! The data sets besides the KeyTable and SigningTable that the signing
 //! decision asks about one key at a time (PeerList, InternalHosts, MTA,
 //! ExemptDomains, DontSignMailTo, and for the signature ATPSDomains and
-//! BodyLengthDB), when they are kept on a server (`dsn:`, `ldap:`).
+//! BodyLengthDB), when they are kept on a server (`dsn:`, `ldap:`). The
+//! same questions serve the sets asked about several fields of a message
+//! at once, each answered on its own ([`Query::each`]: ReplaceHeaders for
+//! the fields ReplaceRules would rewrite, RemoveARFrom for the existing
+//! Authentication-Results fields).
 //!
 //! OpenDKIM asks such a set per message, one key after another
 //! (`dkimf_db_get`): for a host list every key `dkimf_checkhost` and
@@ -96,8 +100,38 @@ impl Query {
         Query::keys(set, domain_keys(domain, subdomains))
     }
 
+    /// A question asked for several things at once (the fields of one
+    /// message), each its own walk of keys (no negations): see
+    /// [`Query::ask_each`].
+    pub fn each(set: &Arc<RemoteSet>, walks: Vec<Vec<String>>) -> Query {
+        Query {
+            set: Arc::clone(set),
+            walks,
+            negations: false,
+        }
+    }
+
     /// Asks the set (through its cache) and reads the answer.
     pub async fn ask(&self) -> Listed {
+        match self.present().await {
+            Ok(present) => first_listed(&self.walks, self.negations, |key| present.contains(key)),
+            Err(error) => Listed::Unknown(error.into()),
+        }
+    }
+
+    /// Asks the set (through its cache, all keys in one batch) and says,
+    /// walk by walk, whether the set has any of its keys.
+    pub async fn ask_each(&self) -> Result<Vec<bool>, DataSetProblem> {
+        let present = self.present().await?;
+        Ok(self
+            .walks
+            .iter()
+            .map(|walk| walk.iter().any(|key| present.contains(key)))
+            .collect())
+    }
+
+    /// The keys of every walk that the set has, asked in one batch.
+    async fn present(&self) -> Result<Vec<String>, LookupError> {
         let mut keys: Vec<String> = Vec::new();
         for key in self.walks.iter().flatten() {
             if !keys.contains(key) {
@@ -105,20 +139,15 @@ impl Query {
             }
         }
         if keys.is_empty() {
-            return Listed::No;
+            return Ok(Vec::new());
         }
-        match self.set.get_many(&keys).await {
-            Ok(values) => {
-                let present: Vec<&String> = keys
-                    .iter()
-                    .zip(&values)
-                    .filter(|(_, v)| v.is_some())
-                    .map(|(k, _)| k)
-                    .collect();
-                first_listed(&self.walks, self.negations, |key| present.contains(&key))
-            }
-            Err(error) => Listed::Unknown(error.into()),
-        }
+        let values = self.set.get_many(&keys).await?;
+        Ok(keys
+            .into_iter()
+            .zip(values)
+            .filter(|(_, v)| v.is_some())
+            .map(|(k, _)| k)
+            .collect())
     }
 }
 

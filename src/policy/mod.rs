@@ -25,7 +25,7 @@ use crate::dkim::HeaderPolicy;
 use crate::keys::PrivateKey;
 use crate::remote::RemoteSet;
 use crate::tables::{HostList, KeySet, KeyTable, SigningTable};
-pub use replace::ReplaceRules;
+pub use replace::{ReplaceLookup, ReplaceRules};
 
 pub use decide::{Decision, KeyProblem, MacroLookup, MessageFacts, NotSigned, Sender, TrustedBy};
 pub use domains::DomainSet;
@@ -108,11 +108,28 @@ impl Policy {
         if let Some(TableSource::Remote(set)) = &self.signature.body_length_recipients {
             sets.push(set);
         }
+        if let Some(set) = self
+            .signature
+            .replace_rules
+            .as_ref()
+            .and_then(|rules| rules.fields_on_server())
+        {
+            sets.push(set);
+        }
+        if let Some(TableSource::Remote(set)) = self
+            .verification
+            .as_ref()
+            .and_then(|v| v.remove_from.as_ref())
+        {
+            sets.push(set);
+        }
         sets
     }
 
     /// Whether a message's decision may need a lookup on a server (the
     /// tables, or a set asked per message); cheap, asked per message.
+    /// ReplaceHeaders ([`Policy::replace_lookup`]) and RemoveARFrom (asked
+    /// at end of message by verification) are not counted here.
     pub fn asks_servers(&self) -> bool {
         fn on_server<T>(source: Option<&TableSource<T>>) -> bool {
             matches!(source, Some(TableSource::Remote(_)))

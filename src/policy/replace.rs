@@ -24,14 +24,26 @@
 //! Replacements change only the copy of the header block that is signed
 //! (and that the signing decision reads); the message the MTA delivers and
 //! the fields verification reads are never touched.
+//!
+//! ReplaceHeaders kept on a server (`dsn:`, `ldap:`) is asked per message,
+//! as OpenDKIM asks it per field (`dkimf_db_get` in `mlfi_header`): only
+//! for the fields the rules would rewrite, each field's name as written
+//! (OpenDKIM's key) and lower-cased (what a file matches), all in one
+//! batch through the set's cache ([`ReplaceLookup`]); the rules then
+//! rewrite the fields the set lists ([`ReplaceRules::apply_listed`]).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use regex::bytes::{Regex, RegexBuilder};
 
 use crate::diagnostics::Location;
 use crate::dkim::{HeaderBlock, HeaderField};
+use crate::remote::RemoteSet;
 use crate::tables::KeySet;
+
+use super::listed::{DataSetProblem, Query};
+use super::{Decision, NotSigned, Policy, TableSource};
 
 /// Replacements made at most per rule and header field.
 pub const MAX_REPLACEMENTS: usize = 64;
@@ -50,7 +62,30 @@ pub struct ReplaceRules {
     rules: Vec<Rule>,
     /// OpenDKIM's ReplaceHeaders: the field names the rules apply to;
     /// `None` means every field.
-    fields: Option<KeySet>,
+    fields: Option<TableSource<KeySet>>,
+}
+
+/// The question to ReplaceHeaders kept on a server for one message: which
+/// of the fields the rules would rewrite it lists.
+#[derive(Debug, Clone)]
+pub struct ReplaceLookup {
+    query: Query,
+    /// The names (as written) the rules would rewrite, one per walk.
+    names: Vec<String>,
+}
+
+impl ReplaceLookup {
+    /// The names (as written in the message) the set lists.
+    pub async fn ask(self) -> Result<Vec<String>, DataSetProblem> {
+        let listed = self.query.ask_each().await?;
+        Ok(self
+            .names
+            .into_iter()
+            .zip(listed)
+            .filter(|(_, listed)| *listed)
+            .map(|(name, _)| name)
+            .collect())
+    }
 }
 
 /// What is wrong with a rules file, and where.
@@ -62,7 +97,10 @@ pub struct RuleError {
 
 impl ReplaceRules {
     /// Reads the rules file at `path`.
-    pub fn load(path: &Path, fields: Option<KeySet>) -> Result<ReplaceRules, RuleError> {
+    pub fn load(
+        path: &Path,
+        fields: Option<TableSource<KeySet>>,
+    ) -> Result<ReplaceRules, RuleError> {
         let text = std::fs::read(path).map_err(|e| RuleError {
             at: Location::file(path),
             problem: format!(
@@ -76,7 +114,7 @@ impl ReplaceRules {
     pub fn parse(
         text: &[u8],
         path: &Path,
-        fields: Option<KeySet>,
+        fields: Option<TableSource<KeySet>>,
     ) -> Result<ReplaceRules, RuleError> {
         let mut rules = Vec::new();
         for (number, line) in text.split(|&b| b == b'\n').enumerate() {
@@ -129,21 +167,92 @@ impl ReplaceRules {
         self.rules.is_empty()
     }
 
-    /// Whether the rules rewrite every field (no ReplaceHeaders).
-    pub fn cover_every_field(&self) -> bool {
-        self.fields.is_none()
+    /// ReplaceHeaders, when it is written.
+    pub fn fields(&self) -> Option<&TableSource<KeySet>> {
+        self.fields.as_ref()
+    }
+
+    /// ReplaceHeaders when it is kept on a server.
+    pub fn fields_on_server(&self) -> Option<&Arc<RemoteSet>> {
+        match &self.fields {
+            Some(TableSource::Remote(set)) => Some(set),
+            _ => None,
+        }
     }
 
     /// The header block with the rules applied, or `None` when no rule
-    /// changed anything.
+    /// changed anything. With ReplaceHeaders on a server, whose answer is
+    /// not known here, no field is rewritten: see
+    /// [`ReplaceRules::apply_listed`].
     pub fn apply(&self, headers: &HeaderBlock) -> Option<HeaderBlock> {
+        self.apply_where(headers, |name| match &self.fields {
+            None => true,
+            Some(TableSource::Local(names)) => names.contains(&String::from_utf8_lossy(name)),
+            Some(TableSource::Remote(_)) => false,
+        })
+    }
+
+    /// With ReplaceHeaders on a server: the rules applied to the fields
+    /// whose names (as written) the set listed.
+    pub fn apply_listed(&self, headers: &HeaderBlock, listed: &[String]) -> Option<HeaderBlock> {
+        self.apply_where(headers, |name| listed.iter().any(|l| l.as_bytes() == name))
+    }
+
+    /// The rules applied to every field, as if ReplaceHeaders listed them
+    /// all.
+    pub fn apply_every(&self, headers: &HeaderBlock) -> Option<HeaderBlock> {
+        self.apply_where(headers, |_| true)
+    }
+
+    /// The names (as written, each once) of the fields the rules would
+    /// rewrite if ReplaceHeaders listed them.
+    pub fn rewritable(&self, headers: &HeaderBlock) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for field in headers.fields() {
+            let name = String::from_utf8_lossy(&field.name).into_owned();
+            if !names.contains(&name) && self.replaced(&field.value).is_some() {
+                names.push(name);
+            }
+        }
+        names
+    }
+
+    /// The question for ReplaceHeaders kept on a server: for each field
+    /// name the rules would rewrite, the name as written, then
+    /// lower-cased. `None` when the set is not on a server or no field
+    /// would be rewritten.
+    pub fn lookup(&self, headers: &HeaderBlock) -> Option<ReplaceLookup> {
+        let set = self.fields_on_server()?;
+        let names = self.rewritable(headers);
+        if names.is_empty() {
+            return None;
+        }
+        let walks = names
+            .iter()
+            .map(|name| {
+                let lower = name.to_ascii_lowercase();
+                if lower == *name {
+                    vec![lower]
+                } else {
+                    vec![name.clone(), lower]
+                }
+            })
+            .collect();
+        Some(ReplaceLookup {
+            query: Query::each(set, walks),
+            names,
+        })
+    }
+
+    fn apply_where(
+        &self,
+        headers: &HeaderBlock,
+        applies: impl Fn(&[u8]) -> bool,
+    ) -> Option<HeaderBlock> {
         let mut changed = false;
         let mut out = HeaderBlock::new();
         for field in headers.fields() {
-            let applies = self
-                .fields
-                .as_ref()
-                .is_none_or(|names| names.contains(&String::from_utf8_lossy(&field.name)));
+            let applies = applies(&field.name);
             match applies.then(|| self.replaced(&field.value)).flatten() {
                 Some(value) => {
                     changed = true;
@@ -172,6 +281,73 @@ impl ReplaceRules {
             }
         }
         current
+    }
+}
+
+impl Policy {
+    /// The question to ReplaceHeaders kept on a server for a message, when
+    /// its answer may matter: signing is on, the rules would rewrite some
+    /// field if listed, and a key may sign for the sender read from the
+    /// fields as received or as rewritten. `None` otherwise: nothing
+    /// depends on the answer, and no server is asked.
+    pub fn replace_lookup(&self, received: &HeaderBlock) -> Option<ReplaceLookup> {
+        if !self.mode.sign {
+            return None;
+        }
+        let rules = self.signature.replace_rules.as_ref()?;
+        let lookup = rules.lookup(received)?;
+        let may_sign = |headers: &HeaderBlock| {
+            self.sender(headers)
+                .is_ok_and(|sender| self.may_sign_for(&sender))
+        };
+        let rewritten = rules.apply_every(received);
+        (may_sign(received) || rewritten.as_ref().is_some_and(may_sign)).then_some(lookup)
+    }
+
+    /// The decision for a message whose ReplaceHeaders answer could not be
+    /// had (`problem`), taken on the fields as received. It stands only
+    /// when no answer could change it: a message not signed whatever the
+    /// rules rewrite (the sender the rewritten fields name is the same, or
+    /// no key may sign for it, or the reason is not the sender's: a peer,
+    /// an untrusted client, an excluded recipient). Any other message,
+    /// signed or not, gets [`Decision::DataSetUnavailable`]: its signature
+    /// (or whether it is signed) depends on the answer.
+    pub fn without_replace_answer(
+        &self,
+        decision: Decision,
+        received: &HeaderBlock,
+        problem: DataSetProblem,
+    ) -> Decision {
+        let Some(rules) = self.signature.replace_rules.as_ref() else {
+            return decision;
+        };
+        let sender = self.sender(received);
+        let stands = match &decision {
+            Decision::DataSetUnavailable { .. } => true,
+            Decision::NotSigned(reason) => {
+                let other = rules.apply_every(received).map(|h| self.sender(&h));
+                matches!(
+                    reason,
+                    NotSigned::SigningDisabled
+                        | NotSigned::Peer { .. }
+                        | NotSigned::UntrustedOrigin { .. }
+                        | NotSigned::RecipientExcluded { .. }
+                ) || match other {
+                    None => true,
+                    Some(other) if other == sender => true,
+                    Some(Ok(other)) => !self.may_sign_for(&other),
+                    Some(Err(_)) => true,
+                }
+            }
+            Decision::Sign { .. } | Decision::KeyUnavailable { .. } => false,
+        };
+        if stands {
+            return decision;
+        }
+        Decision::DataSetUnavailable {
+            sender: sender.map_or_else(|_| "-".to_string(), |s| s.to_string()),
+            error: problem,
+        }
     }
 }
 
@@ -353,7 +529,7 @@ mod tests {
         let rules = ReplaceRules::parse(
             b"@host\\.example\t@example",
             Path::new("r"),
-            Some(only_from),
+            Some(TableSource::Local(only_from)),
         )
         .expect("parse");
         let replaced = rules
@@ -398,5 +574,180 @@ mod tests {
         }
         assert!(translate(r"\(a\)\1").is_err());
         assert!(translate("[abc").is_err());
+    }
+
+    /// Domain example.com signing, with rules `@host.example.com` ->
+    /// `@example.com` and ReplaceHeaders on a server never reached.
+    fn policy_with_replace_headers_on_a_server(rules: &str) -> Policy {
+        let at = Location::file("conf");
+        let (crate::tables::DataSetSpec::Remote(spec), _) = crate::tables::DataSetSpec::parse(
+            "dsn:pgsql://u@127.0.0.1/db/table=t?keycol=k?datacol=k",
+            &at,
+        )
+        .unwrap() else {
+            panic!("not a server spec")
+        };
+        let set = Arc::new(RemoteSet::new(
+            "ReplaceHeaders",
+            spec,
+            at,
+            Path::new("/"),
+            crate::remote::CacheSettings::default(),
+            crate::remote::ConnectSettings::default(),
+        ));
+        let mut policy = crate::offline::signing_tests::example_policy();
+        policy.signature.replace_rules = Some(Arc::new(
+            ReplaceRules::parse(
+                rules.as_bytes(),
+                Path::new("rules"),
+                Some(TableSource::Remote(set)),
+            )
+            .expect("rules parse"),
+        ));
+        policy
+    }
+
+    struct NoMacros;
+
+    impl crate::policy::MacroLookup for NoMacros {
+        fn lookup(&self, _name: &str) -> Option<&str> {
+            None
+        }
+    }
+
+    /// The decision on the fields as received from `ip`, then what
+    /// becomes of it without the ReplaceHeaders answer.
+    fn without_answer(policy: &Policy, ip: &str, fields: &[(&str, &str)]) -> Decision {
+        let received = block(fields);
+        let decision = policy.decide(&crate::policy::MessageFacts {
+            client_host: "client.test",
+            client_ip: Some(ip.parse().unwrap()),
+            macros: &NoMacros,
+            recipients: &[],
+            headers: &received,
+            remote: None,
+            servers: None,
+        });
+        policy.without_replace_answer(
+            decision,
+            &received,
+            DataSetProblem::NotLookedUp("ReplaceHeaders"),
+        )
+    }
+
+    const MASQUERADE: &str = "@host\\.example\\.com\t@example.com\n";
+
+    #[test]
+    fn replace_headers_on_a_server_is_asked_only_for_fields_the_rules_rewrite() {
+        let policy = policy_with_replace_headers_on_a_server(MASQUERADE);
+        let lookup = policy
+            .replace_lookup(&block(&[
+                ("From", "a@host.example.com"),
+                ("to", "b@host.example.com"),
+                ("Subject", "hi"),
+                ("TO", "c@host.example.com"),
+            ]))
+            .expect("asked");
+        assert_eq!(lookup.names, ["From", "to", "TO"]);
+        // Each name as written (OpenDKIM's key), then lower-cased.
+        assert_eq!(
+            format!("{:?}", lookup.query),
+            format!(
+                "{:?}",
+                Query::each(
+                    policy
+                        .signature
+                        .replace_rules
+                        .as_ref()
+                        .unwrap()
+                        .fields_on_server()
+                        .unwrap(),
+                    vec![
+                        vec!["From".into(), "from".into()],
+                        vec!["to".into()],
+                        vec!["TO".into(), "to".into()],
+                    ]
+                )
+            )
+        );
+        // Nothing to rewrite: nothing asked.
+        assert!(
+            policy
+                .replace_lookup(&block(&[("From", "a@example.com"), ("Subject", "hi")]))
+                .is_none()
+        );
+        // No key signs for the sender, rewritten or not: nothing asked.
+        assert!(
+            policy
+                .replace_lookup(&block(&[
+                    ("From", "a@example.net"),
+                    ("To", "b@host.example.com")
+                ]))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn the_listed_fields_alone_are_rewritten() {
+        let policy = policy_with_replace_headers_on_a_server(MASQUERADE);
+        let rules = policy.signature.replace_rules.as_ref().unwrap();
+        let received = block(&[("From", "a@host.example.com"), ("To", "b@host.example.com")]);
+        let rewritten = rules
+            .apply_listed(&received, &["From".to_string()])
+            .expect("changed");
+        assert_eq!(value(&rewritten, "From"), b"a@example.com");
+        assert_eq!(value(&rewritten, "To"), b"b@host.example.com");
+        assert!(rules.apply_listed(&received, &[]).is_none());
+        // Without the server's answer, no field is rewritten.
+        assert!(rules.apply(&received).is_none());
+    }
+
+    #[test]
+    fn without_the_answer_a_message_it_could_change_is_held() {
+        let policy = policy_with_replace_headers_on_a_server(MASQUERADE);
+        let held = |d: &Decision| matches!(d, Decision::DataSetUnavailable { .. });
+        // Signed either way, but what is signed depends on the answer.
+        let d = without_answer(
+            &policy,
+            "127.0.0.1",
+            &[("From", "a@example.com"), ("To", "b@host.example.com")],
+        );
+        assert!(held(&d), "{d:?}");
+        // Signed only if From is listed (then it reads a@example.com).
+        let d = without_answer(&policy, "127.0.0.1", &[("From", "a@host.example.com")]);
+        assert!(held(&d), "{d:?}");
+        if let Decision::DataSetUnavailable { sender, error } = d {
+            assert_eq!(sender, "a@host.example.com");
+            assert!(error.to_string().contains("ReplaceHeaders"), "{error}");
+        }
+    }
+
+    #[test]
+    fn without_the_answer_a_message_no_answer_could_sign_is_handled_as_usual() {
+        let policy = policy_with_replace_headers_on_a_server(MASQUERADE);
+        // An untrusted client: not signed whatever the fields say.
+        let d = without_answer(&policy, "203.0.113.9", &[("From", "a@host.example.com")]);
+        assert!(
+            matches!(d, Decision::NotSigned(NotSigned::UntrustedOrigin { .. })),
+            "{d:?}"
+        );
+        // The rewritten sender has no key either.
+        let policy =
+            policy_with_replace_headers_on_a_server("@host\\.example\\.com\t@example.net\n");
+        let d = without_answer(&policy, "127.0.0.1", &[("From", "a@host.example.com")]);
+        assert!(
+            matches!(d, Decision::NotSigned(NotSigned::NoKeyForSender { .. })),
+            "{d:?}"
+        );
+        // The sender is not rewritten and has no key.
+        let d = without_answer(
+            &policy,
+            "127.0.0.1",
+            &[("From", "a@example.org"), ("To", "b@host.example.com")],
+        );
+        assert!(
+            matches!(d, Decision::NotSigned(NotSigned::NoKeyForSender { .. })),
+            "{d:?}"
+        );
     }
 }

@@ -79,6 +79,36 @@ pub fn message(from: &str, to: &str) -> Message {
         .unwrap_or_else(|e| panic!("not a message: {e}"))
 }
 
+/// A short message from `from` to bob@example.org with `fields` (whole
+/// header lines, `Name: value`) above its own.
+pub fn message_with_fields(from: &str, fields: &[String]) -> Message {
+    let above: String = fields.iter().map(|f| format!("{f}\n")).collect();
+    let raw = format!(
+        "{above}From: {from}\nTo: bob@example.org\nSubject: data sets\nMessage-ID: <2@example.com>\n\n\
+         Hello from a server-kept data set.\n"
+    );
+    milter_bench::message::from_raw(raw.as_bytes(), "bob@example.org")
+        .unwrap_or_else(|e| panic!("not a message: {e}"))
+}
+
+/// Which of `fields` (whole header lines) the message as delivered still
+/// has, in order.
+pub fn fields_kept(message: &Message, outcome: &Outcome, fields: &[String]) -> Vec<String> {
+    let delivered = mta::delivered(message, outcome);
+    String::from_utf8_lossy(&delivered)
+        .lines()
+        .take_while(|line| !line.is_empty())
+        .filter(|line| fields.iter().any(|f| f == line))
+        .map(ToString::to_string)
+        .collect()
+}
+
+/// A tempfail at end of message, as verification answers (`451 4.7.5`
+/// and why).
+pub fn is_tempfail_at_end_of_message(outcome: &Outcome) -> bool {
+    matches!(outcome, Outcome::Refused { event: 'E', reply } if format!("{reply:?}").contains("451"))
+}
+
 /// The milter's answer to a message from `from`, sent by client `ip`.
 pub fn send_from(addr: SocketAddr, from: &str, ip: IpAddr) -> Outcome {
     mta::send(addr, &message_from(from), ip, "mta.example")

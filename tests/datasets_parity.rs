@@ -21,7 +21,8 @@
 //! is the KeyTable key), a mixed-case key name, a `*@domain` row (a
 //! `refile:` wildcard that OpenDKIM never asks such a table for), a row
 //! written with capitals, senders in mixed case, senders no row matches,
-//! and a sender written as SQL.
+//! and a sender written as SQL. The same senders are put to both with
+//! Domain kept in PostgreSQL instead (KeyFile, Selector, SubDomains).
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
@@ -394,6 +395,34 @@ fn ldap_tables_sign_as_opendkim_signs() {
             format!("SigningTable {url}/ou=signing,dc=example,dc=com?description?sub?(mail=$d)"),
             format!("LDAPBindUser {}", Slapd::READER),
             format!("LDAPBindPassword {}", Slapd::PASSWORD),
+        ],
+    );
+}
+
+/// Domain kept in PostgreSQL, with KeyFile, Selector and SubDomains: the
+/// sender's domain, `*` and each parent are asked, the first row found
+/// choosing `d=`. The rows are lower case (OpenDKIM lowercases the
+/// sender's domain) but for one, which matches no sender in either.
+#[test]
+fn postgresql_domain_list_signs_as_opendkim_signs() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let pg = Postgres::start();
+    pg.psql(
+        "CREATE TABLE domains (name text); INSERT INTO domains VALUES \
+         ('example.com'), ('example.org'), ('pct.example'), ('Example.NET');",
+    );
+    let dir = testkit::scratch_dir("parity-domain");
+    let key = dir.path().join("domain.private");
+    std::fs::write(&key, pem()).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    check_parity(
+        "PostgreSQL Domain",
+        dir.path(),
+        &[
+            format!("Domain {}", pg.dsn("domains", "name", "name")),
+            format!("KeyFile {}", key.display()),
+            "Selector domsel".to_string(),
+            "SubDomains yes".to_string(),
         ],
     );
 }

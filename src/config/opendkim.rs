@@ -1369,9 +1369,7 @@ SigningTable refile:$DIR/SigningTable
         assert_eq!(v.actions.dns_error, Action::Accept);
         assert_eq!(v.dns.test_records.as_ref().unwrap().len(), 1);
         assert_eq!(
-            v.remove_from
-                .as_ref()
-                .and_then(TableSource::local),
+            v.remove_from.as_ref().and_then(TableSource::local),
             Some(&vec![
                 "mx.example.org".to_string(),
                 ".example.net".to_string()

@@ -1228,22 +1228,7 @@ mod tests {
 
     /// A set on a server that is never reached: its answers are given.
     fn server_set(role: &'static str) -> Arc<crate::remote::RemoteSet> {
-        let at = Location::file("conf");
-        let (crate::tables::DataSetSpec::Remote(spec), _) = crate::tables::DataSetSpec::parse(
-            "dsn:pgsql://u@127.0.0.1/db/table=t?keycol=k?datacol=k",
-            &at,
-        )
-        .unwrap() else {
-            panic!("not a server spec")
-        };
-        Arc::new(crate::remote::RemoteSet::new(
-            role,
-            spec,
-            at,
-            std::path::Path::new("/"),
-            crate::remote::CacheSettings::default(),
-            crate::remote::ConnectSettings::default(),
-        ))
+        crate::remote::RemoteSet::unreached(role)
     }
 
     fn down(role: &'static str) -> Option<Listed> {
@@ -1297,58 +1282,29 @@ mod tests {
             asked.contains(r#"[["mail.example.com"], ["*"], ["example.com"], ["com"]]"#),
             "a Domain on a server is asked for every sender: {asked}"
         );
-        // The sender's own domain, `*` (the sender's own), a parent.
-        let d = decide_with(
-            &policy,
-            "127.0.0.1",
-            &[],
-            &[],
-            &from,
-            Some(&with(Listed::Yes("mail.example.com".into()))),
-        );
-        assert_eq!(signers(d), signed_as("mail.example.com"));
-        let d = decide_with(
-            &policy,
-            "127.0.0.1",
-            &[],
-            &[],
-            &from,
-            Some(&with(Listed::Yes("*".into()))),
-        );
-        assert_eq!(signers(d), signed_as("mail.example.com"));
-        let d = decide_with(
-            &policy,
-            "127.0.0.1",
-            &[],
-            &[],
-            &from,
-            Some(&with(Listed::Yes("example.com".into()))),
-        );
-        let parent = (
+        // The sender's own domain, `*` (the sender's own), a parent (the
+        // identity then names the parent); not listed; not known.
+        let own = signed_as("mail.example.com");
+        let parent = Ok(vec![(
             "example.com".to_string(),
             "default".to_string(),
             Some("@example.com".to_string()),
+        )]);
+        let unsigned = Err("sender a@mail.example.com is not in Domain".to_string());
+        let held = Err(
+            "data set unavailable: Domain: the lookup for this message did not run".to_string(),
         );
-        assert_eq!(signers(d), Ok(vec![parent]));
-        // Not listed: not signed; not known: tempfailed, never guessed.
-        let d = decide_with(
-            &policy,
-            "127.0.0.1",
-            &[],
-            &[],
-            &from,
-            Some(&with(Listed::No)),
-        );
-        assert!(signers(d).unwrap_err().contains("not in Domain"));
-        let d = decide_with(
-            &policy,
-            "127.0.0.1",
-            &[],
-            &[],
-            &from,
-            Some(&with(down("Domain").unwrap())),
-        );
-        assert!(matches!(d, Decision::DataSetUnavailable { .. }));
+        for (answer, expected) in [
+            (Listed::Yes("mail.example.com".into()), own.clone()),
+            (Listed::Yes("*".into()), own),
+            (Listed::Yes("example.com".into()), parent),
+            (Listed::No, unsigned),
+            (down("Domain").unwrap(), held),
+        ] {
+            let shown = format!("{answer:?}");
+            let d = decide_with(&policy, "127.0.0.1", &[], &[], &from, Some(&with(answer)));
+            assert_eq!(signers(d), expected, "{shown}");
+        }
     }
 
     #[test]

@@ -579,22 +579,7 @@ mod tests {
     /// Domain example.com signing, with rules `@host.example.com` ->
     /// `@example.com` and ReplaceHeaders on a server never reached.
     fn policy_with_replace_headers_on_a_server(rules: &str) -> Policy {
-        let at = Location::file("conf");
-        let (crate::tables::DataSetSpec::Remote(spec), _) = crate::tables::DataSetSpec::parse(
-            "dsn:pgsql://u@127.0.0.1/db/table=t?keycol=k?datacol=k",
-            &at,
-        )
-        .unwrap() else {
-            panic!("not a server spec")
-        };
-        let set = Arc::new(RemoteSet::new(
-            "ReplaceHeaders",
-            spec,
-            at,
-            Path::new("/"),
-            crate::remote::CacheSettings::default(),
-            crate::remote::ConnectSettings::default(),
-        ));
+        let set = RemoteSet::unreached("ReplaceHeaders");
         let mut policy = crate::offline::signing_tests::example_policy();
         policy.signature.replace_rules = Some(Arc::new(
             ReplaceRules::parse(

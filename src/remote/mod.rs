@@ -250,6 +250,28 @@ impl RemoteSet {
         }
     }
 
+    /// A PostgreSQL set no test reaches, for unit tests that give its
+    /// answers themselves.
+    #[cfg(test)]
+    pub(crate) fn unreached(role: &'static str) -> Arc<RemoteSet> {
+        let at = Location::file("conf");
+        let (crate::tables::DataSetSpec::Remote(spec), _) = crate::tables::DataSetSpec::parse(
+            "dsn:pgsql://u@127.0.0.1/db/table=t?keycol=k?datacol=k",
+            &at,
+        )
+        .expect("a valid specification") else {
+            panic!("not a server spec")
+        };
+        Arc::new(RemoteSet::new(
+            role,
+            spec,
+            at,
+            Path::new("/"),
+            CacheSettings::default(),
+            ConnectSettings::default(),
+        ))
+    }
+
     pub fn role(&self) -> &'static str {
         self.role
     }

@@ -1,5 +1,6 @@
 //! RemoveARFrom and ReplaceHeaders kept on a server (`dsn:`), end to end:
-//! a private PostgreSQL on loopback (and an SQLite file), dkim-sidecar
+//! a private PostgreSQL on loopback (and an SQLite file, and for
+//! RemoveARFrom an LDAP directory), dkim-sidecar
 //! reading an unchanged opendkim.conf whose sets are `dsn:` data sets, and
 //! messages put to it as Postfix would. RemoveARFrom decides which forged
 //! Authentication-Results fields an inbound message loses; ReplaceHeaders
@@ -16,6 +17,7 @@ use testkit::datasets::{
     is_tempfail_at_end_of_message, message, message_with_fields, start,
 };
 use testkit::postgres::Postgres;
+use testkit::slapd::Slapd;
 use testkit::sqlite::SqliteFile;
 use testkit::verify::assert_signed_by;
 use testkit::{Sidecar, mta};
@@ -273,4 +275,44 @@ fn remove_ar_from_and_replace_headers_in_sqlite_decide_as_in_postgresql() {
         &sidecar.dns_records(),
         &sidecar.keys(),
     );
+}
+
+/// RemoveARFrom in an LDAP directory: an entry per authserv-id (`cn`),
+/// found with `(cn=$d)`. A forged field whose authserv-id is `*` would
+/// match every entry if the key went into the filter unescaped; escaped
+/// (RFC 4515) it matches none, and the field is kept like any unlisted
+/// one.
+#[test]
+fn remove_ar_from_in_ldap_removes_listed_authserv_ids_and_escapes_the_rest() {
+    let entry = |cn: &str| {
+        format!("dn: cn={cn},ou=remar,dc=example,dc=com\nobjectClass: device\ncn: {cn}\n\n")
+    };
+    let ldif = format!(
+        "dn: ou=remar,dc=example,dc=com\nobjectClass: organizationalUnit\nou: remar\n\n{}{}",
+        entry("trusted.example"),
+        entry(".relay.example")
+    );
+    let slapd = Slapd::start(&ldif);
+    let sidecar = Sidecar::builder()
+        .config_line("Mode sv")
+        .config_line(&format!(
+            "RemoveARFrom {}/ou=remar,dc=example,dc=com?cn?sub?(cn=$d)",
+            slapd.url()
+        ))
+        .config_line(&format!("LDAPBindUser {}", Slapd::READER))
+        .config_line(&format!("LDAPBindPassword {}", Slapd::PASSWORD))
+        .write();
+    let (milter, addr) = start(&sidecar);
+    let existing = [
+        ar("trusted.example", DKIM_PASS),
+        ar("mx.relay.example", DKIM_PASS),
+        ar("other.example", DKIM_PASS),
+        ar("*", DKIM_PASS),
+    ];
+    assert_eq!(
+        kept_on_delivery(addr, &existing),
+        [existing[2].clone(), existing[3].clone()]
+    );
+    let log = milter.log();
+    assert!(!log.contains(Slapd::PASSWORD), "{log}");
 }

@@ -1,8 +1,8 @@
 //! RemoveARFrom and ReplaceHeaders kept on a server (`dsn:`), end to end:
 //! a private PostgreSQL on loopback (and an SQLite file, and for
-//! RemoveARFrom an LDAP directory), dkim-sidecar
-//! reading an unchanged opendkim.conf whose sets are `dsn:` data sets, and
-//! messages put to it as Postfix would. RemoveARFrom decides which forged
+//! RemoveARFrom an LDAP directory), dkim-sidecar reading an unchanged
+//! opendkim.conf whose sets are `dsn:` data sets, and messages put to it
+//! as Postfix would. RemoveARFrom decides which forged
 //! Authentication-Results fields an inbound message loses; ReplaceHeaders
 //! which fields ReplaceRules rewrites in the signature's view (checked by
 //! dkimpy and OpenDKIM). With the database stopped, a message whose

@@ -30,6 +30,7 @@ use std::path::Path;
 
 use base64::Engine as _;
 use milter::client::Outcome;
+use testkit::datasets::signature_tag;
 use testkit::keys::TestKeys;
 use testkit::mariadb::MariaDb;
 use testkit::postgres::Postgres;
@@ -130,13 +131,6 @@ impl std::fmt::Display for Answer {
     }
 }
 
-fn tag(value: &str, name: &str) -> Option<String> {
-    value.split(';').find_map(|t| {
-        let t: String = t.chars().filter(|c| !c.is_whitespace()).collect();
-        t.strip_prefix(&format!("{name}=")).map(str::to_string)
-    })
-}
-
 fn answer(outcome: &Outcome) -> Answer {
     match outcome {
         Outcome::Delivered { .. } => {
@@ -144,8 +138,8 @@ fn answer(outcome: &Outcome) -> Answer {
                 .iter()
                 .map(|v| {
                     (
-                        tag(v, "d").unwrap_or_default(),
-                        tag(v, "s").unwrap_or_default(),
+                        signature_tag(v, "d").unwrap_or_default(),
+                        signature_tag(v, "s").unwrap_or_default(),
                     )
                 })
                 .collect();

@@ -6,14 +6,11 @@
 //! checked by dkimpy and OpenDKIM. The file goes missing and comes back
 //! mid-run.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-
 use milter::client::Outcome;
+use testkit::datasets::{INTERNAL, check_config, is_tempfail, message_from, start};
 use testkit::sqlite::SqliteFile;
 use testkit::verify::{assert_signed_by, assert_unsigned};
-use testkit::{MilterProcess, MilterSocket, Sidecar, mta};
-
-const INTERNAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+use testkit::{Sidecar, mta};
 
 /// The tables: `signing(addr, keyname)` and `keys(name, domain, selector,
 /// key)` holding the example RSA key inline.
@@ -50,42 +47,6 @@ fn sidecar_on(db: &SqliteFile) -> Sidecar {
         .write()
 }
 
-fn start(sidecar: &Sidecar) -> (MilterProcess, SocketAddr) {
-    let socket = MilterSocket::free_inet();
-    let milter = sidecar.start(&socket);
-    let MilterSocket::Inet(addr) = socket else {
-        unreachable!()
-    };
-    (milter, addr)
-}
-
-fn message_from(from: &str) -> milter::client::Message {
-    mta::message(
-        format!(
-            "From: {from}\nTo: bob@example.org\nSubject: dsn\nMessage-ID: <1@example.com>\n\nHello from the file.\n"
-        )
-        .as_bytes(),
-    )
-}
-
-fn is_tempfail(outcome: &Outcome) -> bool {
-    matches!(outcome, Outcome::Refused { event: 'N', reply } if format!("{reply:?}").contains("451") || format!("{reply:?}").contains("Tempfail"))
-}
-
-fn check_config(sidecar: &Sidecar) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dkim-sidecar"))
-        .args(["check-config", "-x"])
-        .arg(sidecar.config())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 #[test]
 fn signs_with_keytable_and_signingtable_kept_in_an_sqlite_file() {
     let db = SqliteFile::create();
@@ -117,7 +78,7 @@ fn signs_with_keytable_and_signingtable_kept_in_an_sqlite_file() {
         "{log}"
     );
 
-    let (ok, text) = check_config(&sidecar);
+    let (ok, text) = check_config("-x", sidecar.config(), "");
     assert!(ok, "{text}");
     assert!(
         text.contains("KeyTable server dsn:sqlite3://dkim/keys.sqlite/"),
@@ -166,7 +127,7 @@ fn a_missing_or_broken_file_is_logged_and_tempfails_until_a_good_one_appears() {
         log.contains(&format!("/{}: no such file", SqliteFile::NAME)),
         "{log}"
     );
-    let (ok, text) = check_config(&sidecar);
+    let (ok, text) = check_config("-x", sidecar.config(), "");
     assert!(!ok, "{text}");
     assert!(text.contains("no such file"), "{text}");
 

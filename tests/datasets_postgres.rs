@@ -780,7 +780,11 @@ fn domain_kept_in_postgresql_signs_listed_domains_and_their_subdomains() {
     assert!(!log.contains(Postgres::PASSWORD), "{log}");
     let (ok, out) = check_config("-x", sidecar.config(), Postgres::PASSWORD);
     assert!(ok, "{out}");
-    assert!(out.contains("asked per message"), "{out}");
+    assert!(
+        out.contains("domains: those listed in dsn:pgsql://postgres:****@")
+            && out.contains("then *, then each parent)"),
+        "{out}"
+    );
 }
 
 #[test]

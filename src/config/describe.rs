@@ -218,11 +218,16 @@ fn signing(out: &mut String, config: &Config) {
                 match &key.domains {
                     TableSource::Local(set) => domains(set),
                     TableSource::Remote(set) => format!(
-                        "those {} lists, asked per message (the sender's domain, then *)",
-                        set.describe()
+                        "those listed in {}, asked per message (the sender's domain, then *{})",
+                        set.describe(),
+                        if signing.subdomains {
+                            ", then each parent"
+                        } else {
+                            ""
+                        }
                     ),
                 },
-                if signing.subdomains {
+                if signing.subdomains && key.domains.local().is_some() {
                     " and their subdomains"
                 } else {
                     ""

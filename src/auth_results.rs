@@ -360,10 +360,9 @@ pub fn removable_authserv_id(value: &[u8], all: bool) -> Option<String> {
 pub fn removal_keys(authserv_id: &str) -> Vec<String> {
     let mut keys = vec![authserv_id.to_string(), format!(".{authserv_id}")];
     keys.extend(
-        authserv_id
-            .match_indices('.')
-            .map(|(i, _)| authserv_id[i..].to_string())
-            .filter(|suffix| suffix.len() > 1),
+        crate::tables::dotted_suffixes(authserv_id)
+            .filter(|suffix| suffix.len() > 1)
+            .map(str::to_string),
     );
     keys
 }

@@ -784,7 +784,7 @@ fn body_length_keys(recipients: &[String]) -> Vec<String> {
             continue;
         };
         let mut suffixes = vec![host.to_string()];
-        suffixes.extend(host.match_indices('.').map(|(i, _)| host[i..].to_string()));
+        suffixes.extend(crate::tables::dotted_suffixes(host).map(str::to_string));
         for suffix in &suffixes {
             keys.push(format!("{user}@{suffix}"));
             keys.push(format!("*@{suffix}"));

@@ -8,6 +8,8 @@
 
 use std::collections::HashSet;
 
+use crate::tables::parent_domains;
+
 /// A set of domains, compared without regard to case.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DomainSet {
@@ -52,16 +54,12 @@ impl DomainSet {
         if self.any || self.names.contains(&domain) {
             return Some(domain);
         }
-        if subdomains {
-            let mut rest = domain.as_str();
-            while let Some((_, parent)) = rest.split_once('.') {
-                if self.names.contains(parent) {
-                    return Some(parent.to_string());
-                }
-                rest = parent;
-            }
+        if !subdomains {
+            return None;
         }
-        None
+        parent_domains(&domain)
+            .find(|parent| self.names.contains(*parent))
+            .map(str::to_string)
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {

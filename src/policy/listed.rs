@@ -33,6 +33,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::remote::{LookupError, RemoteSet};
+use crate::tables::{dotted_suffixes, parent_domains};
 
 /// What a set says about a message.
 #[derive(Debug, Clone)]
@@ -171,14 +172,7 @@ fn first_listed(walks: &[Vec<String>], negations: bool, has: impl Fn(&String) ->
 fn domain_keys(domain: &str, subdomains: bool) -> Vec<String> {
     let mut keys = vec![domain.to_string(), "*".to_string()];
     if subdomains {
-        let mut rest = domain;
-        while let Some((_, parent)) = rest.split_once('.') {
-            if parent.is_empty() {
-                break;
-            }
-            keys.push(parent.to_string());
-            rest = parent;
-        }
+        keys.extend(parent_domains(domain).map(str::to_string));
     }
     keys
 }
@@ -187,8 +181,7 @@ fn domain_keys(domain: &str, subdomains: bool) -> Vec<String> {
 /// (`dkimf_checkhost`).
 fn host_walk(host: &str) -> Vec<String> {
     let mut walk = vec![format!("!{host}"), host.to_string()];
-    for (i, _) in host.match_indices('.') {
-        let suffix = &host[i..];
+    for suffix in dotted_suffixes(host) {
         walk.push(format!("!{suffix}"));
         walk.push(suffix.to_string());
     }

@@ -44,6 +44,7 @@ use crate::diagnostics::{Location, Warning};
 use super::TableError;
 use super::dataset::{DataSet, DataSetKind};
 use super::pattern::Pattern;
+use super::suffixes::dotted_suffixes;
 
 /// Per (prefix, network): which of OpenDKIM's four probe strings exist,
 /// checked in this order.
@@ -220,14 +221,10 @@ impl HostList {
         let host = host.to_ascii_lowercase();
         // The whole name, then from each `.` on. (OpenDKIM loops forever on
         // a name starting with `.`; we simply do not probe it twice.)
-        let steps = std::iter::once(0).chain(
-            host.match_indices('.')
-                .map(|(dot, _)| dot)
-                .filter(|&dot| dot != 0),
-        );
+        let steps = std::iter::once(host.as_str())
+            .chain(dotted_suffixes(&host).filter(|suffix| suffix.len() < host.len()));
         let mut probe = String::new();
-        for start in steps {
-            let name = &host[start..];
+        for name in steps {
             let flags = self.names.get(name).copied().unwrap_or(0);
             if flags & NEG != 0 || self.pattern_matches_negated(name, &mut probe) {
                 return false;

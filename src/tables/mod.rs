@@ -26,6 +26,7 @@ mod pattern;
 mod pattern_index;
 pub mod remote;
 mod signingtable;
+mod suffixes;
 
 pub use dataset::{DataSet, DataSetEntry, DataSetKind, DataSetSpec};
 pub use error::TableError;
@@ -39,3 +40,4 @@ pub use pattern_index::PatternIndex;
 pub use signingtable::{
     SigningEntry, SigningMatch, SigningRule, SigningTable, exact_probes, exact_probes_as_written,
 };
+pub use suffixes::{dotted_suffixes, parent_domains};

@@ -39,6 +39,7 @@ use super::dataset::{DataSet, DataSetKind};
 use super::keytable::KeyTable;
 use super::pattern::Pattern;
 use super::pattern_index::PatternIndex;
+use super::suffixes::dotted_suffixes;
 
 /// One SigningTable line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -395,8 +396,7 @@ fn probe_keys(user: &str, domain: &str, mut probe: impl FnMut(&str) -> bool) {
     if try_key(&key) || try_key(domain) {
         return;
     }
-    for (dot, _) in domain.match_indices('.') {
-        let suffix = &domain[dot..];
+    for suffix in dotted_suffixes(domain) {
         key.clear();
         key.push_str(user);
         key.push('@');

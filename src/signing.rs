@@ -105,8 +105,9 @@ struct Collecting {
     /// not known; asked first, just before end of headers.
     replace_answer: Arc<OnceLock<Result<Vec<String>, DataSetProblem>>>,
     /// The header block after ReplaceRules, when they change it; worked
-    /// out once, at end of headers ([`Collecting::signed_headers`]).
-    replaced: OnceLock<Option<HeaderBlock>>,
+    /// out once: with the ReplaceHeaders answer when that is asked of a
+    /// server, else at end of headers ([`Collecting::signed_headers`]).
+    replaced: Arc<OnceLock<Option<HeaderBlock>>>,
 }
 
 impl Collecting {
@@ -209,7 +210,7 @@ impl SigningFilter {
                 remote: Arc::new(OnceLock::new()),
                 servers: Arc::new(OnceLock::new()),
                 replace_answer: Arc::new(OnceLock::new()),
-                replaced: OnceLock::new(),
+                replaced: Arc::new(OnceLock::new()),
             });
         }
         match &mut self.message {
@@ -409,7 +410,13 @@ impl Filter for SigningFilter {
                     started: c.started,
                     sender,
                     trusted_by,
-                    headers: c.replaced.into_inner().flatten().unwrap_or(c.headers),
+                    headers: match Arc::try_unwrap(c.replaced) {
+                        Ok(replaced) => replaced.into_inner().flatten(),
+                        // Still shared with a lookup's future: the fields
+                        // are shared bytes, so the copy is cheap.
+                        Err(shared) => shared.get().cloned().flatten(),
+                    }
+                    .unwrap_or(c.headers),
                     signing: MessageSigning::new(requests),
                 });
                 Verdict::Continue
@@ -576,17 +583,20 @@ impl Filter for SigningFilter {
         if let Some(lookup) = c.policy.replace_lookup(&c.headers) {
             let policy = Arc::clone(&c.policy);
             let slot = Arc::clone(&c.replace_answer);
+            let replaced = Arc::clone(&c.replaced);
             let remote = Arc::clone(&c.remote);
             let servers = Arc::clone(&c.servers);
-            // The fields as received (the answer says which to rewrite;
-            // the signed view is worked out at end of headers, with it).
+            // The fields as received: the answer says which to rewrite,
+            // and the rewritten block is kept for end of headers.
             let mut owned = c.owned_facts(&self.client_host, self.client_ip, macros, &c.headers);
             return Some(Box::pin(async move {
                 let answer = lookup.ask().await;
-                if let (Ok(listed), Some(rules)) = (&answer, &policy.signature.replace_rules)
-                    && let Some(rewritten) = rules.apply_listed(&owned.headers, listed)
-                {
-                    owned.headers = rewritten;
+                if let (Ok(listed), Some(rules)) = (&answer, &policy.signature.replace_rules) {
+                    let rewritten = rules.apply_listed(&owned.headers, listed);
+                    if let Some(block) = &rewritten {
+                        owned.headers = block.clone();
+                    }
+                    let _ = replaced.set(rewritten);
                 }
                 let _ = slot.set(answer);
                 if !policy.asks_servers() {

@@ -492,6 +492,12 @@ pub fn register(registry: &mut Registry) {
     );
 }
 
+/// The end of a statement reading a set whole: one row more than
+/// [`MAX_WHOLE_KEYS`], enough to tell that the set is too large.
+fn whole_limit() -> String {
+    format!(" LIMIT {}", MAX_WHOLE_KEYS + 1)
+}
+
 /// The statement of a backend that binds a lookup's keys as a list,
 /// `... WHERE key IN (?, ?, ...)` (MySQL, SQLite): the text before the
 /// list and after it. Every column is cast to text as the backend spells
@@ -502,7 +508,9 @@ pub fn register(registry: &mut Registry) {
 struct SelectIn {
     head: String,
     tail: String,
-    /// Every key of the set: `SELECT keycol FROM table [WHERE (filter)]`.
+    /// Every key of the set: `SELECT keycol FROM table [WHERE (filter)]
+    /// LIMIT n`, with one row more than [`MAX_WHOLE_KEYS`] so that a set too
+    /// large is refused without reading all of it.
     whole: String,
 }
 
@@ -522,6 +530,7 @@ impl SelectIn {
         if let Some(filter) = &dsn.filter {
             whole.push_str(&format!(" WHERE ({filter})"));
         }
+        whole.push_str(&whole_limit());
         SelectIn {
             whole,
             head: format!(

@@ -74,6 +74,7 @@ impl Postgres {
             sql.push_str(&format!(" AND ({filter})"));
             whole.push_str(&format!(" WHERE ({filter})"));
         }
+        whole.push_str(&super::whole_limit());
         Postgres {
             pool,
             sql,

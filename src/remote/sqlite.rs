@@ -323,6 +323,36 @@ mod tests {
             "SELECT CAST(\"key\" AS TEXT), CAST(\"domain\" AS TEXT), CAST(\"selector\" AS TEXT) \
              FROM \"main\".\"keys\" WHERE \"key\" IN (?, ?) AND (on=1)"
         );
+        assert_eq!(
+            s.whole,
+            "SELECT CAST(\"key\" AS TEXT) FROM \"main\".\"keys\" WHERE (on=1) LIMIT 10001"
+        );
+    }
+
+    #[test]
+    fn a_set_read_whole_is_refused_past_ten_thousand_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = database(dir.path(), "CREATE TABLE t (k TEXT);");
+        let conn = Connection::open(&path).unwrap();
+        let add = |from: usize, to: usize| {
+            conn.execute_batch("BEGIN").unwrap();
+            for n in from..to {
+                conn.execute("INSERT INTO t VALUES (?1)", [format!("x-{n}")])
+                    .unwrap();
+            }
+            conn.execute_batch("COMMIT").unwrap();
+        };
+        let s = sqlite("dsn:sqlite3://h/db/table=t?keycol=k?datacol=k", &path);
+        let rt = runtime();
+        add(0, crate::remote::MAX_WHOLE_KEYS);
+        let keys = rt.block_on(s.keys()).unwrap();
+        assert_eq!(keys.len(), crate::remote::MAX_WHOLE_KEYS);
+        add(
+            crate::remote::MAX_WHOLE_KEYS,
+            crate::remote::MAX_WHOLE_KEYS + 1,
+        );
+        let err = rt.block_on(s.keys()).unwrap_err();
+        assert!(matches!(err, BackendError::TooManyKeys), "{err}");
     }
 
     fn database(dir: &Path, sql: &str) -> PathBuf {

@@ -10,8 +10,7 @@
 
 use std::fmt::Write as _;
 
-use mail_auth::dkim::Canonicalization;
-
+use crate::dkim::canonicalization_name;
 use crate::keys::{KeyType, PrivateKey};
 use crate::policy::{Action, DomainSet, SigningTables, TableSource};
 use crate::tables::{DataSetKind, HostList, KeyDomain, KeySource};
@@ -433,13 +432,6 @@ fn trust(out: &mut String, config: &Config) {
     line(out, 1, format!("macro rules: {}", list(&macros)));
 }
 
-fn canonicalization(c: Canonicalization) -> &'static str {
-    match c {
-        Canonicalization::Relaxed => "relaxed",
-        Canonicalization::Simple => "simple",
-    }
-}
-
 fn signature(out: &mut String, config: &Config) {
     let policy = &config.policy;
     let signature = &policy.signature;
@@ -449,8 +441,8 @@ fn signature(out: &mut String, config: &Config) {
         1,
         format!(
             "canonicalization: {}/{}",
-            canonicalization(signature.header_canonicalization),
-            canonicalization(signature.body_canonicalization)
+            canonicalization_name(signature.header_canonicalization),
+            canonicalization_name(signature.body_canonicalization)
         ),
     );
     let headers = &signature.headers;

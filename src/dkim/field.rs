@@ -173,7 +173,9 @@ fn algorithm_name(a: Algorithm) -> &'static str {
     }
 }
 
-fn canonicalization_name(c: mail_auth::dkim::Canonicalization) -> &'static str {
+/// A canonicalization as the `c=` tag (and OpenDKIM's Canonicalization
+/// setting) writes it.
+pub fn canonicalization_name(c: mail_auth::dkim::Canonicalization) -> &'static str {
     match c {
         mail_auth::dkim::Canonicalization::Relaxed => "relaxed",
         mail_auth::dkim::Canonicalization::Simple => "simple",

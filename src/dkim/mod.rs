@@ -35,6 +35,7 @@ use mail_auth::dkim::{Canonicalization, Signature};
 
 use body::BodyHash;
 
+pub use field::canonicalization_name;
 pub use headers::{HeaderBlock, HeaderField, HeaderPolicy};
 
 use crate::keys::PrivateKey;

@@ -73,6 +73,28 @@ pub fn record_name(selector: &str, domain: &str) -> String {
     format!("{selector}._domainkey.{domain}")
 }
 
+/// The key record among the TXT records found at its name, each read as
+/// its strings joined: the first that starts `v=DKIM1`, else the first
+/// record (a `v=` tag is optional, RFC 6376 section 3.6.1).
+pub fn key_record_among<'a>(
+    records: impl IntoIterator<Item = &'a hickory_proto::rr::rdata::TXT>,
+) -> Option<String> {
+    let texts: Vec<String> = records
+        .into_iter()
+        .map(|txt| {
+            txt.txt_data
+                .iter()
+                .map(|part| String::from_utf8_lossy(part))
+                .collect()
+        })
+        .collect();
+    let chosen = texts
+        .iter()
+        .position(|text| text.trim_start().starts_with("v=DKIM1"))
+        .unwrap_or(0);
+    texts.into_iter().nth(chosen)
+}
+
 /// The record's text as DNS carries it (all strings joined), e.g.
 /// `v=DKIM1; h=sha256; k=rsa; p=MIIB...`.
 pub fn record_text(key_type: KeyType, public_key_base64: &str, options: &RecordOptions) -> String {
@@ -292,6 +314,23 @@ mod tests {
 
     fn err(text: &str) -> String {
         parse_record(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_key_record_is_the_txt_record_starting_v_dkim1_its_strings_joined() {
+        use hickory_proto::rr::rdata::TXT;
+        let other = TXT::new(vec!["google-site-verification=abc".to_string()]);
+        let key = TXT::new(vec!["v=DKIM1; k=rsa; ".to_string(), "p=QUJD".to_string()]);
+        assert_eq!(
+            key_record_among([&other, &key]).as_deref(),
+            Some("v=DKIM1; k=rsa; p=QUJD")
+        );
+        let bare = TXT::new(vec!["k=rsa; p=QUJD".to_string()]);
+        assert_eq!(
+            key_record_among([&bare, &other]).as_deref(),
+            Some("k=rsa; p=QUJD")
+        );
+        assert_eq!(key_record_among([]), None);
     }
 
     #[test]

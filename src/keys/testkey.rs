@@ -356,25 +356,15 @@ fn lookup_txt(name: &str, nameserver: Option<SocketAddr>) -> Result<Option<Strin
             Err(err) if err.is_no_records_found() || err.is_nx_domain() => return Ok(None),
             Err(err) => return Err(failed(err.to_string())),
         };
-        let texts: Vec<String> = lookup
-            .answers()
-            .iter()
-            .filter_map(|answer| match &answer.data {
-                RData::TXT(txt) => Some(
-                    txt.txt_data
-                        .iter()
-                        .map(|part| String::from_utf8_lossy(part))
-                        .collect::<String>(),
-                ),
-                _ => None,
-            })
-            .collect();
-        let chosen = texts
-            .iter()
-            .find(|t| t.trim_start().starts_with("v=DKIM1"))
-            .or(texts.first())
-            .cloned();
-        Ok(chosen)
+        Ok(record::key_record_among(
+            lookup
+                .answers()
+                .iter()
+                .filter_map(|answer| match &answer.data {
+                    RData::TXT(txt) => Some(txt),
+                    _ => None,
+                }),
+        ))
     })
 }
 

@@ -339,25 +339,16 @@ pub fn served_txt(server: SocketAddr, record: &Name) -> Result<Served, DnsError>
     if !answer.metadata.authoritative {
         return Ok(Served::NotAuthoritative);
     }
-    let texts: Vec<String> = answer
-        .answers
-        .iter()
-        .filter(|r| r.name == *record)
-        .filter_map(|r| match &r.data {
-            RData::TXT(txt) => Some(
-                txt.txt_data
-                    .iter()
-                    .map(|part| String::from_utf8_lossy(part))
-                    .collect::<String>(),
-            ),
-            _ => None,
-        })
-        .collect();
-    let chosen = texts
-        .iter()
-        .find(|t| t.trim_start().starts_with("v=DKIM1"))
-        .or(texts.first())
-        .cloned();
+    let chosen = crate::keys::record::key_record_among(
+        answer
+            .answers
+            .iter()
+            .filter(|r| r.name == *record)
+            .filter_map(|r| match &r.data {
+                RData::TXT(txt) => Some(txt),
+                _ => None,
+            }),
+    );
     Ok(chosen.map_or(Served::Missing, Served::Txt))
 }
 

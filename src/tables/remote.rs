@@ -319,20 +319,26 @@ fn bad(at: &Location, spec: &str, reason: impl Into<String>) -> TableError {
 
 /// `=XX` hex escapes decoded (OpenDKIM's quoted-printable style).
 fn decode_escapes(text: &str) -> String {
+    decode_hex_escapes(text, b'=')
+}
+
+/// `marker` followed by two hex digits stands for that byte; anything
+/// else, a lone marker included, stands for itself.
+fn decode_hex_escapes(text: &str, marker: u8) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'='
-            && bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
-            && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit)
-        {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("00");
-            out.push(u8::from_str_radix(hex, 16).unwrap_or(0));
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
+        let hex = |at: usize| bytes.get(at).and_then(|b| (*b as char).to_digit(16));
+        match (bytes[i] == marker, hex(i + 1), hex(i + 2)) {
+            (true, Some(high), Some(low)) => {
+                out.push((high * 16 + low) as u8);
+                i += 3;
+            }
+            _ => {
+                out.push(bytes[i]);
+                i += 1;
+            }
         }
     }
     String::from_utf8_lossy(&out).into_owned()
@@ -588,23 +594,7 @@ fn parse_ldap(spec: &str, at: &Location) -> Result<LdapSpec, TableError> {
 
 /// RFC 3986 percent-decoding (an LDAP URL's DN and filter).
 fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
-            && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit)
-        {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("00");
-            out.push(u8::from_str_radix(hex, 16).unwrap_or(0));
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    decode_hex_escapes(text, b'%')
 }
 
 impl LdapSpec {

@@ -8,56 +8,19 @@
 use milter::client::Outcome;
 use testkit::datasets::{
     INTERNAL, assert_accepted_unsigned, assert_signed, assert_signed_from, check_config,
-    is_accepted, is_tempfail, message_from, start,
+    is_accepted, is_tempfail, key_and_signing_tables, message_from, sidecar_on_tables, start,
 };
 use testkit::mariadb::MariaDb;
 use testkit::verify::assert_unsigned;
 use testkit::{Sidecar, mta};
 
-/// The tables in `database`: `signing(addr, keyname)` and `keys(name,
-/// domain, selector, key)` holding the example RSA key inline.
-fn tables(db: &MariaDb, database: &str, sidecar: &Sidecar, signing_rows: &[(&str, &str)]) {
-    let key = &sidecar.test_keys().rsa;
-    let pem = std::fs::read_to_string(&key.private_key).unwrap();
-    db.sql(&format!(
-        "USE {database}; \
-         CREATE TABLE signing (addr varchar(255), keyname varchar(64)); \
-         CREATE TABLE `keys` (name varchar(64), domain varchar(255), selector varchar(64), \
-         `key` longtext); \
-         INSERT INTO `keys` VALUES ('rsa', '{}', '{}', '{pem}');",
-        key.domain, key.selector
-    ));
-    for (addr, keyname) in signing_rows {
-        db.sql(&format!(
-            "INSERT INTO {database}.signing VALUES ('{}', '{keyname}')",
-            addr.replace('\'', "''")
-        ));
-    }
-}
-
-fn sidecar_on(db: &MariaDb, database: &str) -> Sidecar {
-    // The Socket line is for check-config; `run` gets --socket.
-    Sidecar::builder()
-        .config_line("Socket inet:8891@localhost")
-        .config_line(&format!(
-            "KeyTable {}",
-            db.dsn(database, "keys", "name", "domain,selector,key")
-        ))
-        .config_line(&format!(
-            "SigningTable {}",
-            db.dsn(database, "signing", "addr", "keyname")
-        ))
-        .write()
-}
-
 #[test]
 fn signs_with_keytable_and_signingtable_kept_in_mariadb() {
     let db = MariaDb::shared();
-    let database = db.database("signs");
-    let sidecar = sidecar_on(&db, &database);
-    tables(
-        &db,
-        &database,
+    let tables = db.tables_in("signs");
+    let sidecar = sidecar_on_tables(&tables);
+    key_and_signing_tables(
+        &tables,
         &sidecar,
         &[("alice@example.com", "rsa"), ("example.net", "rsa")],
     );
@@ -83,9 +46,9 @@ fn signs_with_keytable_and_signingtable_kept_in_mariadb() {
 #[test]
 fn a_sender_written_as_sql_matches_nothing() {
     let db = MariaDb::shared();
-    let database = db.database("injection");
-    let sidecar = sidecar_on(&db, &database);
-    tables(&db, &database, &sidecar, &[("alice@example.com", "rsa")]);
+    let tables = db.tables_in("injection");
+    let sidecar = sidecar_on_tables(&tables);
+    key_and_signing_tables(&tables, &sidecar, &[("alice@example.com", "rsa")]);
     let (milter, addr) = start(&sidecar);
 
     // Pasted into SQL this would match every row; bound as a parameter it
@@ -104,11 +67,11 @@ fn a_sender_written_as_sql_matches_nothing() {
 #[test]
 fn a_filter_written_with_escapes_selects_the_rows() {
     let db = MariaDb::shared();
-    let database = db.database("filtered");
+    let tables = db.tables_in("filtered");
+    let database = tables.database.clone();
     let sidecar_probe = Sidecar::builder().write();
-    tables(
-        &db,
-        &database,
+    key_and_signing_tables(
+        &tables,
         &sidecar_probe,
         &[("alice@example.com", "rsa"), ("retired@example.com", "rsa")],
     );
@@ -146,11 +109,11 @@ fn a_filter_written_with_escapes_selects_the_rows() {
 #[test]
 fn unusable_rows_get_the_key_action_and_a_clear_log_line() {
     let db = MariaDb::shared();
-    let database = db.database("unusable");
-    let sidecar = sidecar_on(&db, &database);
-    tables(
-        &db,
-        &database,
+    let tables = db.tables_in("unusable");
+    let database = tables.database.clone();
+    let sidecar = sidecar_on_tables(&tables);
+    key_and_signing_tables(
+        &tables,
         &sidecar,
         &[
             ("alice@example.com", "rsa"),
@@ -181,9 +144,10 @@ fn unusable_rows_get_the_key_action_and_a_clear_log_line() {
 #[test]
 fn check_config_names_the_database_and_refuses_a_wrong_password() {
     let db = MariaDb::shared();
-    let database = db.database("checked");
-    let sidecar = sidecar_on(&db, &database);
-    tables(&db, &database, &sidecar, &[("alice@example.com", "rsa")]);
+    let tables = db.tables_in("checked");
+    let database = tables.database.clone();
+    let sidecar = sidecar_on_tables(&tables);
+    key_and_signing_tables(&tables, &sidecar, &[("alice@example.com", "rsa")]);
     let (ok, text) = check_config("-x", sidecar.config(), MariaDb::PASSWORD);
     assert!(ok, "{text}");
     assert!(
@@ -213,11 +177,10 @@ fn check_config_names_the_database_and_refuses_a_wrong_password() {
 #[test]
 fn database_down_serves_cached_senders_tempfails_the_rest_and_recovers() {
     let mut db = MariaDb::start();
-    let database = db.database("outage");
-    let sidecar = sidecar_on(&db, &database);
-    tables(
-        &db,
-        &database,
+    let tables = db.tables_in("outage");
+    let sidecar = sidecar_on_tables(&tables);
+    key_and_signing_tables(
+        &tables,
         &sidecar,
         &[("alice@example.com", "rsa"), ("bob@example.com", "rsa")],
     );
@@ -259,9 +222,10 @@ fn database_down_serves_cached_senders_tempfails_the_rest_and_recovers() {
 #[test]
 fn a_server_that_never_answers_times_out_into_a_tempfail() {
     let db = MariaDb::shared();
-    let database = db.database("silent");
+    let tables = db.tables_in("silent");
+    let database = tables.database.clone();
     let probe = Sidecar::builder().write();
-    tables(&db, &database, &probe, &[("alice@example.com", "rsa")]);
+    key_and_signing_tables(&tables, &probe, &[("alice@example.com", "rsa")]);
 
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();

@@ -9,53 +9,18 @@
 use milter::client::Outcome;
 use testkit::datasets::{
     INTERNAL, assert_accepted_unsigned, assert_signed_from, assert_tempfailed, check_config, fleet,
-    is_accepted, is_signed, is_tempfail, message_from, reload, signature_tag, start,
+    is_accepted, is_signed, is_tempfail, key_and_signing_tables, message_from, reload,
+    sidecar_on_tables, signature_tag, start,
 };
 use testkit::postgres::Postgres;
 use testkit::verify::{assert_signed_by, assert_unsigned};
 use testkit::{Sidecar, mta};
 
-/// The tables: `signing(addr, keyname)` and `keys(name, domain, selector,
-/// key)` holding the example RSA key inline, as a fleet keeps them.
-fn tables(pg: &Postgres, sidecar: &Sidecar, signing_rows: &[(&str, &str)]) {
-    let key = &sidecar.test_keys().rsa;
-    let pem = std::fs::read_to_string(&key.private_key).unwrap();
-    pg.psql(
-        "CREATE TABLE signing (addr text, keyname text); \
-         CREATE TABLE keys (name text, domain text, selector text, key text);",
-    );
-    pg.psql(&format!(
-        "INSERT INTO keys VALUES ('rsa', '{}', '{}', $k${pem}$k$)",
-        key.domain, key.selector
-    ));
-    for (addr, keyname) in signing_rows {
-        pg.psql(&format!(
-            "INSERT INTO signing VALUES ('{}', '{keyname}')",
-            addr.replace('\'', "''")
-        ));
-    }
-}
-
-fn sidecar_on(pg: &Postgres) -> Sidecar {
-    // The Socket line is for check-config; `run` gets --socket.
-    Sidecar::builder()
-        .config_line("Socket inet:8891@localhost")
-        .config_line(&format!(
-            "KeyTable {}",
-            pg.dsn("keys", "name", "domain,selector,key")
-        ))
-        .config_line(&format!(
-            "SigningTable {}",
-            pg.dsn("signing", "addr", "keyname")
-        ))
-        .write()
-}
-
 #[test]
 fn signs_with_keytable_and_signingtable_kept_in_postgresql() {
     let pg = Postgres::start();
-    let sidecar = sidecar_on(&pg);
-    tables(
+    let sidecar = sidecar_on_tables(&pg);
+    key_and_signing_tables(
         &pg,
         &sidecar,
         &[("alice@example.com", "rsa"), ("example.net", "rsa")],
@@ -88,8 +53,8 @@ fn signs_with_keytable_and_signingtable_kept_in_postgresql() {
 #[test]
 fn a_sender_written_as_sql_matches_nothing() {
     let pg = Postgres::start();
-    let sidecar = sidecar_on(&pg);
-    tables(&pg, &sidecar, &[("alice@example.com", "rsa")]);
+    let sidecar = sidecar_on_tables(&pg);
+    key_and_signing_tables(&pg, &sidecar, &[("alice@example.com", "rsa")]);
     let (milter, addr) = start(&sidecar);
 
     // Pasted into SQL this would match every row; bound as a parameter it
@@ -106,8 +71,8 @@ fn a_sender_written_as_sql_matches_nothing() {
 #[test]
 fn database_down_serves_cached_senders_tempfails_the_rest_and_recovers() {
     let mut pg = Postgres::start();
-    let sidecar = sidecar_on(&pg);
-    tables(
+    let sidecar = sidecar_on_tables(&pg);
+    key_and_signing_tables(
         &pg,
         &sidecar,
         &[("alice@example.com", "rsa"), ("bob@example.com", "rsa")],
@@ -163,8 +128,8 @@ fn database_down_serves_cached_senders_tempfails_the_rest_and_recovers() {
 #[test]
 fn check_config_names_the_database_without_its_password() {
     let mut pg = Postgres::start();
-    let sidecar = sidecar_on(&pg);
-    tables(&pg, &sidecar, &[("alice@example.com", "rsa")]);
+    let sidecar = sidecar_on_tables(&pg);
+    key_and_signing_tables(&pg, &sidecar, &[("alice@example.com", "rsa")]);
     let (ok, text) = check_config("-x", sidecar.config(), Postgres::PASSWORD);
     assert!(ok, "{text}");
     assert!(
@@ -182,8 +147,8 @@ fn check_config_names_the_database_without_its_password() {
 #[test]
 fn unusable_rows_get_the_key_action_and_a_clear_log_line() {
     let pg = Postgres::start();
-    let sidecar = sidecar_on(&pg);
-    tables(
+    let sidecar = sidecar_on_tables(&pg);
+    key_and_signing_tables(
         &pg,
         &sidecar,
         &[
@@ -236,7 +201,7 @@ fn fleet_toml(pg: &Postgres, ttl: u64) -> String {
 fn a_fleet_on_one_database_signs_with_a_changed_row_without_restart() {
     let pg = Postgres::start();
     let first = Sidecar::builder().write();
-    tables(&pg, &first, &[("example.com", "rsa")]);
+    key_and_signing_tables(&pg, &first, &[("example.com", "rsa")]);
     let fleet = fleet(3, |_| fleet_toml(&pg, 1));
 
     let alice = message_from("alice@example.com");
@@ -298,7 +263,7 @@ fn a_fleet_rides_out_a_database_outage_and_recovers_without_restart() {
         .chain(&unknown)
         .map(|s| (*s, "rsa"))
         .collect();
-    tables(&pg, &first, &rows);
+    key_and_signing_tables(&pg, &first, &rows);
     // Answers are fresh for 1 s, then served stale while the server is
     // down (the stale limit is an hour).
     let fleet = fleet(3, |_| fleet_toml(&pg, 1));

@@ -7,51 +7,19 @@
 //! mid-run.
 
 use milter::client::Outcome;
-use testkit::datasets::{INTERNAL, check_config, is_tempfail, message_from, start};
+use testkit::datasets::{
+    INTERNAL, check_config, is_tempfail, key_and_signing_tables, message_from, sidecar_on_tables,
+    start,
+};
+use testkit::mta;
 use testkit::sqlite::SqliteFile;
 use testkit::verify::{assert_signed_by, assert_unsigned};
-use testkit::{Sidecar, mta};
-
-/// The tables: `signing(addr, keyname)` and `keys(name, domain, selector,
-/// key)` holding the example RSA key inline.
-fn tables(db: &SqliteFile, sidecar: &Sidecar, signing_rows: &[(&str, &str)]) {
-    let key = &sidecar.test_keys().rsa;
-    let pem = std::fs::read_to_string(&key.private_key).unwrap();
-    db.sql(&format!(
-        "CREATE TABLE signing (addr TEXT, keyname TEXT); \
-         CREATE TABLE keys (name TEXT, domain TEXT, selector TEXT, key TEXT); \
-         INSERT INTO keys VALUES ('rsa', '{}', '{}', '{pem}');",
-        key.domain, key.selector
-    ));
-    for (addr, keyname) in signing_rows {
-        db.sql(&format!(
-            "INSERT INTO signing VALUES ('{}', '{keyname}')",
-            addr.replace('\'', "''")
-        ));
-    }
-}
-
-fn sidecar_on(db: &SqliteFile) -> Sidecar {
-    // The Socket line is for check-config; `run` gets --socket.
-    Sidecar::builder()
-        .config_line("Socket inet:8891@localhost")
-        .config_line(&db.base_directory())
-        .config_line(&format!(
-            "KeyTable {}",
-            db.dsn("keys", "name", "domain,selector,key")
-        ))
-        .config_line(&format!(
-            "SigningTable {}",
-            db.dsn("signing", "addr", "keyname")
-        ))
-        .write()
-}
 
 #[test]
 fn signs_with_keytable_and_signingtable_kept_in_an_sqlite_file() {
     let db = SqliteFile::create();
-    let sidecar = sidecar_on(&db);
-    tables(
+    let sidecar = sidecar_on_tables(&db);
+    key_and_signing_tables(
         &db,
         &sidecar,
         &[("alice@example.com", "rsa"), ("example.net", "rsa")],
@@ -90,8 +58,8 @@ fn signs_with_keytable_and_signingtable_kept_in_an_sqlite_file() {
 #[test]
 fn a_sender_written_as_sql_matches_nothing() {
     let db = SqliteFile::create();
-    let sidecar = sidecar_on(&db);
-    tables(&db, &sidecar, &[("alice@example.com", "rsa")]);
+    let sidecar = sidecar_on_tables(&db);
+    key_and_signing_tables(&db, &sidecar, &[("alice@example.com", "rsa")]);
     let (milter, addr) = start(&sidecar);
 
     // Pasted into SQL this would match every row; bound as a parameter it
@@ -112,7 +80,7 @@ fn a_sender_written_as_sql_matches_nothing() {
 #[test]
 fn a_missing_or_broken_file_is_logged_and_tempfails_until_a_good_one_appears() {
     let db = SqliteFile::create();
-    let sidecar = sidecar_on(&db);
+    let sidecar = sidecar_on_tables(&db);
     std::fs::remove_file(db.path()).unwrap();
     let (milter, addr) = start(&sidecar);
 
@@ -141,7 +109,7 @@ fn a_missing_or_broken_file_is_logged_and_tempfails_until_a_good_one_appears() {
 
     // A good database in its place.
     std::fs::remove_file(db.path()).unwrap();
-    tables(&db, &sidecar, &[("alice@example.com", "rsa")]);
+    key_and_signing_tables(&db, &sidecar, &[("alice@example.com", "rsa")]);
     let outcome = mta::send(addr, &alice, INTERNAL, "mta.example");
     assert_signed_by(
         &mta::delivered(&alice, &outcome),
@@ -167,8 +135,8 @@ fn a_missing_or_broken_file_is_logged_and_tempfails_until_a_good_one_appears() {
 #[test]
 fn file_gone_serves_cached_senders_and_tempfails_the_rest() {
     let db = SqliteFile::create();
-    let sidecar = sidecar_on(&db);
-    tables(
+    let sidecar = sidecar_on_tables(&db);
+    key_and_signing_tables(
         &db,
         &sidecar,
         &[("alice@example.com", "rsa"), ("bob@example.com", "rsa")],
@@ -202,8 +170,8 @@ fn file_gone_serves_cached_senders_and_tempfails_the_rest() {
 #[test]
 fn unusable_rows_get_the_key_action_and_a_clear_log_line() {
     let db = SqliteFile::create();
-    let sidecar = sidecar_on(&db);
-    tables(
+    let sidecar = sidecar_on_tables(&db);
+    key_and_signing_tables(
         &db,
         &sidecar,
         &[
@@ -242,8 +210,8 @@ fn unusable_rows_get_the_key_action_and_a_clear_log_line() {
 #[test]
 fn a_file_locked_by_a_writer_past_the_timeout_tempfails_until_released() {
     let db = SqliteFile::create();
-    let sidecar = sidecar_on(&db);
-    tables(&db, &sidecar, &[("alice@example.com", "rsa")]);
+    let sidecar = sidecar_on_tables(&db);
+    key_and_signing_tables(&db, &sidecar, &[("alice@example.com", "rsa")]);
     let (milter, addr) = start(&sidecar);
     let alice = message_from("alice@example.com");
 

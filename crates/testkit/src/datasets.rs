@@ -6,7 +6,11 @@
 //! of daemons on one server.
 //!
 //! It never starts a server itself: the tests bring theirs
-//! ([`crate::postgres`], [`crate::mariadb`], [`crate::slapd`]).
+//! ([`crate::postgres`], [`crate::mariadb`], [`crate::slapd`]). What the
+//! SQL ones differ in for the KeyTable and SigningTable every such test
+//! starts from is the [`SqlTables`] trait, so that the tables and the
+//! opendkim.conf naming them are written once ([`key_and_signing_tables`],
+//! [`sidecar_on_tables`]).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -16,6 +20,78 @@ use milter::client::{Message, Outcome};
 use crate::daemon::Daemon;
 use crate::verify::assert_signed_by;
 use crate::{MilterProcess, MilterSocket, Sidecar, TestKey, binary, mta};
+
+/// A place SQL tables live for a data-set test: a PostgreSQL or MariaDB
+/// database, or an SQLite file.
+pub trait SqlTables {
+    /// Runs `sql` (one or more statements); panics on error.
+    fn run_sql(&self, sql: &str);
+    /// A `dsn:` data set on `table`, as opendkim.conf names it.
+    fn table_dsn(&self, table: &str, key_column: &str, data_columns: &str) -> String;
+    /// Other opendkim.conf lines the data sets need (SQLite's
+    /// BaseDirectory).
+    fn config_lines(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// `name` as an identifier in SQL (MariaDB reserves `key` and `keys`).
+    fn identifier(&self, name: &str) -> String {
+        name.to_string()
+    }
+    /// The type of a text column that holds any value a test stores, an
+    /// oversize key included (MariaDB's `text` stops at 64 KiB).
+    fn long_text(&self) -> &'static str {
+        "text"
+    }
+}
+
+/// The tables a data-set test signs from: `signing(addr, keyname)` with
+/// one row per `(address, key name)`, and `keys(name, domain, selector,
+/// key)` holding the Sidecar's example RSA key inline under the name
+/// `rsa`, as a fleet keeps them.
+pub fn key_and_signing_tables(
+    db: &impl SqlTables,
+    sidecar: &Sidecar,
+    signing_rows: &[(&str, &str)],
+) {
+    let key = &sidecar.test_keys().rsa;
+    let pem = std::fs::read_to_string(&key.private_key).unwrap();
+    let (keys, key_column) = (db.identifier("keys"), db.identifier("key"));
+    db.run_sql(&format!(
+        "CREATE TABLE signing (addr text, keyname text); \
+         CREATE TABLE {keys} (name text, domain text, selector text, {key_column} {}); \
+         INSERT INTO {keys} VALUES ('rsa', '{}', '{}', '{}');",
+        db.long_text(),
+        key.domain,
+        key.selector,
+        pem.replace('\'', "''")
+    ));
+    for (addr, keyname) in signing_rows {
+        db.run_sql(&format!(
+            "INSERT INTO signing VALUES ('{}', '{keyname}')",
+            addr.replace('\'', "''")
+        ));
+    }
+}
+
+/// A Sidecar whose KeyTable and SigningTable are the tables of
+/// [`key_and_signing_tables`] in `db`. Its Socket line is for
+/// check-config; [`start`] gives the daemon a free port.
+pub fn sidecar_on_tables(db: &impl SqlTables) -> Sidecar {
+    let mut builder = Sidecar::builder().config_line("Socket inet:8891@localhost");
+    for line in db.config_lines() {
+        builder = builder.config_line(&line);
+    }
+    builder
+        .config_line(&format!(
+            "KeyTable {}",
+            db.table_dsn("keys", "name", "domain,selector,key")
+        ))
+        .config_line(&format!(
+            "SigningTable {}",
+            db.table_dsn("signing", "addr", "keyname")
+        ))
+        .write()
+}
 
 /// A client address in the default InternalHosts (127.0.0.1).
 pub const INTERNAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);

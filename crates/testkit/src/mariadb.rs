@@ -166,6 +166,15 @@ impl MariaDb {
         name.to_string()
     }
 
+    /// A fresh database `name`, as [`Self::database`] makes it, for
+    /// [`crate::datasets::SqlTables`].
+    pub fn tables_in(&self, name: &str) -> MariaDbTables<'_> {
+        MariaDbTables {
+            server: self,
+            database: self.database(name),
+        }
+    }
+
     /// Runs SQL as root over the socket; panics on error.
     pub fn sql(&self, sql: &str) -> String {
         self.try_sql(sql)
@@ -231,5 +240,31 @@ impl Drop for MariaDb {
             eprintln!("--- mariadb log ---\n{}", self.log());
         }
         self.stop();
+    }
+}
+
+/// One database of a [`MariaDb`], where a data-set test keeps its tables.
+pub struct MariaDbTables<'a> {
+    server: &'a MariaDb,
+    /// The database's name, for SQL of the test's own.
+    pub database: String,
+}
+
+impl crate::datasets::SqlTables for MariaDbTables<'_> {
+    fn run_sql(&self, sql: &str) {
+        self.server.sql(&format!("USE {}; {sql}", self.database));
+    }
+
+    fn table_dsn(&self, table: &str, key_column: &str, data_columns: &str) -> String {
+        self.server
+            .dsn(&self.database, table, key_column, data_columns)
+    }
+
+    fn identifier(&self, name: &str) -> String {
+        format!("`{name}`")
+    }
+
+    fn long_text(&self) -> &'static str {
+        "longtext"
     }
 }

@@ -215,3 +215,13 @@ fn binaries() -> PathBuf {
         .map(|(_, bin)| bin)
         .expect("no /usr/lib/postgresql/*/bin/initdb")
 }
+
+impl crate::datasets::SqlTables for Postgres {
+    fn run_sql(&self, sql: &str) {
+        self.psql(sql);
+    }
+
+    fn table_dsn(&self, table: &str, key_column: &str, data_columns: &str) -> String {
+        self.dsn(table, key_column, data_columns)
+    }
+}

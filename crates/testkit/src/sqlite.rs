@@ -76,6 +76,20 @@ impl SqliteFile {
     }
 }
 
+impl crate::datasets::SqlTables for SqliteFile {
+    fn run_sql(&self, sql: &str) {
+        self.sql(sql);
+    }
+
+    fn table_dsn(&self, table: &str, key_column: &str, data_columns: &str) -> String {
+        self.dsn(table, key_column, data_columns)
+    }
+
+    fn config_lines(&self) -> Vec<String> {
+        vec![self.base_directory()]
+    }
+}
+
 /// An exclusive lock on an [`SqliteFile`], released (rolled back) when
 /// dropped.
 pub struct SqliteLock {

@@ -209,17 +209,8 @@ impl MariaDb {
 
     /// Shutdown (SIGTERM); the data directory stays for [`Self::restart`].
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            processes::signal(child.id() as i32, Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            processes::stop(child, Signal::SIGTERM, Duration::from_secs(30));
         }
     }
 

@@ -9,7 +9,8 @@
 pub use nix::sys::signal::Signal;
 
 use std::path::Path;
-use std::time::Duration;
+use std::process::Child;
+use std::time::{Duration, Instant};
 
 /// A live process that mentions a test directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +63,21 @@ pub fn kill_all_mentioning(dir: &Path) -> Vec<Leftover> {
         None
     });
     killed
+}
+
+/// Asks `child` to end with `signal` (a server's clean shutdown), waits
+/// for it up to `grace`, and kills it if it is still there.
+pub fn stop(mut child: Child, signal: Signal, grace: Duration) {
+    self::signal(child.id() as i32, signal);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Sends `signal` to `pid`, ignoring a process that is already gone.

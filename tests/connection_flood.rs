@@ -13,8 +13,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use testkit::conversation::{self, HeldTransaction};
-use testkit::daemon::Daemon;
-use testkit::{MilterProcess, MilterSocket, Sidecar};
+use testkit::{MilterProcess, Sidecar};
 
 /// How long a well-behaved conversation may take while the flood is held.
 /// Generous: the machine is shared; this is liveness, not speed.
@@ -37,29 +36,9 @@ struct Target {
 impl Target {
     fn start(max_connections: Option<usize>) -> Target {
         let sidecar = Sidecar::builder().write();
-        let dir = sidecar.dir();
-        let toml = dir.join("flood.toml");
         let limit = max_connections.map_or(String::new(), |n| format!("max_connections = {n}\n"));
-        std::fs::write(
-            &toml,
-            format!(
-                "[server]\n{limit}\n\
-                 [trust]\ninternal_hosts = [\"127.0.0.1\"]\n\n\
-                 [tables]\nkey_table = \"file:{}\"\nsigning_table = \"refile:{}\"\n",
-                dir.join("KeyTable").display(),
-                dir.join("SigningTable").display()
-            ),
-        )
-        .unwrap();
-        let socket = MilterSocket::free_inet();
-        let MilterSocket::Inet(addr) = socket else {
-            unreachable!()
-        };
-        let milter = Daemon {
-            toml: Some(toml),
-            ..Daemon::default()
-        }
-        .start(&sidecar, &socket);
+        let toml = sidecar.native_toml("flood.toml", &format!("[server]\n{limit}"), &["127.0.0.1"]);
+        let (milter, addr) = testkit::datasets::start_toml(&sidecar, &toml);
         Target {
             _sidecar: sidecar,
             milter,

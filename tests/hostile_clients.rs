@@ -20,8 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use milter::postfix;
 use milter::{ClientAddress, Command, Reply, ReplyDecoder};
-use testkit::daemon::Daemon;
-use testkit::{MilterProcess, MilterSocket, Sidecar};
+use testkit::{MilterProcess, Sidecar};
 
 /// How long a well-behaved conversation may take while a hostile client
 /// is active. Generous: the machine is shared; this is liveness, not speed.
@@ -49,30 +48,16 @@ struct Target {
 impl Target {
     fn start(max_connections: usize) -> Target {
         let sidecar = Sidecar::builder().write();
-        let dir = sidecar.dir();
-        let toml = dir.join("hostile.toml");
-        std::fs::write(
-            &toml,
-            format!(
+        let toml = sidecar.native_toml(
+            "hostile.toml",
+            &format!(
                 "[server]\nmax_connections = {max_connections}\n\
                  idle_timeout_seconds = {IDLE_SECONDS}\nframe_timeout_seconds = {FRAME_SECONDS}\n\
-                 write_timeout_seconds = 2\n\n\
-                 [trust]\ninternal_hosts = [\"127.0.0.1\"]\n\n\
-                 [tables]\nkey_table = \"file:{}\"\nsigning_table = \"refile:{}\"\n",
-                dir.join("KeyTable").display(),
-                dir.join("SigningTable").display()
+                 write_timeout_seconds = 2"
             ),
-        )
-        .unwrap();
-        let socket = MilterSocket::free_inet();
-        let MilterSocket::Inet(addr) = socket else {
-            unreachable!()
-        };
-        let milter = Daemon {
-            toml: Some(toml),
-            ..Daemon::default()
-        }
-        .start(&sidecar, &socket);
+            &["127.0.0.1"],
+        );
+        let (milter, addr) = testkit::datasets::start_toml(&sidecar, &toml);
         Target {
             _sidecar: sidecar,
             milter,

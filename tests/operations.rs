@@ -676,19 +676,11 @@ fn syslog_yes_writes_one_line_per_message_to_facility_mail() {
 fn json_lines_and_log_why_no_keep_the_short_reason() {
     // JSON lines are a native-format setting: the same tables, from TOML.
     let sidecar = Sidecar::builder().write();
-    let dir = sidecar.dir();
-    let toml = dir.join("dkim-sidecar.toml");
-    std::fs::write(
-        &toml,
-        format!(
-            "mode = \"s\"\n\n[logging]\njson = true\nlog_why = false\n\n\
-             [trust]\ninternal_hosts = [\"192.0.2.1\"]\n\n\
-             [tables]\nkey_table = \"file:{}\"\nsigning_table = \"refile:{}\"\n",
-            dir.join("KeyTable").display(),
-            dir.join("SigningTable").display()
-        ),
-    )
-    .unwrap();
+    let toml = sidecar.native_toml(
+        "dkim-sidecar.toml",
+        "mode = \"s\"\n\n[logging]\njson = true\nlog_why = false",
+        &["192.0.2.1"],
+    );
     let socket = MilterSocket::free_inet();
     let milter = Daemon {
         toml: Some(toml),

@@ -115,18 +115,11 @@ fn the_unix_socket_never_exists_with_more_than_its_configured_mode_and_group() {
     let nogroup = id_of("group", "nogroup");
     let sidecar = Sidecar::builder().write();
     let dir = sidecar.dir();
-    let toml = dir.join("socket.toml");
-    std::fs::write(
-        &toml,
-        format!(
-            "[server]\nsocket_mode = 0o660\nsocket_group = \"nogroup\"\n\n\
-             [trust]\ninternal_hosts = [\"127.0.0.1\"]\n\n\
-             [tables]\nkey_table = \"file:{}\"\nsigning_table = \"refile:{}\"\n",
-            dir.join("KeyTable").display(),
-            dir.join("SigningTable").display()
-        ),
-    )
-    .unwrap();
+    let toml = sidecar.native_toml(
+        "socket.toml",
+        "[server]\nsocket_mode = 0o660\nsocket_group = \"nogroup\"",
+        &["127.0.0.1"],
+    );
     let socket = MilterSocket::unix_in(dir);
     let MilterSocket::Unix(path) = &socket else {
         unreachable!()

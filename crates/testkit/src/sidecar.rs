@@ -179,6 +179,28 @@ impl Sidecar {
         &self.keys
     }
 
+    /// A native TOML configuration `name` in this directory: `head` (top-level
+    /// settings and sections of the test's own), then `[trust]` with
+    /// `internal_hosts` and `[tables]` naming this directory's KeyTable and
+    /// `refile:` SigningTable.
+    pub fn native_toml(&self, name: &str, head: &str, internal_hosts: &[&str]) -> PathBuf {
+        let dir = self.dir();
+        let path = dir.join(name);
+        let hosts: Vec<String> = internal_hosts.iter().map(|h| format!("\"{h}\"")).collect();
+        std::fs::write(
+            &path,
+            format!(
+                "{head}\n\n[trust]\ninternal_hosts = [{}]\n\n\
+                 [tables]\nkey_table = \"file:{}\"\nsigning_table = \"refile:{}\"\n",
+                hosts.join(", "),
+                dir.join("KeyTable").display(),
+                dir.join("SigningTable").display()
+            ),
+        )
+        .unwrap();
+        path
+    }
+
     /// `dkim-sidecar run -x CONF --socket SOCKET --allow-root` ([`binary`]): the tests
     /// run as root (Postfix needs it) with no UserID in the config.
     pub fn command(&self, socket: &MilterSocket) -> Command {

@@ -12,8 +12,8 @@
 use base64::Engine as _;
 use milter::client::Outcome;
 use testkit::datasets::{
-    INTERNAL, assert_signed, check_config, is_accepted, is_tempfail, message_from, start,
-    start_trusting,
+    INTERNAL, assert_signed, check_config, is_accepted, is_tempfail, message_from,
+    rides_out_an_outage, start, start_trusting,
 };
 use testkit::keys::TestKeys;
 use testkit::slapd::Slapd;
@@ -303,32 +303,14 @@ fn directory_down_serves_cached_senders_tempfails_the_rest_and_recovers() {
     let mut slapd = Slapd::start(&directory());
     let sidecar = sidecar_on(&[slapd.url()], &[]);
     let (milter, addr) = start(&sidecar);
-    assert_signed(&sidecar, addr, "alice@example.com");
-
-    slapd.stop();
-    // Cached: still signed.
-    assert_signed(&sidecar, addr, "alice@example.com");
-    // Not cached: tempfailed, never accepted unsigned.
-    let bob = message_from("bob@example.com");
-    for _ in 0..2 {
-        let outcome = mta::send(addr, &bob, INTERNAL, "mta.example");
-        assert!(is_tempfail(&outcome), "{outcome:?}");
-    }
-
-    slapd.restart();
-    assert_signed(&sidecar, addr, "bob@example.com");
-    let log = milter.log();
-    assert_eq!(
-        log.matches("logged once per outage").count(),
-        1,
-        "the outage is logged once: {log}"
+    rides_out_an_outage(
+        &mut slapd,
+        &sidecar,
+        &milter,
+        addr,
+        ("alice@example.com", "bob@example.com"),
+        Some(Slapd::PASSWORD),
     );
-    assert_eq!(
-        log.matches("answers again after").count(),
-        1,
-        "the recovery is logged once: {log}"
-    );
-    assert!(!log.contains(Slapd::PASSWORD), "{log}");
 }
 
 /// A server that accepts connections and never answers: the search gives

@@ -8,7 +8,8 @@
 use milter::client::Outcome;
 use testkit::datasets::{
     INTERNAL, assert_accepted_unsigned, assert_signed, assert_signed_from, check_config,
-    is_accepted, is_tempfail, key_and_signing_tables, message_from, sidecar_on_tables, start,
+    is_accepted, is_tempfail, key_and_signing_tables, message_from, rides_out_an_outage,
+    sidecar_on_tables, start,
 };
 use testkit::mariadb::MariaDb;
 use testkit::verify::assert_unsigned;
@@ -185,35 +186,14 @@ fn database_down_serves_cached_senders_tempfails_the_rest_and_recovers() {
         &[("alice@example.com", "rsa"), ("bob@example.com", "rsa")],
     );
     let (milter, addr) = start(&sidecar);
-
-    // alice's entries are now cached.
-    assert_signed(&sidecar, addr, "alice@example.com");
-
-    db.stop();
-    // Cached: still signed.
-    assert_signed(&sidecar, addr, "alice@example.com");
-    // Not cached: tempfailed, never accepted unsigned.
-    let bob = message_from("bob@example.com");
-    for _ in 0..2 {
-        let outcome = mta::send(addr, &bob, INTERNAL, "mta.example");
-        assert!(is_tempfail(&outcome), "{outcome:?}");
-    }
-
-    db.restart();
-    assert_signed(&sidecar, addr, "bob@example.com");
-
-    let log = milter.log();
-    assert_eq!(
-        log.matches("logged once per outage").count(),
-        1,
-        "the outage is logged once: {log}"
+    rides_out_an_outage(
+        &mut db,
+        &sidecar,
+        &milter,
+        addr,
+        ("alice@example.com", "bob@example.com"),
+        Some(MariaDb::PASSWORD),
     );
-    assert_eq!(
-        log.matches("answers again after").count(),
-        1,
-        "the recovery is logged once: {log}"
-    );
-    assert!(!log.contains(MariaDb::PASSWORD), "{log}");
 }
 
 /// A server that accepts connections and never answers: the lookup gives

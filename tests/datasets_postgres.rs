@@ -10,7 +10,7 @@ use milter::client::Outcome;
 use testkit::datasets::{
     INTERNAL, assert_accepted_unsigned, assert_signed_from, assert_tempfailed, check_config, fleet,
     is_accepted, is_signed, is_tempfail, key_and_signing_tables, message_from, reload,
-    sidecar_on_tables, signature_tag, start,
+    rides_out_an_outage, sidecar_on_tables, signature_tag, start,
 };
 use testkit::postgres::Postgres;
 use testkit::verify::{assert_signed_by, assert_unsigned};
@@ -78,51 +78,14 @@ fn database_down_serves_cached_senders_tempfails_the_rest_and_recovers() {
         &[("alice@example.com", "rsa"), ("bob@example.com", "rsa")],
     );
     let (milter, addr) = start(&sidecar);
-
-    // alice's entries are now cached.
-    let alice = message_from("alice@example.com");
-    let outcome = mta::send(addr, &alice, INTERNAL, "mta.example");
-    assert_signed_by(
-        &mta::delivered(&alice, &outcome),
-        &sidecar.dns_records(),
-        &sidecar.keys(),
+    rides_out_an_outage(
+        &mut pg,
+        &sidecar,
+        &milter,
+        addr,
+        ("alice@example.com", "bob@example.com"),
+        Some(Postgres::PASSWORD),
     );
-
-    pg.stop();
-    // Cached: still signed.
-    let outcome = mta::send(addr, &alice, INTERNAL, "mta.example");
-    assert_signed_by(
-        &mta::delivered(&alice, &outcome),
-        &sidecar.dns_records(),
-        &sidecar.keys(),
-    );
-    // Not cached: tempfailed, never accepted unsigned.
-    let bob = message_from("bob@example.com");
-    for _ in 0..2 {
-        let outcome = mta::send(addr, &bob, INTERNAL, "mta.example");
-        assert!(is_tempfail(&outcome), "{outcome:?}");
-    }
-
-    pg.restart();
-    let outcome = mta::send(addr, &bob, INTERNAL, "mta.example");
-    assert_signed_by(
-        &mta::delivered(&bob, &outcome),
-        &sidecar.dns_records(),
-        &sidecar.keys(),
-    );
-
-    let log = milter.log();
-    assert_eq!(
-        log.matches("logged once per outage").count(),
-        1,
-        "the outage is logged once: {log}"
-    );
-    assert_eq!(
-        log.matches("answers again after").count(),
-        1,
-        "the recovery is logged once: {log}"
-    );
-    assert!(!log.contains(Postgres::PASSWORD), "{log}");
 }
 
 #[test]

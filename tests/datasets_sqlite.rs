@@ -8,8 +8,8 @@
 
 use milter::client::Outcome;
 use testkit::datasets::{
-    INTERNAL, check_config, is_tempfail, key_and_signing_tables, message_from, sidecar_on_tables,
-    start,
+    INTERNAL, check_config, is_tempfail, key_and_signing_tables, message_from, rides_out_an_outage,
+    sidecar_on_tables, start,
 };
 use testkit::mta;
 use testkit::sqlite::SqliteFile;
@@ -133,38 +133,23 @@ fn a_missing_or_broken_file_is_logged_and_tempfails_until_a_good_one_appears() {
 /// Cached senders are still signed while the file is gone; the others
 /// are tempfailed, never accepted unsigned.
 #[test]
-fn file_gone_serves_cached_senders_and_tempfails_the_rest() {
-    let db = SqliteFile::create();
+fn file_gone_serves_cached_senders_tempfails_the_rest_and_recovers() {
+    let mut db = SqliteFile::create();
     let sidecar = sidecar_on_tables(&db);
     key_and_signing_tables(
         &db,
         &sidecar,
         &[("alice@example.com", "rsa"), ("bob@example.com", "rsa")],
     );
-    let (_milter, addr) = start(&sidecar);
-    let alice = message_from("alice@example.com");
-    let outcome = mta::send(addr, &alice, INTERNAL, "mta.example");
-    assert_signed_by(
-        &mta::delivered(&alice, &outcome),
-        &sidecar.dns_records(),
-        &sidecar.keys(),
-    );
-
-    let aside = db.dir().join("aside.sqlite");
-    std::fs::rename(db.path(), &aside).unwrap();
-    let outcome = mta::send(addr, &alice, INTERNAL, "mta.example");
-    assert_signed_by(
-        &mta::delivered(&alice, &outcome),
-        &sidecar.dns_records(),
-        &sidecar.keys(),
-    );
-    let outcome = mta::send(
+    let (milter, addr) = start(&sidecar);
+    rides_out_an_outage(
+        &mut db,
+        &sidecar,
+        &milter,
         addr,
-        &message_from("bob@example.com"),
-        INTERNAL,
-        "mta.example",
+        ("alice@example.com", "bob@example.com"),
+        None,
     );
-    assert!(is_tempfail(&outcome), "{outcome:?}");
 }
 
 #[test]

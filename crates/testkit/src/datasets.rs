@@ -270,6 +270,93 @@ pub fn check_config(flag: &str, config: &Path, secret: &str) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// A test's data-set server that can be stopped and started again on the
+/// same port with the same data.
+pub trait Outage {
+    fn stop(&mut self);
+    fn restart(&mut self);
+}
+
+impl Outage for crate::postgres::Postgres {
+    fn stop(&mut self) {
+        crate::postgres::Postgres::stop(self);
+    }
+    fn restart(&mut self) {
+        crate::postgres::Postgres::restart(self);
+    }
+}
+
+impl Outage for crate::mariadb::MariaDb {
+    fn stop(&mut self) {
+        crate::mariadb::MariaDb::stop(self);
+    }
+    fn restart(&mut self) {
+        crate::mariadb::MariaDb::restart(self);
+    }
+}
+
+/// An SQLite file "stops" by being moved aside and "restarts" by being
+/// moved back.
+impl Outage for crate::sqlite::SqliteFile {
+    fn stop(&mut self) {
+        std::fs::rename(self.path(), self.dir().join("aside.sqlite")).unwrap();
+    }
+    fn restart(&mut self) {
+        std::fs::rename(self.dir().join("aside.sqlite"), self.path()).unwrap();
+    }
+}
+
+impl Outage for crate::slapd::Slapd {
+    fn stop(&mut self) {
+        crate::slapd::Slapd::stop(self);
+    }
+    fn restart(&mut self) {
+        crate::slapd::Slapd::restart(self);
+    }
+}
+
+/// What every backend's outage test checks, with the daemon at `addr`
+/// signing `cached` and `uncached` from tables on `server`: `cached` is
+/// signed first (so its entries are cached) and again while the server is
+/// down; `uncached` is tempfailed then, twice, never accepted unsigned,
+/// and signed once the server is back. The daemon logs the outage once
+/// and the recovery once, and never the server's `secret` (if it has one).
+pub fn rides_out_an_outage(
+    server: &mut impl Outage,
+    sidecar: &Sidecar,
+    milter: &MilterProcess,
+    addr: SocketAddr,
+    (cached, uncached): (&str, &str),
+    secret: Option<&str>,
+) {
+    assert_signed(sidecar, addr, cached);
+
+    server.stop();
+    assert_signed(sidecar, addr, cached);
+    let message = message_from(uncached);
+    for _ in 0..2 {
+        let outcome = mta::send(addr, &message, INTERNAL, "mta.example");
+        assert!(is_tempfail(&outcome), "{outcome:?}");
+    }
+
+    server.restart();
+    assert_signed(sidecar, addr, uncached);
+    let log = milter.log();
+    assert_eq!(
+        log.matches("logged once per outage").count(),
+        1,
+        "the outage is logged once: {log}"
+    );
+    assert_eq!(
+        log.matches("answers again after").count(),
+        1,
+        "the recovery is logged once: {log}"
+    );
+    if let Some(secret) = secret {
+        assert!(!log.contains(secret), "{log}");
+    }
+}
+
 /// One daemon of a fleet: its directory (keys, logs), the process and its
 /// address.
 pub struct FleetMember {

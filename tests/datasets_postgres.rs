@@ -8,9 +8,10 @@
 
 use milter::client::Outcome;
 use testkit::datasets::{
-    INTERNAL, assert_accepted_unsigned, assert_signed_from, assert_tempfailed, check_config, fleet,
-    is_accepted, is_signed, is_tempfail, key_and_signing_tables, message_from, reload,
-    rides_out_an_outage, sidecar_on_tables, signature_tag, start,
+    INTERNAL, assert_accepted_unsigned, assert_one_outage_logged, assert_signed_from,
+    assert_tempfailed, check_config, fleet, is_accepted, is_signed, is_tempfail,
+    key_and_signing_tables, message_from, reload, rides_out_an_outage, sidecar_on_tables,
+    signature_tag, start,
 };
 use testkit::postgres::Postgres;
 use testkit::verify::{assert_signed_by, assert_unsigned};
@@ -528,12 +529,7 @@ fn a_data_set_server_down_tempfails_what_it_would_decide_and_serves_cached_answe
         log.contains("InternalHosts dsn:pgsql://postgres:****@"),
         "{log}"
     );
-    assert_eq!(
-        log.matches("logged once per outage").count(),
-        1,
-        "the outage is logged once: {log}"
-    );
-    assert!(log.contains("answers again after"), "{log}");
+    assert_one_outage_logged(&log);
     assert!(!log.contains(Postgres::PASSWORD), "{log}");
 }
 

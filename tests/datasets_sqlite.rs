@@ -8,8 +8,8 @@
 
 use milter::client::Outcome;
 use testkit::datasets::{
-    INTERNAL, check_config, is_tempfail, key_and_signing_tables, message_from, rides_out_an_outage,
-    sidecar_on_tables, start,
+    INTERNAL, assert_one_outage_logged, check_config, is_tempfail, key_and_signing_tables,
+    message_from, rides_out_an_outage, sidecar_on_tables, start,
 };
 use testkit::mta;
 use testkit::sqlite::SqliteFile;
@@ -117,17 +117,7 @@ fn a_missing_or_broken_file_is_logged_and_tempfails_until_a_good_one_appears() {
         &sidecar.keys(),
     );
 
-    let log = milter.log();
-    assert_eq!(
-        log.matches("logged once per outage").count(),
-        1,
-        "the outage is logged once: {log}"
-    );
-    assert_eq!(
-        log.matches("answers again after").count(),
-        1,
-        "the recovery is logged once: {log}"
-    );
+    assert_one_outage_logged(&milter.log());
 }
 
 /// Cached senders are still signed while the file is gone; the others

@@ -18,7 +18,7 @@ use std::path::Path;
 use milter::client::{Message, Outcome};
 
 use crate::daemon::Daemon;
-use crate::verify::assert_signed_by;
+use crate::verify::{assert_signed_by, assert_unsigned};
 use crate::{MilterProcess, MilterSocket, Sidecar, TestKey, binary, mta};
 
 /// A place SQL tables live for a data-set test: a PostgreSQL or MariaDB
@@ -346,6 +346,52 @@ pub fn rides_out_an_outage(
     if let Some(secret) = secret {
         assert!(!log.contains(secret), "{log}");
     }
+}
+
+/// What every SQL backend's first test checks, on the daemon at `addr`
+/// signing from the tables of [`key_and_signing_tables`] with a row for
+/// alice@example.com: alice's mail is signed; carol@example.com, who has
+/// no row, is accepted unsigned and the log says why; the log never holds
+/// the server's `secret` (if it has one).
+pub fn signs_listed_senders_only(
+    sidecar: &Sidecar,
+    milter: &MilterProcess,
+    addr: SocketAddr,
+    secret: Option<&str>,
+) {
+    assert_signed(sidecar, addr, "alice@example.com");
+    let carol = message_from("carol@example.com");
+    let outcome = mta::send(addr, &carol, INTERNAL, "mta.example");
+    assert!(is_accepted(&outcome), "{outcome:?}");
+    if let Outcome::Delivered { .. } = outcome {
+        assert_unsigned(&mta::delivered(&carol, &outcome), &sidecar.dns_records());
+    }
+    let log = milter.log();
+    assert!(
+        log.contains("no SigningTable match for carol@example.com"),
+        "{log}"
+    );
+    if let Some(secret) = secret {
+        assert!(!log.contains(secret), "{log}");
+    }
+}
+
+/// A sender that, pasted into SQL, would match every row
+/// (`"' OR 1=1 --"@example.com`) is bound as a parameter and matches
+/// nothing; alice@example.com, who has a row, is signed after it.
+pub fn sql_in_a_sender_matches_nothing(
+    sidecar: &Sidecar,
+    milter: &MilterProcess,
+    addr: SocketAddr,
+) {
+    let message = message_from("\"' OR 1=1 --\"@example.com");
+    let outcome = mta::send(addr, &message, INTERNAL, "mta.example");
+    if let Outcome::Delivered { .. } = outcome {
+        assert_unsigned(&mta::delivered(&message, &outcome), &sidecar.dns_records());
+    }
+    let log = milter.log();
+    assert!(log.contains("no SigningTable match"), "{log}");
+    assert_signed(sidecar, addr, "alice@example.com");
 }
 
 /// The daemon's `log` says once that a server went away and once that it

@@ -61,6 +61,31 @@ pub fn origin(source: &ConfigSource) -> Origin {
     }
 }
 
+/// For the commands that filter one message (`sign`, `verify`): log lines
+/// go to stderr, filtered by `RUST_LOG` (default `info`), starting with
+/// the configuration's `warnings`. (`run` logs as configured:
+/// [`crate::daemon::main`].)
+pub fn log_to_stderr(warnings: &[crate::diagnostics::Warning]) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
+        .init();
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
+}
+
+/// The message on standard input, whole.
+pub fn message_from_stdin() -> Result<Vec<u8>, String> {
+    let mut message = Vec::new();
+    io::Read::read_to_end(&mut io::stdin(), &mut message)
+        .map_err(|e| format!("cannot read the message from stdin: {e}"))?;
+    Ok(message)
+}
+
 /// Every problem of a configuration that does not load, one line each.
 pub fn print_problems(error: &ConfigError) -> ExitCode {
     for problem in error.problems() {

@@ -2,10 +2,9 @@
 //! code path. A message that is not signed is copied unchanged and the
 //! exit status is 1; the reason is logged on stderr.
 
-use std::io::Read as _;
 use std::process::ExitCode;
 
-use super::{Stdout, origin, print_problems};
+use super::{Stdout, log_to_stderr, message_from_stdin, origin, print_problems};
 use crate::cli::SignArgs;
 use crate::config::{Config, Overrides};
 use crate::offline::{self, Envelope, Outcome};
@@ -20,14 +19,8 @@ pub fn execute(args: &SignArgs) -> Result<ExitCode, String> {
         Ok(config) => config,
         Err(error) => return Ok(print_problems(&error)),
     };
-    init_logging();
-    for warning in &config.warnings {
-        tracing::warn!("{warning}");
-    }
-    let mut message = Vec::new();
-    std::io::stdin()
-        .read_to_end(&mut message)
-        .map_err(|e| format!("cannot read the message from stdin: {e}"))?;
+    log_to_stderr(&config.warnings);
+    let message = message_from_stdin()?;
     let envelope = Envelope {
         client_ip: args.client_ip,
         sender: args.sender.clone(),
@@ -42,16 +35,4 @@ pub fn execute(args: &SignArgs) -> Result<ExitCode, String> {
     };
     Stdout::write(bytes)?;
     Ok(code)
-}
-
-/// `sign`'s log lines (the reason a message was not signed) go to stderr;
-/// `RUST_LOG` filters. (`run` logs as configured: [`crate::daemon::main`].)
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
 }

@@ -3,10 +3,9 @@
 //! field it would insert; exit status 0 when a signature passed, 1
 //! otherwise. The log line (the verdict of each signature) goes to stderr.
 
-use std::io::Read as _;
 use std::process::ExitCode;
 
-use super::{Stdout, origin, print_problems};
+use super::{Stdout, log_to_stderr, message_from_stdin, origin, print_problems};
 use crate::cli::VerifyArgs;
 use crate::config::{Config, Overrides};
 use crate::offline::Envelope;
@@ -26,14 +25,8 @@ pub fn execute(args: &VerifyArgs) -> Result<ExitCode, String> {
             "the configuration does not verify (Mode s): give Mode v or sv, or no Mode".into(),
         );
     }
-    init_logging();
-    for warning in &config.warnings {
-        tracing::warn!("{warning}");
-    }
-    let mut message = Vec::new();
-    std::io::stdin()
-        .read_to_end(&mut message)
-        .map_err(|e| format!("cannot read the message from stdin: {e}"))?;
+    log_to_stderr(&config.warnings);
+    let message = message_from_stdin()?;
     // An outside client (TEST-NET-1): the message is verified, not signed.
     let envelope = Envelope {
         client_ip: std::net::Ipv4Addr::new(192, 0, 2, 1).into(),
@@ -52,15 +45,4 @@ pub fn execute(args: &VerifyArgs) -> Result<ExitCode, String> {
     } else {
         ExitCode::FAILURE
     })
-}
-
-/// Log lines go to stderr; `RUST_LOG` filters.
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
 }

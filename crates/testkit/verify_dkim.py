@@ -76,7 +76,7 @@ def verify_one(message, index, lookup):
     log = logging.getLogger("verify_dkim.%d" % index)
     log.propagate = False
     last_error = LastError()
-    log.addHandler(last_error)
+    log.handlers = [last_error]
     verifier = dkim.DKIM(message, logger=log)
     try:
         passed = bool(verifier.verify(idx=index, dnsfunc=lookup))

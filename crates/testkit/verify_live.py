@@ -11,31 +11,23 @@ message bytes (CRLF line endings); for each prints one JSON line with a verdict 
 test's BIND) with dnspython, without caching, at the moment it verifies:
 what the zone publishes then is what counts.
 
+The verdicts come from verify_dkim.py (beside this file), so that the
+offline and the live checks judge a signature the same way; each verdict
+also carries "index" and "a".
+
 Run it with Debian's /usr/bin/python3 (packages python3-dkim and
 python3-dnspython).
 """
 
 import json
-import logging
 import struct
 import sys
 
-import dkim
 import dns.message
 import dns.query
 import dns.rdatatype
-from dkim.util import InvalidTagValueList, parse_tag_value
 
-
-class LastError(logging.Handler):
-    """Keeps the last error dkimpy logged: its only account of some failures."""
-
-    def __init__(self):
-        super().__init__(level=logging.ERROR)
-        self.message = None
-
-    def emit(self, record):
-        self.message = record.getMessage()
+from verify_dkim import count_signatures, verify_one
 
 
 def live_dns(server, port):
@@ -51,39 +43,6 @@ def live_dns(server, port):
         return None
 
     return lookup
-
-
-def signature_tags(message, index):
-    signatures = [
-        value
-        for name, value in dkim.rfc822_parse(message)[0]
-        if name.lower() == b"dkim-signature"
-    ]
-    try:
-        parsed = parse_tag_value(signatures[index])
-    except InvalidTagValueList:
-        return {}
-    return {k: parsed.get(k.encode(), b"").decode(errors="replace") for k in ("s", "d")}
-
-
-def count_signatures(message):
-    headers, _ = dkim.rfc822_parse(message)
-    return sum(1 for name, _ in headers if name.lower() == b"dkim-signature")
-
-
-def verify_one(message, index, lookup):
-    log = logging.getLogger("verify_live.%d" % index)
-    log.propagate = False
-    last_error = LastError()
-    log.handlers = [last_error]
-    try:
-        passed = bool(dkim.DKIM(message, logger=log).verify(idx=index, dnsfunc=lookup))
-        reason = None if passed else (last_error.message or "signature verification failed")
-    except dkim.DKIMException as e:
-        passed, reason = False, "%s: %s" % (type(e).__name__, e)
-    verdict = {"result": "pass" if passed else "fail", "reason": reason}
-    verdict.update(signature_tags(message, index))
-    return verdict
 
 
 def main():

@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod offline;
 pub mod offline_verify;
 pub mod policy;
+pub mod postconf;
 pub mod preflight;
 pub mod remote;
 pub mod rotate;

@@ -12,11 +12,11 @@ use std::fmt;
 use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use milter::server::SocketSpec;
 
 use crate::config::{Config, RunAs};
+use crate::postconf::Postconf;
 
 /// How much a finding matters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,7 +214,7 @@ fn socket_outside_chroot(config: &Config, postfix: &Postfix) -> Vec<Finding> {
     if paths.is_empty() {
         return Vec::new();
     }
-    let Some(postconf) = Postconf::find(postfix) else {
+    let Some(postconf) = Postconf::find(postfix.config_dir.as_deref()) else {
         return Vec::new();
     };
     let chrooted = postconf.chrooted_smtpd();
@@ -244,65 +244,6 @@ fn socket_outside_chroot(config: &Config, postfix: &Postfix) -> Vec<Finding> {
             ),
         })
         .collect()
-}
-
-/// `postconf`, when Postfix is installed.
-struct Postconf {
-    program: PathBuf,
-    config_dir: Option<PathBuf>,
-}
-
-impl Postconf {
-    fn find(postfix: &Postfix) -> Option<Postconf> {
-        let program = [
-            "/usr/sbin/postconf",
-            "/usr/bin/postconf",
-            "/usr/local/sbin/postconf",
-        ]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())?;
-        Some(Postconf {
-            program,
-            config_dir: postfix.config_dir.clone(),
-        })
-    }
-
-    fn run(&self, args: &[&str]) -> Option<String> {
-        let mut command = Command::new(&self.program);
-        if let Some(dir) = &self.config_dir {
-            command.arg("-c").arg(dir);
-        }
-        let output = command.args(args).output().ok()?;
-        output
-            .status
-            .success()
-            .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
-    }
-
-    /// The value of parameter `name`; `None` when empty or unreadable.
-    fn get(&self, name: &str) -> Option<String> {
-        let value = self.run(&["-h", name])?.trim().to_string();
-        (!value.is_empty()).then_some(value)
-    }
-
-    /// The master.cf services that run smtpd chrooted (`postconf -M`:
-    /// service, type, private, unpriv, chroot, wakeup, maxproc, command).
-    fn chrooted_smtpd(&self) -> Vec<String> {
-        let Some(services) = self.run(&["-M"]) else {
-            return Vec::new();
-        };
-        services
-            .lines()
-            .filter_map(|line| {
-                let fields: Vec<&str> = line.split_whitespace().collect();
-                let [service, _, _, _, chroot, _, _, command, ..] = fields[..] else {
-                    return None;
-                };
-                (command == "smtpd" && chroot == "y").then(|| service.to_string())
-            })
-            .collect()
-    }
 }
 
 #[cfg(test)]

@@ -10,14 +10,14 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{DomainInput, Inputs, QUERY_TIMEOUT, RUN_BOUND, SelectorInput, SignedFrom, Sourced};
 use crate::config::Config;
 use crate::keys::PrivateKey;
 use crate::policy::{Signing, TableSource};
+use crate::postconf::Postconf;
 use crate::tables::{KeyDomain, KeyTable, ResolvedKeySource, SigningTable};
 
 /// What the command line says.
@@ -224,43 +224,6 @@ fn signed_from(keys: &KeyTable, table: &SigningTable) -> Vec<SignedFrom> {
         }
     }
     signed
-}
-
-/// `postconf`, when Postfix is installed.
-struct Postconf {
-    program: PathBuf,
-    config_dir: Option<PathBuf>,
-}
-
-impl Postconf {
-    fn find(config_dir: Option<&Path>) -> Option<Postconf> {
-        let program = [
-            "/usr/sbin/postconf",
-            "/usr/bin/postconf",
-            "/usr/local/sbin/postconf",
-        ]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())?;
-        Some(Postconf {
-            program,
-            config_dir: config_dir.map(Path::to_path_buf),
-        })
-    }
-
-    /// The value of parameter `name`; `None` when empty or unreadable.
-    fn get(&self, name: &str) -> Option<String> {
-        let mut command = Command::new(&self.program);
-        if let Some(dir) = &self.config_dir {
-            command.arg("-c").arg(dir);
-        }
-        let output = command.arg("-h").arg(name).output().ok()?;
-        if !output.status.success() {
-            return None;
-        }
-        let value = String::from_utf8_lossy(&output.stdout).trim().to_string();
-        (!value.is_empty()).then_some(value)
-    }
 }
 
 /// The host's global addresses, and Postfix's bind addresses.

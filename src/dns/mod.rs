@@ -254,26 +254,8 @@ impl Resolver {
         let source = match &settings.test_records {
             Some(records) => Source::Test(Arc::clone(records)),
             None => {
-                let (config, mut options) = if settings.nameservers.is_empty() {
-                    hickory_resolver::system_conf::read_system_conf()
-                        .map_err(|e| DnsSetupError::SystemConfig(e.to_string()))?
-                } else {
-                    let servers = settings
-                        .nameservers
-                        .iter()
-                        .map(|addr| {
-                            let mut server = NameServerConfig::udp_and_tcp(addr.ip());
-                            for connection in &mut server.connections {
-                                connection.port = addr.port();
-                            }
-                            server
-                        })
-                        .collect();
-                    (
-                        ResolverConfig::from_name_servers(servers),
-                        ResolverOpts::default(),
-                    )
-                };
+                let (config, mut options) =
+                    servers_config(&settings.nameservers).map_err(DnsSetupError::SystemConfig)?;
                 // Each try gets half the budget; the budget itself is
                 // enforced around the whole lookup.
                 options.timeout = (settings.timeout / 2).max(Duration::from_millis(200));
@@ -593,6 +575,32 @@ fn read_trust_anchors(path: &Path) -> Result<TrustAnchors, DnsSetupError> {
     }
     keys.parse::<TrustAnchors>()
         .map_err(|e| error(e.to_string()))
+}
+
+/// Where hickory sends queries: the `nameservers` given (OpenDKIM's
+/// Nameservers, each on its own port), or with none the system's
+/// `/etc/resolv.conf`, with hickory's default options for the caller to
+/// adjust. The error is `/etc/resolv.conf`'s problem, in words.
+pub fn servers_config(
+    nameservers: &[SocketAddr],
+) -> Result<(ResolverConfig, ResolverOpts), String> {
+    if nameservers.is_empty() {
+        return hickory_resolver::system_conf::read_system_conf().map_err(|e| e.to_string());
+    }
+    let servers = nameservers
+        .iter()
+        .map(|addr| {
+            let mut server = NameServerConfig::udp_and_tcp(addr.ip());
+            for connection in &mut server.connections {
+                connection.port = addr.port();
+            }
+            server
+        })
+        .collect();
+    Ok((
+        ResolverConfig::from_name_servers(servers),
+        ResolverOpts::default(),
+    ))
 }
 
 #[cfg(test)]

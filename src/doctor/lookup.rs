@@ -12,7 +12,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts};
+use hickory_resolver::config::{ResolveHosts, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::op::ResponseCode;
@@ -109,25 +109,8 @@ pub fn resolver_config(
     nameservers: &[SocketAddr],
     timeout: Duration,
 ) -> Result<(ResolverConfig, ResolverOpts), LookupSetupError> {
-    let (config, mut options) = if nameservers.is_empty() {
-        hickory_resolver::system_conf::read_system_conf()
-            .map_err(|e| LookupSetupError(format!("/etc/resolv.conf: {e}")))?
-    } else {
-        let servers = nameservers
-            .iter()
-            .map(|addr| {
-                let mut server = NameServerConfig::udp_and_tcp(addr.ip());
-                for connection in &mut server.connections {
-                    connection.port = addr.port();
-                }
-                server
-            })
-            .collect();
-        (
-            ResolverConfig::from_name_servers(servers),
-            ResolverOpts::default(),
-        )
-    };
+    let (config, mut options) = crate::dns::servers_config(nameservers)
+        .map_err(|e| LookupSetupError(format!("/etc/resolv.conf: {e}")))?;
     options.timeout = timeout;
     options.attempts = 1;
     options.cache_size = 0;

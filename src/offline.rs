@@ -55,125 +55,12 @@ pub enum OfflineError {
 /// Run `message` through the milter session with `policy`.
 pub fn sign(policy: Policy, message: &[u8], envelope: &Envelope) -> Result<Outcome, OfflineError> {
     let parsed = Parsed::new(message).ok_or(OfflineError::NotAMessage)?;
-    let live = Arc::new(LivePolicy::new(policy));
-    let mut session = Session::new(SigningFilter::new(live));
-    let mut replies = Vec::new();
-    let feed =
-        |session: &mut Session<SigningFilter>, command: Command, replies: &mut Vec<Reply>| {
-            replies.clear();
-            session.handle(command, replies)
-        };
-    let macros = |stage: Stage, pairs: &[(&str, String)]| Command::Macros {
-        stage,
-        pairs: pairs
-            .iter()
-            .map(|(n, v)| (Bytes::from(n.to_string()), Bytes::from(v.clone())))
-            .collect(),
+    let replies = match run_session(policy, postfix_events(&parsed, envelope))? {
+        Run::Answered(replies) => {
+            return Ok(early_answer(&replies).unwrap_or(Outcome::NotSigned));
+        }
+        Run::Ended(replies) => replies,
     };
-
-    // What Postfix offers with milter_protocol = 6.
-    feed(
-        &mut session,
-        Command::Negotiate(Offer {
-            version: 6,
-            actions: Actions::from_bits_retain(0x1ff),
-            protocol: ProtocolFlags::from_bits_retain(0x1f_ffff),
-        }),
-        &mut replies,
-    )?;
-    feed(
-        &mut session,
-        macros(Stage::Connect, &[("j", "localhost".to_string())]),
-        &mut replies,
-    )?;
-    // Postfix names a client without a host name `[address]`; its local
-    // submission (sendmail) comes from `localhost`.
-    let hostname = if envelope.client_ip.is_loopback() {
-        "localhost".to_string()
-    } else {
-        format!("[{}]", envelope.client_ip)
-    };
-    feed(
-        &mut session,
-        Command::Connect {
-            hostname: Bytes::from(hostname),
-            address: ClientAddress::Ip(SocketAddr::new(envelope.client_ip, 0)),
-        },
-        &mut replies,
-    )?;
-    if replies.contains(&Reply::Accept) {
-        return Ok(Outcome::NotSigned);
-    }
-    let mut mail_macros = vec![("i", "OFFLINE".to_string())];
-    if envelope.authenticated {
-        mail_macros.push(("{auth_type}", "PLAIN".to_string()));
-        mail_macros.push(("{auth_authen}", "offline".to_string()));
-    }
-    feed(
-        &mut session,
-        macros(Stage::Mail, &mail_macros),
-        &mut replies,
-    )?;
-    let sender = envelope.sender.clone().unwrap_or_default();
-    feed(
-        &mut session,
-        Command::Mail {
-            sender: Bytes::from(format!("<{sender}>")),
-            args: vec![],
-        },
-        &mut replies,
-    )?;
-    for rcpt in &envelope.recipients {
-        feed(
-            &mut session,
-            Command::Rcpt {
-                recipient: Bytes::from(format!("<{rcpt}>")),
-                args: vec![],
-            },
-            &mut replies,
-        )?;
-    }
-    feed(&mut session, Command::Data, &mut replies)?;
-    for (name, value) in &parsed.fields {
-        feed(
-            &mut session,
-            Command::Header {
-                name: name.clone(),
-                value: value.clone(),
-            },
-            &mut replies,
-        )?;
-    }
-    // Tables kept on a server: the sender's entries are looked up before
-    // end of headers, as the milter server does.
-    if let Some(ready) = session.filter().end_of_headers_ready(session.macros()) {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| OfflineError::Runtime(e.to_string()))?
-            .block_on(ready);
-    }
-    feed(&mut session, Command::EndOfHeaders, &mut replies)?;
-    if let Some(outcome) = early_answer(&replies) {
-        return Ok(outcome);
-    }
-    for chunk in parsed.body.chunks(65535) {
-        feed(
-            &mut session,
-            Command::Body(Bytes::copy_from_slice(chunk)),
-            &mut replies,
-        )?;
-    }
-    feed(
-        &mut session,
-        macros(Stage::EndOfMessage, &[("i", "OFFLINE".to_string())]),
-        &mut replies,
-    )?;
-    feed(
-        &mut session,
-        Command::EndOfMessage(Bytes::new()),
-        &mut replies,
-    )?;
     // At end of message ACCEPT is the filter's normal answer after its
     // modifications (OpenDKIM's too); only a refusal changes the outcome.
     if let Some(outcome) = early_answer(&replies).filter(|o| !matches!(o, Outcome::NotSigned)) {
@@ -222,6 +109,114 @@ fn early_answer(replies: &[Reply]) -> Option<Outcome> {
         ))),
         _ => None,
     })
+}
+
+/// How a simulated transaction ended.
+pub(crate) enum Run {
+    /// The filter gave a final answer (accept, tempfail, reject, a reply
+    /// code) before end of message, as these replies.
+    Answered(Vec<Reply>),
+    /// End of message was reached; its replies.
+    Ended(Vec<Reply>),
+}
+
+/// Feeds `events` to a [`Session`] driving a [`SigningFilter`] on `policy`,
+/// as the milter server does: lookups the filter starts run on a runtime
+/// of this call's own, and end of headers and end of message wait for them
+/// ([`milter::Filter::end_of_headers_ready`],
+/// [`milter::Filter::end_of_message_ready`]). Stops at the first final
+/// answer before end of message, as Postfix would.
+pub(crate) fn run_session(policy: Policy, events: Vec<Command>) -> Result<Run, OfflineError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| OfflineError::Runtime(e.to_string()))?;
+    let _inside = runtime.enter();
+    let live = Arc::new(LivePolicy::new(policy));
+    let mut session = Session::new(SigningFilter::new(live));
+    let mut replies = Vec::new();
+    for event in events {
+        let ready = match &event {
+            Command::EndOfHeaders => session.filter().end_of_headers_ready(session.macros()),
+            Command::EndOfMessage(_) => session.filter().end_of_message_ready(),
+            _ => None,
+        };
+        if let Some(ready) = ready {
+            runtime.block_on(ready);
+        }
+        let end = matches!(event, Command::EndOfMessage(_));
+        replies.clear();
+        session.handle(event, &mut replies)?;
+        if end {
+            return Ok(Run::Ended(replies));
+        }
+        if early_answer(&replies).is_some() {
+            return Ok(Run::Answered(replies));
+        }
+    }
+    Ok(Run::Ended(replies))
+}
+
+/// What Postfix sends a milter for this message with `milter_protocol = 6`:
+/// negotiation, connect, MAIL with its macros, RCPT for each recipient,
+/// DATA, one event per header field, end of headers, the body in 64 KiB
+/// chunks, end of message.
+pub(crate) fn postfix_events(parsed: &Parsed, envelope: &Envelope) -> Vec<Command> {
+    let macros = |stage: Stage, pairs: &[(&str, String)]| Command::Macros {
+        stage,
+        pairs: pairs
+            .iter()
+            .map(|(n, v)| (Bytes::from(n.to_string()), Bytes::from(v.clone())))
+            .collect(),
+    };
+    // Postfix names a client without a host name `[address]`; its local
+    // submission (sendmail) comes from `localhost`.
+    let hostname = if envelope.client_ip.is_loopback() {
+        "localhost".to_string()
+    } else {
+        format!("[{}]", envelope.client_ip)
+    };
+    let mut mail_macros = vec![("i", "OFFLINE".to_string())];
+    if envelope.authenticated {
+        mail_macros.push(("{auth_type}", "PLAIN".to_string()));
+        mail_macros.push(("{auth_authen}", "offline".to_string()));
+    }
+    let mut events = vec![
+        Command::Negotiate(Offer {
+            version: 6,
+            actions: Actions::from_bits_retain(0x1ff),
+            protocol: ProtocolFlags::from_bits_retain(0x1f_ffff),
+        }),
+        macros(Stage::Connect, &[("j", "localhost".to_string())]),
+        Command::Connect {
+            hostname: Bytes::from(hostname),
+            address: ClientAddress::Ip(SocketAddr::new(envelope.client_ip, 0)),
+        },
+        macros(Stage::Mail, &mail_macros),
+        Command::Mail {
+            sender: Bytes::from(format!("<{}>", envelope.sender.clone().unwrap_or_default())),
+            args: vec![],
+        },
+    ];
+    events.extend(envelope.recipients.iter().map(|r| Command::Rcpt {
+        recipient: Bytes::from(format!("<{r}>")),
+        args: vec![],
+    }));
+    events.push(Command::Data);
+    events.extend(parsed.fields.iter().map(|(name, value)| Command::Header {
+        name: name.clone(),
+        value: value.clone(),
+    }));
+    events.push(Command::EndOfHeaders);
+    events.extend(
+        parsed
+            .body
+            .chunks(65535)
+            .map(|chunk| Command::Body(Bytes::copy_from_slice(chunk))),
+    );
+    events.push(macros(Stage::EndOfMessage, &[("i", "OFFLINE".to_string())]));
+    events.push(Command::EndOfMessage(Bytes::new()));
+    events
 }
 
 /// A message cut into header fields (as the milter protocol carries them)

@@ -139,6 +139,8 @@ pub struct RunArgs {
 
     /// Listen here instead of the configured socket
     /// (inet:PORT@HOST, inet6:PORT@[HOST], inet:HOST:PORT, local:/path, unix:/path).
+    // The text is clap's help too, so `[HOST]` stays as written.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(long, value_name = "SPEC")]
     pub socket: Option<String>,
 

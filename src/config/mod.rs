@@ -7,7 +7,7 @@
 //! start-up fails fast on a bad one, and a reload that fails keeps the old.
 //! Problems that do not stop loading come back as [`Warning`]s; problems
 //! that do come back together as one [`ConfigError`] (every independent
-//! problem, each one line starting with `file:line:`), and [`describe`]
+//! problem, each one line starting with `file:line:`), and [`mod@describe`]
 //! renders a loaded configuration for `check-config`.
 //!
 //! - `opendkim.rs` gives `opendkim.conf` OpenDKIM's meaning; its line

@@ -9,7 +9,7 @@
 //! when it needs it, so key lookups run while the message body is still
 //! arriving, in parallel with each other.
 //!
-//! Where the answers come from ([`Source`]):
+//! Where the answers come from (`Source`):
 //! - hickory-resolver, with `/etc/resolv.conf` or OpenDKIM's
 //!   `Nameservers` (IPs, and `IP:PORT` / `IP@PORT` for a server on another
 //!   port), within `DNSTimeout`; with `TrustAnchorFile`, hickory validates

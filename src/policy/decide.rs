@@ -502,7 +502,7 @@ impl Policy {
     /// The address in the first SenderHeaders field present, as OpenDKIM
     /// finds it (`mlfi_eoh`): the first instance of the first listed field
     /// the message has, or From when From is not listed and none is there;
-    /// the address as `dkim_mail_parse` reads it (see [`super::address`]),
+    /// the address as `dkim_mail_parse` reads it (see `policy::address`),
     /// which must yield a non-empty user and domain.
     pub fn sender(&self, headers: &HeaderBlock) -> Result<Sender, NotSigned> {
         let listed_from = self.sender_headers.iter().any(|h| h == "from");

@@ -1,7 +1,7 @@
 //! dkim-sidecar as a daemon beside the tests: `dkim-sidecar run -x
 //! CONF --socket SOCKET --allow-root` on a [`Sidecar`]'s opendkim.conf, or
 //! `run -c` on a native TOML file, with the binary under test
-//! ([`super::sidecar::binary`], so `DKIM_SIDECAR_BIN` points these tests at
+//! ([`crate::binary`], so `DKIM_SIDECAR_BIN` points these tests at
 //! an installed package too), and `--metrics-listen` and
 //! `--watch-interval` when asked.
 

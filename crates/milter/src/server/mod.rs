@@ -9,7 +9,7 @@
 //! connection is idle between transactions: before MAIL, and once the
 //! message had its final answer or its abort. At the connection limit, or
 //! when the process runs out of file descriptors, the connection idle
-//! longest is closed to make room ([`roster`]); one with a transaction in
+//! longest is closed to make room (`roster`); one with a transaction in
 //! flight never is, and only when every connection has one is a newcomer
 //! closed at once (the MTA applies its `milter_default_action`). Either is
 //! logged at most once every few seconds, never once per connection. This

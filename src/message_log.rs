@@ -134,30 +134,27 @@ impl ConnectionReport {
         let a = join(|s| s.algorithm.name());
         let elapsed_ms = millis(took);
         let trusted_by = trusted_by.to_string();
+        // A tracing level is fixed at each call site: the line is written
+        // once and emitted at info, or at debug with SyslogSuccess no.
+        macro_rules! signed_line {
+            ($level:ident) => {
+                tracing::$level!(
+                    queue_id = %queue_id,
+                    result = %"signed",
+                    d = %d,
+                    s = %s,
+                    a = %a,
+                    sender = %sender,
+                    trusted_by = trusted_by.as_str(),
+                    elapsed_ms,
+                    "signed"
+                )
+            };
+        }
         if self.0.log_success.load(Ordering::Relaxed) {
-            tracing::info!(
-                queue_id = %queue_id,
-                result = %"signed",
-                d = %d,
-                s = %s,
-                a = %a,
-                sender = %sender,
-                trusted_by = trusted_by.as_str(),
-                elapsed_ms,
-                "signed"
-            );
+            signed_line!(info);
         } else {
-            tracing::debug!(
-                queue_id = %queue_id,
-                result = %"signed",
-                d = %d,
-                s = %s,
-                a = %a,
-                sender = %sender,
-                trusted_by = trusted_by.as_str(),
-                elapsed_ms,
-                "signed"
-            );
+            signed_line!(debug);
         }
         if let Some(m) = &self.0.metrics {
             m.message("signed", None, took);

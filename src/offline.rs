@@ -56,9 +56,7 @@ pub enum OfflineError {
 pub fn sign(policy: Policy, message: &[u8], envelope: &Envelope) -> Result<Outcome, OfflineError> {
     let parsed = Parsed::new(message).ok_or(OfflineError::NotAMessage)?;
     let replies = match run_session(policy, postfix_events(&parsed, envelope))? {
-        Run::Answered(replies) => {
-            return Ok(early_answer(&replies).unwrap_or(Outcome::NotSigned));
-        }
+        Run::Answered(outcome) => return Ok(outcome),
         Run::Ended(replies) => replies,
     };
     // At end of message ACCEPT is the filter's normal answer after its
@@ -114,8 +112,8 @@ fn early_answer(replies: &[Reply]) -> Option<Outcome> {
 /// How a simulated transaction ended.
 pub(crate) enum Run {
     /// The filter gave a final answer (accept, tempfail, reject, a reply
-    /// code) before end of message, as these replies.
-    Answered(Vec<Reply>),
+    /// code) before end of message.
+    Answered(Outcome),
     /// End of message was reached; its replies.
     Ended(Vec<Reply>),
 }
@@ -150,8 +148,8 @@ pub(crate) fn run_session(policy: Policy, events: Vec<Command>) -> Result<Run, O
         if end {
             return Ok(Run::Ended(replies));
         }
-        if early_answer(&replies).is_some() {
-            return Ok(Run::Answered(replies));
+        if let Some(outcome) = early_answer(&replies) {
+            return Ok(Run::Answered(outcome));
         }
     }
     Ok(Run::Ended(replies))

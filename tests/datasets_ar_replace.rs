@@ -12,6 +12,7 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use milter::client::{Message, Outcome};
 use testkit::datasets::{
     INTERNAL, assert_signed, check_config, fields_kept, is_accepted, is_signed, is_tempfail,
     is_tempfail_at_end_of_message, message, message_with_fields, start,
@@ -41,6 +42,14 @@ fn masquerade_rules() -> (tempfile::TempDir, PathBuf) {
     let path = dir.path().join("replace.txt");
     std::fs::write(&path, "@host\\.example\\.com\t@example.com\n").unwrap();
     (dir, path)
+}
+
+/// The message as delivered, with its From rewritten the way
+/// [`masquerade_rules`] rewrite it (as a later hop would): what a signature
+/// made after ReplaceRules covers.
+fn delivered_masqueraded(sent: &Message, outcome: &Outcome) -> String {
+    String::from_utf8_lossy(&mta::delivered(sent, outcome))
+        .replace("From: alice@host.example.com", "From: alice@example.com")
 }
 
 /// Sends the message (an inbound one from outside) carrying `existing`
@@ -101,8 +110,7 @@ fn replace_headers_on_a_server_rewrites_only_the_listed_fields() {
     assert!(is_signed(&outcome), "signed as example.com: {outcome:?}");
     // The signature covers the From a later hop delivers (rewritten), and
     // the To as sent (not listed, so not rewritten).
-    let delivered = String::from_utf8_lossy(&mta::delivered(&sent, &outcome))
-        .replace("From: alice@host.example.com", "From: alice@example.com");
+    let delivered = delivered_masqueraded(&sent, &outcome);
     assert!(
         delivered.contains("To: bob@host.example.com"),
         "{delivered}"
@@ -268,8 +276,7 @@ fn remove_ar_from_and_replace_headers_in_sqlite_decide_as_in_postgresql() {
     // A row `from` (lower case) lists the field written `From`.
     let sent = message("alice@host.example.com", "bob@example.org");
     let outcome = mta::send(addr, &sent, INTERNAL, "mta.example");
-    let delivered = String::from_utf8_lossy(&mta::delivered(&sent, &outcome))
-        .replace("From: alice@host.example.com", "From: alice@example.com");
+    let delivered = delivered_masqueraded(&sent, &outcome);
     assert_signed_by(
         delivered.as_bytes(),
         &sidecar.dns_records(),

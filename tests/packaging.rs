@@ -215,41 +215,20 @@ fn the_readme_example_runs_and_signs() {
 
 #[test]
 fn the_documented_deb_build_strips_the_binary() {
-    // cargo-deb keeps every symbol of a profile built with debug info
-    // (`[profile.release] debug = 1`, wanted for tests, benches and
-    // profiling) unless the package splits them off: an unstripped .deb was
-    // 16.7 MB. So [package.metadata.deb] must split them off, and the build
+    // The documented build names a profile with debug info (`--profile
+    // dist`), and cargo-deb keeps every symbol of such a profile unless the
+    // package splits them off: an unstripped .deb was 16.7 MB. So
+    // [package.metadata.deb] must split them off, and the build
     // docs/operations.md gives must not turn that off.
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let manifest: toml::Table = std::fs::read_to_string(root.join("Cargo.toml"))
         .unwrap()
         .parse()
         .unwrap();
-    let release = manifest
-        .get("profile")
-        .and_then(|p| p.get("release"))
-        .and_then(|r| r.as_table())
-        .cloned()
-        .unwrap_or_default();
-    let debug_info = match release.get("debug") {
-        None => false,
-        Some(toml::Value::Boolean(b)) => *b,
-        Some(toml::Value::Integer(n)) => *n != 0,
-        Some(toml::Value::String(s)) => s != "none",
-        Some(other) => panic!("[profile.release] debug = {other}"),
-    };
-    let cargo_strips = release
-        .get("strip")
-        .is_some_and(|s| s.as_bool() == Some(true) || s.as_str() == Some("symbols"));
     let deb = &manifest["package"]["metadata"]["deb"];
     let splits = ["dbgsym", "separate-debug-symbols"]
         .iter()
         .any(|key| deb.get(key).and_then(toml::Value::as_bool) == Some(true));
-    assert!(
-        !debug_info || cargo_strips || splits,
-        "[profile.release] has debug info and [package.metadata.deb] keeps it in the binary: \
-         set dbgsym = true"
-    );
 
     let operations = std::fs::read_to_string(root.join("docs/operations.md")).unwrap();
     let builds: Vec<&str> = operations
@@ -261,5 +240,43 @@ fn the_documented_deb_build_strips_the_binary() {
         for undo in ["--no-strip", "--no-dbgsym", "--no-separate-debug-symbols"] {
             assert!(!build.contains(undo), "{build}");
         }
+        let profile = build
+            .split_whitespace()
+            .skip_while(|word| *word != "--profile")
+            .nth(1)
+            .unwrap_or("release");
+        let (debug_info, cargo_strips) = profile_debug(&manifest, profile);
+        assert!(
+            !debug_info || cargo_strips || splits,
+            "`{build}`: [profile.{profile}] has debug info and [package.metadata.deb] \
+             keeps it in the binary: set dbgsym = true"
+        );
     }
+}
+
+/// Whether a Cargo profile builds debug info, and whether it strips symbols
+/// itself, following `inherits` (a custom profile must name one).
+fn profile_debug(manifest: &toml::Table, name: &str) -> (bool, bool) {
+    let profile = manifest
+        .get("profile")
+        .and_then(|p| p.get(name))
+        .and_then(toml::Value::as_table)
+        .cloned()
+        .unwrap_or_default();
+    let inherited = match profile.get("inherits").and_then(toml::Value::as_str) {
+        Some(parent) => profile_debug(manifest, parent),
+        None => (false, false),
+    };
+    let debug_info = match profile.get("debug") {
+        None => inherited.0,
+        Some(toml::Value::Boolean(b)) => *b,
+        Some(toml::Value::Integer(n)) => *n != 0,
+        Some(toml::Value::String(s)) => s != "none",
+        Some(other) => panic!("[profile.{name}] debug = {other}"),
+    };
+    let cargo_strips = match profile.get("strip") {
+        None => inherited.1,
+        Some(s) => s.as_bool() == Some(true) || s.as_str() == Some("symbols"),
+    };
+    (debug_info, cargo_strips)
 }

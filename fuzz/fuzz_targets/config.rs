@@ -8,6 +8,9 @@
 //! keys a file names; the process works in a private temporary directory so
 //! that relative names resolve there, and the example keys and tables are
 //! copied in so that the fuzzer can reach the code past "file not found".
+//! libFuzzer ends the process without running destructors, so that
+//! directory (under `$TMPDIR`) stays behind; `.ci/fuzz` points `TMPDIR` at
+//! its scratch directory, which it removes.
 //!
 //! Findings are panics anywhere in the grammar, the option handling, the
 //! table and key loading or `describe`; and runaway time or memory.

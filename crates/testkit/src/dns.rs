@@ -131,7 +131,6 @@ impl DnsServerBuilder {
         super::require_program("/usr/bin/ldns-signzone", "ldnsutils");
         let dir = super::scratch_dir("dns");
         let path = dir.path();
-        let addr = super::free_local_addr();
         let mut anchors = String::new();
         let mut zone_config = String::new();
         for zone in &self.zones {
@@ -186,48 +185,78 @@ impl DnsServerBuilder {
             ));
         }
         let anchor_file = (!anchors.is_empty()).then(|| write(&path.join("anchors.key"), &anchors));
-        let port_53 = self
-            .port_53
-            .then(|| std::net::Ipv4Addr::new(127, 53, (addr.port() >> 8) as u8, addr.port() as u8));
-        let listen = match port_53 {
-            Some(ip) => format!("[ {}@{}, {ip}@53 ]", addr.ip(), addr.port()),
-            None => format!("{}@{}", addr.ip(), addr.port()),
-        };
-        let config = format!(
-            "server:\n    listen: {listen}\n    rundir: \"{dir}\"\n    pidfile: \"{dir}/knot.pid\"\n\
-             database:\n    storage: \"{dir}/db\"\n\
-             control:\n    listen: \"{dir}/knot.sock\"\n\
-             log:\n  - target: stderr\n    any: notice\n\
-             template:\n  - id: default\n    storage: \"{dir}\"\n    zonefile-sync: -1\n    \
-             zonefile-load: whole\n    journal-content: none\n    semantic-checks: off\n\
-             zone:\n{zone_config}",
-            dir = path.display(),
-        );
-        let config_path = write(&path.join("knot.conf"), &config);
-        let log = std::fs::File::create(path.join("knot.log")).unwrap();
-        let child = Command::new("/usr/sbin/knotd")
-            .arg("-c")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start knotd");
-        let mut server = DnsServer {
+        let (child, addr, port_53) = super::start_on_fresh_ports("knotd", || {
+            let addr = super::free_local_addr();
+            let port_53 = self.port_53.then(|| {
+                std::net::Ipv4Addr::new(127, 53, (addr.port() >> 8) as u8, addr.port() as u8)
+            });
+            let child = start_knotd(path, addr, port_53, &zone_config)?;
+            Ok((child, addr, port_53))
+        });
+        DnsServer {
             dir,
             child,
             addr,
             anchor_file,
             port_53,
-        };
-        let up = super::poll(Duration::from_secs(10), || {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("knotd exited with {status}:\n{}", server.log());
-            }
-            TcpStream::connect(addr).ok()
-        });
-        assert!(up.is_some(), "knotd does not listen:\n{}", server.log());
-        server
+        }
+    }
+}
+
+/// Starts `knotd` on `addr` (and port 53 of `port_53`) serving the zones
+/// `zone_config` lists, and waits until it answers on TCP.
+fn start_knotd(
+    dir: &Path,
+    addr: SocketAddr,
+    port_53: Option<std::net::Ipv4Addr>,
+    zone_config: &str,
+) -> Result<Child, super::StartFailure> {
+    let listen = match port_53 {
+        Some(ip) => format!("[ {}@{}, {ip}@53 ]", addr.ip(), addr.port()),
+        None => format!("{}@{}", addr.ip(), addr.port()),
+    };
+    let config = format!(
+        "server:\n    listen: {listen}\n    rundir: \"{dir}\"\n    pidfile: \"{dir}/knot.pid\"\n\
+         database:\n    storage: \"{dir}/db\"\n\
+         control:\n    listen: \"{dir}/knot.sock\"\n\
+         log:\n  - target: stderr\n    any: notice\n\
+         template:\n  - id: default\n    storage: \"{dir}\"\n    zonefile-sync: -1\n    \
+         zonefile-load: whole\n    journal-content: none\n    semantic-checks: off\n\
+         zone:\n{zone_config}",
+        dir = dir.display(),
+    );
+    let config_path = write(&dir.join("knot.conf"), &config);
+    let log_path = dir.join("knot.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = Command::new("/usr/sbin/knotd")
+        .arg("-c")
+        .arg(&config_path)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start knotd");
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let up = super::poll(Duration::from_secs(10), || {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(Err(format!("knotd exited with {status}:\n{}", log())));
+        }
+        TcpStream::connect(addr).ok().map(|_| Ok(()))
+    });
+    match up {
+        Some(Ok(())) => Ok(child),
+        Some(Err(why)) if why.contains("address already in use") => {
+            Err(super::StartFailure::PortTaken(why))
+        }
+        Some(Err(why)) => Err(super::StartFailure::Failed(why)),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(super::StartFailure::Failed(format!(
+                "knotd does not listen on {addr}:\n{}",
+                log()
+            )))
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! reading a DNS server applies to a record, for testkey's tests.
 
 use std::fs;
+use std::io::{Read as _, Seek as _, SeekFrom};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -38,18 +39,7 @@ pub struct Dnsmasq {
 
 impl Dnsmasq {
     pub fn start(records: &[(&str, &str)]) -> Dnsmasq {
-        let port = crate::free_local_addr().port();
-        let mut args = vec![
-            "--no-daemon".to_string(),
-            format!("--port={port}"),
-            "--listen-address=127.0.0.1".to_string(),
-            "--bind-interfaces".to_string(),
-            "--no-resolv".to_string(),
-            "--no-hosts".to_string(),
-            "--user=root".to_string(),
-            "--pid-file=".to_string(),
-            "--local=/example.com/".to_string(),
-        ];
+        let mut txt_records = Vec::new();
         for (name, text) in records {
             // One DNS string holds at most 255 bytes: split like a zone file
             // does. dnsmasq separates strings with commas (no quoting needed
@@ -60,21 +50,57 @@ impl Dnsmasq {
                 .chunks(250)
                 .map(|c| String::from_utf8_lossy(c).into_owned())
                 .collect();
-            args.push(format!("--txt-record={name},{}", chunks.join(",")));
+            txt_records.push(format!("--txt-record={name},{}", chunks.join(",")));
         }
-        let child = Command::new("dnsmasq")
-            .args(&args)
+        crate::start_on_fresh_ports("dnsmasq", || {
+            Dnsmasq::start_on(crate::free_local_addr().port(), &txt_records)
+        })
+    }
+
+    fn start_on(port: u16, txt_records: &[String]) -> Result<Dnsmasq, crate::StartFailure> {
+        // Its start-up errors, to tell a taken port from other failures.
+        let mut stderr = tempfile::tempfile().expect("a temporary file");
+        let mut child = Command::new("dnsmasq")
+            .args([
+                "--no-daemon".to_string(),
+                format!("--port={port}"),
+                "--listen-address=127.0.0.1".to_string(),
+                "--bind-interfaces".to_string(),
+                "--no-resolv".to_string(),
+                "--no-hosts".to_string(),
+                "--user=root".to_string(),
+                "--pid-file=".to_string(),
+                "--local=/example.com/".to_string(),
+            ])
+            .args(txt_records)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr.try_clone().expect("a second handle"))
             .spawn()
             .expect("dnsmasq must be installed (Debian package dnsmasq-base)");
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(Instant::now() < deadline, "dnsmasq did not start on {addr}");
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut said = String::new();
+                stderr.seek(SeekFrom::Start(0)).unwrap();
+                stderr.read_to_string(&mut said).unwrap();
+                let why = format!("dnsmasq exited with {status}: {said}");
+                return Err(if said.contains("Address already in use") {
+                    crate::StartFailure::PortTaken(why)
+                } else {
+                    crate::StartFailure::Failed(why)
+                });
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(crate::StartFailure::Failed(format!(
+                    "dnsmasq did not start on {addr}"
+                )));
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Dnsmasq { child, addr }
+        Ok(Dnsmasq { child, addr })
     }
 
     /// An OpenDKIM configuration whose resolver (libunbound) asks this

@@ -179,6 +179,43 @@ pub fn free_local_addr() -> SocketAddr {
     }
 }
 
+/// Why a server given ports from [`free_local_addr`] is not up.
+#[derive(Debug)]
+pub enum StartFailure {
+    /// Another socket took a picked port between the pick and the server's
+    /// bind: worth another attempt on new ports.
+    PortTaken(String),
+    /// Anything else, said in words.
+    Failed(String),
+}
+
+/// How often [`start_on_fresh_ports`] tries.
+const START_ATTEMPTS: usize = 3;
+
+/// Runs `start`, which picks its ports with [`free_local_addr`] and starts a
+/// server on them, until the server is up; again, on new ports, when one
+/// was taken before the server bound it. The probe cannot hold a port for
+/// another process, and in a test binary other threads' DNS clients bind
+/// random UDP ports all the time. Panics after the last attempt, or at once
+/// on any other failure.
+pub fn start_on_fresh_ports<S>(
+    server: &str,
+    mut start: impl FnMut() -> Result<S, StartFailure>,
+) -> S {
+    for attempt in 1..=START_ATTEMPTS {
+        match start() {
+            Ok(started) => return started,
+            Err(StartFailure::PortTaken(why)) if attempt < START_ATTEMPTS => {
+                eprintln!("{server}: {why}; retrying on new ports");
+            }
+            Err(StartFailure::PortTaken(why) | StartFailure::Failed(why)) => {
+                panic!("{server} did not start: {why}")
+            }
+        }
+    }
+    unreachable!("the last attempt returns or panics")
+}
+
 /// A fresh temporary directory, mode 0755, below Cargo's `target/tmp` or,
 /// when that is below a directory others may write (a checkout under
 /// /tmp), below `/var/lib/dkim-sidecar-tests` ([`scratch_base`]).
@@ -264,4 +301,41 @@ pub fn open_files_at_least(wanted: u64) -> u64 {
         return hard;
     }
     soft
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{StartFailure, start_on_fresh_ports};
+
+    #[test]
+    fn a_start_that_lost_its_port_is_tried_again() {
+        let mut attempts = 0;
+        let started = start_on_fresh_ports("server", || {
+            attempts += 1;
+            match attempts {
+                1 => Err(StartFailure::PortTaken("address already in use".into())),
+                n => Ok(n),
+            }
+        });
+        assert_eq!(started, 2);
+    }
+
+    #[test]
+    #[should_panic(expected = "server did not start: no such option")]
+    fn any_other_failure_is_not_tried_again() {
+        let mut attempts = 0;
+        start_on_fresh_ports("server", || -> Result<(), _> {
+            attempts += 1;
+            assert_eq!(attempts, 1, "tried again");
+            Err(StartFailure::Failed("no such option".into()))
+        });
+    }
+
+    #[test]
+    #[should_panic(expected = "server did not start: address already in use")]
+    fn a_port_taken_every_time_fails_after_the_last_attempt() {
+        start_on_fresh_ports("server", || -> Result<(), _> {
+            Err(StartFailure::PortTaken("address already in use".into()))
+        });
+    }
 }

@@ -34,8 +34,6 @@ use super::sasl::{self, SaslUser};
 
 /// How long `postfix stop` may take before leftovers are killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often a start that lost its port to another process is retried.
-const START_ATTEMPTS: usize = 3;
 
 /// An smtpd listener besides the main `smtp` one, with its `-o` overrides.
 #[derive(Debug, Clone)]
@@ -189,27 +187,22 @@ impl PostfixBuilder {
             listeners: BTreeMap::new(),
             stopped: false,
         };
-        for attempt in 1..=START_ATTEMPTS {
-            // A port asked from the OS can be taken again before master
-            // binds it; then the attempt fails and new ports are picked.
+        super::start_on_fresh_ports("Postfix", || {
             postfix.listeners = self.pick_ports();
             postfix
                 .instance
                 .write_master_cf(&self.master_cf_lines(&postfix.instance.name, &postfix.listeners));
             let log_before = postfix.log().len();
-            match postfix.try_start() {
-                Ok(()) => return postfix,
-                Err(why)
-                    if attempt < START_ATTEMPTS
-                        && postfix.log()[log_before..].contains("Address already in use") =>
-                {
-                    eprintln!("Postfix {}: {why}; retrying", postfix.syslog_name());
+            postfix.try_start().map_err(|why| {
+                if postfix.log()[log_before..].contains("Address already in use") {
                     postfix.stop_processes();
+                    super::StartFailure::PortTaken(why)
+                } else {
+                    super::StartFailure::Failed(why)
                 }
-                Err(why) => panic!("Postfix did not start: {why}"),
-            }
-        }
-        unreachable!("the last attempt returns or panics")
+            })
+        });
+        postfix
     }
 
     fn pick_ports(&self) -> BTreeMap<String, SocketAddr> {

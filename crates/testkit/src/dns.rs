@@ -239,16 +239,13 @@ fn start_knotd(
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let up = super::poll(Duration::from_secs(10), || {
         if let Ok(Some(status)) = child.try_wait() {
-            return Some(Err(format!("knotd exited with {status}:\n{}", log())));
+            return Some(Err(super::StartFailure::exited("knotd", status, &log())));
         }
         TcpStream::connect(addr).ok().map(|_| Ok(()))
     });
     match up {
         Some(Ok(())) => Ok(child),
-        Some(Err(why)) if why.contains("address already in use") => {
-            Err(super::StartFailure::PortTaken(why))
-        }
-        Some(Err(why)) => Err(super::StartFailure::Failed(why)),
+        Some(Err(failure)) => Err(failure),
         None => {
             let _ = child.kill();
             let _ = child.wait();

@@ -84,12 +84,7 @@ impl Dnsmasq {
                 let mut said = String::new();
                 stderr.seek(SeekFrom::Start(0)).unwrap();
                 stderr.read_to_string(&mut said).unwrap();
-                let why = format!("dnsmasq exited with {status}: {said}");
-                return Err(if said.contains("Address already in use") {
-                    crate::StartFailure::PortTaken(why)
-                } else {
-                    crate::StartFailure::Failed(why)
-                });
+                return Err(crate::StartFailure::exited("dnsmasq", status, &said));
             }
             if Instant::now() >= deadline {
                 let _ = child.kill();

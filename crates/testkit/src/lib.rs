@@ -189,6 +189,29 @@ pub enum StartFailure {
     Failed(String),
 }
 
+impl StartFailure {
+    /// A server that exited while starting, with its log: [`PortTaken`]
+    /// when the log says an address was in use.
+    ///
+    /// [`PortTaken`]: StartFailure::PortTaken
+    pub fn exited(server: &str, status: std::process::ExitStatus, log: &str) -> StartFailure {
+        let why = format!("{server} exited ({status}):\n{log}");
+        if log.to_ascii_lowercase().contains("address already in use") {
+            StartFailure::PortTaken(why)
+        } else {
+            StartFailure::Failed(why)
+        }
+    }
+}
+
+impl std::fmt::Display for StartFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartFailure::PortTaken(why) | StartFailure::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
 /// How often [`start_on_fresh_ports`] tries.
 const START_ATTEMPTS: usize = 3;
 
@@ -306,6 +329,20 @@ pub fn open_files_at_least(wanted: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::{StartFailure, start_on_fresh_ports};
+
+    #[test]
+    fn a_server_that_exits_saying_its_address_is_in_use_lost_its_port() {
+        use std::os::unix::process::ExitStatusExt as _;
+        let status = std::process::ExitStatus::from_raw(1 << 8);
+        let knot = "error: cannot bind address 127.0.0.1@47395 UDP (address already in use)";
+        assert!(matches!(
+            StartFailure::exited("knotd", status, knot),
+            StartFailure::PortTaken(_)
+        ));
+        let failure = StartFailure::exited("knotd", status, "error: invalid configuration");
+        assert!(matches!(failure, StartFailure::Failed(_)));
+        assert!(failure.to_string().contains("invalid configuration"));
+    }
 
     #[test]
     fn a_start_that_lost_its_port_is_tried_again() {

@@ -73,14 +73,16 @@ impl MariaDb {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let port = crate::free_local_addr().port();
         let mut db = MariaDb {
             dir,
             user,
             child: None,
-            port,
+            port: 0,
         };
-        db.run();
+        crate::start_on_fresh_ports("mariadbd", || {
+            db.port = crate::free_local_addr().port();
+            db.try_run()
+        });
         db.sql(&format!(
             "CREATE USER '{user}'@'%' IDENTIFIED BY '{password}';",
             user = Self::USER,
@@ -89,7 +91,8 @@ impl MariaDb {
         db
     }
 
-    fn run(&mut self) {
+    /// Starts the server on its port and waits until it answers.
+    fn try_run(&mut self) -> Result<(), crate::StartFailure> {
         let log = self.dir.path().join("mariadb.err");
         let child = Command::new("mariadbd")
             .arg("--no-defaults")
@@ -124,12 +127,13 @@ impl MariaDb {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if TcpStream::connect(self.addr()).is_ok() && self.try_sql("SELECT 1").is_ok() {
-                return;
+                return Ok(());
             }
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                panic!("mariadbd exited ({status}): {}", self.log());
+                self.child = None;
+                return Err(crate::StartFailure::exited("mariadbd", status, &self.log()));
             }
             assert!(
                 Instant::now() < deadline,
@@ -217,7 +221,7 @@ impl MariaDb {
     /// Starts the stopped server again, same port and data.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "mariadbd is running");
-        self.run();
+        self.try_run().unwrap_or_else(|failure| panic!("{failure}"));
     }
 
     pub fn dir(&self) -> &Path {

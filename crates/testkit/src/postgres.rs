@@ -60,19 +60,22 @@ impl Postgres {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let port = crate::free_local_addr().port();
         let mut pg = Postgres {
             dir,
             bin,
             user,
             child: None,
-            port,
+            port: 0,
         };
-        pg.run();
+        crate::start_on_fresh_ports("postgres", || {
+            pg.port = crate::free_local_addr().port();
+            pg.try_run()
+        });
         pg
     }
 
-    fn run(&mut self) {
+    /// Starts the server on its port and waits until it answers.
+    fn try_run(&mut self) -> Result<(), crate::StartFailure> {
         let log = fs::File::create(self.dir.path().join("postgres.log")).unwrap();
         let _ = chown(
             &self.dir.path().join("postgres.log"),
@@ -97,7 +100,13 @@ impl Postgres {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if TcpStream::connect(self.addr()).is_ok() && self.try_psql("SELECT 1").is_ok() {
-                return;
+                return Ok(());
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                self.child = None;
+                return Err(crate::StartFailure::exited("postgres", status, &self.log()));
             }
             assert!(
                 Instant::now() < deadline,
@@ -172,7 +181,7 @@ impl Postgres {
     /// Starts the stopped server again, same port and data.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "postgres is running");
-        self.run();
+        self.try_run().unwrap_or_else(|failure| panic!("{failure}"));
     }
 
     pub fn dir(&self) -> &Path {

@@ -124,19 +124,22 @@ impl Slapd {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let port = crate::free_local_addr().port();
-        let tls_port = crate::free_local_addr().port();
         let mut slapd = Slapd {
             dir,
             child: None,
-            port,
-            tls_port,
+            port: 0,
+            tls_port: 0,
         };
-        slapd.run();
+        crate::start_on_fresh_ports("slapd", || {
+            slapd.port = crate::free_local_addr().port();
+            slapd.tls_port = crate::free_local_addr().port();
+            slapd.try_run()
+        });
         slapd
     }
 
-    fn run(&mut self) {
+    /// Starts the server on its port and waits until it answers.
+    fn try_run(&mut self) -> Result<(), crate::StartFailure> {
         let log = fs::File::create(self.dir.path().join("slapd.log")).unwrap();
         let child = Command::new("slapd")
             .arg("-f")
@@ -159,12 +162,13 @@ impl Slapd {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if TcpStream::connect(self.addr()).is_ok() && self.search_works() {
-                return;
+                return Ok(());
             }
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                panic!("slapd exited ({status}): {}", self.log());
+                self.child = None;
+                return Err(crate::StartFailure::exited("slapd", status, &self.log()));
             }
             assert!(
                 Instant::now() < deadline,
@@ -240,7 +244,7 @@ impl Slapd {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "slapd is running");
         let _ = fs::remove_file(self.socket());
-        self.run();
+        self.try_run().unwrap_or_else(|failure| panic!("{failure}"));
     }
 
     pub fn dir(&self) -> &Path {
